@@ -1,0 +1,46 @@
+# Every target bootstraps what it needs from nothing: a Python 3.11 venv, torch==2.13.0, the package
+# (editable) and the generated protobuf code.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard protos/ltx/v1/*.proto)
+GEN_STAMP := ltx/v1/.generated
+
+.PHONY: setup proto run test test-unit bench lint clean
+
+setup: $(STAMP) $(GEN_STAMP)
+
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# The generated code must exist before the editable install so that the `ltx` package is mapped.
+$(GEN_STAMP): $(PROTOS) | $(VENV)/bin/python
+	$(BIN)/pip install --quiet 'grpcio-tools==1.81.*' 'protobuf>=5.29,<7'
+	mkdir -p ltx/v1
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	touch ltx/__init__.py ltx/v1/__init__.py $@
+
+$(STAMP): pyproject.toml $(GEN_STAMP) | $(VENV)/bin/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+proto: $(GEN_STAMP)
+
+# Runs the service on its embedded default: the tiny preset, in-process engine, gRPC on :50051.
+run: setup
+	$(BIN)/ltx-serve
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: setup
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) ltx var .pytest_cache

@@ -1,0 +1,1 @@
+"""LTX video generation service."""
