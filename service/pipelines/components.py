@@ -1,0 +1,86 @@
+"""The seams between pipeline math and the models that run it.
+
+A pipeline takes its components behind these Protocols. `LocalEngine` binds them to torch modules in
+this process; the Triton model `ltx_pipeline` binds them to BLS calls on the component models (TensorRT
+plans on a GPU). One pipeline, two bindings. All tensors are torch tensors on the pipeline's device.
+
+Tensor names used here are the names used everywhere (ONNX graphs, TensorRT profiles, config.pbtxt):
+  text encoder:  input_ids [B, L] int64, attention_mask [B, L] int64 -> text_embeds [B, L, D]
+  transformer:   hidden_states [B, N, C], timestep [B, N], video_coords [B, 3, N],
+                 encoder_hidden_states [B, L, D], encoder_attention_mask [B, L] -> velocity [B, N, C]
+  vae decoder:   latents [B, C, f, h, w] (denormalized), decode_timestep [B] -> video [B, 3, F, H, W]
+  vae encoder:   video [B, 3, F, H, W] in [-1, 1] -> latents [B, C, f, h, w] (not normalized)
+  upsampler:     latents [B, C, f, h, w] -> latents [B, C, f, 2h, 2w]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """Fixed facts about a model family that pipelines need for shapes and normalization."""
+
+    latent_channels: int
+    spatial_compression: int  # pixels per latent cell, each side (32 for LTX)
+    temporal_compression: int  # frames per latent frame after the first (8 for LTX)
+    patch_size: int  # transformer patch size (1 for LTX-Video)
+    patch_size_t: int
+    text_max_length: int  # tokens per prompt (128 for LTX-Video)
+    text_dim: int  # width of the text embeddings the transformer takes
+    latents_mean: tuple[float, ...]  # per-channel VAE latent statistics, for (de)normalization
+    latents_std: tuple[float, ...]
+    scaling_factor: float
+    decode_timestep_conditioning: bool  # the 0.9.5+ VAE decoder takes a timestep and adds noise
+
+
+class TextEncoder(Protocol):
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> (text_embeds [B, L, D], attention_mask [B, L]), padded to text_max_length."""
+        ...
+
+
+class Transformer(Protocol):
+    def velocity(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        video_coords: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """One denoiser call on packed latents; `timestep` is per token in [0, 1]."""
+        ...
+
+
+class VaeDecoder(Protocol):
+    def decode(self, latents: torch.Tensor, decode_timestep: torch.Tensor) -> torch.Tensor:
+        """Denormalized latents -> video [B, 3, F, H, W] in [-1, 1]."""
+        ...
+
+
+class VaeEncoder(Protocol):
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Video [B, 3, F, H, W] in [-1, 1] -> latents (not normalized), the distribution's mode."""
+        ...
+
+
+class LatentUpsampler(Protocol):
+    def upsample(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class Components:
+    """What a pipeline runs on. Optional members are present only where an endpoint needs them."""
+
+    geometry: ModelGeometry
+    text_encoder: TextEncoder
+    transformer: Transformer
+    vae_decoder: VaeDecoder
+    vae_encoder: VaeEncoder | None = None
+    upsampler: LatentUpsampler | None = None
