@@ -1,0 +1,268 @@
+"""Fetching media inputs (`image_url`, `video_url`): http(s) URLs and base64 `data:` URIs.
+
+Client-supplied URLs are fetched with these guards:
+- Schemes: http, https and base64 `data:` URIs; anything else (file:, ftp:, ...) is refused.
+- Size: at most `max_bytes`. A larger Content-Length is refused before the body is read; the body is
+  streamed and dropped as soon as it passes the limit (servers may lie or send no length). A data URI
+  is size-checked before it is decoded.
+- Time: `timeout_s` bounds the whole fetch, redirects included (name resolution aside: the system
+  resolver takes no timeout).
+- Content: the first bytes must be an image or video container (service/media/sniff.py), whatever the
+  server's Content-Type says; with `expect`, of that kind.
+- Network: unless `allow_private_networks`, every address a host resolves to must be public: loopback,
+  private, link-local, shared (CGNAT), reserved, multicast and unspecified addresses, their IPv6
+  equivalents, and IPv6 forms embedding such an IPv4 address (mapped, 6to4, NAT64) are refused. The host
+  is resolved once and the connection goes to the checked address, so a second DNS answer cannot
+  redirect it (DNS rebinding); TLS still verifies the certificate against the host name. Each redirect
+  is checked the same way.
+Every failure raises JobError(INPUT_FETCH_FAILED, "<field>: <reason>"), naming the request field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+from service.domain.errors import ErrorType, JobError
+from service.media.sniff import SNIFF_BYTES, MediaKind, sniff_media_type
+
+logger = logging.getLogger(__name__)
+
+_READ_CHUNK = 64 * 1024
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_USER_AGENT = "ltx-video-service"
+# NAT64 well-known prefix: the last 32 bits of such an address are an IPv4 address.
+_NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    max_bytes: int = 256 * 1024**2
+    timeout_s: float = 60.0
+    allow_private_networks: bool = False  # only for trusted deployments and tests
+    max_redirects: int = 5
+
+
+@dataclass(frozen=True)
+class FetchedMedia:
+    data: bytes = field(repr=False)
+    content_type: str  # sniffed from the bytes, e.g. "image/png"
+    kind: MediaKind
+    source: str  # the URL, or "data: URI" (a data URI's payload is never repeated)
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+
+def _fail(field_path: str, reason: str) -> JobError:
+    return JobError(ErrorType.INPUT_FETCH_FAILED, f"{field_path}: {reason}")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]  # the client's address
+    if address in _NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def is_forbidden_address(address: IpAddress) -> bool:
+    """True for every address that is not plainly public unicast (see the module docstring)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None and is_forbidden_address(embedded):
+            return True
+    # `is_global` is False for private, loopback, link-local, shared, reserved and unspecified
+    # ranges; multicast is checked apart because Python counts some multicast ranges as global.
+    return not address.is_global or address.is_multicast
+
+
+def _resolve(host: str, port: int, limits: FetchLimits, field_path: str) -> list[IpAddress]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise _fail(field_path, f"cannot resolve host {host!r}") from exc
+    addresses: list[IpAddress] = []
+    for info in infos:
+        # Drop an IPv6 zone ("fe80::1%eth0") before parsing; the address alone decides.
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    if not limits.allow_private_networks:
+        forbidden = [a for a in addresses if is_forbidden_address(a)]
+        if forbidden:
+            raise _fail(field_path, f"host {host!r} is on a private or local network ({forbidden[0]})")
+    return addresses
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to a fixed, already checked address; `host` is used only for the headers."""
+
+    def __init__(self, host: str, port: int, address: IpAddress, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((str(self._address), self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    default_port = 443
+
+    def __init__(self, host: str, port: int, address: IpAddress, timeout: float) -> None:
+        super().__init__(host, port, address, timeout)
+        self._tls = ssl.create_default_context()
+
+    def connect(self) -> None:
+        super().connect()
+        # The certificate is checked against the host name, not the pinned address.
+        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self.host)
+
+
+def _open(url: str, limits: FetchLimits, field_path: str, deadline: _Deadline) -> http.client.HTTPConnection:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(field_path, f"unsupported URL {_describe(url)}: use http(s) or a base64 data: URI")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as exc:
+        raise _fail(field_path, "invalid port in URL") from exc
+    addresses = _resolve(parts.hostname, port, limits, field_path)
+    connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
+    last_error: OSError | None = None
+    for address in addresses:
+        conn = connection_class(parts.hostname, port, address, deadline.remaining())
+        try:
+            conn.connect()
+        except OSError as exc:  # try the host's next address
+            conn.close()
+            last_error = exc
+            continue
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host_header = parts.netloc.rpartition("@")[2]  # never forward credentials
+        conn.request(
+            "GET",
+            path,
+            headers={
+                "Host": host_header,
+                "User-Agent": _USER_AGENT,
+                "Accept": "image/*, video/*, */*;q=0.1",
+                "Accept-Encoding": "identity",  # so Content-Length is the real size
+            },
+        )
+        return conn
+    raise _fail(field_path, f"cannot connect to {parts.hostname}: {last_error}")
+
+
+def _read_limited(
+    conn: http.client.HTTPConnection,
+    response: http.client.HTTPResponse,
+    limits: FetchLimits,
+    field_path: str,
+    deadline: _Deadline,
+) -> bytes:
+    declared = response.getheader("Content-Length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limits.max_bytes:
+        raise _fail(field_path, f"is {int(declared)} bytes, more than the limit of {limits.max_bytes}")
+    body = bytearray()
+    while True:
+        if conn.sock is not None:  # each read may wait only for what is left of the whole fetch
+            conn.sock.settimeout(deadline.remaining())
+        chunk = response.read1(_READ_CHUNK)
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > limits.max_bytes:
+            raise _fail(field_path, f"is more than the limit of {limits.max_bytes} bytes")
+
+
+def _fetch_http(url: str, limits: FetchLimits, field_path: str) -> bytes:
+    """The body at `url`, following redirects, each one checked like the first URL."""
+    deadline = _Deadline(limits.timeout_s)
+    current = url
+    for _ in range(limits.max_redirects + 1):
+        conn = _open(current, limits, field_path, deadline)
+        try:
+            response = conn.getresponse()
+            if response.status in _REDIRECT_STATUSES and response.getheader("Location"):
+                current = urljoin(current, response.getheader("Location", ""))
+                continue
+            if not 200 <= response.status < 300:
+                raise _fail(field_path, f"HTTP {response.status} {response.reason} from {_describe(current)}")
+            return _read_limited(conn, response, limits, field_path, deadline)
+        finally:
+            conn.close()
+    raise _fail(field_path, f"more than {limits.max_redirects} redirects")
+
+
+def _decode_data_uri(url: str, limits: FetchLimits, field_path: str) -> bytes:
+    meta, comma, payload = url[len("data:") :].partition(",")
+    if not comma or not meta.lower().endswith(";base64"):
+        raise _fail(field_path, "data: URIs must be base64-encoded (data:<type>;base64,<data>)")
+    payload = "".join(payload.split())
+    # Base64 carries 3 bytes per 4 characters: refuse before decoding what would be too large.
+    if len(payload) // 4 * 3 - payload.count("=") > limits.max_bytes:
+        raise _fail(field_path, f"is more than the limit of {limits.max_bytes} bytes")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _fail(field_path, "data: URI is not valid base64") from exc
+
+
+def _describe(url: str) -> str:
+    """The URL without query, fragment or credentials, for messages and logs (queries hold tokens)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "data":
+        return "data: URI"
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if host else f"{parts.scheme}: URL"
+
+
+def fetch_media(
+    url: str, *, field: str, limits: FetchLimits, expect: MediaKind | None = None
+) -> FetchedMedia:
+    """Fetches one media input; `field` names it in errors, e.g. "images[1].image_url"."""
+    is_data_uri = url[:5].lower() == "data:"
+    try:
+        if is_data_uri:
+            data = _decode_data_uri(url, limits, field)
+        else:
+            data = _fetch_http(url, limits, field)
+    except TimeoutError as exc:
+        raise _fail(field, f"timed out after {limits.timeout_s:g} s") from exc
+    except ssl.SSLError as exc:
+        raise _fail(field, f"TLS error: {exc.reason or exc}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise _fail(field, f"download failed: {exc.__class__.__name__}: {exc}") from exc
+    media_type = sniff_media_type(data[:SNIFF_BYTES])
+    if media_type is None:
+        raise _fail(field, "is not an image or a video")
+    if expect is not None and media_type.kind is not expect:
+        raise _fail(field, f"expected {expect.value} but got {media_type.mime}")
+    source = "data: URI" if is_data_uri else url
+    logger.info("fetched %s from %s: %d bytes, %s", field, _describe(url), len(data), media_type.mime)
+    return FetchedMedia(data=data, content_type=media_type.mime, kind=media_type.kind, source=source)
