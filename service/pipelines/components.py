@@ -15,9 +15,9 @@ Tensor names used here are the names used everywhere (ONNX graphs, TensorRT prof
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -84,3 +84,5 @@ class Components:
     vae_decoder: VaeDecoder
     vae_encoder: VaeEncoder | None = None
     upsampler: LatentUpsampler | None = None
+    # The checkpoint's diffusers scheduler config (scheduler/scheduler_config.json); None: LTX-Video's.
+    scheduler_config: Mapping[str, Any] | None = None

@@ -1,0 +1,121 @@
+"""Latent shapes, packing, normalization and rope coordinates for LTX-Video.
+
+The tensor math is diffusers' own (the static helpers of `LTXPipeline` and `LTXConditionPipeline`); this
+module only names the shapes and ties the helpers to a `ModelGeometry`, so the in-process and Triton
+bindings of the pipeline share one implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
+from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
+
+from service.pipelines.components import ModelGeometry
+
+
+class LatentShape(NamedTuple):
+    """Latent grid of one clip: [batch, channels, frames, height, width] once unpacked."""
+
+    batch: int
+    channels: int
+    frames: int
+    height: int
+    width: int
+
+    @property
+    def num_tokens(self) -> int:
+        return self.frames * self.height * self.width
+
+
+def generated_frame_count(num_frames: int, temporal_compression: int) -> int:
+    """The smallest legal clip length (k * temporal + 1) that holds `num_frames` frames."""
+    return temporal_compression * math.ceil((num_frames - 1) / temporal_compression) + 1
+
+
+def latent_shape(
+    geometry: ModelGeometry, batch: int, num_frames: int, height: int, width: int
+) -> LatentShape:
+    """Latent grid for a clip of `num_frames` (already legal) frames of `height` x `width` pixels."""
+    if height % geometry.spatial_compression or width % geometry.spatial_compression:
+        raise ValueError(
+            f"height and width must be multiples of {geometry.spatial_compression}, got {height}x{width}"
+        )
+    if (num_frames - 1) % geometry.temporal_compression:
+        raise ValueError(f"num_frames must be {geometry.temporal_compression}k+1, got {num_frames}")
+    return LatentShape(
+        batch=batch,
+        channels=geometry.latent_channels,
+        frames=(num_frames - 1) // geometry.temporal_compression + 1,
+        height=height // geometry.spatial_compression,
+        width=width // geometry.spatial_compression,
+    )
+
+
+def pack(latents: torch.Tensor, geometry: ModelGeometry) -> torch.Tensor:
+    """[B, C, F, H, W] -> tokens [B, N, C * patch volume]."""
+    return LTXPipeline._pack_latents(latents, geometry.patch_size, geometry.patch_size_t)
+
+
+def unpack(tokens: torch.Tensor, shape: LatentShape, geometry: ModelGeometry) -> torch.Tensor:
+    """Tokens [B, N, D] -> [B, C, F, H, W]; the inverse of `pack`."""
+    return LTXPipeline._unpack_latents(
+        tokens,
+        shape.frames // geometry.patch_size_t,
+        shape.height // geometry.patch_size,
+        shape.width // geometry.patch_size,
+        geometry.patch_size,
+        geometry.patch_size_t,
+    )
+
+
+def denormalize(latents: torch.Tensor, geometry: ModelGeometry) -> torch.Tensor:
+    """Undo the VAE's per-channel latent normalization before decoding."""
+    return LTXPipeline._denormalize_latents(
+        latents,
+        torch.tensor(geometry.latents_mean),
+        torch.tensor(geometry.latents_std),
+        geometry.scaling_factor,
+    )
+
+
+def normalize(latents: torch.Tensor, geometry: ModelGeometry) -> torch.Tensor:
+    """Per-channel latent normalization after encoding (the transformer works on normalized latents)."""
+    return LTXPipeline._normalize_latents(
+        latents,
+        torch.tensor(geometry.latents_mean),
+        torch.tensor(geometry.latents_std),
+        geometry.scaling_factor,
+    )
+
+
+def video_coords(
+    shape: LatentShape, geometry: ModelGeometry, frame_rate: float, device: torch.device
+) -> torch.Tensor:
+    """Rope coordinates [B, 3, N] of each token: pixel positions, time in seconds.
+
+    As LTXConditionPipeline builds them: latent indices scaled by the VAE compression, the first latent
+    frame at pixel frame 0 (causal VAE: latent frame k covers pixel frames 8k-7..8k), time divided by the
+    frame rate.
+    """
+    ids = LTXConditionPipeline._prepare_video_ids(
+        shape.batch,
+        shape.frames,
+        shape.height,
+        shape.width,
+        patch_size=geometry.patch_size,
+        patch_size_t=geometry.patch_size_t,
+        device=device,
+    )
+    coords = LTXConditionPipeline._scale_video_ids(
+        ids,
+        scale_factor=geometry.spatial_compression,
+        scale_factor_t=geometry.temporal_compression,
+        frame_index=0,
+        device=device,
+    ).float()
+    coords[:, 0] = coords[:, 0] * (1.0 / frame_rate)
+    return coords

@@ -1,0 +1,95 @@
+"""LocalEngine on the tiny preset: dispatch, LoRAs per job, and honest notes for features not built yet."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.config import LoraConfig, ServiceConfig
+from service.domain.errors import Cancelled, ErrorType, JobError
+from service.domain.progress import Progress
+from service.domain.specs import Endpoint, LoraSpec, TextToVideoSpec
+from service.engines.local import NO_PROMPT_EXPANDER, NO_SAFETY_CHECKER, LocalEngine
+from tests.fixtures_lora import tiny_lora_weights, write_lora
+
+SPEC = TextToVideoSpec(
+    prompt="waves breaking on a rocky shore",
+    negative_prompt="blurry",
+    width=64,
+    height=32,
+    num_frames=9,
+    num_inference_steps=2,
+    frame_rate=24,
+    seed=7,
+    enable_safety_checker=False,
+)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> LocalEngine:
+    cache = tmp_path_factory.mktemp("lora-cache")
+    return LocalEngine(ServiceConfig(lora=LoraConfig(cache_dir=str(cache))))
+
+
+def _generate(engine: LocalEngine, spec: TextToVideoSpec) -> tuple[np.ndarray, list[Progress]]:
+    events: list[Progress] = []
+    video = engine.generate(spec, events.append, lambda: False)
+    return video.frames, events
+
+
+def test_is_ready_and_serves_text_to_video_only(engine: LocalEngine) -> None:
+    assert engine.ready() is True
+    assert engine.supports(Endpoint.TEXT_TO_VIDEO)
+    assert engine.supports("ltx-video-lora")
+    assert not engine.supports(Endpoint.EXTEND)
+    assert not engine.supports("no-such-endpoint")
+
+
+def test_generates_the_requested_video(engine: LocalEngine) -> None:
+    frames, _events = _generate(engine, SPEC)
+    assert frames.shape == (9, 32, 64, 3)
+
+
+def test_lora_changes_one_job_and_does_not_leak_into_the_next(engine: LocalEngine, tmp_path: Path) -> None:
+    lora = write_lora(tmp_path / "style.safetensors", tiny_lora_weights(), "original")
+    before, _ = _generate(engine, SPEC)
+    with_lora, events = _generate(engine, dataclasses.replace(SPEC, loras=(LoraSpec(str(lora), 1.0),)))
+    after, _ = _generate(engine, SPEC)
+    assert not np.array_equal(with_lora, before)
+    assert np.array_equal(after, before)
+    assert any("LoRA" in event.message for event in events)
+
+
+def test_bad_lora_fails_the_job_and_leaves_the_engine_usable(engine: LocalEngine, tmp_path: Path) -> None:
+    before, _ = _generate(engine, SPEC)
+    spec = dataclasses.replace(SPEC, loras=(LoraSpec(str(tmp_path / "missing.safetensors")),))
+    with pytest.raises(JobError) as caught:
+        engine.generate(spec, lambda _: None, lambda: False)
+    assert caught.value.error_type is ErrorType.LORA_LOAD_FAILED
+    assert np.array_equal(_generate(engine, SPEC)[0], before)
+
+
+def test_cancelled_job_raises_cancelled(engine: LocalEngine) -> None:
+    with pytest.raises(Cancelled):
+        engine.generate(SPEC, lambda _: None, lambda: True)
+
+
+def test_unbuilt_features_are_reported_plainly(engine: LocalEngine) -> None:
+    spec = dataclasses.replace(SPEC, expand_prompt=True, enable_safety_checker=True)
+    frames, events = _generate(engine, spec)
+    messages = [event.message for event in events]
+    assert NO_PROMPT_EXPANDER in messages and NO_SAFETY_CHECKER in messages
+    assert "no prompt expander" in NO_PROMPT_EXPANDER and "not checked" in NO_SAFETY_CHECKER
+    assert np.array_equal(frames, _generate(engine, SPEC)[0])  # the prompt was used as given
+
+
+def test_unsupported_spec_is_refused(engine: LocalEngine) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class ExtendSpec:
+        endpoint = Endpoint.EXTEND
+
+    with pytest.raises(ValueError, match="does not serve"):
+        engine.generate(ExtendSpec(), lambda _: None, lambda: False)
