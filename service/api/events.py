@@ -1,0 +1,90 @@
+"""Job views -> protobuf status and event messages."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ltx.v1 import video_generation_pb2 as pb
+from service.api.convert import output_to_pb
+from service.api.oneof import ONEOF_FIELD
+from service.domain.progress import Progress
+from service.domain.specs import Endpoint
+from service.jobs.queue import JobView
+from service.jobs.records import JobRecord, JobState, LogEntry
+from service.jobs.runner import output_from_json
+
+_STATUS = {
+    JobState.QUEUED: pb.IN_QUEUE,
+    JobState.RUNNING: pb.IN_PROGRESS,
+    JobState.SUCCEEDED: pb.COMPLETED,
+    JobState.FAILED: pb.COMPLETED,
+    JobState.CANCELLED: pb.COMPLETED,
+}
+
+
+
+def timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def log_lines(entries: list[LogEntry]) -> list[pb.LogLine]:
+    return [pb.LogLine(message=e.message, level=e.level, timestamp=timestamp(e.timestamp)) for e in entries]
+
+
+def job_error(record: JobRecord) -> pb.JobError | None:
+    if record.state in (JobState.FAILED, JobState.CANCELLED):
+        return pb.JobError(error_type=record.error_type or "", message=record.error_message or "")
+    return None
+
+
+def generation_output(record: JobRecord) -> pb.GenerationOutput | None:
+    if record.state is not JobState.SUCCEEDED or record.output_json is None:
+        return None
+    endpoint = Endpoint(record.endpoint)
+    message = output_to_pb(endpoint, output_from_json(record.output_json))
+    return pb.GenerationOutput(**{ONEOF_FIELD[endpoint]: message})
+
+
+def progress(report: Progress | None) -> pb.Progress | None:
+    if report is None:
+        return None
+    return pb.Progress(stage=report.stage.value, step=report.step, total_steps=report.total)
+
+
+def status_response(view: JobView, logs: list[LogEntry]) -> pb.StatusResponse:
+    record = view.record
+    return pb.StatusResponse(
+        request_id=record.job_id,
+        endpoint_id=record.endpoint,
+        status=_STATUS[record.state],
+        queue_position=view.queue_position,
+        progress=progress(view.progress),
+        logs=log_lines(logs),
+        error=job_error(record),
+        created_at=timestamp(record.created_at),
+        started_at=timestamp(record.started_at),
+        completed_at=timestamp(record.completed_at),
+    )
+
+
+def job_event(view: JobView, new_logs: list[LogEntry], report: Progress | None) -> pb.JobEvent:
+    """The event for `view`, with `report` as its progress."""
+    record = view.record
+    return pb.JobEvent(
+        request_id=record.job_id,
+        status=_STATUS[record.state],
+        queue_position=view.queue_position,
+        progress=progress(report),
+        logs=log_lines(new_logs),
+        error=job_error(record),
+        result=generation_output(record),
+    )
+
+
+def step_event(job_id: str, report: Progress) -> pb.JobEvent:
+    """An intermediate progress event, for reports that arrived between two views of the job."""
+    return pb.JobEvent(request_id=job_id, status=pb.IN_PROGRESS, progress=progress(report))

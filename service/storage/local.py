@@ -1,0 +1,78 @@
+"""Results kept in a local directory and served over HTTP at `{base_url}/results/{job_id}/{file}`."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from service.domain.outputs import StoredFile
+
+log = logging.getLogger(__name__)
+
+
+class LocalStorage:
+    def __init__(self, root: Path, base_url: str) -> None:
+        self.root = root
+        self.base_url = base_url.rstrip("/")
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def job_dir(self, job_id: str) -> Path:
+        path = self.root / job_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def publish(self, job_id: str, path: Path, content_type: str) -> StoredFile:
+        """Describe a file already written into `job_dir(job_id)`."""
+        if path.parent != self.job_dir(job_id):
+            raise ValueError(f"{path} is not in the job's directory")
+        return StoredFile(
+            url=f"{self.base_url}/results/{job_id}/{path.name}",
+            content_type=content_type,
+            file_name=path.name,
+            file_size=path.stat().st_size,
+        )
+
+    def delete(self, job_id: str) -> None:
+        shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+
+class _ResultsHandler(SimpleHTTPRequestHandler):
+    """Read-only GET/HEAD of files under the storage root, at /results/..."""
+
+    def translate_path(self, path: str) -> str:
+        prefix = "/results/"
+        if not path.startswith(prefix):
+            return str(Path(self.directory) / "\0missing")  # 404
+        return super().translate_path("/" + path[len(prefix) :])
+
+    def list_directory(self, path):  # type: ignore[no-untyped-def]
+        self.send_error(404, "not found")
+        return None
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        log.debug("http %s", format % args)
+
+
+class ResultsHttpServer:
+    """Serves the storage root in a background thread; `port` 0 picks a free port."""
+
+    def __init__(self, root: Path, host: str, port: int) -> None:
+        handler = partial(_ResultsHandler, directory=str(root))
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="results-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
