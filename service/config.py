@@ -15,6 +15,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from service.media.fetch import FetchLimits
+from service.prompting.config import PromptExpansionConfig
+from service.safety.config import SafetyConfig
+
 
 class EngineKind(StrEnum):
     LOCAL = "local"
@@ -62,6 +66,9 @@ class ServiceConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    media: FetchLimits = field(default_factory=FetchLimits)  # fetching image_url / video_url inputs
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    prompt_expansion: PromptExpansionConfig = field(default_factory=PromptExpansionConfig)
 
     @property
     def db_path(self) -> Path:
@@ -78,7 +85,8 @@ class ServiceConfig:
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConfig:
-    """Defaults, then the TOML file at `path` (sections `model`, `lora`, `queue`), then `overrides`.
+    """Defaults, then the TOML file at `path` (sections `model`, `lora`, `queue`, `media`, `safety`,
+    `prompt_expansion`), then `overrides`.
 
     Overrides with value None are ignored, so CLI flags that were not given change nothing. Nested
     settings are overridden with dotted keys, e.g. `**{"model.preset": "tiny"}`.
@@ -100,7 +108,7 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} settings: {', '.join(sorted(unknown))}")
     kwargs: dict[str, Any] = {}
-    nested = {"model": ModelConfig, "lora": LoraConfig, "queue": QueueConfig}
+    nested = {f.name: f.default_factory for f in dataclasses.fields(ServiceConfig) if callable(f.default_factory)}
     for name, value in data.items():
         if name in nested and isinstance(value, dict):
             kwargs[name] = _build(nested[name], value)
