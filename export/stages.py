@@ -1,0 +1,187 @@
+"""The export as cached, re-runnable stages, keyed by the model settings' hash (ServiceConfig.model_hash).
+
+    <cache>/<model_hash>/assets/                  tokenizer, geometry, scheduler config
+    <cache>/<model_hash>/onnx/<component>.<precision>.onnx (+ .data)
+    <cache>/<model_hash>/onnx/<component>.parity.json   fp32 graph vs torch, onnxruntime
+    <cache>/<model_hash>/engines/<component>.<precision>.<profile hash>.plan (+ .parity.json)
+    <cache>/timing-<gpu>.cache                    TensorRT timing cache, shared by every build on that GPU
+
+A stage whose `.done` marker exists is skipped, so a re-run after a failure (or with one more component)
+redoes only what is missing. The marker is written last: an interrupted stage is redone from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from export.components import ApiRanges, ExportableComponent, SampleSize, declare
+from export.parity import ParityResult, Tolerance, check_parity, require_parity
+from export.shapes import BATCH, LATENT_FRAMES, LATENT_HEIGHT, LATENT_WIDTH
+from service.config import ServiceConfig
+from service.engines.triton_backend.assets import PipelineAssets, load_assets, save_assets
+
+if TYPE_CHECKING:
+    from service.models.loading import LoadedModels
+
+log = logging.getLogger(__name__)
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+    @property
+    def torch_dtype_name(self) -> str:
+        return {Precision.FP32: "float32", Precision.BF16: "bfloat16"}[self]
+
+
+# A bf16 engine against the fp32 torch model: bf16 keeps 8 mantissa bits (~4e-3 relative per op) and the
+# error grows with depth, so a few percent of the output's scale is rounding; a wrong graph is off by ~100%.
+BF16_TOLERANCE = Tolerance(atol=2e-2, rtol=5e-2)
+ENGINE_TOLERANCE = {Precision.FP32: Tolerance(atol=1e-3, rtol=1e-2), Precision.BF16: BF16_TOLERANCE}
+
+
+@dataclass
+class ExportStages:
+    config: ServiceConfig  # its `model` names the weights; the rest is ignored
+    cache_dir: Path
+    component_names: tuple[str, ...]
+    precision: Precision = Precision.BF16
+    api: ApiRanges = field(default_factory=ApiRanges)
+    _models: dict[Precision, LoadedModels] = field(default_factory=dict, repr=False)
+
+    @property
+    def key_dir(self) -> Path:
+        return self.cache_dir / self.config.model_hash()
+
+    def models(self, precision: Precision = Precision.FP32) -> LoadedModels:
+        """The checkpoint stage: weights loaded in `precision`, once per run (only when a stage needs them)."""
+        from service.models.loading import load_models
+
+        if precision not in self._models:
+            model = dataclasses.replace(self.config.model, dtype=precision.torch_dtype_name)
+            self._models[precision] = load_models(model)
+        return self._models[precision]
+
+    @cached_property
+    def assets(self) -> PipelineAssets:
+        directory = self.key_dir / "assets"
+
+        def produce() -> None:
+            from service.models.loading import model_geometry
+
+            models = self.models()
+            save_assets(
+                PipelineAssets(models.tokenizer, model_geometry(models), dict(models.scheduler_config)),
+                directory,
+            )
+
+        _run_stage(directory / ".done", produce, f"assets of model {self.config.model_hash()}")
+        return load_assets(directory)
+
+    @cached_property
+    def components(self) -> list[ExportableComponent]:
+        return declare(self.component_names, self.assets.geometry, self.api)
+
+    def onnx(self, component: ExportableComponent, precision: Precision) -> Path:
+        from export.onnx_export import export_onnx
+
+        path = self.key_dir / "onnx" / f"{component.name}.{precision.value}.onnx"
+        _run_stage(
+            path.with_suffix(".done"),
+            lambda: export_onnx(component, self.models(precision), path),
+            f"ONNX {component.name} ({precision.value})",
+        )
+        return path
+
+    def parity(self, component: ExportableComponent) -> None:
+        """The fp32 graph against torch on onnxruntime (CPU); a failure stops the export."""
+        report = self.key_dir / "onnx" / f"{component.name}.parity.json"
+
+        def produce() -> None:
+            results = check_parity(component, self.models(), self.onnx(component, Precision.FP32))
+            _write_report(report, results)
+            require_parity(results)
+
+        _run_stage(report.with_suffix(".done"), produce, f"ONNX parity {component.name}")
+
+    def engine(self, component: ExportableComponent, workspace_gib: float | None = None) -> Path:
+        from export.tensorrt_build import build_engine
+
+        onnx_path = self.onnx(component, self.precision)
+        plan = (
+            self.key_dir
+            / "engines"
+            / f"{component.name}.{self.precision.value}.{_profile_hash(component)}.plan"
+        )
+
+        def produce() -> None:
+            build_engine(component, onnx_path, plan, self._timing_cache(), workspace_gib)
+            self._engine_parity(component, plan)
+
+        _run_stage(plan.with_suffix(".done"), produce, f"TensorRT {component.name} ({self.precision.value})")
+        return plan
+
+    def _engine_parity(self, component: ExportableComponent, plan: Path) -> None:
+        """The plan against the fp32 torch model, at shapes inside its optimization profile."""
+        import torch
+
+        from export.parity import compare
+        from export.tensorrt_build import EngineRunner
+
+        runner, module = EngineRunner(component, plan), component.module(self.models())
+        results = []
+        for size in profile_samples(component):
+            inputs = component.sample_inputs(self.models(), size)
+            with torch.no_grad():
+                expected = module(*inputs).float().cpu().numpy()
+            actual = runner(*inputs).float().cpu().numpy()
+            results.append(compare(component, size, expected, actual, ENGINE_TOLERANCE[self.precision]))
+        _write_report(plan.with_suffix(".parity.json"), results)
+        require_parity(results)
+
+    def _timing_cache(self) -> Path:
+        import torch
+
+        gpu = torch.cuda.get_device_name().replace(" ", "_")
+        return self.cache_dir / f"timing-{gpu}.cache"
+
+
+def profile_samples(component: ExportableComponent) -> tuple[SampleSize, ...]:
+    """Sample sizes inside the TensorRT profile: the smallest grid, at the smallest and largest batch."""
+    ranges = component.axis_ranges()
+    grid = (ranges[LATENT_FRAMES].min, ranges[LATENT_HEIGHT].min, ranges[LATENT_WIDTH].min)
+    batches = sorted({ranges[BATCH].min, ranges[BATCH].max})
+    return tuple(SampleSize(batch, *grid) for batch in batches)
+
+
+def _profile_hash(component: ExportableComponent) -> str:
+    import tensorrt
+
+    blob = json.dumps({"profile": component.profile(), "tensorrt": tensorrt.__version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def _run_stage(marker: Path, produce: Callable[[], object], what: str) -> None:
+    if marker.exists():
+        log.info("%s: cached (%s)", what, marker.parent)
+        return
+    log.info("%s: running", what)
+    produce()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("done\n")
+
+
+def _write_report(path: Path, results: list[ParityResult]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{**dataclasses.asdict(result), "passed": result.passed} for result in results]
+    path.write_text(json.dumps(rows, indent=2))

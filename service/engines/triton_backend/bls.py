@@ -1,0 +1,130 @@
+"""The component Protocols bound to BLS calls on Triton's component models: the Triton half of
+"one pipeline, two bindings" (the torch half is service/pipelines/torch_components.py).
+
+Tensor names and dtypes come from the component declarations (export/components.py), the same ones the
+component models' config.pbtxt, ONNX graphs and TensorRT profiles are generated from. Tensors cross as
+numpy on the CPU and as DLPack on a GPU, so TensorRT outputs stay on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton_python_backend_utils as pb_utils  # only importable inside a Triton Python-backend stub
+from transformers import PreTrainedTokenizerBase
+
+from export.components import (
+    ExportableComponent,
+    TensorDecl,
+    TextEncoderComponent,
+    TransformerComponent,
+    VaeDecoderComponent,
+    VaeEncoderComponent,
+)
+from service.engines.triton_backend.assets import PipelineAssets
+from service.pipelines.components import Components
+from service.pipelines.torch_components import tokenize
+
+
+class BlsModel:
+    """One component model, called with its declared inputs; returns its one output on `device`."""
+
+    def __init__(self, component: ExportableComponent, device: torch.device) -> None:
+        self.component = component
+        self.device = device
+
+    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+        declared = self.component.inputs
+        if len(tensors) != len(declared):
+            raise TypeError(f"{self.component.name} takes {len(declared)} tensors, got {len(tensors)}")
+        request = pb_utils.InferenceRequest(
+            model_name=self.component.name,
+            requested_output_names=self.component.output_names,
+            inputs=[_to_triton(tensor_decl, tensor) for tensor_decl, tensor in zip(declared, tensors)],
+        )
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{self.component.name} failed: {response.error().message()}")
+        output = pb_utils.get_output_tensor_by_name(response, self.component.output_names[0])
+        return _from_triton(output).to(self.device)
+
+
+def _to_triton(declared: TensorDecl, tensor: torch.Tensor) -> pb_utils.Tensor:
+    tensor = tensor.detach().to(declared.dtype.torch).contiguous()
+    if tensor.is_cuda:
+        return pb_utils.Tensor.from_dlpack(declared.name, torch.utils.dlpack.to_dlpack(tensor))
+    return pb_utils.Tensor(declared.name, tensor.numpy())
+
+
+def _from_triton(tensor: pb_utils.Tensor) -> torch.Tensor:
+    if tensor.is_cpu():
+        # A copy: the buffer is the response's shared memory, released with the response.
+        return torch.from_numpy(tensor.as_numpy().copy())
+    return torch.utils.dlpack.from_dlpack(tensor.to_dlpack())
+
+
+class BlsTextEncoder:
+    """Tokenizes here (the tokenizer is small) and runs the encoder model on the token ids."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, model: BlsModel) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.model = model
+
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = tokenize(self.tokenizer, prompts, self.max_length)
+        text_embeds = self.model(tokens["input_ids"], tokens["attention_mask"])
+        return text_embeds, tokens["attention_mask"].to(text_embeds.device)
+
+
+class BlsTransformer:
+    def __init__(self, model: BlsModel) -> None:
+        self.model = model
+
+    def velocity(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        video_coords: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.model(
+            hidden_states, timestep, video_coords, encoder_hidden_states, encoder_attention_mask
+        )
+
+
+class BlsVaeDecoder:
+    def __init__(self, model: BlsModel) -> None:
+        self.model = model
+
+    def decode(self, latents: torch.Tensor, decode_timestep: torch.Tensor) -> torch.Tensor:
+        return self.model(latents, decode_timestep)
+
+
+class BlsVaeEncoder:
+    def __init__(self, model: BlsModel) -> None:
+        self.model = model
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        return self.model(video)
+
+
+def bls_components(
+    assets: PipelineAssets, device: torch.device, with_vae_encoder: bool = False
+) -> Components:
+    """Components whose every call is a BLS request to the component model of the same name."""
+    geometry = assets.geometry
+
+    def model(component_type: type[ExportableComponent]) -> BlsModel:
+        return BlsModel(component_type(geometry), device)
+
+    return Components(
+        geometry=geometry,
+        text_encoder=BlsTextEncoder(assets.tokenizer, geometry.text_max_length, model(TextEncoderComponent)),
+        transformer=BlsTransformer(model(TransformerComponent)),
+        vae_decoder=BlsVaeDecoder(model(VaeDecoderComponent)),
+        vae_encoder=BlsVaeEncoder(model(VaeEncoderComponent)) if with_vae_encoder else None,
+        scheduler_config=assets.scheduler_config,
+    )

@@ -1,0 +1,43 @@
+"""config.pbtxt `parameters` -> typed settings (strings in, typed values out; no `bool("false")`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from service.config import ModelConfig
+
+
+def model_parameters(args: dict[str, str]) -> dict[str, str]:
+    """The `parameters` of the model's config.pbtxt, from the `args` Triton passes to `initialize`."""
+    config: dict[str, Any] = json.loads(args["model_config"])
+    return {key: str(value.get("string_value", "")) for key, value in config.get("parameters", {}).items()}
+
+
+def model_config_from(parameters: dict[str, str]) -> ModelConfig:
+    """A ModelConfig from the parameters named like its fields; absent or empty ones keep their defaults."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(ModelConfig):
+        raw = parameters.get(field.name, "").strip()
+        if not raw:
+            continue
+        try:
+            values[field.name] = int(raw) if isinstance(field.default, int) else raw
+        except ValueError:
+            raise ValueError(f"config.pbtxt parameter {field.name}: {raw!r} is not an integer") from None
+    return ModelConfig(**values)
+
+
+def version_dir(args: dict[str, str]) -> Path:
+    """The model's version directory (where model.py lives): relative paths in parameters start here."""
+    return Path(args["model_repository"]) / args["model_version"]
+
+
+def resolve_path(parameters: dict[str, str], name: str, base: Path) -> Path | None:
+    raw = parameters.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    return path if path.is_absolute() else base / path

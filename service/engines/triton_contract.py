@@ -1,0 +1,63 @@
+"""What `TritonEngine` and the Triton model `ltx_pipeline` agree on: model name, tensor names, errors.
+
+Imported by the client side (service/engines/triton.py), by the model itself
+(model_repository/ltx_pipeline/1/model.py) and by the config generator (export/triton_config.py), so the
+names are written once. Nothing here imports tritonclient, torch or the python_backend utilities.
+"""
+
+from __future__ import annotations
+
+from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
+from service.domain.specs import Endpoint
+
+PIPELINE_MODEL = "ltx_pipeline"
+
+# Endpoints `ltx_pipeline` can run; the others need pipelines that are not served by Triton yet.
+SUPPORTED_ENDPOINTS = frozenset({Endpoint.TEXT_TO_VIDEO})
+
+# Inputs: one request per job, both BYTES tensors of shape [1].
+ENDPOINT = "endpoint"  # the endpoint id, e.g. "ltx-video-lora"
+SPEC_JSON = "spec_json"  # service.domain.specs.spec_to_json(spec)
+
+# Progress responses carry these (shape [1] each).
+STAGE = "stage"  # BYTES, a service.domain.progress.Stage value
+STEP = "step"  # INT32, 1-based step within the stage (0 when the stage has no steps)
+TOTAL = "total"  # INT32, steps in the stage (0 when it has none)
+MESSAGE = "message"  # BYTES, a human-readable log line
+
+# The last response (sent with the FINAL flag) carries the result.
+FRAMES = "frames"  # UINT8 [F, H, W, 3]
+FRAME_RATE = "frame_rate"  # FP32 [1]
+SEED = "seed"  # INT64 [1]
+PROMPT = "prompt"  # BYTES [1], the prompt actually used
+
+PROGRESS_OUTPUTS = (STAGE, STEP, TOTAL, MESSAGE)
+RESULT_OUTPUTS = (FRAMES, FRAME_RATE, SEED, PROMPT)
+
+# A model error travels as text; its first word names the job error type so the client can rebuild it.
+_ERROR_SEPARATOR = ": "
+
+
+def error_message_for(exc: BaseException) -> str:
+    """The TritonError text for `exc`: `<error_type>: <message>` (internal_error for anything unexpected)."""
+    if isinstance(exc, JobError):
+        return f"{exc.error_type.value}{_ERROR_SEPARATOR}{exc.message}"
+    return f"{ErrorType.INTERNAL_ERROR.value}{_ERROR_SEPARATOR}{type(exc).__name__}: {exc}"
+
+
+def exception_from_message(text: str) -> Exception:
+    """Rebuild the error a model reported with `error_message_for`.
+
+    Errors the client caused or can act on come back as their `JobError`; anything else is a bug on the
+    Triton side and comes back as a RuntimeError, which the job runner reports as internal_error.
+    """
+    type_name, separator, message = text.partition(_ERROR_SEPARATOR)
+    known = {error_type.value: error_type for error_type in ErrorType}
+    error_type = known.get(type_name) if separator else None
+    if error_type is ErrorType.CANCELLED:
+        return Cancelled(message)
+    if error_type is ErrorType.RUNNER_UNAVAILABLE:
+        return RunnerUnavailable(message)
+    if error_type is None or error_type is ErrorType.INTERNAL_ERROR:
+        return RuntimeError(f"{PIPELINE_MODEL} failed: {message if error_type else text}")
+    return JobError(error_type, message)

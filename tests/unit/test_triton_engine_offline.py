@@ -1,0 +1,69 @@
+"""TritonEngine without a server: errors, readiness and endpoint support."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service.config import ServiceConfig
+from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
+from service.domain.specs import Endpoint, TextToVideoSpec
+from service.engines.triton import TritonEngine
+from service.engines.triton_contract import error_message_for, exception_from_message
+from service.engines.tritonserver_process import free_port
+
+SPEC = TextToVideoSpec(
+    prompt="p",
+    negative_prompt="n",
+    width=64,
+    height=64,
+    num_frames=9,
+    num_inference_steps=2,
+    frame_rate=24,
+    seed=1,
+)
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected_type", "error_type"),
+    [
+        (Cancelled(), Cancelled, ErrorType.CANCELLED),
+        (JobError(ErrorType.LORA_LOAD_FAILED, "no such LoRA"), JobError, ErrorType.LORA_LOAD_FAILED),
+        (RunnerUnavailable("component model gone"), RunnerUnavailable, ErrorType.RUNNER_UNAVAILABLE),
+    ],
+)
+def test_job_errors_survive_the_trip_through_triton(
+    raised: JobError, expected_type: type, error_type: ErrorType
+) -> None:
+    rebuilt = exception_from_message(error_message_for(raised))
+    assert type(rebuilt) is expected_type
+    assert (
+        isinstance(rebuilt, JobError)
+        and rebuilt.error_type is error_type
+        and rebuilt.message == raised.message
+    )
+
+
+@pytest.mark.parametrize("text", [error_message_for(KeyError("boom")), "Stub process is not healthy", ""])
+def test_other_model_errors_are_bugs_not_job_errors(text: str) -> None:
+    rebuilt = exception_from_message(text)
+    assert type(rebuilt) is RuntimeError
+
+
+def test_unreachable_triton_fails_fast_with_runner_unavailable() -> None:
+    engine = TritonEngine(ServiceConfig(triton_url=f"127.0.0.1:{free_port()}"), connect_timeout_s=2.0)
+    started = time.monotonic()
+
+    with pytest.raises(RunnerUnavailable, match="127.0.0.1"):
+        engine.generate(SPEC, lambda _: None, lambda: False)
+
+    assert time.monotonic() - started < 10
+    assert engine.ready() is False
+
+
+def test_supports_only_what_ltx_pipeline_serves() -> None:
+    engine = TritonEngine(ServiceConfig())
+    assert engine.supports(Endpoint.TEXT_TO_VIDEO)
+    assert not engine.supports(Endpoint.EXTEND)
+    assert not engine.supports("no-such-endpoint")
