@@ -1,0 +1,87 @@
+"""The service with `--engine triton` against a real tritonserver on the checked-in repository."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ltx.v1 import video_generation_pb2 as pb
+from service.engines.tritonserver_process import TritonServerProcess
+from tests.integration.service_process import ServiceProcess
+from tests.integration.test_service import SLOW, SMALL, T2V, decode, download, wait_for_denoising
+from tests.integration.triton_fixtures import STARTUP_TIMEOUT_S, triton_server, triton_session  # noqa: F401
+
+SLOW_ON_TRITON = SLOW  # the largest legal request: long enough to cancel or kill mid-run
+
+
+@pytest.fixture
+def triton_service(triton_server: TritonServerProcess, tmp_path: Path) -> Iterator[ServiceProcess]:  # noqa: F811
+    service = ServiceProcess(tmp_path, ["--engine", "triton", "--triton-url", triton_server.grpc_url])
+    service.start(timeout_s=120)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def health(service: ServiceProcess) -> int:
+    stub = health_pb2_grpc.HealthStub(service.channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service="ltx.v1.VideoGeneration"), timeout=5).status
+
+
+def wait_health(service: ServiceProcess, status: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if health(service) == status:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"health never became {status}")
+
+
+def test_text_to_video_through_triton(triton_service: ServiceProcess) -> None:
+    request_id = triton_service.submit(T2V, SMALL).request_id
+    events = list(triton_service.stub.Watch(pb.WatchRequest(request_id=request_id), timeout=180))
+    steps = [e.progress.step for e in events if e.progress.stage == "denoising"]
+    assert set(range(1, SMALL["number_of_steps"] + 1)) <= set(steps)
+    final = events[-1]
+    assert final.status == pb.COMPLETED and not final.HasField("error"), final.error
+    assert decode(download(final.result.text_to_video.video.url)) == (9, 480, 480, 12.0)
+
+
+def test_cancel_running_job_on_triton(triton_service: ServiceProcess) -> None:
+    request_id = triton_service.submit(T2V, SLOW_ON_TRITON).request_id
+    wait_for_denoising(triton_service, request_id, timeout_s=120)
+    assert triton_service.stub.Cancel(pb.CancelRequest(request_id=request_id)).status == pb.CANCELLATION_REQUESTED
+    final = triton_service.wait_completed(request_id, timeout_s=60)
+    assert final.error.error_type == "cancelled"
+    assert final.progress.step < SLOW_ON_TRITON["number_of_steps"]
+
+
+def test_killed_tritonserver_fails_the_job_and_recovers(
+    triton_service: ServiceProcess, triton_server: TritonServerProcess  # noqa: F811
+) -> None:
+    request_id = triton_service.submit(T2V, SLOW_ON_TRITON).request_id
+    wait_for_denoising(triton_service, request_id, timeout_s=120)
+    triton_server.kill()
+
+    final = triton_service.wait_completed(request_id, timeout_s=90)
+    assert final.error.error_type == "runner_unavailable", final.error
+    wait_health(triton_service, health_pb2.HealthCheckResponse.NOT_SERVING, timeout_s=30)
+    assert triton_service.proc is not None and triton_service.proc.poll() is None  # the service stays up
+
+    triton_server.start(timeout_s=STARTUP_TIMEOUT_S)
+    wait_health(triton_service, health_pb2.HealthCheckResponse.SERVING, timeout_s=60)
+    again = triton_service.submit(T2V, SMALL).request_id
+    assert not triton_service.wait_completed(again, timeout_s=180).HasField("error")
+
+
+def test_unserved_endpoint_is_failed_precondition(triton_service: ServiceProcess) -> None:
+    request = {"prompt": "more", "video": {"video_url": "https://example.com/v.mp4", "start_frame_num": 24}}
+    with pytest.raises(grpc.RpcError) as caught:
+        triton_service.submit("ltx-video-v097/extend", request)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
