@@ -84,8 +84,9 @@ class JobQueue:
                 self._store.requeue(job_id)
                 self._store.add_log(job_id, "the service restarted while this job ran; it was re-queued", "warning")
             else:
-                message = "the service restarted while this job ran"
+                message = "the service restarted while this job ran; it was not re-run (queue.requeue_interrupted)"
                 self._store.finish(job_id, JobState.FAILED, error_type=ErrorType.INTERNAL_ERROR, error_message=message)
+                self._store.add_log(job_id, message, "error")
             log.info("recovered interrupted job", extra={"request_id": job_id})
 
     # ---- API ----
