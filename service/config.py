@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +34,7 @@ class ModelConfig:
     model_dir: str | None = None  # diffusers layout, or a single file plus `config_dir`
     single_file: str | None = None  # original LTX checkpoint (.safetensors), loaded with `config_dir`
     config_dir: str | None = None  # local diffusers config for `from_single_file` (offline)
+    upsampler_dir: str | None = None  # latent upsampler, diffusers layout; default model_dir/latent_upsampler
     seed: int = 0  # seed of the tiny presets' random weights
     dtype: str = "float32"  # torch dtype name for the in-process engine
     device: str = "cpu"
@@ -108,10 +110,10 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} settings: {', '.join(sorted(unknown))}")
     kwargs: dict[str, Any] = {}
-    nested = {f.name: f.default_factory for f in dataclasses.fields(ServiceConfig) if callable(f.default_factory)}
+    nested_types = typing.get_type_hints(ServiceConfig)
     for name, value in data.items():
-        if name in nested and isinstance(value, dict):
-            kwargs[name] = _build(nested[name], value)
+        if isinstance(value, dict) and dataclasses.is_dataclass(nested_types.get(name)):
+            kwargs[name] = _build(nested_types[name], value)
         elif name == "engine":
             kwargs[name] = EngineKind(value)
         else:

@@ -153,11 +153,17 @@ class JobQueue:
                 last = view
             if view.record.state.finished:
                 return
-            async with self._changed:
-                try:  # the timeout is a safety net, not the normal path
-                    await asyncio.wait_for(self._changed.wait_for(lambda: self._version != version), 5.0)
-                except TimeoutError:
-                    pass
+            await self._wait_for_change(version)
+
+    async def _wait_for_change(self, seen_version: int) -> None:
+        def changed() -> bool:
+            return self._version != seen_version
+
+        async with self._changed:
+            try:  # the timeout is a safety net, not the normal path
+                await asyncio.wait_for(self._changed.wait_for(changed), 5.0)
+            except TimeoutError:
+                pass
 
     def purge_expired(self, retention_s: float) -> list[str]:
         expired = self._store.expired(time.time() - retention_s)

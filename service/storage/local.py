@@ -51,9 +51,8 @@ class _ResultsHandler(SimpleHTTPRequestHandler):
 
     def list_directory(self, path):  # type: ignore[no-untyped-def]
         self.send_error(404, "not found")
-        return None
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("http %s", format % args)
 
 
