@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -55,6 +55,37 @@ class Transformer(Protocol):
         encoder_attention_mask: torch.Tensor,
     ) -> torch.Tensor:
         """One denoiser call on packed latents; `timestep` is per token in [0, 1]."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class Perturbation:
+    """Spatio-temporal guidance (STG): self-attention of `skip_blocks` perturbed for the rows in `rows`."""
+
+    skip_blocks: tuple[int, ...]  # transformer block indices, each in [0, num_blocks)
+    rows: torch.Tensor  # bool [B]: the batch rows of the perturbed pass; other rows are left exact
+
+
+@runtime_checkable
+class PerturbableTransformer(Protocol):
+    """Optional: a transformer binding that can run STG's perturbed pass. Pipelines check for it with
+    isinstance and go without STG when the binding (e.g. Triton's) does not offer it."""
+
+    @property
+    def num_blocks(self) -> int:
+        """Transformer blocks, the range of `Perturbation.skip_blocks`."""
+        ...
+
+    def velocity(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        video_coords: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+        perturbation: Perturbation | None = None,
+    ) -> torch.Tensor:
+        """`Transformer.velocity`, with the rows of `perturbation` perturbed when it is given."""
         ...
 
 

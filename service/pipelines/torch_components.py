@@ -13,8 +13,12 @@ from collections.abc import Sequence
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_ltx import AutoencoderKLLTXVideo
 from diffusers.models.transformers.transformer_ltx import LTXVideoTransformer3DModel
+from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from service.models.stg_attention import perturbed_self_attention
+from service.pipelines.components import Perturbation
 
 # The pipeline speaks timesteps as sigmas in [0, 1]; diffusers' LTX transformer embeds them on the
 # training scale 0..1000 (its scheduler's `num_train_timesteps`), as its pipelines pass `t = sigma * 1000`.
@@ -122,8 +126,14 @@ class TorchTextEncoder:
 
 
 class TorchTransformer:
+    """Binds `Transformer`, and `PerturbableTransformer` (STG) through diffusers' attention processors."""
+
     def __init__(self, transformer: LTXVideoTransformer3DModel) -> None:
         self.module = TransformerAdapter(transformer)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.module.transformer.transformer_blocks)
 
     def velocity(
         self,
@@ -132,9 +142,12 @@ class TorchTransformer:
         video_coords: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: torch.Tensor,
+        perturbation: Perturbation | None = None,
     ) -> torch.Tensor:
         device, dtype = _module_device_dtype(self.module)
-        with torch.inference_mode():
+        skip_blocks = perturbation.skip_blocks if perturbation is not None else ()
+        rows = perturbation.rows if perturbation is not None else torch.zeros(0, dtype=torch.bool)
+        with torch.inference_mode(), perturbed_self_attention(self.module.transformer, skip_blocks, rows):
             return self.module(
                 hidden_states.to(device, dtype),
                 timestep.to(device, torch.float32),
@@ -162,3 +175,25 @@ class TorchVaeEncoder:
         device, dtype = _module_device_dtype(self.module)
         with torch.inference_mode():
             return self.module(video.to(device, dtype))
+
+
+class LatentUpsamplerAdapter(nn.Module):
+    """latents -> latents with each spatial side doubled; both denormalized (the VAE's own latent scale),
+    which is what LTX's spatial upscaler was trained on."""
+
+    def __init__(self, upsampler: LTXLatentUpsamplerModel) -> None:
+        super().__init__()
+        self.upsampler = upsampler
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.upsampler(latents)
+
+
+class TorchLatentUpsampler:
+    def __init__(self, upsampler: LTXLatentUpsamplerModel) -> None:
+        self.module = LatentUpsamplerAdapter(upsampler)
+
+    def upsample(self, latents: torch.Tensor) -> torch.Tensor:
+        device, dtype = _module_device_dtype(self.module)
+        with torch.inference_mode():
+            return self.module(latents.to(device, dtype))

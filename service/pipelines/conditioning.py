@@ -1,0 +1,287 @@
+"""Conditioning on images and videos at frame positions, and the denoising loop that honours it.
+
+The mechanism is LTX-Video's (diffusers' `LTXConditionPipeline.prepare_latents` and its loop; the original
+`ltx_video/pipelines/pipeline_ltx_video.py`), re-expressed over our component Protocols:
+
+* Each `ConditioningMedia` (an image is a 1-frame video) is encoded by the VAE encoder and normalized.
+* A condition at output frame 0 REPLACES the first latent frames of the noise, blended by strength:
+  `lerp(noise, condition, strength)`, and those tokens get conditioning strength `strength`.
+* A condition at a later frame is APPENDED as extra "keyframe" tokens in front of the generated grid,
+  `lerp(fresh noise, condition, strength)`, with rope coordinates at its own frame position (time = its
+  start frame, then +8 per latent frame as for the main grid). A video condition at a later frame keeps
+  only its first `num_prefix_latent_frames` (2) latent frames as keyframe tokens; its later latent frames
+  are blended into the grid at latent frame `start_frame // 8 + 2` onward (diffusers' rule; the floor means
+  a video start frame that is not a multiple of 8 lands on the latent frame that holds it).
+* Per token, the transformer sees the timestep `min(sigma, 1 - strength)`, and a token is updated only once
+  the global sigma falls below `1 - strength`: strength 1 tokens never change, strength 0 tokens are
+  ordinary noise, strength s tokens wait at their blended value until sigma < 1 - s.
+* While sampling, hard (strength 1) tokens are re-noised to `condition + image_cond_noise_scale * noise *
+  sigma^2` before each step (LTX's default 0.15; helps motion continuity from a single frame).
+* After sampling the keyframe tokens are dropped (`generated_tokens`); only the grid is decoded.
+
+Video conditions are trimmed to a legal length (8k + 1 frames) that fits between their start frame and the
+end of the generated clip (`legal_condition_length`, LTXConditionPipeline.trim_conditioning_sequence).
+
+Sampling is flow-matching Euler over an explicit sigma list (`latents + (next - sigma) * velocity`, the
+step of diffusers' FlowMatchEulerDiscreteScheduler and LTX's RectifiedFlowScheduler), so any schedule can be
+run: the dev model's linear-quadratic one, the distilled model's fixed timesteps, a second pass that
+starts part-way. Guidance is the caller's: it passes a `VelocityFn`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+
+from service.domain.errors import Cancelled
+from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.pipelines.components import Components, ModelGeometry
+from service.pipelines.latents import LatentShape, normalize, pack, video_coords
+
+logger = logging.getLogger(__name__)
+
+# LTX-Video's (and diffusers') default for re-noising hard-conditioned tokens each step.
+DEFAULT_IMAGE_COND_NOISE_SCALE = 0.15
+# Latent frames of a later-frame video condition kept as keyframe tokens (LTX's `num_prefix_latent_frames`).
+DEFAULT_PREFIX_LATENT_FRAMES = 2
+# Tolerance of LTX's "sigma below 1 - strength" and "strength is 1" comparisons.
+_EPS = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class ConditioningMedia:
+    """Pixels that condition the output from `start_frame` on. An image is a 1-frame video."""
+
+    pixels: torch.Tensor  # [1, 3, F, H, W] in [-1, 1], at the size of the pass that uses it
+    start_frame: int  # output frame of the first pixel frame
+    strength: float  # 0: no conditioning, 1: kept as given
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.pixels.shape[2])
+
+
+@dataclass(frozen=True)
+class ConditioningOptions:
+    image_cond_noise_scale: float = DEFAULT_IMAGE_COND_NOISE_SCALE
+    num_prefix_latent_frames: int = DEFAULT_PREFIX_LATENT_FRAMES
+
+
+class ConditionedLatents(NamedTuple):
+    """Everything the loop needs: keyframe tokens first, then the generated grid (`shape`)."""
+
+    tokens: torch.Tensor  # [1, E + N, C] packed, normalized latents, blended with noise
+    coords: torch.Tensor  # [1, 3, E + N] rope coordinates (pixels; time in seconds)
+    strength: torch.Tensor  # [1, E + N] conditioning strength per token (0 = free)
+    num_extra_tokens: int  # E, the keyframe tokens to drop after sampling
+    shape: LatentShape  # the generated grid, N = shape.num_tokens
+
+
+# (latents [1, E + N, C], per-token model timestep [1, E + N], step index) -> guided velocity [1, E + N, C]
+VelocityFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def legal_condition_length(
+    start_frame: int, available_frames: int, target_num_frames: int, temporal_compression: int
+) -> int:
+    """Frames of a condition that can be used: at most up to the clip's end, rounded down to 8k + 1."""
+    usable = min(available_frames, target_num_frames - start_frame)
+    if usable < 1:
+        raise ValueError(f"a condition at frame {start_frame} is outside a {target_num_frames}-frame clip")
+    return (usable - 1) // temporal_compression * temporal_compression + 1
+
+
+def fit_to_clip(
+    media: ConditioningMedia, target_num_frames: int, geometry: ModelGeometry
+) -> ConditioningMedia:
+    """`media` trimmed to `legal_condition_length` for a clip of `target_num_frames` (8k + 1) frames."""
+    keep = legal_condition_length(
+        media.start_frame, media.num_frames, target_num_frames, geometry.temporal_compression
+    )
+    if keep == media.num_frames:
+        return media
+    return replace(media, pixels=media.pixels[:, :, :keep])
+
+
+def resize_media(media: ConditioningMedia, width: int, height: int) -> ConditioningMedia:
+    """`media` resized to `width` x `height` (e.g. the first pass of a multiscale pipeline)."""
+    if media.pixels.shape[-2:] == (height, width):
+        return media
+    batch, channels, frames, _, _ = media.pixels.shape
+    flat = media.pixels.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, *media.pixels.shape[-2:])
+    resized = F.interpolate(flat.float(), size=(height, width), mode="bilinear", antialias=True)
+    pixels = resized.reshape(batch, frames, channels, height, width).permute(0, 2, 1, 3, 4)
+    return replace(media, pixels=pixels.clamp(-1, 1).to(media.pixels.dtype))
+
+
+def encode_media(components: Components, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Pixels [1, 3, F, H, W] in [-1, 1] -> normalized latents [1, C, f, h, w] (float32 on `device`)."""
+    if components.vae_encoder is None:
+        raise ValueError("conditioning needs a VAE encoder component")
+    latents = components.vae_encoder.encode(pixels).to(device, torch.float32)
+    return normalize(latents, components.geometry).to(device, torch.float32)
+
+
+def prepare_conditioned_latents(
+    components: Components,
+    shape: LatentShape,
+    media: Sequence[ConditioningMedia],
+    frame_rate: float,
+    generator: torch.Generator,
+    device: torch.device,
+    initial_latents: torch.Tensor | None = None,
+    initial_sigma: float = 1.0,
+    options: ConditioningOptions = ConditioningOptions(),
+) -> ConditionedLatents:
+    """Noise (or `initial_latents` noised to `initial_sigma`) with `media` blended in or appended.
+
+    The noise of the grid is drawn first, exactly as the unconditioned pipeline draws it, so a run
+    without conditions (or with a strength 0 condition at frame 0) starts from the same latents.
+    `initial_latents` ([1, C, f, h, w], normalized) is for passes that refine given latents.
+    """
+    geometry = components.geometry
+    noise = randn_tensor(tuple(shape), generator=generator, device=device, dtype=torch.float32)
+    grid = noise
+    if initial_latents is not None:
+        grid = initial_sigma * noise + (1 - initial_sigma) * initial_latents.to(device, torch.float32)
+    frame_strength = torch.zeros(shape.frames, device=device)
+    extra: list[_Keyframe] = []
+    pixel_frames = (shape.frames - 1) * geometry.temporal_compression + 1
+    for item in media:
+        item = fit_to_clip(item, pixel_frames, geometry)
+        latents = encode_media(components, item.pixels, device)
+        keyframe = _place(grid, frame_strength, latents, item, geometry, options)
+        if keyframe is not None:
+            extra.append(_keyframe_tokens(keyframe, item, shape, geometry, generator, frame_rate))
+    coords = video_coords(shape, geometry, frame_rate, device)
+    strength = frame_strength.repeat_interleave(shape.height * shape.width)[None]
+    tokens = pack(grid, geometry)
+    return ConditionedLatents(
+        tokens=torch.cat([*(k.tokens for k in extra), tokens], dim=1),
+        coords=torch.cat([*(k.coords for k in extra), coords], dim=2),
+        strength=torch.cat([*(k.strength for k in extra), strength], dim=1),
+        num_extra_tokens=sum(k.tokens.shape[1] for k in extra),
+        shape=shape,
+    )
+
+
+class _Keyframe(NamedTuple):
+    tokens: torch.Tensor
+    coords: torch.Tensor
+    strength: torch.Tensor
+
+
+def _place(
+    grid: torch.Tensor,
+    frame_strength: torch.Tensor,
+    latents: torch.Tensor,
+    item: ConditioningMedia,
+    geometry: ModelGeometry,
+    options: ConditioningOptions,
+) -> torch.Tensor | None:
+    """Blends what goes into the grid (in place); returns the latents to append as keyframe tokens."""
+    count = latents.shape[2]
+    if item.start_frame == 0:
+        grid[:, :, :count] = torch.lerp(grid[:, :, :count], latents, item.strength)
+        frame_strength[:count] = item.strength
+        return None
+    prefix = options.num_prefix_latent_frames
+    if item.num_frames > 1 and count > prefix:
+        first = item.start_frame // geometry.temporal_compression + prefix
+        last = first + count - prefix
+        grid[:, :, first:last] = torch.lerp(grid[:, :, first:last], latents[:, :, prefix:], item.strength)
+        frame_strength[first:last] = item.strength
+        return latents[:, :, :prefix]
+    return latents
+
+
+def _keyframe_tokens(
+    latents: torch.Tensor,
+    item: ConditioningMedia,
+    grid_shape: LatentShape,
+    geometry: ModelGeometry,
+    generator: torch.Generator,
+    frame_rate: float,
+) -> _Keyframe:
+    noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    blended = torch.lerp(noise, latents, item.strength)
+    shape = grid_shape._replace(frames=latents.shape[2])
+    ids = LTXConditionPipeline._prepare_video_ids(
+        1, shape.frames, shape.height, shape.width, geometry.patch_size, geometry.patch_size_t, latents.device
+    )
+    coords = LTXConditionPipeline._scale_video_ids(
+        ids,
+        scale_factor=geometry.spatial_compression,
+        scale_factor_t=geometry.temporal_compression,
+        frame_index=item.start_frame,
+        device=latents.device,
+    ).float()
+    coords[:, 0] = coords[:, 0] * (1.0 / frame_rate)
+    tokens = pack(blended, geometry)
+    strength = torch.full(tokens.shape[:2], item.strength, device=latents.device)
+    return _Keyframe(tokens, coords, strength)
+
+
+def model_timesteps(sigma: float | torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """Per-token timestep the transformer sees: min(sigma, 1 - strength), shape of `strength`."""
+    sigma_tensor = torch.as_tensor(sigma, dtype=torch.float32, device=strength.device)
+    return torch.minimum(sigma_tensor.expand_as(strength), 1.0 - strength)
+
+
+def tokens_to_update(sigma: float, strength: torch.Tensor) -> torch.Tensor:
+    """Bool [1, T]: tokens a step at `sigma` may change (those whose sigma is below 1 - strength)."""
+    return sigma - _EPS < 1.0 - strength
+
+
+def hard_tokens(strength: torch.Tensor) -> torch.Tensor:
+    """Bool [1, T]: tokens conditioned at strength 1."""
+    return strength > 1.0 - _EPS
+
+
+def denoise_conditioned(
+    state: ConditionedLatents,
+    sigmas: Sequence[float],
+    velocity: VelocityFn,
+    generator: torch.Generator,
+    on_progress: ProgressCallback,
+    is_cancelled: CancelCheck,
+    options: ConditioningOptions = ConditioningOptions(),
+) -> torch.Tensor:
+    """Runs one Euler step per entry of `sigmas` (descending; the last step goes to 0).
+
+    Returns all tokens [1, E + N, C]; `generated_tokens` drops the keyframes.
+    """
+    schedule = [float(s) for s in sigmas] + [0.0]
+    initial = state.tokens.clone()
+    hard = hard_tokens(state.strength)
+    renoise = options.image_cond_noise_scale > 0 and bool(hard.any())
+    latents = state.tokens
+    total = len(sigmas)
+    for step in range(total):
+        if is_cancelled():
+            raise Cancelled()
+        sigma, next_sigma = schedule[step], schedule[step + 1]
+        if renoise:
+            noise = randn_tensor(
+                latents.shape, generator=generator, device=latents.device, dtype=latents.dtype
+            )
+            noised = initial + options.image_cond_noise_scale * noise * sigma**2
+            latents = torch.where(hard[..., None], noised, latents)
+        guided = velocity(latents, model_timesteps(sigma, state.strength), step).float()
+        stepped = latents + (next_sigma - sigma) * guided
+        latents = torch.where(tokens_to_update(sigma, state.strength)[..., None], stepped, latents)
+        on_progress(Progress(Stage.DENOISING, step=step + 1, total=total))
+    return latents
+
+
+def generated_tokens(tokens: torch.Tensor, num_extra_tokens: int) -> torch.Tensor:
+    """Tokens of the generated grid: `tokens` without the leading keyframe tokens."""
+    return tokens[:, num_extra_tokens:]
+

@@ -1,0 +1,103 @@
+"""Extending a video (`ltx-video-v097/extend`): keep its beginning, generate what follows.
+
+The rule. Let N = `num_frames` (the service's output length, 121) and S = `video.start_frame_num`.
+  * The input video is decoded at the output size (cover-cropped), resampled to `video.target_fps` when
+    set and otherwise to the output frame rate, and limited to `video.max_num_frames` when set.
+  * Kept: input frames 0 .. K-1, with K = min(S, input frames available, max_num_frames). They are the
+    output's frames 0 .. K-1, copied as decoded (never re-generated).
+  * New: output frames K .. N-1 (N - K frames) are generated. The output has exactly N frames.
+  * Context: the last C kept frames condition the generation, C = the largest 8k + 1 that is at most
+    min(K, EXTEND_CONTEXT_FRAMES) (25 frames, about one second). The model generates one clip whose first
+    C frames are those input frames (a video condition at frame 0 with `video.strength`, see
+    service/pipelines/conditioning.py) and whose next N - K frames become the new frames; the clip is the
+    smallest legal length (8k + 1) >= C + N - K, and its tail beyond that is dropped. With K = 0 nothing is
+    kept and the N frames are generated from the prompt alone.
+Guidance, schedule and decoding are the dev model's (service/pipelines/multiconditioning.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from service.domain.outputs import GeneratedVideo
+from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.specs import ExtendSpec
+from service.media.decode import legal_frame_count
+from service.pipelines.components import Components
+from service.pipelines.conditioning import ConditioningMedia, prepare_conditioned_latents
+from service.pipelines.latents import generated_frame_count, latent_shape
+from service.pipelines.media_inputs import to_uint8_frames as pixels_to_uint8
+from service.pipelines.multiconditioning import DevSamplingOptions, encode_guided_prompts, sample_dev
+from service.pipelines.text_to_video import decode, to_uint8_frames
+
+logger = logging.getLogger(__name__)
+
+# Most input frames that condition the continuation: 3 latent frames, about one second at 24 fps.
+DEFAULT_OPTIONS = DevSamplingOptions()  # frozen: safe to share as a default
+EXTEND_CONTEXT_FRAMES = 25
+
+
+class ExtensionPlan(NamedTuple):
+    """How an extension is made; every count in pixel frames."""
+
+    kept: int  # K: input frames copied to the start of the output
+    context: int  # C: last kept frames that condition the clip (8k + 1, or 0)
+    new: int  # N - K: generated frames appended after the kept ones
+    clip: int  # frames the model generates: the smallest 8k + 1 >= C + new
+
+    @property
+    def output(self) -> int:
+        return self.kept + self.new
+
+
+def plan_extension(num_frames: int, kept: int, temporal_compression: int = 8) -> ExtensionPlan:
+    """The plan for an N = `num_frames` output keeping `kept` input frames (the module docstring's rule)."""
+    if not 0 <= kept < num_frames:
+        raise ValueError(f"kept frames ({kept}) must be in [0, {num_frames})")
+    context = legal_frame_count(min(kept, EXTEND_CONTEXT_FRAMES)) if kept else 0
+    new = num_frames - kept
+    clip = generated_frame_count(context + new, temporal_compression)
+    return ExtensionPlan(kept=kept, context=context, new=new, clip=clip)
+
+
+def generate_extension(
+    components: Components,
+    spec: ExtendSpec,
+    kept_pixels: torch.Tensor,
+    on_progress: ProgressCallback,
+    is_cancelled: CancelCheck,
+    options: DevSamplingOptions = DEFAULT_OPTIONS,
+) -> GeneratedVideo:
+    """`spec.num_frames` frames: `kept_pixels` ([3, K, H, W] in [-1, 1], at the output size) then new ones."""
+    geometry = components.geometry
+    plan = plan_extension(spec.num_frames, int(kept_pixels.shape[1]), geometry.temporal_compression)
+    shape = latent_shape(geometry, 1, plan.clip, spec.height, spec.width)
+    generator = torch.Generator("cpu").manual_seed(spec.seed)
+    logger.info("extend %dx%d: %s, %d steps", spec.width, spec.height, plan, spec.num_inference_steps)
+    media = []
+    if plan.context:
+        context = kept_pixels[:, plan.kept - plan.context : plan.kept]
+        media.append(ConditioningMedia(pixels=context[None], start_frame=0, strength=spec.video.strength))
+    with torch.inference_mode():
+        on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
+        prompts = encode_guided_prompts(components, spec.prompt, spec.negative_prompt)
+        on_progress(Progress(Stage.PREPARING_CONDITIONS, message=f"conditioning on {plan.context} frame(s)"))
+        device = prompts.embeds.device
+        state = prepare_conditioned_latents(
+            components, shape, media, spec.frame_rate, generator, device, options=options.conditioning
+        )
+        steps = spec.num_inference_steps
+        tokens, _ = sample_dev(
+            components, state, prompts, steps, generator, options, on_progress, is_cancelled
+        )
+        on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
+        clip = to_uint8_frames(decode(components, tokens, shape, generator, options.decoding))
+    new_frames = clip[plan.context : plan.context + plan.new]
+    frames = np.concatenate([pixels_to_uint8(kept_pixels), new_frames])
+    return GeneratedVideo(
+        frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
+    )
