@@ -19,11 +19,13 @@ from typing import Any, TypeVar
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_ltx import AutoencoderKLLTXVideo
 from diffusers.models.transformers.transformer_ltx import LTXVideoTransformer3DModel
+from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
 from service.config import ModelConfig
 from service.models import presets
+from service.models import upsampler as upsampler_models
 from service.models.tokenizer import build_byte_tokenizer, byte_tokenizer_vocab_size
 from service.pipelines import torch_components as tc
 from service.pipelines.components import Components, ModelGeometry
@@ -45,6 +47,7 @@ class LoadedModels:
     text_encoder: T5EncoderModel
     tokenizer: PreTrainedTokenizerBase
     scheduler_config: dict[str, Any]
+    upsampler: LTXLatentUpsamplerModel | None = None  # the distilled two-pass pipeline needs it
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -77,6 +80,7 @@ def bind_components(models: LoadedModels) -> Components:
         transformer=tc.TorchTransformer(models.transformer),
         vae_decoder=tc.TorchVaeDecoder(models.vae),
         vae_encoder=tc.TorchVaeEncoder(models.vae),
+        upsampler=tc.TorchLatentUpsampler(models.upsampler) if models.upsampler is not None else None,
         scheduler_config=dict(models.scheduler_config),
     )
 
@@ -106,6 +110,8 @@ def save_diffusers_layout(models: LoadedModels, directory: str | Path) -> Path:
     models.text_encoder.save_pretrained(root / "text_encoder", safe_serialization=True)
     models.tokenizer.save_pretrained(root / "tokenizer")
     FlowMatchEulerDiscreteScheduler.from_config(models.scheduler_config).save_pretrained(root / "scheduler")
+    if models.upsampler is not None:
+        upsampler_models.save_upsampler(models.upsampler, root)
     return root
 
 
@@ -126,6 +132,8 @@ def _build_tiny(cfg: ModelConfig) -> LoadedModels:
         text_encoder = presets.build_tiny_text_encoder(byte_tokenizer_vocab_size())
         transformer = presets.build_tiny_transformer()
         vae = presets.build_tiny_vae(statistics_generator)
+        # Built last, so adding it left the other tiny models' weights as they were.
+        upsampler = upsampler_models.build_tiny_upsampler(presets.TINY_LATENT_CHANNELS)
     dtype, device = torch_dtype(cfg.dtype), torch.device(cfg.device)
     return LoadedModels(
         transformer=_place(transformer, device, dtype),
@@ -133,6 +141,7 @@ def _build_tiny(cfg: ModelConfig) -> LoadedModels:
         text_encoder=_place(text_encoder, device, dtype),
         tokenizer=build_byte_tokenizer(presets.LTX_VIDEO_TEXT_MAX_LENGTH),
         scheduler_config=dict(LTX_VIDEO_SCHEDULER_CONFIG),
+        upsampler=_place(upsampler, device, dtype),
     )
 
 
@@ -171,6 +180,7 @@ def _load_checkpoint(cfg: ModelConfig) -> LoadedModels:
         text_encoder=_place(text_encoder, device).eval(),
         tokenizer=tokenizer,
         scheduler_config=_scheduler_config(Path(text_dir)),
+        upsampler=_load_upsampler(cfg, dtype, device),
     )
 
 
@@ -209,6 +219,16 @@ def _scheduler_config(directory: Path) -> dict[str, Any]:
     return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
 
 
+def _load_upsampler(
+    cfg: ModelConfig, dtype: torch.dtype, device: torch.device
+) -> LTXLatentUpsamplerModel | None:
+    directory = upsampler_models.upsampler_dir(cfg)
+    if directory is None:
+        logger.info("no latent upsampler configured: the distilled two-pass endpoint is not served")
+        return None
+    return _place(upsampler_models.load_upsampler(directory, dtype), device)
+
+
 def _require_dir(path: str | None, setting: str) -> str:
     if not path or not Path(path).is_dir():
         raise ValueError(
@@ -224,3 +244,6 @@ def _check_compatible(models: LoadedModels) -> None:
         raise ValueError(f"text encoder width {text_dim} != transformer caption_channels {caption_dim}")
     if models.vae.config["latent_channels"] != models.transformer.config["in_channels"]:
         raise ValueError("VAE latent_channels and transformer in_channels differ: mismatched checkpoints")
+    upsampler = models.upsampler
+    if upsampler is not None and upsampler.config["in_channels"] != models.vae.config["latent_channels"]:
+        raise ValueError("upsampler in_channels and VAE latent_channels differ: mismatched checkpoints")
