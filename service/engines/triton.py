@@ -10,7 +10,6 @@ longer than `response_timeout_s` (no progress, no result) is treated as a lost b
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -28,9 +27,7 @@ from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint, spec_to_json
 from service.engines import triton_contract as contract
-from service.prompting import build_prompt_expander, expand_or_explain
-from service.safety import build_safety_checker
-from service.safety.checker import DISABLED_MESSAGE
+from service.engines.job_frame import JobFrame
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +36,6 @@ log = logging.getLogger(__name__)
 _LOST_BACKEND_STATUSES = frozenset(
     {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
 )
-
-OUTPUT_FIELD = "video"  # the spec field a flagged output is reported under, as in process
 
 StreamEvent = tuple[Any, InferenceServerException | None]  # (InferResult | None, error | None)
 
@@ -63,8 +58,7 @@ class TritonEngine:
         self._response_timeout_s = response_timeout_s
         self._ready_cache_s = ready_cache_s
         self._poll_interval_s = poll_interval_s  # how often a waiting job looks at its cancel flag
-        self._expander = build_prompt_expander(config.prompt_expansion)
-        self._safety = build_safety_checker(config.safety)  # its model loads on first use
+        self._frame = JobFrame(config)  # prompt expansion and the safety check run in this process
         self._ready_lock = threading.Lock()
         self._ready_checked_at = -float("inf")
         self._ready_answer = False
@@ -91,16 +85,9 @@ class TritonEngine:
         if not self.supports(spec.endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"{contract.PIPELINE_MODEL} does not serve endpoint {spec.endpoint}")
-        if spec.expand_prompt:
-            spec = dataclasses.replace(
-                spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress)
-            )
-        checker = self._safety if spec.enable_safety_checker else None
-        if spec.enable_safety_checker and checker is None:
-            on_progress(Progress(Stage.DECODING, message=DISABLED_MESSAGE))
+        spec, checker = self._frame.prepare(spec, on_progress)
         video = self._run_pipeline(spec, on_progress, is_cancelled)
-        if checker is not None:
-            checker.check_frames(video.frames, field=OUTPUT_FIELD)
+        self._frame.check_output(video, checker, on_progress)
         return video
 
     def _run_pipeline(

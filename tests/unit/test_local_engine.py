@@ -1,4 +1,4 @@
-"""LocalEngine on the tiny preset: dispatch, LoRAs per job, and honest notes for features not built yet."""
+"""LocalEngine on the tiny preset: dispatch, LoRAs per job, and honest notes for features not configured."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from service.config import LoraConfig, ServiceConfig
 from service.domain.errors import Cancelled, ErrorType, JobError
 from service.domain.progress import Progress
 from service.domain.specs import Endpoint, LoraSpec, TextToVideoSpec
-from service.engines.local import NO_PROMPT_EXPANDER, NO_SAFETY_CHECKER, LocalEngine
+from service.engines.local import LocalEngine
+from service.prompting import NOT_CONFIGURED_MESSAGE
 from tests.fixtures_lora import tiny_lora_weights, write_lora
 
 SPEC = TextToVideoSpec(
@@ -40,11 +41,12 @@ def _generate(engine: LocalEngine, spec: TextToVideoSpec) -> tuple[np.ndarray, l
     return video.frames, events
 
 
-def test_is_ready_and_serves_text_to_video_only(engine: LocalEngine) -> None:
+def test_is_ready_and_serves_the_ltx_video_endpoints(engine: LocalEngine) -> None:
     assert engine.ready() is True
     assert engine.supports(Endpoint.TEXT_TO_VIDEO)
     assert engine.supports("ltx-video-lora")
-    assert not engine.supports(Endpoint.EXTEND)
+    assert engine.supports(Endpoint.MULTICONDITIONING) and engine.supports(Endpoint.EXTEND)
+    assert not engine.supports(Endpoint.LTX2_TEXT_TO_VIDEO)
     assert not engine.supports("no-such-endpoint")
 
 
@@ -77,19 +79,19 @@ def test_cancelled_job_raises_cancelled(engine: LocalEngine) -> None:
         engine.generate(SPEC, lambda _: None, lambda: True)
 
 
-def test_unbuilt_features_are_reported_plainly(engine: LocalEngine) -> None:
-    spec = dataclasses.replace(SPEC, expand_prompt=True, enable_safety_checker=True)
-    frames, events = _generate(engine, spec)
-    messages = [event.message for event in events]
-    assert NO_PROMPT_EXPANDER in messages and NO_SAFETY_CHECKER in messages
-    assert "no prompt expander" in NO_PROMPT_EXPANDER and "not checked" in NO_SAFETY_CHECKER
-    assert np.array_equal(frames, _generate(engine, SPEC)[0])  # the prompt was used as given
+def test_unconfigured_expansion_is_reported_plainly(engine: LocalEngine) -> None:
+    spec = dataclasses.replace(SPEC, expand_prompt=True)
+    events: list[Progress] = []
+    video = engine.generate(spec, events.append, lambda: False)
+    assert NOT_CONFIGURED_MESSAGE in [event.message for event in events]
+    assert video.prompt == SPEC.prompt
+    assert np.array_equal(video.frames, _generate(engine, SPEC)[0])  # the prompt was used as given
 
 
 def test_unsupported_spec_is_refused(engine: LocalEngine) -> None:
     @dataclasses.dataclass(frozen=True)
-    class ExtendSpec:
-        endpoint = Endpoint.EXTEND
+    class Ltx2Spec:
+        endpoint = Endpoint.LTX2_TEXT_TO_VIDEO
 
     with pytest.raises(ValueError, match="does not serve"):
-        engine.generate(ExtendSpec(), lambda _: None, lambda: False)
+        engine.generate(Ltx2Spec(), lambda _: None, lambda: False)
