@@ -6,14 +6,7 @@ rewritten to a small generated file served by a local http.server, and the servi
 and rate are checked against the documented rules (service/domain/geometry.py, the extend rule in
 service/pipelines/extend.py), never against the output itself.
 
-To keep CI time sane on two cores, examples are shrunk, and only in these fields:
-  ltx-video-lora (text to video):  nothing; it runs exactly as written (720p 16:9, 89 frames, 30 steps).
-  ltx-video-lora/multiconditioning: number_of_frames 89 -> 17, number_of_steps 30 -> 2, and
-                                    images[1].start_frame_number 80 -> 16 (to stay inside 17 frames).
-  ltx-video-v097/extend:            resolution 720p -> 480p, num_inference_steps 40 -> 2 (the output
-                                    length, 121 frames, is the service's and cannot be shrunk).
-  ltx-video-13b-distilled/multiconditioning: num_frames 121 -> 17, images[1].start_frame_num 120 -> 16,
-                                    first/second pass steps 8/8 -> 2/2, second_pass_skip_initial_steps 5 -> 1.
+Every example runs exactly as written: only its media URLs change.
 """
 
 from __future__ import annotations
@@ -148,22 +141,20 @@ def test_multiconditioning_example(
     example_service: ServiceProcess, media_base_url: str, tmp_path: Path
 ) -> None:
     request = _example("ltx-video-lora-multiconditioning")
-    request.update(number_of_frames=17, number_of_steps=2)
     request["images"][0]["image_url"] = f"{media_base_url}/first.jpg"
-    request["images"][1].update(image_url=f"{media_base_url}/last.jpg", start_frame_number=16)
+    request["images"][1]["image_url"] = f"{media_base_url}/last.jpg"
     decoded = _run_cli(example_service, "ltx-video-lora/multiconditioning", request, tmp_path)
     # aspect_ratio auto: the first image's 4:3 at 720p.
     size = size_for(Resolution(request["resolution"]), IMAGE_SIZE[0] / IMAGE_SIZE[1])
     assert size == FrameSize(960, 704)
-    _assert_video(decoded, 17, size, request["frame_rate"])
+    _assert_video(decoded, request["number_of_frames"], size, request["frame_rate"])
 
 
 def test_extend_example(example_service: ServiceProcess, media_base_url: str, tmp_path: Path) -> None:
     request = _example("ltx-video-v097-extend")
-    request.update(resolution="480p", num_inference_steps=2)
     request["video"]["video_url"] = f"{media_base_url}/input.mp4"
     decoded = _run_cli(example_service, "ltx-video-v097/extend", request, tmp_path)
-    size = frame_size(Resolution.P480, AspectRatio(request["aspect_ratio"]))
+    size = frame_size(Resolution(request["resolution"]), AspectRatio(request["aspect_ratio"]))
     _assert_video(decoded, EXTEND_OUTPUT_FRAMES, size, EXTEND_OUTPUT_FPS)
     start = request["video"]["start_frame_num"]
     plan = plan_extension(EXTEND_OUTPUT_FRAMES, start)
@@ -177,21 +168,12 @@ def test_extend_example(example_service: ServiceProcess, media_base_url: str, tm
 def test_distilled_multiconditioning_example(
     example_service: ServiceProcess, media_base_url: str, tmp_path: Path
 ) -> None:
-    pytest.importorskip(
-        "service.pipelines.distilled", reason="the distilled two-pass pipeline is not in this tree yet"
-    )
     request = _example("ltx-video-13b-distilled-multiconditioning")
-    request.update(
-        num_frames=17,
-        first_pass_num_inference_steps=2,
-        second_pass_num_inference_steps=2,
-        second_pass_skip_initial_steps=1,
-    )
     request["images"][0]["image_url"] = f"{media_base_url}/first.jpg"
-    request["images"][1].update(image_url=f"{media_base_url}/last.jpg", start_frame_num=16)
+    request["images"][1]["image_url"] = f"{media_base_url}/last.jpg"
     decoded = _run_cli(example_service, "ltx-video-13b-distilled/multiconditioning", request, tmp_path)
     size = size_for(Resolution(request["resolution"]), IMAGE_SIZE[0] / IMAGE_SIZE[1])
-    _assert_video(decoded, 17, size, request["frame_rate"])
+    _assert_video(decoded, request["num_frames"], size, request["frame_rate"])
 
 
 def test_every_ltx_video_example_is_covered() -> None:
