@@ -24,20 +24,23 @@ import numpy as np
 import torch
 
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import CancelCheck, ProgressCallback
 from service.domain.specs import ExtendSpec
 from service.media.decode import legal_frame_count
 from service.pipelines.components import Components
-from service.pipelines.conditioning import ConditioningMedia, prepare_conditioned_latents
+from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.latents import generated_frame_count, latent_shape
 from service.pipelines.media_inputs import to_uint8_frames as pixels_to_uint8
-from service.pipelines.multiconditioning import DevSamplingOptions, encode_guided_prompts, sample_dev
-from service.pipelines.text_to_video import decode, to_uint8_frames
+from service.pipelines.multiconditioning import (
+    DEFAULT_DEV_OPTIONS,
+    DevClip,
+    DevSamplingOptions,
+    render_dev_clip,
+)
 
 logger = logging.getLogger(__name__)
 
 # Most input frames that condition the continuation: 3 latent frames, about one second at 24 fps.
-DEFAULT_OPTIONS = DevSamplingOptions()  # frozen: safe to share as a default
 EXTEND_CONTEXT_FRAMES = 25
 
 
@@ -70,7 +73,7 @@ def generate_extension(
     kept_pixels: torch.Tensor,
     on_progress: ProgressCallback,
     is_cancelled: CancelCheck,
-    options: DevSamplingOptions = DEFAULT_OPTIONS,
+    options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
 ) -> GeneratedVideo:
     """`spec.num_frames` frames: `kept_pixels` ([3, K, H, W] in [-1, 1], at the output size) then new ones."""
     geometry = components.geometry
@@ -82,20 +85,8 @@ def generate_extension(
     if plan.context:
         context = kept_pixels[:, plan.kept - plan.context : plan.kept]
         media.append(ConditioningMedia(pixels=context[None], start_frame=0, strength=spec.video.strength))
-    with torch.inference_mode():
-        on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
-        prompts = encode_guided_prompts(components, spec.prompt, spec.negative_prompt)
-        on_progress(Progress(Stage.PREPARING_CONDITIONS, message=f"conditioning on {plan.context} frame(s)"))
-        device = prompts.embeds.device
-        state = prepare_conditioned_latents(
-            components, shape, media, spec.frame_rate, generator, device, options=options.conditioning
-        )
-        steps = spec.num_inference_steps
-        tokens, _ = sample_dev(
-            components, state, prompts, steps, generator, options, on_progress, is_cancelled
-        )
-        on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
-        clip = to_uint8_frames(decode(components, tokens, shape, generator, options.decoding))
+    request = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
+    clip = render_dev_clip(components, request, media, generator, options, on_progress, is_cancelled)
     new_frames = clip[plan.context : plan.context + plan.new]
     frames = np.concatenate([pixels_to_uint8(kept_pixels), new_frames])
     return GeneratedVideo(

@@ -46,7 +46,7 @@ from service.pipelines.guidance import (
     perturbed_rows,
     split_passes,
 )
-from service.pipelines.latents import generated_frame_count, latent_shape
+from service.pipelines.latents import LatentShape, generated_frame_count, latent_shape
 from service.pipelines.schedules import DEV_13B_097_FIRST_PASS, GuidanceSchedule, linear_quadratic_sigmas
 from service.pipelines.text_to_video import (
     PromptEmbeddings,
@@ -68,6 +68,9 @@ class DevSamplingOptions:
     conditioning: ConditioningOptions = field(default_factory=ConditioningOptions)
     # Decode timestep and noise as text-to-video (ltxv-13b-0.9.7-dev.yaml); its guidance_scale is unused.
     decoding: SamplingOptions = field(default_factory=SamplingOptions)
+
+
+DEFAULT_DEV_OPTIONS = DevSamplingOptions()  # frozen: safe to share as a default
 
 
 def map_skip_blocks(skip_blocks: Sequence[int], num_blocks: int) -> tuple[int, ...]:
@@ -174,13 +177,50 @@ def sample_dev(
     return generated_tokens(tokens, state.num_extra_tokens), velocity
 
 
+@dataclass(frozen=True)
+class DevClip:
+    """One clip for the dev model to render: what the prompt asks, at what latent shape and rate."""
+
+    prompt: str
+    negative_prompt: str
+    shape: LatentShape
+    frame_rate: float
+    num_inference_steps: int
+
+
+def render_dev_clip(
+    components: Components,
+    clip: DevClip,
+    media: Sequence[ConditioningMedia],
+    generator: torch.Generator,
+    options: DevSamplingOptions,
+    on_progress: ProgressCallback,
+    is_cancelled: CancelCheck,
+) -> np.ndarray:
+    """Prompt encoding, conditioning, guided sampling and decoding of one clip: uint8 [F, H, W, 3] with
+    all of the clip's generated frames (callers trim). Shared by multiconditioning and extend."""
+    with torch.inference_mode():
+        on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
+        prompts = encode_guided_prompts(components, clip.prompt, clip.negative_prompt)
+        on_progress(Progress(Stage.PREPARING_CONDITIONS, message=f"encoding {len(media)} condition(s)"))
+        device = prompts.embeds.device
+        state = prepare_conditioned_latents(
+            components, clip.shape, media, clip.frame_rate, generator, device, options=options.conditioning
+        )
+        tokens, _ = sample_dev(
+            components, state, prompts, clip.num_inference_steps, generator, options, on_progress, is_cancelled
+        )
+        on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
+        return to_uint8_frames(decode(components, tokens, clip.shape, generator, options.decoding))
+
+
 def generate_multiconditioning(
     components: Components,
     spec: MulticonditioningSpec,
     media: Sequence[ConditioningMedia],
     on_progress: ProgressCallback,
     is_cancelled: CancelCheck,
-    options: DevSamplingOptions = DevSamplingOptions(),
+    options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
 ) -> GeneratedVideo:
     """Exactly `spec.num_frames` frames of `spec.width` x `spec.height`, conditioned on `media`.
 
@@ -202,20 +242,8 @@ def generate_multiconditioning(
         len(spec.images),
         len(spec.videos),
     )
-    with torch.inference_mode():
-        on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
-        prompts = encode_guided_prompts(components, spec.prompt, spec.negative_prompt)
-        on_progress(Progress(Stage.PREPARING_CONDITIONS, message=f"encoding {len(media)} condition(s)"))
-        device = prompts.embeds.device
-        state = prepare_conditioned_latents(
-            components, shape, media, spec.frame_rate, generator, device, options=options.conditioning
-        )
-        steps = spec.num_inference_steps
-        tokens, _ = sample_dev(
-            components, state, prompts, steps, generator, options, on_progress, is_cancelled
-        )
-        on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
-        frames = to_uint8_frames(decode(components, tokens, shape, generator, options.decoding))
+    clip = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
+    frames = render_dev_clip(components, clip, media, generator, options, on_progress, is_cancelled)
     frames = frames[: spec.num_frames]
     if spec.reverse_video:
         frames = np.ascontiguousarray(frames[::-1])

@@ -11,7 +11,7 @@ import torch
 from service.config import ModelConfig
 from service.domain.specs import ExtendSpec, VideoConditionSpec
 from service.models import loading
-from service.pipelines import extend
+from service.pipelines import multiconditioning
 from service.pipelines.components import Components
 from service.pipelines.extend import EXTEND_CONTEXT_FRAMES, ExtensionPlan, generate_extension, plan_extension
 
@@ -76,13 +76,13 @@ def test_the_tail_of_the_kept_frames_conditions_the_clip(
     components: Components, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     captured: dict[str, Any] = {}
-    original = extend.prepare_conditioned_latents
+    original = multiconditioning.prepare_conditioned_latents  # extend renders through it
 
     def spy(components: Components, shape: Any, media: Any, *args: Any, **kwargs: Any) -> Any:
         captured.update(shape=shape, media=list(media))
         return original(components, shape, media, *args, **kwargs)
 
-    monkeypatch.setattr(extend, "prepare_conditioned_latents", spy)
+    monkeypatch.setattr(multiconditioning, "prepare_conditioned_latents", spy)
     _, pixels = _kept(10)
     generate_extension(components, SPEC, pixels, lambda _: None, lambda: False)
     (condition,) = captured["media"]
