@@ -46,6 +46,7 @@ class LoraConfig:
     download_timeout_s: float = 60.0
     cache_dir: str = "var/lora-cache"
     allow_local_paths: bool = True  # local safetensors paths (trusted deployments only)
+    allow_private_networks: bool = False  # LoRA URLs on loopback/private addresses (tests, trusted setups)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Fetching media inputs (`image_url`, `video_url`): http(s) URLs and base64 `data:` URIs.
+"""Fetching client-supplied URLs: media inputs (`image_url`, `video_url`: http(s) URLs and base64 `data:`
+URIs, `fetch_media`) and large files such as LoRA weights (http(s) only, streamed to disk,
+`download_to_file`).
 
 Client-supplied URLs are fetched with these guards:
 - Schemes: http, https and base64 `data:` URIs; anything else (file:, ftp:, ...) is refused.
@@ -7,8 +9,8 @@ Client-supplied URLs are fetched with these guards:
   is size-checked before it is decoded.
 - Time: `timeout_s` bounds the whole fetch, redirects included (name resolution aside: the system
   resolver takes no timeout).
-- Content: the first bytes must be an image or video container (service/media/sniff.py), whatever the
-  server's Content-Type says; with `expect`, of that kind.
+- Content (media inputs): the first bytes must be an image or video container (service/media/sniff.py),
+  whatever the server's Content-Type says; with `expect`, of that kind.
 - Network: unless `allow_private_networks`, every address a host resolves to must be public: loopback,
   private, link-local, shared (CGNAT), reserved, multicast and unspecified addresses, their IPv6
   equivalents, and IPv6 forms embedding such an IPv4 address (mapped, 6to4, NAT64) are refused. The host
@@ -22,13 +24,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import http.client
+import io
 import ipaddress
 import logging
+import os
 import socket
 import ssl
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 from service.domain.errors import ErrorType, JobError
@@ -178,30 +187,33 @@ def _open(url: str, limits: FetchLimits, field_path: str, deadline: _Deadline) -
     raise _fail(field_path, f"cannot connect to {parts.hostname}: {last_error}")
 
 
-def _read_limited(
+def _copy_limited(
     conn: http.client.HTTPConnection,
     response: http.client.HTTPResponse,
     limits: FetchLimits,
     field_path: str,
     deadline: _Deadline,
-) -> bytes:
+    sink: BinaryIO,
+) -> int:
+    """Copy the body into `sink`, at most `limits.max_bytes` of it; returns the byte count."""
     declared = response.getheader("Content-Length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limits.max_bytes:
         raise _fail(field_path, f"is {int(declared)} bytes, more than the limit of {limits.max_bytes}")
-    body = bytearray()
+    received = 0
     while True:
         if conn.sock is not None:  # each read may wait only for what is left of the whole fetch
             conn.sock.settimeout(deadline.remaining())
         chunk = response.read1(_READ_CHUNK)
         if not chunk:
-            return bytes(body)
-        body += chunk
-        if len(body) > limits.max_bytes:
+            return received
+        received += len(chunk)
+        if received > limits.max_bytes:
             raise _fail(field_path, f"is more than the limit of {limits.max_bytes} bytes")
+        sink.write(chunk)
 
 
-def _fetch_http(url: str, limits: FetchLimits, field_path: str) -> bytes:
-    """The body at `url`, following redirects, each one checked like the first URL."""
+def _fetch_http(url: str, limits: FetchLimits, field_path: str, sink: BinaryIO) -> int:
+    """Copy the body at `url` into `sink`, following redirects, each one checked like the first URL."""
     deadline = _Deadline(limits.timeout_s)
     current = url
     for _ in range(limits.max_redirects + 1):
@@ -213,10 +225,43 @@ def _fetch_http(url: str, limits: FetchLimits, field_path: str) -> bytes:
                 continue
             if not 200 <= response.status < 300:
                 raise _fail(field_path, f"HTTP {response.status} {response.reason} from {_describe(current)}")
-            return _read_limited(conn, response, limits, field_path, deadline)
+            return _copy_limited(conn, response, limits, field_path, deadline, sink)
         finally:
             conn.close()
     raise _fail(field_path, f"more than {limits.max_redirects} redirects")
+
+
+@contextlib.contextmanager
+def _network_errors(field_path: str, limits: FetchLimits) -> Iterator[None]:
+    """Network and protocol failures become INPUT_FETCH_FAILED naming the field."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise _fail(field_path, f"timed out after {limits.timeout_s:g} s") from exc
+    except ssl.SSLError as exc:
+        raise _fail(field_path, f"TLS error: {exc.reason or exc}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise _fail(field_path, f"download failed: {exc.__class__.__name__}: {exc}") from exc
+
+
+def download_to_file(url: str, target: Path, *, field: str, limits: FetchLimits) -> int:
+    """Stream an http(s) URL into `target` with every guard of this module but the content check.
+
+    The body goes to a temporary file beside `target` that is renamed into place only when complete, so
+    an interrupted or refused download never leaves a partial file. Returns the size in bytes.
+    """
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise _fail(field, f"unsupported URL {_describe(url)}: use http(s)")
+    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as sink, _network_errors(field, limits):
+            size = _fetch_http(url, limits, field, sink)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    logger.info("downloaded %s from %s: %d bytes", field, _describe(url), size)
+    return size
 
 
 def _decode_data_uri(url: str, limits: FetchLimits, field_path: str) -> bytes:
@@ -247,17 +292,13 @@ def fetch_media(
 ) -> FetchedMedia:
     """Fetches one media input; `field` names it in errors, e.g. "images[1].image_url"."""
     is_data_uri = url[:5].lower() == "data:"
-    try:
-        if is_data_uri:
-            data = _decode_data_uri(url, limits, field)
-        else:
-            data = _fetch_http(url, limits, field)
-    except TimeoutError as exc:
-        raise _fail(field, f"timed out after {limits.timeout_s:g} s") from exc
-    except ssl.SSLError as exc:
-        raise _fail(field, f"TLS error: {exc.reason or exc}") from exc
-    except (OSError, http.client.HTTPException) as exc:
-        raise _fail(field, f"download failed: {exc.__class__.__name__}: {exc}") from exc
+    if is_data_uri:
+        data = _decode_data_uri(url, limits, field)
+    else:
+        body = io.BytesIO()
+        with _network_errors(field, limits):
+            _fetch_http(url, limits, field, body)
+        data = body.getvalue()
     media_type = sniff_media_type(data[:SNIFF_BYTES])
     if media_type is None:
         raise _fail(field, "is not an image or a video")

@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,11 +26,11 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from service.config import LoraConfig
 from service.domain.errors import ErrorType, JobError
 from service.domain.specs import LoraSpec
+from service.media.fetch import FetchLimits, download_to_file
 
 logger = logging.getLogger(__name__)
 
 _PREFIX = "transformer"  # diffusers' key prefix for the LTX transformer (after format conversion)
-_CHUNK_BYTES = 1 << 20
 
 
 def _fail(
@@ -106,51 +102,20 @@ def fetch_lora(index: int, lora: LoraSpec, cfg: LoraConfig) -> Path:
 
 
 def _download(index: int, lora: LoraSpec, cfg: LoraConfig) -> Path:
+    """The cached download of an http(s) LoRA, fetched with the same guards as media inputs (private
+    addresses refused unless allowed, redirects re-checked, size and time limits): service/media/fetch.py."""
     cache_dir = Path(cfg.cache_dir)
     target = cache_dir / f"{hashlib.sha256(lora.path.encode()).hexdigest()[:32]}.safetensors"
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with urllib.request.urlopen(lora.path, timeout=cfg.download_timeout_s) as response:
-            declared = int(response.headers.get("Content-Length") or 0)
-            if declared > cfg.max_bytes:
-                raise _too_big(index, lora, cfg, declared)
-            _stream_to(response, target, index, lora, cfg)
-    except JobError:
-        raise
-    except urllib.error.HTTPError as error:
-        cause = f"could not download: the server answered HTTP {error.code} {error.reason}"
-        raise _fail(index, lora, cause, ErrorType.INPUT_FETCH_FAILED) from error
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise _fail(index, lora, f"could not download: {reason}", ErrorType.INPUT_FETCH_FAILED) from error
-    logger.info("downloaded LoRA %s to %s", _describe(lora.path), target)
-    return target
-
-
-def _stream_to(response: Any, target: Path, index: int, lora: LoraSpec, cfg: LoraConfig) -> None:
-    # Count while reading: Content-Length may be absent or wrong. Write to a temporary file and rename, so
-    # an interrupted download never leaves a truncated file in the cache.
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    try:
-        received = 0
-        with os.fdopen(handle, "wb") as out:
-            while chunk := response.read(_CHUNK_BYTES):
-                received += len(chunk)
-                if received > cfg.max_bytes:
-                    raise _too_big(index, lora, cfg, received)
-                out.write(chunk)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def _too_big(index: int, lora: LoraSpec, cfg: LoraConfig, size: int) -> JobError:
-    return _fail(
-        index, lora, f"download is larger than the {cfg.max_bytes}-byte limit (at least {size} bytes)"
+    limits = FetchLimits(
+        max_bytes=cfg.max_bytes,
+        timeout_s=cfg.download_timeout_s,
+        allow_private_networks=cfg.allow_private_networks,
     )
+    download_to_file(lora.path, target, field=f"loras[{index}].path", limits=limits)
+    return target
 
 
 def _check_keys(index: int, lora: LoraSpec, state_dict: dict[str, torch.Tensor]) -> None:

@@ -43,7 +43,8 @@ def lora_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def lora_config(tmp_path: Path) -> LoraConfig:
-    return LoraConfig(cache_dir=str(tmp_path / "cache"))
+    # The test server is on 127.0.0.1, which production configs refuse.
+    return LoraConfig(cache_dir=str(tmp_path / "cache"), allow_private_networks=True)
 
 
 def _velocity(components: Components) -> torch.Tensor:
@@ -217,10 +218,11 @@ def test_http_lora_is_downloaded_once_and_applied(
 def test_oversize_download_is_refused(
     models: loading.LoadedModels, http_base: str, tmp_path: Path, route: str
 ) -> None:
-    cfg = LoraConfig(cache_dir=str(tmp_path), max_bytes=1024)
+    cfg = LoraConfig(cache_dir=str(tmp_path), max_bytes=1024, allow_private_networks=True)
     error = _load_error(models, [LoraSpec(f"{http_base}{route}/lora.safetensors")], cfg)
-    assert error.error_type is ErrorType.LORA_LOAD_FAILED
-    assert "loras[0]" in error.message and "1024-byte limit" in error.message
+    # ARCHITECTURE.md's error table: an input URL that is too large is input_fetch_failed.
+    assert error.error_type is ErrorType.INPUT_FETCH_FAILED
+    assert "loras[0].path" in error.message and "limit of 1024" in error.message
     assert list(tmp_path.iterdir()) == []  # no partial file left in the cache
 
 
@@ -236,8 +238,18 @@ def test_unreachable_url_is_an_input_fetch_failure(
     url = f"http://127.0.0.1:{_closed_port()}/lora.safetensors?token=s3cret"
     error = _load_error(models, [LoraSpec(url)], lora_config)
     assert error.error_type is ErrorType.INPUT_FETCH_FAILED
-    assert "loras[0]" in error.message and "could not download" in error.message
-    assert "lora.safetensors" in error.message and "s3cret" not in error.message
+    assert "loras[0].path" in error.message and "cannot connect" in error.message
+    assert "s3cret" not in error.message
+
+
+def test_private_address_is_refused_by_default(
+    models: loading.LoadedModels, http_base: str, tmp_path: Path
+) -> None:
+    cfg = LoraConfig(cache_dir=str(tmp_path))  # the default: no private networks
+    error = _load_error(models, [LoraSpec(f"{http_base}/lora.safetensors")], cfg)
+    assert error.error_type is ErrorType.INPUT_FETCH_FAILED
+    assert "loras[0].path" in error.message and "127.0.0.1" in error.message
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_http_error_status_is_an_input_fetch_failure(
