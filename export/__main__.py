@@ -15,13 +15,13 @@ import logging
 import sys
 from pathlib import Path
 
-from export.components import COMPONENT_TYPES, DEFAULT_COMPONENTS, declare
+from export.components import COMPONENT_TYPES, DEFAULT_COMPONENTS, LatentUpsamplerComponent, declare
 from export.onnx_export import ExportError
 from export.parity import ParityError
 from export.repository import CHECKED_IN_REPOSITORY, write_cpu_repository, write_gpu_repository
 from export.stages import ExportStages, Precision
 from export.tensorrt_build import EngineBuildError, tensorrt_available
-from service.config import ServiceConfig, load_config
+from service.config import ModelConfig, ServiceConfig, load_config
 
 log = logging.getLogger("export")
 
@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         command = commands.add_parser(name, help=help_text)
         _model_arguments(command)
         command.add_argument(
-            "--components", default=",".join(DEFAULT_COMPONENTS), help=f"of {sorted(COMPONENT_TYPES)}"
+            "--components",
+            help=f"comma-separated, of {sorted(COMPONENT_TYPES)}; default: all the model has",
         )
         command.add_argument("--cache-dir", default="var/export-cache", help="stage outputs (ONNX, engines)")
         command.add_argument("--log-level", default="INFO")
@@ -79,11 +80,28 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
     )
 
 
+def default_components(model: ModelConfig) -> tuple[str, ...]:
+    """Every component, less the latent upsampler when the checkpoint has none (its endpoint is then not
+    served); the tiny preset builds one."""
+    from service.models.presets import Preset
+    from service.models.upsampler import upsampler_dir
+
+    if model.preset == Preset.TINY or upsampler_dir(model) is not None:
+        return DEFAULT_COMPONENTS
+    log.info("no latent upsampler configured: %s left out", LatentUpsamplerComponent.name)
+    return tuple(name for name in DEFAULT_COMPONENTS if name != LatentUpsamplerComponent.name)
+
+
 def run(args: argparse.Namespace) -> None:
+    config = service_config(args)
+    if args.components:
+        names = tuple(name.strip() for name in args.components.split(",") if name.strip())
+    else:
+        names = default_components(config.model)
     stages = ExportStages(
-        config=service_config(args),
+        config=config,
         cache_dir=Path(args.cache_dir),
-        component_names=tuple(name.strip() for name in args.components.split(",") if name.strip()),
+        component_names=names,
         precision=Precision(getattr(args, "precision", Precision.FP32.value)),
     )
     if args.command == "cpu-repository":

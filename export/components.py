@@ -8,7 +8,9 @@ parity check, the TensorRT optimization profiles, the config.pbtxt files and the
 Triton all read these declarations; nothing else spells a component tensor name.
 
 Shape ranges come from the API (`ApiRanges`): 480p/720p frames at 16:9, 1:1 and 9:16, 9..257 frames
-for the dev models, and two prompts per call (negative and positive, for classifier-free guidance).
+for the dev models, and two prompts per call (negative and positive, for classifier-free guidance); the
+transformer takes up to three passes per call (with STG's perturbed pass). `ApiRanges.serving` widens the
+ranges for the conditioned endpoints (keyframe tokens) and the distilled one (two-pass sizes).
 Transformer tokens = (H/32)(W/32)((F-1)/8+1) with the model's compression factors.
 
 Only torch is imported here (no onnx, tensorrt or Triton), so the Triton models can import it.
@@ -34,6 +36,8 @@ from export.shapes import (
     LATENT_WIDTH,
     PARITY_SAMPLES,
     TOKENS,
+    UPSAMPLED_LATENT_HEIGHT,
+    UPSAMPLED_LATENT_WIDTH,
     WIDTH,
     ApiRanges,
     AxisRange,
@@ -58,11 +62,17 @@ __all__ = [  # the shapes vocabulary, re-exported: callers import declarations f
 ]
 
 
+# The transformer's optional STG inputs (TransformerComponent).
+STG_SKIP_BLOCKS = "stg_skip_blocks"
+STG_ROWS = "stg_rows"
+
+
 class ExportableComponent(ABC):
     """One component's declaration; drives its ONNX export, parity check, TensorRT profile and config."""
 
     name: ClassVar[str]  # Triton model name, ONNX/plan file stem
     batch_range: ClassVar[AxisRange | None] = None  # overrides ApiRanges.prompts for this component
+    parity_samples: ClassVar[tuple[SampleSize, ...]] = PARITY_SAMPLES  # sizes the parity checks run at
 
     def __init__(self, geometry: ModelGeometry, api: ApiRanges | None = None) -> None:
         self.geometry = geometry
@@ -92,6 +102,10 @@ class ExportableComponent(ABC):
     def export_context(self, models: LoadedModels) -> Iterator[None]:
         """Temporary model settings the exporter needs (restored afterwards)."""
         yield
+
+    def default_input(self, name: str, present: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The value of the optional input `name` when a request leaves it out (`present`: the others)."""
+        raise ValueError(f"{self.name}: input {name} is required")
 
     @property
     def input_names(self) -> list[str]:
@@ -189,7 +203,13 @@ class TextEncoderComponent(ExportableComponent):
 
 
 class TransformerComponent(ExportableComponent):
+    """The denoiser, with STG as two optional inputs: `stg_skip_blocks` (bool [num_blocks], the blocks whose
+    self-attention is perturbed) and `stg_rows` (bool [B], the perturbed pass's rows). Absent or all false,
+    the output is the plain velocity; the graph always computes the perturbation's projections."""
+
     name = "transformer"
+    # Up to three passes per call: unconditional, conditional and STG's perturbed one.
+    batch_range = AxisRange(1, 2, 3)
 
     @property
     def _token_width(self) -> int:
@@ -205,11 +225,21 @@ class TransformerComponent(ExportableComponent):
             TensorDecl("video_coords", TensorType.FP32, (BATCH, 3, TOKENS), keeps_fp32=True),
             TensorDecl("encoder_hidden_states", TensorType.FP32, (BATCH, length, width)),
             TensorDecl("encoder_attention_mask", TensorType.INT64, (BATCH, length)),
+            TensorDecl(STG_SKIP_BLOCKS, TensorType.BOOL, (self.geometry.transformer_blocks,), optional=True),
+            TensorDecl(STG_ROWS, TensorType.BOOL, (BATCH,), optional=True),
         )
 
     @property
     def outputs(self) -> tuple[TensorDecl, ...]:
         return (TensorDecl("velocity", TensorType.FP32, (BATCH, TOKENS, self._token_width)),)
+
+    def default_input(self, name: str, present: dict[str, torch.Tensor]) -> torch.Tensor:
+        # No perturbation: no block skipped, no row perturbed.
+        if name == STG_SKIP_BLOCKS:
+            return torch.zeros(self.geometry.transformer_blocks, dtype=torch.bool)
+        if name == STG_ROWS:
+            return torch.zeros(present["hidden_states"].shape[0], dtype=torch.bool)
+        return super().default_input(name, present)
 
     def adapter(self, models: LoadedModels) -> nn.Module:
         from service.pipelines.torch_components import TransformerAdapter
@@ -231,6 +261,9 @@ class TransformerComponent(ExportableComponent):
             video_coords(shape, geometry, 25.0, torch.device("cpu")),
             torch.randn(size.batch, length, geometry.text_dim, generator=generator),
             mask,
+            # Every other block skipped, the last row perturbed: parity covers both kinds of rows.
+            torch.arange(geometry.transformer_blocks) % 2 == 0,
+            torch.arange(size.batch) == size.batch - 1,
         )
 
 
@@ -263,10 +296,19 @@ class VaeDecoderComponent(ExportableComponent):
 
 
 class VaeEncoderComponent(ExportableComponent):
-    """Optional: needed by the conditioning endpoints, not by text to video."""
+    """Optional: needed by the conditioning endpoints, not by text to video. Encodes one condition at a
+    time: an image (1 frame) or a video (8k + 1 frames)."""
 
     name = "vae_encoder"
     batch_range = AxisRange(1, 1, 1)
+    parity_samples = (*PARITY_SAMPLES, SampleSize(batch=1, latent_frames=1, latent_height=2, latent_width=3))
+
+    def axis_ranges(self) -> dict[str, AxisRange]:
+        ranges = super().axis_ranges()
+        # An image condition is a 1-frame video: one latent frame.
+        ranges[LATENT_FRAMES] = AxisRange(1, *ranges[LATENT_FRAMES][1:])
+        ranges[FRAMES] = AxisRange(1, *ranges[FRAMES][1:])
+        return ranges
 
     @property
     def inputs(self) -> tuple[TensorDecl, ...]:
@@ -295,12 +337,52 @@ class VaeEncoderComponent(ExportableComponent):
         return (video,)
 
 
+class LatentUpsamplerComponent(ExportableComponent):
+    """Optional: the distilled endpoint's x2 latent upsampler; denormalized latents in and out."""
+
+    name = "latent_upsampler"
+    batch_range = AxisRange(1, 1, 1)
+
+    @property
+    def inputs(self) -> tuple[TensorDecl, ...]:
+        channels = self.geometry.latent_channels
+        return (
+            TensorDecl(
+                "latents", TensorType.FP32, (BATCH, channels, LATENT_FRAMES, LATENT_HEIGHT, LATENT_WIDTH)
+            ),
+        )
+
+    @property
+    def outputs(self) -> tuple[TensorDecl, ...]:
+        channels = self.geometry.latent_channels
+        axes = (BATCH, channels, LATENT_FRAMES, UPSAMPLED_LATENT_HEIGHT, UPSAMPLED_LATENT_WIDTH)
+        return (TensorDecl("upsampled_latents", TensorType.FP32, axes),)
+
+    def adapter(self, models: LoadedModels) -> nn.Module:
+        from service.pipelines.torch_components import LatentUpsamplerAdapter
+
+        if models.upsampler is None:
+            raise ValueError("latent_upsampler: the model has no latent upsampler (model.upsampler_dir)")
+        return LatentUpsamplerAdapter(models.upsampler).eval()
+
+    def sample_inputs(self, models: LoadedModels, size: SampleSize) -> tuple[torch.Tensor, ...]:
+        latents = torch.randn(size.batch, self.geometry.latent_channels, *size[1:], generator=_generator())
+        return (latents,)
+
+
 COMPONENT_TYPES: dict[str, type[ExportableComponent]] = {
     cls.name: cls
-    for cls in (TextEncoderComponent, TransformerComponent, VaeDecoderComponent, VaeEncoderComponent)
+    for cls in (
+        TextEncoderComponent,
+        TransformerComponent,
+        VaeDecoderComponent,
+        VaeEncoderComponent,
+        LatentUpsamplerComponent,
+    )
 }
-# What text to video needs; the VAE encoder (and later the latent upsampler) join for conditioning.
-DEFAULT_COMPONENTS = ("text_encoder", "transformer", "vae_decoder")
+# Every component: the four LTX-Video endpoints. Text to video needs the first three, the conditioned
+# endpoints add the VAE encoder, the distilled one the latent upsampler (triton_contract.ENDPOINT_COMPONENTS).
+DEFAULT_COMPONENTS = tuple(COMPONENT_TYPES)
 
 
 def declare(

@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ONNX_TYPES = {"FP32": onnx.TensorProto.FLOAT, "INT64": onnx.TensorProto.INT64}
+_ONNX_TYPES = {
+    "FP32": onnx.TensorProto.FLOAT,
+    "INT64": onnx.TensorProto.INT64,
+    "BOOL": onnx.TensorProto.BOOL,
+}
 
 
 class ExportError(RuntimeError):

@@ -1,7 +1,7 @@
 """Does the ONNX graph compute what the PyTorch module computes? onnxruntime on CPU against torch.
 
-Each component runs at every `PARITY_SAMPLES` size (the export sample and a different one, so a graph that
-silently baked in a sample shape fails). Reported per output and size:
+Each component runs at each of its `parity_samples` sizes (the export sample and a different one, so a graph
+that silently baked in a sample shape fails; the VAE encoder also at one frame, an image condition). Reported per output and size:
   max_abs  the largest |onnx - torch|
   max_rel  max_abs / max|torch|: the error relative to the output's scale (element-wise relative error is
            meaningless where the reference crosses zero)
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from export.components import PARITY_SAMPLES, ExportableComponent, SampleSize
+from export.components import ExportableComponent, SampleSize
 
 if TYPE_CHECKING:
     from service.models.loading import LoadedModels
@@ -68,9 +68,10 @@ def check_parity(
     models: LoadedModels,
     onnx_path: Path,
     tolerance: Tolerance = FP32_TOLERANCE,
-    sizes: tuple[SampleSize, ...] = PARITY_SAMPLES,
+    sizes: tuple[SampleSize, ...] | None = None,
 ) -> list[ParityResult]:
-    """Compare the graph at `onnx_path` with the torch module on each of `sizes`; log every result."""
+    """Compare the graph at `onnx_path` with the torch module on each of `sizes` (default: the component's
+    `parity_samples`); log every result."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -78,7 +79,7 @@ def check_parity(
     session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     module = component.module(models)
     results = []
-    for size in sizes:
+    for size in sizes or component.parity_samples:
         inputs = component.sample_inputs(models, size)
         with torch.no_grad():
             expected = module(*inputs)

@@ -80,7 +80,8 @@ def config_parameters(model: ModelConfig) -> dict[str, str]:
 def write_cpu_repository(out: Path, model: ModelConfig, components: list[ExportableComponent]) -> Path:
     """The Python-backend repository (what model_repository/ holds for the tiny preset)."""
     parameters = config_parameters(model)
-    _write_python_model(out, contract.PIPELINE_MODEL, pipeline_config(parameters), pipeline=True)
+    names = [component.name for component in components]
+    _write_python_model(out, contract.PIPELINE_MODEL, pipeline_config(names, parameters), pipeline=True)
     for component in components:
         config = component_config(
             component, ComponentBackend.PYTHON, {**parameters, "component": component.name}
@@ -99,8 +100,9 @@ def write_gpu_repository(
 ) -> Path:
     """`ltx_pipeline` (with exported assets, latents on cuda) plus one tensorrt_plan model per engine."""
     pipeline_parameters = {"assets_dir": ASSETS_DIR, "device": "cuda", "project_root": str(project_root)}
+    names = [component.name for component in components]
     version = _write_python_model(
-        out, contract.PIPELINE_MODEL, pipeline_config(pipeline_parameters), pipeline=True
+        out, contract.PIPELINE_MODEL, pipeline_config(names, pipeline_parameters), pipeline=True
     )
     save_assets(assets, version / ASSETS_DIR)
     for component in components:

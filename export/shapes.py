@@ -13,13 +13,21 @@ from typing import NamedTuple
 
 import torch
 
-from service.domain.geometry import AspectRatio, FrameSize, Resolution, frame_size
+from service.domain.geometry import (
+    DISTILLED_FIRST_PASS_DOWNSCALE,
+    AspectRatio,
+    FrameSize,
+    Resolution,
+    frame_size,
+    multiscale_sizes,
+)
 from service.pipelines.components import ModelGeometry
 
 
 class TensorType(StrEnum):
     FP32 = "FP32"
     INT64 = "INT64"
+    BOOL = "BOOL"
 
     @property
     def triton(self) -> str:
@@ -27,7 +35,10 @@ class TensorType(StrEnum):
 
     @property
     def torch(self) -> torch.dtype:
-        return {TensorType.FP32: torch.float32, TensorType.INT64: torch.int64}[self]
+        return _TORCH_DTYPES[self]
+
+
+_TORCH_DTYPES = {TensorType.FP32: torch.float32, TensorType.INT64: torch.int64, TensorType.BOOL: torch.bool}
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,9 @@ class TensorDecl:
     axes: tuple[int | str, ...]
     # Float inputs are cast to the model's dtype, as the torch bindings do, except these (kept fp32 there).
     keeps_fp32: bool = False
+    # A Python-backend model fills an absent optional input with its default (ExportableComponent
+    # .default_input); graphs and TensorRT plans always take every input.
+    optional: bool = False
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
@@ -67,9 +81,14 @@ LATENT_WIDTH = "latent_width"
 FRAMES = "frames"
 HEIGHT = "height"
 WIDTH = "width"
+UPSAMPLED_LATENT_HEIGHT = "upsampled_latent_height"  # outputs only: 2x their input's axis
+UPSAMPLED_LATENT_WIDTH = "upsampled_latent_width"
 
 
 PROMPTS_PER_CALL = AxisRange(1, 2, 2)  # one prompt, or negative + positive with guidance
+# Keyframe tokens of later-frame conditions: validation's MAX_IMAGE_CONDITIONS (10) images of one latent
+# frame each and MAX_VIDEO_CONDITIONS (4) videos of conditioning.DEFAULT_PREFIX_LATENT_FRAMES (2) each.
+CONDITIONING_KEYFRAME_LATENT_FRAMES = 10 * 1 + 4 * 2
 
 
 def _api_frame_sizes() -> tuple[FrameSize, ...]:
@@ -87,6 +106,24 @@ class ApiRanges:
     default_frames: int = 89  # the endpoint's default `number_of_frames`: what profiles optimize for
     max_frames: int = 257
     prompts: AxisRange = PROMPTS_PER_CALL
+    # Latent frames of keyframe tokens the transformer may see on top of the clip (conditioned endpoints).
+    keyframe_latent_frames: int = 0
+    # The distilled endpoint's first-pass (2/3) and second-pass (2x first) sizes are in range too.
+    multiscale: bool = False
+
+    @classmethod
+    def serving(cls, component_names: tuple[str, ...] | list[str]) -> ApiRanges:
+        """The ranges of a repository with these components: the endpoints they serve set the shapes."""
+        return cls(
+            keyframe_latent_frames=CONDITIONING_KEYFRAME_LATENT_FRAMES if "vae_encoder" in component_names else 0,
+            multiscale="latent_upsampler" in component_names,
+        )
+
+    def served_frame_sizes(self) -> tuple[FrameSize, ...]:
+        if not self.multiscale:
+            return self.frame_sizes
+        passes = [multiscale_sizes(size, DISTILLED_FIRST_PASS_DOWNSCALE) for size in self.frame_sizes]
+        return (*self.frame_sizes, *(p.first_pass for p in passes), *(p.second_pass for p in passes))
 
     def axis_ranges(self, geometry: ModelGeometry) -> dict[str, AxisRange]:
         space, time = geometry.spatial_compression, geometry.temporal_compression
@@ -95,16 +132,17 @@ class ApiRanges:
             return (frames - 1) // time + 1
 
         frames = AxisRange(latent(self.min_frames), latent(self.default_frames), latent(self.max_frames))
-        heights = [size.height // space for size in self.frame_sizes]
-        widths = [size.width // space for size in self.frame_sizes]
+        sizes = self.served_frame_sizes()
+        heights = [size.height // space for size in sizes]
+        widths = [size.width // space for size in sizes]
         height = AxisRange(min(heights), self.default_size.height // space, max(heights))
         width = AxisRange(min(widths), self.default_size.width // space, max(widths))
-        cells = [size.height // space * (size.width // space) for size in self.frame_sizes]
+        cells = [size.height // space * (size.width // space) for size in sizes]
         patch = geometry.patch_size**2 * geometry.patch_size_t
         tokens = AxisRange(
             min(cells) * frames.min // patch,
             height.opt * width.opt * frames.opt // patch,
-            max(cells) * frames.max // patch,
+            max(cells) * (frames.max + self.keyframe_latent_frames) // patch,
         )
         return {
             BATCH: self.prompts,

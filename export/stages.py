@@ -56,7 +56,7 @@ class ExportStages:
     cache_dir: Path
     component_names: tuple[str, ...]
     precision: Precision = Precision.BF16
-    api: ApiRanges = field(default_factory=ApiRanges)
+    api: ApiRanges | None = None  # None: the ranges of the endpoints the components serve
     _models: dict[Precision, LoadedModels] = field(default_factory=dict, repr=False)
 
     @property
@@ -90,7 +90,8 @@ class ExportStages:
 
     @cached_property
     def components(self) -> list[ExportableComponent]:
-        return declare(self.component_names, self.assets.geometry, self.api)
+        api = self.api or ApiRanges.serving(self.component_names)
+        return declare(self.component_names, self.assets.geometry, api)
 
     def onnx(self, component: ExportableComponent, precision: Precision) -> Path:
         from export.onnx_export import export_onnx

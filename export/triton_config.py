@@ -33,7 +33,10 @@ def component_config(
 ) -> mc.ModelConfig:
     config = mc.ModelConfig(name=component.name, max_batch_size=0)
     for tensor in component.inputs:
-        _add_tensor(config.input.add(), tensor.name, tensor.dtype.triton, tensor.triton_dims)
+        message = config.input.add()
+        _add_tensor(message, tensor.name, tensor.dtype.triton, tensor.triton_dims)
+        # The Python-backend model fills an absent optional input; a TensorRT plan takes every input.
+        message.optional = tensor.optional and backend is ComponentBackend.PYTHON
     for tensor in component.outputs:
         _add_tensor(config.output.add(), tensor.name, tensor.dtype.triton, tensor.triton_dims)
     group = config.instance_group.add()
@@ -50,12 +53,29 @@ def component_config(
     return config
 
 
-def pipeline_config(parameters: Mapping[str, str] | None = None) -> mc.ModelConfig:
-    """`ltx_pipeline`: decoupled Python model; BYTES in, progress and result tensors out."""
+# `ltx_pipeline`'s optional inputs: the decoded conditioning media (service/engines/conditioning_tensors.py).
+_MEDIA_INPUTS = {
+    contract.CONDITION_FRAMES: ("TYPE_UINT8", (-1, -1, -1, 3)),
+    contract.CONDITION_FRAME_COUNTS: ("TYPE_INT32", (-1,)),
+    contract.CONDITION_START_FRAMES: ("TYPE_INT32", (-1,)),
+    contract.CONDITION_STRENGTHS: ("TYPE_FP64", (-1,)),
+    contract.KEPT_FRAMES: ("TYPE_UINT8", (-1, -1, -1, 3)),
+}
+
+
+def pipeline_config(
+    component_names: tuple[str, ...] | list[str], parameters: Mapping[str, str] | None = None
+) -> mc.ModelConfig:
+    """`ltx_pipeline`: decoupled Python model; the spec (BYTES) and optional media in, progress and result
+    tensors out. `component_names` (the repository's component models) say which endpoints it serves."""
     config = mc.ModelConfig(name=contract.PIPELINE_MODEL, backend="python", max_batch_size=0)
     config.model_transaction_policy.decoupled = True
     for name in (contract.ENDPOINT, contract.SPEC_JSON):
         _add_tensor(config.input.add(), name, "TYPE_STRING", (1,))
+    for name, (data_type, dims) in _MEDIA_INPUTS.items():
+        message = config.input.add()
+        _add_tensor(message, name, data_type, dims)
+        message.optional = True
     outputs = {
         contract.STAGE: ("TYPE_STRING", (1,)),
         contract.STEP: ("TYPE_INT32", (1,)),
@@ -71,7 +91,7 @@ def pipeline_config(parameters: Mapping[str, str] | None = None) -> mc.ModelConf
     group = config.instance_group.add()
     group.count = 1
     group.kind = mc.ModelInstanceGroup.KIND_CPU
-    for key, value in (parameters or {}).items():
+    for key, value in {**(parameters or {}), contract.COMPONENTS_PARAMETER: ",".join(component_names)}.items():
         config.parameters[key].string_value = value
     return config
 

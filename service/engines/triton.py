@@ -1,8 +1,14 @@
 """`TritonEngine`: runs a spec on the decoupled Triton model `ltx_pipeline` over gRPC streaming.
 
-One stream per job: the request carries the endpoint id and the spec as JSON; the model answers with a
-progress response per pipeline stage and denoising step, then the frames with the FINAL flag. Cancelling
-the job cancels the stream, which Triton turns into `request.is_cancelled()` inside the model.
+The job frame (prompt expansion, safety checks) and the conditioning media (fetch, decode, check: the
+same `prepare_endpoint_inputs` LocalEngine runs) stay in this process. One stream per job: the request
+carries the endpoint id, the spec as JSON and the decoded media as tensors (conditioning_tensors); the
+model answers with a progress response per pipeline stage and denoising step, then the frames with the
+FINAL flag. Cancelling the job cancels the stream, which Triton turns into `request.is_cancelled()` inside
+the model.
+
+Which endpoints are served depends on the repository's component models: `ltx_pipeline`'s config names
+them (triton_contract.COMPONENTS_PARAMETER), and `supports` answers from it once Triton has been reached.
 
 Triton being down never hangs a job: connecting has a short timeout, and a stream that stays silent for
 longer than `response_timeout_s` (no progress, no result) is treated as a lost backend.
@@ -19,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from service.config import ServiceConfig
 from service.domain.errors import Cancelled, RunnerUnavailable
@@ -27,6 +33,8 @@ from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint, spec_to_json
 from service.engines import triton_contract as contract
+from service.engines.conditioning_tensors import kept_to_arrays, media_to_arrays
+from service.engines.endpoint_pipelines import EndpointInputs, prepare_endpoint_inputs
 from service.engines.job_frame import JobFrame
 
 log = logging.getLogger(__name__)
@@ -59,16 +67,25 @@ class TritonEngine:
         self._ready_cache_s = ready_cache_s
         self._poll_interval_s = poll_interval_s  # how often a waiting job looks at its cancel flag
         self._frame = JobFrame(config)  # prompt expansion and the safety check run in this process
+        self._media_limits = config.media
         self._ready_lock = threading.Lock()
         self._ready_checked_at = -float("inf")
         self._ready_answer = False
+        self._served: frozenset[Endpoint] | None = None  # from ltx_pipeline's config, once Triton answered
 
     def supports(self, endpoint: Endpoint | str) -> bool:
-        """Whether `ltx_pipeline` serves `endpoint`."""
+        """Whether the connected repository serves `endpoint`. Until Triton has answered once, every
+        endpoint `ltx_pipeline` can run counts as served: such jobs queue and fail as runner_unavailable
+        while Triton is down, as text to video always did."""
         try:
-            return Endpoint(endpoint) in contract.SUPPORTED_ENDPOINTS
+            endpoint = Endpoint(endpoint)
         except ValueError:
             return False
+        if endpoint not in contract.SUPPORTED_ENDPOINTS:
+            return False
+        if self._served is None:
+            self.ready()  # learns the served endpoints when Triton is up (cached for ready_cache_s)
+        return self._served is None or endpoint in self._served
 
     def ready(self) -> bool:
         """Triton is reachable and `ltx_pipeline` is ready; the answer is cached for `ready_cache_s`."""
@@ -86,16 +103,18 @@ class TritonEngine:
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"{contract.PIPELINE_MODEL} does not serve endpoint {spec.endpoint}")
         spec, checker = self._frame.prepare(spec, on_progress)
-        video = self._run_pipeline(spec, on_progress, is_cancelled)
+        inputs = prepare_endpoint_inputs(spec, self._media_limits, checker, on_progress)
+        video = self._run_pipeline(inputs, on_progress, is_cancelled)
         self._frame.check_output(video, checker, on_progress)
         return video
 
     def _run_pipeline(
-        self, spec: Any, on_progress: ProgressCallback, is_cancelled: CancelCheck
+        self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
     ) -> GeneratedVideo:
         """One `ltx_pipeline` request over a gRPC stream of its own."""
         if is_cancelled():
             raise Cancelled()
+        spec = inputs.spec
         events: queue.Queue[StreamEvent] = queue.Queue()
         client = grpcclient.InferenceServerClient(self._url)
         request_id = uuid.uuid4().hex
@@ -104,7 +123,7 @@ class TritonEngine:
             client.start_stream(callback=lambda result, error: events.put((result, error)))
             client.async_stream_infer(
                 contract.PIPELINE_MODEL,
-                _request_inputs(spec),
+                _request_inputs(inputs),
                 request_id=request_id,
                 enable_empty_final_response=True,
             )
@@ -170,22 +189,51 @@ class TritonEngine:
         try:
             with grpcclient.InferenceServerClient(self._url) as client:
                 timeout = self._connect_timeout_s
-                return bool(
+                ready = bool(
                     client.is_server_ready(client_timeout=timeout)
                     and client.is_model_ready(contract.PIPELINE_MODEL, client_timeout=timeout)
                 )
+                if ready:
+                    self._served = served_by_repository(client, timeout)
+                return ready
         except InferenceServerException as exc:
             log.debug("Triton at %s not ready: %s", self._url, exc.message())
             return False
 
 
-def _request_inputs(spec: Any) -> list[grpcclient.InferInput]:
-    inputs = []
+def served_by_repository(client: grpcclient.InferenceServerClient, timeout_s: float) -> frozenset[Endpoint]:
+    """The endpoints of the repository behind `client`, from `ltx_pipeline`'s config parameters."""
+    config = client.get_model_config(contract.PIPELINE_MODEL, as_json=True, client_timeout=timeout_s)
+    parameters = config.get("config", {}).get("parameters", {})
+    names = parameters.get(contract.COMPONENTS_PARAMETER, {}).get("string_value", "")
+    served = contract.served_endpoints(names)
+    if not served:
+        # E.g. a repository generated before its component models carried STG inputs and this parameter.
+        log.warning(
+            "%s's config names no usable components (parameter %r: %r); regenerate the repository with "
+            "`python -m export`",
+            contract.PIPELINE_MODEL,
+            contract.COMPONENTS_PARAMETER,
+            names,
+        )
+    return served
+
+
+def _request_inputs(inputs: EndpointInputs) -> list[grpcclient.InferInput]:
+    spec = inputs.spec
+    tensors = []
     for name, text in ((contract.ENDPOINT, str(spec.endpoint)), (contract.SPEC_JSON, spec_to_json(spec))):
         tensor = grpcclient.InferInput(name, [1], "BYTES")
         tensor.set_data_from_numpy(np.array([text.encode()], dtype=np.object_))
-        inputs.append(tensor)
-    return inputs
+        tensors.append(tensor)
+    arrays = media_to_arrays(inputs.media)
+    if inputs.kept_pixels is not None:
+        arrays.update(kept_to_arrays(inputs.kept_pixels))
+    for name, array in arrays.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
 
 
 def _progress_of(result: Any) -> Progress | None:

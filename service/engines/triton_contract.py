@@ -12,12 +12,31 @@ from service.domain.specs import Endpoint
 
 PIPELINE_MODEL = "ltx_pipeline"
 
-# Endpoints `ltx_pipeline` can run; the others need pipelines that are not served by Triton yet.
-SUPPORTED_ENDPOINTS = frozenset({Endpoint.TEXT_TO_VIDEO})
+# The component models each endpoint's pipeline calls (names of export/components.py). `ltx_pipeline` can
+# run all of these endpoints; a repository serves those whose components it has.
+_TEXT_TO_VIDEO_COMPONENTS = frozenset({"text_encoder", "transformer", "vae_decoder"})
+ENDPOINT_COMPONENTS: dict[Endpoint, frozenset[str]] = {
+    Endpoint.TEXT_TO_VIDEO: _TEXT_TO_VIDEO_COMPONENTS,
+    Endpoint.MULTICONDITIONING: _TEXT_TO_VIDEO_COMPONENTS | {"vae_encoder"},
+    Endpoint.EXTEND: _TEXT_TO_VIDEO_COMPONENTS | {"vae_encoder"},
+    Endpoint.DISTILLED_MULTICONDITIONING: _TEXT_TO_VIDEO_COMPONENTS | {"vae_encoder", "latent_upsampler"},
+}
+SUPPORTED_ENDPOINTS = frozenset(ENDPOINT_COMPONENTS)
 
-# Inputs: one request per job, both BYTES tensors of shape [1].
+# `ltx_pipeline`'s config.pbtxt parameter naming the component models of its repository (comma-separated):
+# which endpoints it serves, read by the model itself and by TritonEngine (`served_endpoints`).
+COMPONENTS_PARAMETER = "components"
+
+# Inputs: one request per job. Both BYTES tensors of shape [1]:
 ENDPOINT = "endpoint"  # the endpoint id, e.g. "ltx-video-lora"
-SPEC_JSON = "spec_json"  # service.domain.specs.spec_to_json(spec)
+SPEC_JSON = "spec_json"  # service.domain.specs.spec_to_json(spec), the size already resolved
+# Optional: the decoded conditioning media (service/engines/conditioning_tensors.py), left out when empty.
+CONDITION_FRAMES = "condition_frames"  # UINT8 [T, H, W, 3]: every condition's frames, one after another
+CONDITION_FRAME_COUNTS = "condition_frame_counts"  # INT32 [M]: frames of each condition (1: an image)
+CONDITION_START_FRAMES = "condition_start_frames"  # INT32 [M]: output frame of each condition's first
+CONDITION_STRENGTHS = "condition_strengths"  # FP32 [M]
+KEPT_FRAMES = "kept_frames"  # UINT8 [K, H, W, 3]: extend's input frames that start the output
+CONDITION_INPUTS = (CONDITION_FRAMES, CONDITION_FRAME_COUNTS, CONDITION_START_FRAMES, CONDITION_STRENGTHS)
 
 # Progress responses carry these (shape [1] each).
 STAGE = "stage"  # BYTES, a service.domain.progress.Stage value
@@ -33,6 +52,15 @@ PROMPT = "prompt"  # BYTES [1], the prompt actually used
 
 PROGRESS_OUTPUTS = (STAGE, STEP, TOTAL, MESSAGE)
 RESULT_OUTPUTS = (FRAMES, FRAME_RATE, SEED, PROMPT)
+
+
+
+def served_endpoints(component_names: str | frozenset[str] | set[str]) -> frozenset[Endpoint]:
+    """The endpoints a repository with these component models serves (a comma-separated string works)."""
+    if isinstance(component_names, str):
+        component_names = {name.strip() for name in component_names.split(",") if name.strip()}
+    return frozenset(e for e, needed in ENDPOINT_COMPONENTS.items() if needed <= component_names)
+
 
 # A model error travels as text; its first word names the job error type so the client can rebuild it.
 _ERROR_SEPARATOR = ": "

@@ -81,7 +81,13 @@ def _cover(image: Image.Image, width: int, height: int, pixel_aspect: float = 1.
 
 def _to_tensor(frames: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
     """uint8 [H, W, 3] frames -> [3, F, H, W] in [-1, 1]."""
-    stacked = torch.from_numpy(np.stack(frames))  # [F, H, W, 3]
+    return pixels_from_frames(np.stack(frames), dtype)
+
+
+def pixels_from_frames(frames: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [F, H, W, 3] -> [3, F, H, W] in [-1, 1]: every decoded input's pixels are exactly these values
+    (media_inputs.to_uint8_frames is the inverse)."""
+    stacked = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.uint8))
     return (stacked.permute(3, 0, 1, 2).to(dtype) / 127.5 - 1.0).contiguous()
 
 

@@ -93,6 +93,7 @@ def model_geometry(models: LoadedModels) -> ModelGeometry:
         temporal_compression=int(vae.temporal_compression_ratio),
         patch_size=int(transformer.config["patch_size"]),
         patch_size_t=int(transformer.config["patch_size_t"]),
+        transformer_blocks=len(transformer.transformer_blocks),
         text_max_length=presets.LTX_VIDEO_TEXT_MAX_LENGTH,
         text_dim=int(transformer.config["caption_channels"]),
         latents_mean=tuple(vae.latents_mean.float().tolist()),

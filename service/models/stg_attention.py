@@ -14,6 +14,12 @@ in the skip list for one that replaces the attention result of the perturbed row
 Unperturbed rows keep the wrapped processor's own output, bit for bit. The rows are chosen with a
 torch.where rather than by slicing the batch, so shapes stay static (compile- and export-friendly).
 
+`perturbed_self_attention_masked` is the same with the skip list as a tensor too (bool [num_blocks]):
+every block is wrapped and perturbs the rows `rows & block_mask[i]`, with no Python branch on tensor
+values, so an ONNX/TensorRT graph carries STG as two inputs. It pays the replacement's projections in
+every block on every call; the in-process binding uses `perturbed_self_attention`, which wraps only the
+skipped blocks. Both give the same numbers.
+
 The swap changes the shared module, so one denoiser call at a time may use it (one job per worker).
 """
 
@@ -117,3 +123,26 @@ def perturbed_self_attention(
     finally:
         for index, attn in attentions.items():
             attn.set_processor(originals[index])
+
+
+@contextmanager
+def perturbed_self_attention_masked(
+    transformer: nn.Module,
+    block_mask: torch.Tensor,
+    rows: torch.Tensor,
+    mode: StgMode = StgMode.ATTENTION_VALUES,
+) -> Iterator[None]:
+    """`perturbed_self_attention` with the skip list as a bool [num_blocks] tensor (module docstring)."""
+    blocks = cast(nn.ModuleList, transformer.transformer_blocks)
+    if block_mask.dtype != torch.bool or tuple(block_mask.shape) != (len(blocks),):
+        raise ValueError(f"block_mask must be bool [{len(blocks)}], got {block_mask.dtype} {list(block_mask.shape)}")
+    attentions: list[Any] = [block.attn1 for block in blocks]
+    originals = [attn.processor for attn in attentions]
+    try:
+        for index, attn in enumerate(attentions):
+            perturbed = rows & block_mask[index]
+            attn.set_processor(PerturbedSelfAttentionProcessor(originals[index], mode, perturbed))
+        yield
+    finally:
+        for attn, original in zip(attentions, originals, strict=True):
+            attn.set_processor(original)

@@ -10,7 +10,8 @@ Tensor names used here are the names used everywhere (ONNX graphs, TensorRT prof
                  encoder_hidden_states [B, L, D], encoder_attention_mask [B, L] -> velocity [B, N, C]
   vae decoder:   latents [B, C, f, h, w] (denormalized), decode_timestep [B] -> video [B, 3, F, H, W]
   vae encoder:   video [B, 3, F, H, W] in [-1, 1] -> latents [B, C, f, h, w] (not normalized)
-  upsampler:     latents [B, C, f, h, w] -> latents [B, C, f, 2h, 2w]
+  upsampler:     latents [B, C, f, h, w] -> upsampled_latents [B, C, f, 2h, 2w] (both denormalized)
+  STG (optional transformer inputs): stg_skip_blocks [num_blocks] bool, stg_rows [B] bool
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ModelGeometry:
     temporal_compression: int  # frames per latent frame after the first (8 for LTX)
     patch_size: int  # transformer patch size (1 for LTX-Video)
     patch_size_t: int
+    transformer_blocks: int  # the range of STG skip blocks (`Perturbation.skip_blocks`)
     text_max_length: int  # tokens per prompt (128 for LTX-Video)
     text_dim: int  # width of the text embeddings the transformer takes
     latents_mean: tuple[float, ...]  # per-channel VAE latent statistics, for (de)normalization
@@ -68,8 +70,9 @@ class Perturbation:
 
 @runtime_checkable
 class PerturbableTransformer(Protocol):
-    """Optional: a transformer binding that can run STG's perturbed pass. Pipelines check for it with
-    isinstance and go without STG when the binding (e.g. Triton's) does not offer it."""
+    """Optional: a transformer binding that can run STG's perturbed pass (the torch and the Triton BLS
+    bindings both do). Pipelines check for it with isinstance and go without STG when a binding does not
+    offer it."""
 
     @property
     def num_blocks(self) -> int:

@@ -10,8 +10,8 @@ which this endpoint does not have.
 STG skip blocks. The official indices (11, 25, 35, 39; 22, 35, 39; 28) are blocks of the 48-block 13B
 transformer. A transformer with fewer blocks (the tiny preset has one) takes each index modulo its block
 count, so every STG step still perturbs a block; for the 13B model the mapping is the identity. A
-transformer binding without STG support (`PerturbableTransformer`, e.g. Triton's) runs CFG only, and the
-job log says so.
+transformer binding without STG support (not a `PerturbableTransformer`) runs CFG only, and the job log
+says so; the torch and the Triton bindings both support it.
 
 Conditioning (service/pipelines/conditioning.py): the media arrive decoded at the output size
 (service/pipelines/media_inputs.py), are trimmed to legal lengths and blended in or appended as keyframe

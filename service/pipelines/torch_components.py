@@ -17,7 +17,7 @@ from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsampler
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from service.models.stg_attention import perturbed_self_attention
+from service.models.stg_attention import perturbed_self_attention, perturbed_self_attention_masked
 from service.pipelines.components import Perturbation
 
 # The pipeline speaks timesteps as sigmas in [0, 1]; diffusers' LTX transformer embeds them on the
@@ -59,13 +59,37 @@ class TextEncoderAdapter(nn.Module):
 
 class TransformerAdapter(nn.Module):
     """hidden_states, timestep (sigma per token), video_coords, encoder_hidden_states, encoder_attention_mask
-    -> velocity."""
+    [, stg_skip_blocks, stg_rows] -> velocity.
+
+    With the two optional STG tensors (bool [num_blocks], bool [B]) the self-attention of the marked blocks
+    is perturbed for the marked rows, as tensors only (`perturbed_self_attention_masked`): this is the form
+    the ONNX/TensorRT graph and the Triton transformer model run.
+    """
 
     def __init__(self, transformer: LTXVideoTransformer3DModel) -> None:
         super().__init__()
         self.transformer = transformer
 
     def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        video_coords: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+        stg_skip_blocks: torch.Tensor | None = None,
+        stg_rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if stg_skip_blocks is None or stg_rows is None:
+            return self._velocity(
+                hidden_states, timestep, video_coords, encoder_hidden_states, encoder_attention_mask
+            )
+        with perturbed_self_attention_masked(self.transformer, stg_skip_blocks, stg_rows):
+            return self._velocity(
+                hidden_states, timestep, video_coords, encoder_hidden_states, encoder_attention_mask
+            )
+
+    def _velocity(
         self,
         hidden_states: torch.Tensor,
         timestep: torch.Tensor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +13,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ltx.v1 import video_generation_pb2 as pb
 from service.engines.tritonserver_process import TritonServerProcess
+from service.pipelines.multiconditioning import NO_STG_MESSAGE
 from tests.integration.service_process import ServiceProcess
-from tests.integration.test_service import SLOW, SMALL, T2V, decode, download, wait_for_denoising
+from tests.integration.test_service import (
+    EXAMPLES,
+    SLOW,
+    SMALL,
+    T2V,
+    decode,
+    download,
+    wait_for_denoising,
+)
 from tests.integration.triton_fixtures import STARTUP_TIMEOUT_S, triton_server, triton_session  # noqa: F401
+from tests.unit.test_media_inputs import png_uri
+
+MULTICONDITIONING = "ltx-video-lora/multiconditioning"
+LTX2 = "ltx-2.3-22b/text-to-video/lora"
 
 SLOW_ON_TRITON = SLOW  # the largest legal request: long enough to cancel or kill mid-run
 
@@ -80,8 +94,30 @@ def test_killed_tritonserver_fails_the_job_and_recovers(
     assert not triton_service.wait_completed(again, timeout_s=180).HasField("error")
 
 
+def test_multiconditioning_through_triton(triton_service: ServiceProcess) -> None:
+    # The images are fetched and decoded by the service, then cross to ltx_pipeline as tensors.
+    images = [
+        {"image_url": png_uri(480, 480, level=200), "start_frame_number": 0, "strength": 1.0},
+        {"image_url": png_uri(240, 240, level=40), "start_frame_number": 8, "strength": 0.8},
+    ]
+    request_id = triton_service.submit(MULTICONDITIONING, {**SMALL, "images": images}).request_id
+    events = list(triton_service.stub.Watch(pb.WatchRequest(request_id=request_id), timeout=180))
+
+    steps = [e.progress.step for e in events if e.progress.stage == "denoising"]
+    assert set(range(1, SMALL["number_of_steps"] + 1)) <= set(steps)
+    final = events[-1]
+    assert final.status == pb.COMPLETED and not final.HasField("error"), final.error
+    assert decode(download(final.result.multiconditioning.video.url)) == (9, 480, 480, 12.0)
+    logs = triton_service.stub.Status(pb.StatusRequest(request_id=request_id, logs=True)).logs
+    messages = [line.message for line in logs]
+    assert any("fetched 2 conditioning input(s)" in m for m in messages), messages
+    assert NO_STG_MESSAGE not in messages  # the Triton transformer binding runs STG
+
+
 def test_unserved_endpoint_is_failed_precondition(triton_service: ServiceProcess) -> None:
-    request = {"prompt": "more", "video": {"video_url": "https://example.com/v.mp4", "start_frame_num": 24}}
+    # LTX-2.3 has no pipeline on either engine: a valid request is refused, not queued.
+    example = json.loads((EXAMPLES / "ltx-2.3-22b-text-to-video-lora.json").read_text())
     with pytest.raises(grpc.RpcError) as caught:
-        triton_service.submit("ltx-video-v097/extend", request)
+        triton_service.submit(LTX2, example)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert LTX2 in caught.value.details()

@@ -1,27 +1,51 @@
-"""TritonEngine against a real tritonserver running the checked-in model repository (tiny preset, CPU)."""
+"""TritonEngine against a real tritonserver running the checked-in model repository (tiny preset, CPU):
+text to video, and the conditioned endpoints (multiconditioning with STG, extend, distilled) frame for
+frame against their pipelines run in process."""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+import torch
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import np_to_triton_dtype
 
+from export.components import SampleSize, TransformerComponent
 from export.triton_config import read_config
-from service.config import ServiceConfig
+from service.config import ModelConfig, ServiceConfig
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
+from service.domain.geometry import AspectRatio, Resolution
+from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, Stage
-from service.domain.specs import LoraSpec, TextToVideoSpec
+from service.domain.specs import (
+    DistilledMulticonditioningSpec,
+    ExtendSpec,
+    ImageConditionSpec,
+    LoraSpec,
+    MulticonditioningSpec,
+    TextToVideoSpec,
+    VideoConditionSpec,
+)
 from service.engines import triton_contract as contract
-from service.engines.triton import TritonEngine
+from service.engines.triton import TritonEngine, served_by_repository
 from service.engines.triton_backend.params import model_config_from
 from service.engines.tritonserver_process import TritonServerProcess
-from service.models.loading import load_components
+from service.media.fetch import FetchLimits
+from service.models.loading import load_components, load_models
+from service.pipelines.components import Components, Perturbation
+from service.pipelines.distilled import generate_distilled
+from service.pipelines.extend import generate_extension
+from service.pipelines.media_inputs import prepare_conditioning_inputs, prepare_extend_input
+from service.pipelines.multiconditioning import NO_STG_MESSAGE, generate_multiconditioning
 from service.pipelines.text_to_video import generate_text_to_video
+from service.pipelines.torch_components import TorchTransformer
 from tests.integration.triton_fixtures import MODEL_REPOSITORY, triton_engine, triton_server, triton_session
+from tests.unit.test_media_inputs import mp4_uri, png_uri
 
 __all__ = ["triton_engine", "triton_server", "triton_session"]  # fixtures, imported for pytest
 
@@ -56,22 +80,44 @@ def test_generates_frames_and_a_progress_event_per_step(triton_engine: TritonEng
     assert events[0].stage is Stage.ENCODING_PROMPT and events[-1].stage is Stage.DECODING
 
 
-def test_same_frames_through_triton_as_in_process(triton_engine: TritonEngine) -> None:
-    spec = dataclasses.replace(SPEC, width=96, height=64, num_frames=12, num_inference_steps=3, seed=99)
-    # The weights the repository's models were configured with, read from its config.pbtxt.
+def repository_model_config() -> ModelConfig:
+    """The weights the repository's models were configured with (its config.pbtxt parameters)."""
     config = read_config(MODEL_REPOSITORY / "ltx_pipeline" / "config.pbtxt")
-    parameters = {key: value.string_value for key, value in config.parameters.items()}
-    components = load_components(model_config_from(parameters))
+    return model_config_from({key: value.string_value for key, value in config.parameters.items()})
 
-    expected = generate_text_to_video(components, spec, lambda _: None, never)
-    actual = triton_engine.generate(spec, lambda _: None, never)
 
-    assert actual.frames.shape == expected.frames.shape == (12, 64, 96, 3)
-    assert expected.frames.std() > 1.0  # not a blank video, so equality means something
+@pytest.fixture(scope="module")
+def repository_components() -> Components:
+    """In-process components with the repository's weights."""
+    return load_components(repository_model_config())
+
+
+def assert_same_frames(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.shape == expected.shape
+    assert expected.std() > 1.0  # not a blank video, so equality means something
     # Same code, same weights, same seed on the same CPU: bit-exact is expected. One uint8 level is allowed
     # for float reductions that a different torch thread count in Triton's stub processes could reorder.
-    difference = np.abs(actual.frames.astype(np.int16) - expected.frames.astype(np.int16))
+    difference = np.abs(actual.astype(np.int16) - expected.astype(np.int16))
     assert difference.max() <= 1, f"max difference {difference.max()} levels"
+
+
+def test_served_endpoints_are_read_from_the_repository(triton_server: TritonServerProcess) -> None:
+    # The checked-in repository has every component model: all four LTX-Video endpoints.
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        assert served_by_repository(client, 5.0) == contract.SUPPORTED_ENDPOINTS
+    assert len(contract.SUPPORTED_ENDPOINTS) == 4
+
+
+def test_same_frames_through_triton_as_in_process(
+    triton_engine: TritonEngine, repository_components: Components
+) -> None:
+    spec = dataclasses.replace(SPEC, width=96, height=64, num_frames=12, num_inference_steps=3, seed=99)
+
+    expected = generate_text_to_video(repository_components, spec, lambda _: None, never)
+    actual = triton_engine.generate(spec, lambda _: None, never)
+
+    assert actual.frames.shape == (12, 64, 96, 3)
+    assert_same_frames(actual.frames, expected.frames)
 
 
 def test_cancel_stops_the_triton_request(
@@ -124,6 +170,175 @@ def test_killed_server_fails_the_job_and_a_restart_recovers(triton_server: Trito
     triton_server.start()  # same ports
     assert engine.ready()
     assert engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
+
+
+# An image at frame 0 and a weaker one at the last frame (a keyframe): both conditioning paths.
+IMAGES = (
+    ImageConditionSpec(png_uri(64, 64, level=200), start_frame=0, strength=1.0),
+    ImageConditionSpec(png_uri(48, 48, level=30), start_frame=16, strength=0.8),
+)
+MULTICONDITIONING = MulticonditioningSpec(
+    prompt="a paper boat drifts across a pond",
+    negative_prompt="blurry",
+    resolution=Resolution.P480,
+    aspect_ratio=AspectRatio.R1_1,
+    width=64,
+    height=64,
+    num_frames=17,
+    num_inference_steps=2,  # sigmas 1.0, 0.975: the dev schedule's second step runs STG (scale 2)
+    frame_rate=24,
+    seed=21,
+    images=IMAGES,
+    enable_safety_checker=False,
+)
+EXTEND = ExtendSpec(
+    prompt="the boat sails on",
+    negative_prompt="blurry",
+    width=64,
+    height=64,
+    num_frames=17,
+    frame_rate=24,
+    num_inference_steps=2,
+    seed=22,
+    # Keeps 10 input frames, conditions on the last 9 of them, generates 7.
+    video=VideoConditionSpec(mp4_uri(12, 64, 64), start_frame=10, strength=1.0),
+    expand_prompt=False,
+)
+DISTILLED = DistilledMulticonditioningSpec(
+    prompt="a paper boat drifts across a pond",
+    negative_prompt="blurry",
+    resolution=Resolution.P480,
+    aspect_ratio=AspectRatio.R1_1,
+    width=64,  # first pass 32x32, upsampled to 64x64
+    height=64,
+    num_frames=9,
+    first_pass_num_inference_steps=2,
+    second_pass_num_inference_steps=2,
+    second_pass_skip_initial_steps=1,
+    frame_rate=24,
+    seed=23,
+    temporal_adain_factor=0.0,
+    tone_map_compression_ratio=0.5,
+    constant_rate_factor=20,  # the inputs are re-compressed in the service, before they cross
+    images=IMAGES[:1],
+    videos=(VideoConditionSpec(mp4_uri(9, 64, 64), start_frame=0, strength=0.5),),
+    enable_safety_checker=False,
+)
+
+InProcess = Callable[[Components, object, Callable[[Progress], None]], GeneratedVideo]
+
+
+def _multiconditioning(components: Components, spec: object, on_progress: Callable[[Progress], None]) -> GeneratedVideo:
+    assert isinstance(spec, MulticonditioningSpec)
+    inputs = prepare_conditioning_inputs(spec, FetchLimits(), None, on_progress)
+    assert isinstance(inputs.spec, MulticonditioningSpec)
+    return generate_multiconditioning(components, inputs.spec, inputs.media, on_progress, never)
+
+
+def _distilled(components: Components, spec: object, on_progress: Callable[[Progress], None]) -> GeneratedVideo:
+    assert isinstance(spec, DistilledMulticonditioningSpec)
+    inputs = prepare_conditioning_inputs(spec, FetchLimits(), None, on_progress)
+    assert isinstance(inputs.spec, DistilledMulticonditioningSpec)
+    return generate_distilled(components, inputs.spec, inputs.media, on_progress, never)
+
+
+def _extend(components: Components, spec: object, on_progress: Callable[[Progress], None]) -> GeneratedVideo:
+    assert isinstance(spec, ExtendSpec)
+    kept = prepare_extend_input(spec, FetchLimits(), None, on_progress)
+    return generate_extension(components, spec, kept, on_progress, never)
+
+
+def _denoising(events: list[Progress]) -> list[tuple[int, int]]:
+    return [(e.step, e.total) for e in events if e.stage is Stage.DENOISING and e.total]
+
+
+@pytest.mark.parametrize(
+    ("spec", "in_process", "shape"),
+    [
+        (MULTICONDITIONING, _multiconditioning, (17, 64, 64, 3)),
+        (EXTEND, _extend, (17, 64, 64, 3)),
+        (DISTILLED, _distilled, (9, 64, 64, 3)),
+    ],
+    ids=lambda value: getattr(value, "endpoint", None),
+)
+def test_same_frames_and_steps_through_triton_as_in_process(
+    triton_engine: TritonEngine,
+    repository_components: Components,
+    spec: object,
+    in_process: InProcess,
+    shape: tuple[int, ...],
+) -> None:
+    assert triton_engine.supports(spec.endpoint)  # type: ignore[attr-defined]
+    expected_events: list[Progress] = []
+    expected = in_process(repository_components, spec, expected_events.append)
+    events: list[Progress] = []
+
+    actual = triton_engine.generate(spec, events.append, never)
+
+    assert actual.frames.shape == shape
+    assert_same_frames(actual.frames, expected.frames)
+    # A progress event per denoising step of every pass, as the pipeline reports them in process.
+    assert len(_denoising(expected_events)) >= 2
+    assert _denoising(events) == _denoising(expected_events)
+
+
+class _WithoutStg:
+    """A transformer binding that is not a PerturbableTransformer: the pipeline runs CFG only."""
+
+    def __init__(self, transformer: object) -> None:
+        self._transformer = transformer
+
+    def velocity(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self._transformer.velocity(*tensors)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_stg_perturbed_pass_runs_on_triton(
+    triton_engine: TritonEngine, repository_components: Components
+) -> None:
+    without_stg = dataclasses.replace(repository_components, transformer=_WithoutStg(repository_components.transformer))
+    with_stg_frames = _multiconditioning(repository_components, MULTICONDITIONING, lambda _: None).frames
+    no_stg_events: list[Progress] = []
+    no_stg_frames = _multiconditioning(without_stg, MULTICONDITIONING, no_stg_events.append).frames
+    events: list[Progress] = []
+
+    actual = triton_engine.generate(MULTICONDITIONING, events.append, never)
+
+    # The STG step changes the video by far more than the one-level tolerance...
+    assert NO_STG_MESSAGE in [e.message for e in no_stg_events]
+    assert np.abs(with_stg_frames.astype(np.int16) - no_stg_frames.astype(np.int16)).max() > 4
+    # ...and Triton's video is the STG one: its transformer binding ran the perturbed pass.
+    assert_same_frames(actual.frames, with_stg_frames)
+    assert NO_STG_MESSAGE not in [e.message for e in events]
+
+
+def test_transformer_model_takes_optional_stg_inputs(
+    triton_server: TritonServerProcess, repository_components: Components
+) -> None:
+    component = TransformerComponent(repository_components.geometry)
+    models = load_models(repository_model_config())
+    inputs = component.sample_inputs(models, SampleSize(batch=2, latent_frames=2, latent_height=2, latent_width=3))
+    assert inputs[6].tolist() == [False, True]  # row 1 perturbed, in block 0
+
+    def infer(tensors: tuple[torch.Tensor, ...]) -> np.ndarray:
+        request = []
+        for declared, tensor in zip(component.inputs, tensors):  # the optional STG inputs may be left out
+            array = tensor.numpy()
+            request.append(grpcclient.InferInput(declared.name, list(array.shape), np_to_triton_dtype(array.dtype)))
+            request[-1].set_data_from_numpy(array)
+        with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+            return np.asarray(client.infer(component.name, request).as_numpy(component.output_names[0]))
+
+    plain = infer(inputs[:5])
+    perturbed = infer(inputs)
+    all_false = infer((*inputs[:5], torch.zeros_like(inputs[5]), torch.zeros_like(inputs[6])))
+
+    assert np.array_equal(plain, all_false)  # absent = no perturbation
+    binding = TorchTransformer(models.transformer)
+    hidden, timestep, coords, text, text_mask = inputs[:5]
+    perturbation = Perturbation(skip_blocks=(0,), rows=inputs[6])
+    expected = binding.velocity(hidden, timestep, coords, text, text_mask, perturbation).numpy()
+    assert np.abs(perturbed - expected).max() < 1e-5
+    assert np.array_equal(perturbed[0], plain[0]) and np.abs(perturbed[1] - plain[1]).max() > 1e-2
 
 
 def _transformer_executions(server: TritonServerProcess) -> int:

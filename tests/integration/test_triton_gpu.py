@@ -6,6 +6,7 @@ TensorRT backend (NVIDIA's container: /opt/tritonserver); the wheel's bundled se
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,17 @@ from export.repository import write_gpu_repository
 from export.stages import ExportStages, Precision
 from export.tensorrt_build import tensorrt_available
 from service.config import ModelConfig, ServiceConfig
-from service.domain.progress import Stage
-from service.domain.specs import TextToVideoSpec
+from service.domain.geometry import AspectRatio, Resolution
+from service.domain.progress import Progress, Stage
+from service.domain.specs import Endpoint, ImageConditionSpec, MulticonditioningSpec, TextToVideoSpec
 from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import TritonServerProcess
+from service.media.fetch import FetchLimits
 from service.models.loading import load_components
+from service.pipelines.media_inputs import prepare_conditioning_inputs
+from service.pipelines.multiconditioning import NO_STG_MESSAGE, generate_multiconditioning
 from service.pipelines.text_to_video import generate_text_to_video
+from tests.unit.test_media_inputs import png_uri
 
 CONTAINER_SERVER = Path("/opt/tritonserver/bin/tritonserver")
 AVAILABLE, WHY_NOT = tensorrt_available()
@@ -48,24 +54,62 @@ SPEC = TextToVideoSpec(
 )  # 480x480 x 9 frames: the smallest shape inside the engines' optimization profiles
 
 
-def test_gpu_repository_generates_what_torch_generates(tmp_path: Path) -> None:
-    stages = ExportStages(ServiceConfig(), tmp_path / "cache", DEFAULT_COMPONENTS, precision=Precision.BF16)
+MULTICONDITIONING = MulticonditioningSpec(
+    prompt="a red fox trots through fresh snow",
+    negative_prompt="blurry",
+    resolution=Resolution.P480,
+    aspect_ratio=AspectRatio.R1_1,
+    width=480,
+    height=480,
+    num_frames=9,
+    num_inference_steps=2,  # the dev schedule's second step runs STG: the plan's perturbation inputs
+    frame_rate=24,
+    seed=6,
+    images=(ImageConditionSpec(png_uri(480, 480, level=180), start_frame=0, strength=1.0),),
+    enable_safety_checker=False,
+)
+
+
+@pytest.fixture(scope="module")
+def gpu_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonEngine]:
+    """The GPU repository (bf16 TensorRT plans of every component) served by the container's tritonserver."""
+    root = tmp_path_factory.mktemp("gpu")
+    stages = ExportStages(ServiceConfig(), root / "cache", DEFAULT_COMPONENTS, precision=Precision.BF16)
     engines = {component.name: stages.engine(component) for component in stages.components}
-    repository = write_gpu_repository(tmp_path / "repository", stages.assets, engines, stages.components)
-    server = TritonServerProcess(repository, tmp_path / "server", binary=CONTAINER_SERVER)
+    repository = write_gpu_repository(root / "repository", stages.assets, engines, stages.components)
+    server = TritonServerProcess(repository, root / "server", binary=CONTAINER_SERVER)
     try:
         server.start(timeout_s=300)
-        events: list = []
-        video = TritonEngine(ServiceConfig(triton_url=server.grpc_url)).generate(
-            SPEC, events.append, lambda: False
-        )
+        yield TritonEngine(ServiceConfig(triton_url=server.grpc_url))
     finally:
         server.stop()
+
+
+def _mean_difference(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(actual.astype(np.int16) - expected.astype(np.int16)).mean())
+
+
+def test_gpu_repository_generates_what_torch_generates(gpu_engine: TritonEngine) -> None:
+    events: list[Progress] = []
+    video = gpu_engine.generate(SPEC, events.append, lambda: False)
     expected = generate_text_to_video(load_components(ModelConfig()), SPEC, lambda _: None, lambda: False)
 
     assert video.frames.shape == expected.frames.shape == (9, 480, 480, 3)
     assert [e.step for e in events if e.stage is Stage.DENOISING] == [1, 2]
     # bf16 engines against the fp32 torch pipeline: rounding moves pixels by a few levels, a broken graph
     # by tens on average.
-    mean_difference = np.abs(video.frames.astype(np.int16) - expected.frames.astype(np.int16)).mean()
-    assert mean_difference < 4.0
+    assert _mean_difference(video.frames, expected.frames) < 4.0
+
+
+def test_gpu_repository_runs_multiconditioning_with_stg(gpu_engine: TritonEngine) -> None:
+    assert gpu_engine.supports(Endpoint.DISTILLED_MULTICONDITIONING)  # every component model is there
+    events: list[Progress] = []
+    video = gpu_engine.generate(MULTICONDITIONING, events.append, lambda: False)
+    inputs = prepare_conditioning_inputs(MULTICONDITIONING, FetchLimits(), None, lambda _: None)
+    expected = generate_multiconditioning(
+        load_components(ModelConfig()), MULTICONDITIONING, inputs.media, lambda _: None, lambda: False
+    )
+
+    assert video.frames.shape == expected.frames.shape == (9, 480, 480, 3)
+    assert NO_STG_MESSAGE not in [e.message for e in events]
+    assert _mean_difference(video.frames, expected.frames) < 4.0

@@ -18,7 +18,7 @@ from service.engines.tritonserver_process import TritonServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = ROOT / "model_repository"
-STARTUP_TIMEOUT_S = 180.0  # four Python models each import torch and build the tiny preset; 2 slow cores
+STARTUP_TIMEOUT_S = 240.0  # six Python models each import torch and build the tiny preset; 2 slow cores
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from export.components import DEFAULT_COMPONENTS, AxisRange, ExportableComponent, declare
+from export.components import DEFAULT_COMPONENTS, ApiRanges, AxisRange, ExportableComponent, declare
 from export.repository import CHECKED_IN_REPOSITORY, config_parameters, model_shim, write_cpu_repository
+from export.shapes import CONDITIONING_KEYFRAME_LATENT_FRAMES
 from export.triton_config import (
     ComponentBackend,
     component_config,
@@ -17,6 +18,7 @@ from export.triton_config import (
     tensor_signature,
 )
 from service.config import ModelConfig
+from service.domain.specs import Endpoint
 from service.engines import triton_contract as contract
 from service.models.loading import load_models, model_geometry
 
@@ -51,9 +53,45 @@ def test_checked_in_repository_is_what_the_generator_writes(
 def test_pipeline_config_is_decoupled_and_names_the_contract_tensors() -> None:
     config = read_config(CHECKED_IN_REPOSITORY / contract.PIPELINE_MODEL / "config.pbtxt")
     assert config.model_transaction_policy.decoupled
-    assert [t.name for t in config.input] == [contract.ENDPOINT, contract.SPEC_JSON]
+    required = [t.name for t in config.input if not t.optional]
+    optional = [t.name for t in config.input if t.optional]
+    assert required == [contract.ENDPOINT, contract.SPEC_JSON]
+    assert optional == [*contract.CONDITION_INPUTS, contract.KEPT_FRAMES]
     outputs = {t.name for t in config.output}
     assert outputs == set(contract.PROGRESS_OUTPUTS) | set(contract.RESULT_OUTPUTS)
+
+
+def test_checked_in_pipeline_serves_every_ltx_video_endpoint() -> None:
+    config = read_config(CHECKED_IN_REPOSITORY / contract.PIPELINE_MODEL / "config.pbtxt")
+    names = config.parameters[contract.COMPONENTS_PARAMETER].string_value
+    assert set(names.split(",")) == {
+        "text_encoder", "transformer", "vae_decoder", "vae_encoder", "latent_upsampler"
+    }
+    assert contract.served_endpoints(names) == {
+        Endpoint.TEXT_TO_VIDEO,
+        Endpoint.MULTICONDITIONING,
+        Endpoint.EXTEND,
+        Endpoint.DISTILLED_MULTICONDITIONING,
+    }
+    # Without the upsampler the distilled endpoint is not served; without the encoder no conditioning.
+    assert Endpoint.DISTILLED_MULTICONDITIONING not in contract.served_endpoints(
+        "text_encoder,transformer,vae_decoder,vae_encoder"
+    )
+    assert contract.served_endpoints("text_encoder,transformer,vae_decoder") == {Endpoint.TEXT_TO_VIDEO}
+
+
+def test_stg_inputs_are_optional_for_python_and_required_for_tensorrt(
+    components: list[ExportableComponent],
+) -> None:
+    transformer = next(c for c in components if c.name == "transformer")
+    python = component_config(transformer, ComponentBackend.PYTHON)
+    tensorrt = component_config(transformer, ComponentBackend.TENSORRT)
+    assert [t.name for t in python.input if t.optional] == ["stg_skip_blocks", "stg_rows"]
+    assert not any(t.optional for t in tensorrt.input)
+    assert tensor_signature(python)["input"][-2:] == [
+        ("stg_skip_blocks", "TYPE_BOOL", (transformer.geometry.transformer_blocks,)),
+        ("stg_rows", "TYPE_BOOL", (-1,)),
+    ]
 
 
 def test_tensorrt_config_uses_the_same_tensors(components: list[ExportableComponent]) -> None:
@@ -70,9 +108,34 @@ def test_profiles_follow_the_api_ranges(components: list[ExportableComponent]) -
     # Tokens = (H/32)(W/32)((F-1)/8+1): fewest at 480x480 and 9 frames (15*15*2), the endpoint's default
     # 1280x704 and 89 frames (40*22*12) as optimum, most at 1280x704 and 257 frames (40*22*33).
     assert ranges["tokens"] == AxisRange(450, 10560, 29040)
-    assert ranges["batch"] == AxisRange(1, 2, 2)
+    # Negative + positive prompt at best, with STG's perturbed pass a third row.
+    assert ranges["batch"] == AxisRange(1, 2, 3)
+    assert by_name["text_encoder"].axis_ranges()["batch"] == AxisRange(1, 2, 2)
     latents = by_name["vae_decoder"].profile()["latents"]
     assert latents == ((1, 8, 2, 15, 15), (1, 8, 12, 22, 40), (1, 8, 33, 40, 40))
+
+
+def test_serving_ranges_cover_conditioning_and_the_distilled_passes() -> None:
+    geometry = model_geometry(load_models(ModelConfig()))
+    names = DEFAULT_COMPONENTS  # every component: all four endpoints
+    by_name = {c.name: c for c in declare(names, geometry, ApiRanges.serving(names))}
+    transformer = by_name["transformer"].axis_ranges()
+    # The distilled first pass of 480x480 is 320x320 (10x10 cells, 9 frames: 2 latent frames); its second
+    # pass of 1280x704 is 1664x896 (52x28 cells, 896x1664 turned); 257 frames are 33 latent frames, and up
+    # to 10 images plus 4 videos x 2 latent frames of keyframe tokens ride along.
+    assert transformer["tokens"] == AxisRange(10 * 10 * 2, 10560, 52 * 28 * (33 + 18))
+    assert by_name["vae_decoder"].profile()["latents"][2] == (1, 8, 33, 52, 52)
+    # An image condition is one frame: the VAE encoder's profile starts there.
+    assert by_name["vae_encoder"].profile()["video"][0] == (1, 3, 1, 320, 320)
+    assert by_name["latent_upsampler"].profile()["latents"][0] == (1, 8, 2, 10, 10)
+
+
+def test_keyframe_bound_follows_validation() -> None:
+    from service.api.validation import MAX_IMAGE_CONDITIONS, MAX_VIDEO_CONDITIONS
+    from service.pipelines.conditioning import DEFAULT_PREFIX_LATENT_FRAMES
+
+    expected = MAX_IMAGE_CONDITIONS + MAX_VIDEO_CONDITIONS * DEFAULT_PREFIX_LATENT_FRAMES
+    assert CONDITIONING_KEYFRAME_LATENT_FRAMES == expected
 
 
 def test_parameters_and_shims() -> None:

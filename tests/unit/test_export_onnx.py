@@ -8,7 +8,13 @@ import onnx
 import pytest
 
 from export.__main__ import main as export_main
-from export.components import DEFAULT_COMPONENTS, TensorDecl, TensorType, TextEncoderComponent
+from export.components import (
+    DEFAULT_COMPONENTS,
+    EXPORT_SAMPLE,
+    TensorDecl,
+    TensorType,
+    TextEncoderComponent,
+)
 from export.onnx_export import ExportError, name_declared_axes
 from export.parity import FP32_TOLERANCE, check_parity
 from export.stages import ExportStages, Precision
@@ -36,13 +42,50 @@ def test_component_exports_with_declared_io_and_matches_torch(stages: ExportStag
     for declared, value in zip(component.inputs, graph.input, strict=True):
         dims = [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
         assert dims == list(declared.axes), f"{name}.{declared.name}"
-    # Two sizes, the second unlike the export sample: the graph really has dynamic axes.
-    assert len({result.size for result in results}) == 2
+    # Two sizes or more, the second unlike the export sample: the graph really has dynamic axes.
+    assert len({result.size for result in results}) >= 2
     for result in results:
         assert result.max_abs <= FP32_TOLERANCE.atol + FP32_TOLERANCE.rtol * result.reference_scale, (
             result.line()
         )
         assert result.reference_scale > 0
+
+
+def test_transformer_graph_carries_stg(stages: ExportStages) -> None:
+    """The graph's STG inputs perturb the marked rows as the in-process binding's STG does, and only them."""
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from service.pipelines.components import Perturbation
+    from service.pipelines.torch_components import TorchTransformer
+
+    (component,) = [c for c in stages.components if c.name == "transformer"]
+    models = stages.models()
+    inputs = component.sample_inputs(models, EXPORT_SAMPLE)
+    skip_mask, rows = inputs[5], inputs[6]
+    assert rows.tolist() == [False, True] and bool(skip_mask[0])  # the sample perturbs row 1 in block 0
+    session = onnxruntime.InferenceSession(
+        str(stages.onnx(component, Precision.FP32)), providers=["CPUExecutionProvider"]
+    )
+
+    def run_graph(*tensors: torch.Tensor) -> np.ndarray:
+        feed = {name: t.numpy() for name, t in zip(component.input_names, tensors, strict=True)}
+        return np.asarray(session.run(component.output_names, feed)[0])
+
+    perturbed = run_graph(*inputs)
+    plain = run_graph(*inputs[:5], torch.zeros_like(skip_mask), rows)
+    binding = TorchTransformer(models.transformer)
+    skip_blocks = tuple(int(i) for i in torch.nonzero(skip_mask).flatten())
+    expected = binding.velocity(*inputs[:5], Perturbation(skip_blocks=skip_blocks, rows=rows)).numpy()
+    expected_plain = binding.velocity(*inputs[:5]).numpy()
+
+    tolerance = FP32_TOLERANCE.atol + FP32_TOLERANCE.rtol * float(np.abs(expected).max())
+    assert np.abs(perturbed - expected).max() <= tolerance
+    assert np.abs(plain - expected_plain).max() <= tolerance
+    assert np.abs(perturbed[0] - plain[0]).max() <= tolerance  # the unperturbed row is left alone
+    # STG really changed row 1: by ~0.15 on outputs of scale ~1, where the tolerance is ~2e-3.
+    assert np.abs(perturbed[1] - plain[1]).max() > 20 * tolerance
 
 
 def test_export_stage_is_cached(stages: ExportStages) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import Self
 
 import pytest
 
 from service.config import ServiceConfig
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
 from service.domain.specs import Endpoint, TextToVideoSpec
+from service.engines import triton as triton_module
 from service.engines.triton import TritonEngine
 from service.engines.triton_contract import error_message_for, exception_from_message
 from service.engines.tritonserver_process import free_port
@@ -62,8 +64,50 @@ def test_unreachable_triton_fails_fast_with_runner_unavailable() -> None:
     assert engine.ready() is False
 
 
-def test_supports_only_what_ltx_pipeline_serves() -> None:
-    engine = TritonEngine(ServiceConfig())
+def test_supports_what_ltx_pipeline_can_run_until_triton_answers() -> None:
+    # Nothing listens here: the repository is unknown, so every endpoint ltx_pipeline can run is accepted
+    # (such jobs fail as runner_unavailable while Triton is down), and the others never are.
+    engine = TritonEngine(ServiceConfig(triton_url=f"127.0.0.1:{free_port()}"), connect_timeout_s=1.0)
     assert engine.supports(Endpoint.TEXT_TO_VIDEO)
-    assert not engine.supports(Endpoint.EXTEND)
+    assert engine.supports(Endpoint.EXTEND)
+    assert not engine.supports(Endpoint.LTX2_TEXT_TO_VIDEO)
     assert not engine.supports("no-such-endpoint")
+
+
+class _FakeTritonClient:
+    """Answers like tritonclient's gRPC client for a ready server whose ltx_pipeline config names
+    `components` (None: no such parameter)."""
+
+    components: str | None = None
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def is_server_ready(self, client_timeout: float) -> bool:
+        return True
+
+    def is_model_ready(self, name: str, client_timeout: float) -> bool:
+        return True
+
+    def get_model_config(self, name: str, as_json: bool, client_timeout: float) -> dict[str, object]:
+        parameters = {} if self.components is None else {"components": {"string_value": self.components}}
+        return {"config": {"name": name, "parameters": parameters}}
+
+
+def test_supports_what_the_connected_repository_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(triton_module.grpcclient, "InferenceServerClient", _FakeTritonClient)
+    monkeypatch.setattr(_FakeTritonClient, "components", "text_encoder,transformer,vae_decoder,vae_encoder")
+    engine = TritonEngine(ServiceConfig(), ready_cache_s=0.0)
+
+    assert engine.supports(Endpoint.MULTICONDITIONING) and engine.supports(Endpoint.EXTEND)
+    assert not engine.supports(Endpoint.DISTILLED_MULTICONDITIONING)  # no latent_upsampler model
+
+    monkeypatch.setattr(_FakeTritonClient, "components", None)  # a repository from before the parameter
+    assert engine.ready()
+    assert not engine.supports(Endpoint.TEXT_TO_VIDEO)

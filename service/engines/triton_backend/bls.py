@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from export.components import (
     ExportableComponent,
+    LatentUpsamplerComponent,
     TensorDecl,
     TextEncoderComponent,
     TransformerComponent,
@@ -23,7 +24,7 @@ from export.components import (
     VaeEncoderComponent,
 )
 from service.engines.triton_backend.assets import PipelineAssets
-from service.pipelines.components import Components
+from service.pipelines.components import Components, Perturbation
 from service.pipelines.torch_components import tokenize
 
 
@@ -79,8 +80,15 @@ class BlsTextEncoder:
 
 
 class BlsTransformer:
-    def __init__(self, model: BlsModel) -> None:
+    """Binds `Transformer` and `PerturbableTransformer`: STG travels as the model's two mask inputs."""
+
+    def __init__(self, model: BlsModel, num_blocks: int) -> None:
         self.model = model
+        self._num_blocks = num_blocks
+
+    @property
+    def num_blocks(self) -> int:
+        return self._num_blocks
 
     def velocity(
         self,
@@ -89,9 +97,17 @@ class BlsTransformer:
         video_coords: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: torch.Tensor,
+        perturbation: Perturbation | None = None,
     ) -> torch.Tensor:
+        # Always sent, all false without STG: a TensorRT plan takes every input of its graph. The masks
+        # stay on the CPU (a few bytes, sent as numpy; Triton places them where the model runs).
+        skip_blocks = torch.zeros(self._num_blocks, dtype=torch.bool)
+        rows = torch.zeros(hidden_states.shape[0], dtype=torch.bool)
+        if perturbation is not None:
+            skip_blocks[list(perturbation.skip_blocks)] = True
+            rows = perturbation.rows.to("cpu", torch.bool)
         return self.model(
-            hidden_states, timestep, video_coords, encoder_hidden_states, encoder_attention_mask
+            hidden_states, timestep, video_coords, encoder_hidden_states, encoder_attention_mask, skip_blocks, rows
         )
 
 
@@ -111,20 +127,33 @@ class BlsVaeEncoder:
         return self.model(video)
 
 
-def bls_components(
-    assets: PipelineAssets, device: torch.device, with_vae_encoder: bool = False
-) -> Components:
-    """Components whose every call is a BLS request to the component model of the same name."""
+class BlsLatentUpsampler:
+    def __init__(self, model: BlsModel) -> None:
+        self.model = model
+
+    def upsample(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.model(latents)
+
+
+def bls_components(assets: PipelineAssets, device: torch.device, component_names: frozenset[str]) -> Components:
+    """Components whose every call is a BLS request to the component model of the same name; the optional
+    ones (VAE encoder, latent upsampler) only when the repository has their models (`component_names`)."""
     geometry = assets.geometry
 
     def model(component_type: type[ExportableComponent]) -> BlsModel:
         return BlsModel(component_type(geometry), device)
 
+    def present(component_type: type[ExportableComponent]) -> bool:
+        return component_type.name in component_names
+
     return Components(
         geometry=geometry,
         text_encoder=BlsTextEncoder(assets.tokenizer, geometry.text_max_length, model(TextEncoderComponent)),
-        transformer=BlsTransformer(model(TransformerComponent)),
+        transformer=BlsTransformer(model(TransformerComponent), geometry.transformer_blocks),
         vae_decoder=BlsVaeDecoder(model(VaeDecoderComponent)),
-        vae_encoder=BlsVaeEncoder(model(VaeEncoderComponent)) if with_vae_encoder else None,
+        vae_encoder=BlsVaeEncoder(model(VaeEncoderComponent)) if present(VaeEncoderComponent) else None,
+        upsampler=(
+            BlsLatentUpsampler(model(LatentUpsamplerComponent)) if present(LatentUpsamplerComponent) else None
+        ),
         scheduler_config=assets.scheduler_config,
     )

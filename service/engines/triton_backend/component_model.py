@@ -1,4 +1,5 @@
-"""A component model (text_encoder, transformer, vae_decoder, vae_encoder) on torch, for the CPU repository.
+"""A component model (text_encoder, transformer, vae_decoder, vae_encoder, latent_upsampler) on torch, for
+the CPU repository.
 
 It runs exactly the module the ONNX export traces (`ExportableComponent.module`: the torch adapter with the
 declared fp32 I/O), so the checked-in repository computes what the TensorRT plans of the GPU repository
@@ -48,20 +49,27 @@ class ComponentModel:
     def finalize(self) -> None:
         log.info("%s unloaded", self.component.name)
 
+    def _inputs(self, request: Any) -> dict[str, torch.Tensor]:
+        """The request's tensors in declaration order; absent optional ones get the declared default."""
+        inputs: dict[str, torch.Tensor] = {}
+        for declared in self.component.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, declared.name)
+            if tensor is not None:
+                # A copy: the buffer is read-only shared memory owned by the request.
+                value = torch.from_numpy(tensor.as_numpy().copy())
+            elif declared.optional:
+                value = self.component.default_input(declared.name, inputs)
+            else:
+                raise ValueError(f"{self.component.name}: missing input {declared.name}")
+            inputs[declared.name] = value.to(self.device, declared.dtype.torch)
+        return inputs
+
     def _infer(self, request: Any) -> Any:
         """One request's response; a failure becomes that response's error, not the batch's."""
         try:
-            inputs = []
-            for declared in self.component.inputs:
-                tensor = pb_utils.get_input_tensor_by_name(request, declared.name)
-                if tensor is None:
-                    raise ValueError(f"{self.component.name}: missing input {declared.name}")
-                # A copy: the buffer is read-only shared memory owned by the request.
-                inputs.append(
-                    torch.from_numpy(tensor.as_numpy().copy()).to(self.device, declared.dtype.torch)
-                )
+            inputs = self._inputs(request)
             with torch.inference_mode():
-                output = self.module(*inputs)
+                output = self.module(*inputs.values())
             array = output.to(self.component.outputs[0].dtype.torch).cpu().numpy()
             return pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor(self.component.output_names[0], array)]

@@ -1,19 +1,21 @@
 """`ltx_pipeline`: a decoupled Triton Python model that runs the project's pipelines on BLS components.
 
-One request per job (tensor names in service/engines/triton_contract.py): the endpoint id and the spec as
-JSON. The model streams a progress response per pipeline stage and denoising step, checks the request's
-cancellation between steps (the pipeline raises Cancelled), and ends every request with the FINAL flag:
-on the result, or on a TritonError that fails that request alone.
+One request per job (tensor names in service/engines/triton_contract.py): the endpoint id, the spec as
+JSON and, for the conditioned endpoints, the media the service decoded (conditioning_tensors). The model
+runs the endpoint's pipeline (`run_endpoint`, what LocalEngine runs), streams a progress response per
+pipeline stage and denoising step, checks the request's cancellation between steps (the pipeline raises
+Cancelled), and ends every request with the FINAL flag: on the result, or on a TritonError that fails that
+request alone.
 
-config.pbtxt parameters: the ModelConfig fields (preset, seed, dtype, model_dir, ...) say which model the
-tiny/real assets come from; `assets_dir` (relative to the version directory) holds exported assets
-instead; `device` is where the pipeline keeps its latents (cpu, or cuda next to TensorRT models).
+config.pbtxt parameters: `components`, the repository's component models (which endpoints are served);
+the ModelConfig fields (preset, seed, dtype, model_dir, ...) say which model the tiny/real assets come
+from; `assets_dir` (relative to the version directory) holds exported assets instead; `device` is where
+the pipeline keeps its latents (cpu, or cuda next to TensorRT models).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,8 +25,10 @@ import triton_python_backend_utils as pb_utils  # only importable inside a Trito
 from service.domain.errors import Cancelled, ErrorType, JobError
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback
-from service.domain.specs import Endpoint, TextToVideoSpec, spec_from_json
+from service.domain.specs import Endpoint, spec_from_json
 from service.engines import triton_contract as contract
+from service.engines.conditioning_tensors import kept_from_arrays, media_from_arrays
+from service.engines.endpoint_pipelines import EndpointInputs, run_endpoint
 from service.engines.triton_backend.assets import assets_from_models, load_assets
 from service.engines.triton_backend.bls import bls_components
 from service.engines.triton_backend.params import (
@@ -33,13 +37,10 @@ from service.engines.triton_backend.params import (
     resolve_path,
     version_dir,
 )
-from service.pipelines.text_to_video import generate_text_to_video
 
 log = logging.getLogger("ltx_pipeline")
 
 NO_LORA = "LoRAs are not supported by the Triton engine yet (TensorRT plans are built without adapters)"
-
-Runner = Callable[[Any, ProgressCallback, CancelCheck], GeneratedVideo]
 
 
 class PipelineModel:
@@ -51,10 +52,16 @@ class PipelineModel:
         model_config = model_config_from(parameters)
         assets = load_assets(assets_dir) if assets_dir else assets_from_models(model_config)
         device = torch.device(parameters.get("device") or "cpu")
-        self.components = bls_components(assets, device)
-        self.runners: dict[Endpoint, Runner] = {Endpoint.TEXT_TO_VIDEO: self._text_to_video}
+        names = parameters.get(contract.COMPONENTS_PARAMETER, "")
+        component_names = frozenset(name.strip() for name in names.split(",") if name.strip())
+        self.components = bls_components(assets, device, component_names)
+        self.served = contract.served_endpoints(component_names)
         log.info(
-            "ltx_pipeline ready: preset %s, assets %s, device %s", model_config.preset, assets_dir, device
+            "ltx_pipeline ready: preset %s, assets %s, device %s, endpoints %s",
+            model_config.preset,
+            assets_dir,
+            device,
+            ", ".join(sorted(self.served)),
         )
 
     def execute(self, requests: list[Any]) -> None:
@@ -70,13 +77,13 @@ class PipelineModel:
         sender = request.get_response_sender()
         request_id = request.request_id()
         try:
-            spec = _read_spec(request)
-            log.info("request %s: %s", request_id, spec.endpoint)
+            inputs = _read_inputs(request, self.served)
+            log.info("request %s: %s", request_id, inputs.spec.endpoint)
 
             def on_progress(progress: Progress) -> None:
                 sender.send(_progress_response(progress))
 
-            video = self.runners[spec.endpoint](spec, on_progress, request.is_cancelled)
+            video = self._generate(inputs, on_progress, request.is_cancelled)
             sender.send(_result_response(video), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
             log.info("request %s: done, %d frames", request_id, len(video.frames))
         except Exception as exc:  # any failure ends this request, never the model
@@ -86,28 +93,39 @@ class PipelineModel:
                 log.exception("request %s failed", request_id)
             _send_final_error(sender, exc, request_id)
 
-    def _text_to_video(
-        self, spec: TextToVideoSpec, on_progress: ProgressCallback, is_cancelled: CancelCheck
+    def _generate(
+        self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
     ) -> GeneratedVideo:
-        # Prompt expansion and the safety check run in the service, around this request (TritonEngine).
-        if spec.loras:
+        # Prompt expansion, media fetching and the safety checks run in the service (TritonEngine).
+        if getattr(inputs.spec, "loras", ()):
             raise JobError(ErrorType.LORA_LOAD_FAILED, NO_LORA)
-        return generate_text_to_video(self.components, spec, on_progress, is_cancelled)
+        return run_endpoint(self.components, inputs, on_progress, is_cancelled)
 
 
 class BadRequest(ValueError):
-    """The request's tensors are not a known endpoint id and its spec (a client bug, not a job error)."""
+    """The request's tensors are not a served endpoint, its spec and its media (a client bug, not a job
+    error)."""
 
 
-def _read_spec(request: Any) -> Any:
+def _read_inputs(request: Any, served: frozenset[Endpoint]) -> EndpointInputs:
     try:
         endpoint = _text_input(request, contract.ENDPOINT)
         spec = spec_from_json(endpoint, _text_input(request, contract.SPEC_JSON))
     except Exception as exc:
         raise BadRequest(f"{contract.ENDPOINT}/{contract.SPEC_JSON}: {exc}") from exc
-    if spec.endpoint not in contract.SUPPORTED_ENDPOINTS:
-        raise BadRequest(f"{contract.PIPELINE_MODEL} does not serve endpoint {spec.endpoint}")
-    return spec
+    if spec.endpoint not in served:
+        raise BadRequest(f"{contract.PIPELINE_MODEL} does not serve endpoint {spec.endpoint} in this repository")
+    arrays = {}
+    for name in (*contract.CONDITION_INPUTS, contract.KEPT_FRAMES):
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is not None:
+            arrays[name] = tensor.as_numpy().copy()  # the buffer is the request's shared memory
+    try:
+        media = media_from_arrays(arrays)
+        kept = kept_from_arrays(arrays, spec.width, spec.height) if spec.endpoint is Endpoint.EXTEND else None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    return EndpointInputs(spec, media=media, kept_pixels=kept)
 
 
 def _text_input(request: Any, name: str) -> str:
