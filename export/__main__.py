@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> None:
         if not available:
             raise EngineBuildError(f"cannot build TensorRT engines: {reason}")
     for component in stages.components:
-        stages.onnx(component, stages.precision)
+        stages.onnx(component, stages.precision_for(component))
         if not args.skip_parity:
             stages.parity(component)
     if args.command == "build":

@@ -69,13 +69,17 @@ def check_parity(
     onnx_path: Path,
     tolerance: Tolerance = FP32_TOLERANCE,
     sizes: tuple[SampleSize, ...] | None = None,
+    optimize: bool = True,
 ) -> list[ParityResult]:
     """Compare the graph at `onnx_path` with the torch module on each of `sizes` (default: the component's
-    `parity_samples`); log every result."""
+    `parity_samples`); log every result. `optimize=False` runs the graph node by node: onnxruntime's CPU
+    optimizer fuses Q/DQ pairs into integer kernels that refuse FP8 (export/fp8.py)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initializers are noise here
+    if not optimize:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     module = component.module(models)
     results = []

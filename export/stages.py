@@ -3,6 +3,7 @@
     <cache>/<model_hash>/assets/                  tokenizer, geometry, scheduler config
     <cache>/<model_hash>/onnx/<component>.<precision>.onnx (+ .data)
     <cache>/<model_hash>/onnx/<component>.parity.json   fp32 graph vs torch, onnxruntime
+    <cache>/<model_hash>/onnx/<component>.fp8.parity.json  the FP8 Q/DQ graph vs torch (export/fp8.py)
     <cache>/<model_hash>/engines/<component>.<precision>.<profile hash>.plan (+ .parity.json)
     <cache>/timing-<gpu>.cache                    TensorRT timing cache, shared by every build on that GPU
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from export.components import ApiRanges, ExportableComponent, SampleSize, declare
+from export.fp8 import FP8_COMPONENTS, FP8_TOLERANCE
 from export.parity import ParityResult, Tolerance, check_parity, require_parity
 from export.shapes import BATCH, LATENT_FRAMES, LATENT_HEIGHT, LATENT_WIDTH
 from service.config import ServiceConfig
@@ -38,16 +40,22 @@ log = logging.getLogger(__name__)
 class Precision(StrEnum):
     FP32 = "fp32"
     BF16 = "bf16"
+    FP8 = "fp8"  # FP8 GEMMs (ModelOpt Q/DQ) in the GEMM-heavy components, the others in bf16
 
     @property
     def torch_dtype_name(self) -> str:
-        return {Precision.FP32: "float32", Precision.BF16: "bfloat16"}[self]
+        # An fp8 graph is quantized from the fp32 export (export/fp8.py).
+        return {Precision.FP32: "float32", Precision.BF16: "bfloat16", Precision.FP8: "float32"}[self]
 
 
 # A bf16 engine against the fp32 torch model: bf16 keeps 8 mantissa bits (~4e-3 relative per op) and the
 # error grows with depth, so a few percent of the output's scale is rounding; a wrong graph is off by ~100%.
 BF16_TOLERANCE = Tolerance(atol=2e-2, rtol=5e-2)
-ENGINE_TOLERANCE = {Precision.FP32: Tolerance(atol=1e-3, rtol=1e-2), Precision.BF16: BF16_TOLERANCE}
+ENGINE_TOLERANCE = {
+    Precision.FP32: Tolerance(atol=1e-3, rtol=1e-2),
+    Precision.BF16: BF16_TOLERANCE,
+    Precision.FP8: FP8_TOLERANCE,
+}
 
 
 @dataclass
@@ -93,15 +101,39 @@ class ExportStages:
         api = self.api or ApiRanges.serving(self.component_names)
         return declare(self.component_names, self.assets.geometry, api)
 
+    def precision_for(self, component: ExportableComponent) -> Precision:
+        """The run's precision, except that fp8 applies to the GEMM-heavy components only (bf16 elsewhere)."""
+        if self.precision is Precision.FP8 and component.name not in FP8_COMPONENTS:
+            return Precision.BF16
+        return self.precision
+
     def onnx(self, component: ExportableComponent, precision: Precision) -> Path:
         from export.onnx_export import export_onnx
 
         path = self.key_dir / "onnx" / f"{component.name}.{precision.value}.onnx"
+        if precision is Precision.FP8:
+            return self._fp8_onnx(component, path)
         _run_stage(
             path.with_suffix(".done"),
             lambda: export_onnx(component, self.models(precision), path),
             f"ONNX {component.name} ({precision.value})",
         )
+        return path
+
+    def _fp8_onnx(self, component: ExportableComponent, path: Path) -> Path:
+        """The fp32 graph quantized to FP8 Q/DQ, checked against torch on onnxruntime like the fp32 one."""
+        from export.fp8 import quantize_fp8
+
+        fp32 = self.onnx(component, Precision.FP32)
+        report = path.with_suffix(".parity.json")
+
+        def produce() -> None:
+            quantize_fp8(component, self.models(), fp32, path)
+            results = check_parity(component, self.models(), path, FP8_TOLERANCE, optimize=False)
+            _write_report(report, results)
+            require_parity(results)
+
+        _run_stage(path.with_suffix(".done"), produce, f"ONNX {component.name} (fp8)")
         return path
 
     def parity(self, component: ExportableComponent) -> None:
@@ -118,21 +150,18 @@ class ExportStages:
     def engine(self, component: ExportableComponent, workspace_gib: float | None = None) -> Path:
         from export.tensorrt_build import build_engine
 
-        onnx_path = self.onnx(component, self.precision)
-        plan = (
-            self.key_dir
-            / "engines"
-            / f"{component.name}.{self.precision.value}.{_profile_hash(component)}.plan"
-        )
+        precision = self.precision_for(component)
+        onnx_path = self.onnx(component, precision)
+        plan = self.key_dir / "engines" / f"{component.name}.{precision.value}.{_profile_hash(component)}.plan"
 
         def produce() -> None:
             build_engine(component, onnx_path, plan, self._timing_cache(), workspace_gib)
-            self._engine_parity(component, plan)
+            self._engine_parity(component, plan, precision)
 
-        _run_stage(plan.with_suffix(".done"), produce, f"TensorRT {component.name} ({self.precision.value})")
+        _run_stage(plan.with_suffix(".done"), produce, f"TensorRT {component.name} ({precision.value})")
         return plan
 
-    def _engine_parity(self, component: ExportableComponent, plan: Path) -> None:
+    def _engine_parity(self, component: ExportableComponent, plan: Path, precision: Precision) -> None:
         """The plan against the fp32 torch model, at shapes inside its optimization profile."""
         import torch
 
@@ -146,7 +175,7 @@ class ExportStages:
             with torch.no_grad():
                 expected = module(*inputs).float().cpu().numpy()
             actual = runner(*inputs).float().cpu().numpy()
-            results.append(compare(component, size, expected, actual, ENGINE_TOLERANCE[self.precision]))
+            results.append(compare(component, size, expected, actual, ENGINE_TOLERANCE[precision]))
         _write_report(plan.with_suffix(".parity.json"), results)
         require_parity(results)
 

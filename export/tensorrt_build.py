@@ -2,8 +2,8 @@
 
 Precision lives in the ONNX graph: TensorRT 11 removed the weak-typing flags (BuilderFlag.FP16/BF16/FP8),
 and 10.x deprecated them, so a bf16 engine is built from the bf16 graph (`Precision.BF16` export) as a
-strongly typed network, on both versions. FP8 needs a Q/DQ-quantized graph (NVIDIA ModelOpt), which this
-project does not produce yet.
+strongly typed network, on both versions. FP8 is the same: an FP8 Q/DQ graph (`Precision.FP8`, quantized by
+NVIDIA ModelOpt in export/fp8.py) built strongly typed.
 
 The plan must be built with the TensorRT version of the Triton container that serves it (Triton 24.10 =
 TensorRT 10.5): build inside that container, or with the matching `tensorrt` wheel.
