@@ -39,8 +39,12 @@ test: setup
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
 
+# The CPU benchmarks, one after the other (bench/README.md has their results; transformer_step needs a GPU).
 bench: setup
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.service_overhead
+	$(BIN)/python -m bench.triton_overhead
+	$(BIN)/python -m bench.two_pass_vs_single
+	$(BIN)/python -m bench.long_video_memory
 
 clean:
 	rm -rf $(VENV) ltx var .pytest_cache
