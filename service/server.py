@@ -55,6 +55,16 @@ def _supports(engine: Engine) -> Callable[[Endpoint], bool]:
     return check if callable(check) else (lambda endpoint: endpoint is Endpoint.TEXT_TO_VIDEO)
 
 
+class Readiness:
+    """The engine's readiness as the health loop last saw it: read by Submit without probing the backend."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def __call__(self) -> bool:
+        return self.ready
+
+
 async def start_service(config: ServiceConfig, engine: Engine | None = None) -> RunningService:
     """Start everything and return once the gRPC port is listening."""
     http = ResultsHttpServer(config.storage_dir, config.host, config.http_port)
@@ -66,26 +76,33 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     queue = JobQueue(store, config.queue, JobRunner(engine, storage))
 
     server = grpc.aio.server()
-    pb_grpc.add_VideoGenerationServicer_to_server(VideoGenerationServicer(queue, _supports(engine)), server)
+    readiness = Readiness()
+    servicer = VideoGenerationServicer(queue, _supports(engine), readiness)
+    pb_grpc.add_VideoGenerationServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
+    for name in ("", SERVICE_NAME):  # not SERVING until the first readiness check says so
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     await server.start()
     await queue.start()
     tasks = [
-        asyncio.create_task(_report_health(engine, health_servicer)),
+        asyncio.create_task(_report_health(engine, health_servicer, readiness)),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
     ]
     log.info("serving gRPC on %s:%d, results over HTTP at %s", config.host, port, base_url)
     return RunningService(port, http.port, server, queue, tasks, http, store)
 
 
-async def _report_health(engine: Engine, health_servicer: health.aio.HealthServicer) -> None:
+async def _report_health(
+    engine: Engine, health_servicer: health.aio.HealthServicer, readiness: Readiness
+) -> None:
     """SERVING while the engine can take jobs (e.g. Triton reachable), NOT_SERVING otherwise."""
     last = None
     while True:
         ready = await asyncio.to_thread(engine.ready)
+        readiness.ready = ready
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         if status != last:
             for name in ("", SERVICE_NAME):

@@ -53,10 +53,15 @@ def unary_guard(method: F) -> F:
 
 class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
     def __init__(
-        self, queue: JobQueue, supports: Callable[[Endpoint], bool], rng: random.Random | None = None
+        self,
+        queue: JobQueue,
+        supports: Callable[[Endpoint], bool],
+        ready: Callable[[], bool],
+        rng: random.Random | None = None,
     ) -> None:
         self._queue = queue
         self._supports = supports
+        self._ready = ready  # the backend's last known readiness (cheap: no probe per request)
         self._rng = rng or random.SystemRandom()
 
     @unary_guard
@@ -125,6 +130,10 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         if not self._supports(endpoint):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, f"endpoint {endpoint.value} is not served by this deployment"
+            )
+        if not self._ready():
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the inference backend is not reachable right now; retry later"
             )
         spec = to_spec(message, rng=self._rng)
         try:

@@ -87,6 +87,9 @@ def test_killed_tritonserver_fails_the_job_and_recovers(
     assert final.error.error_type == "runner_unavailable", final.error
     wait_health(triton_service, health_pb2.HealthCheckResponse.NOT_SERVING, timeout_s=30)
     assert triton_service.proc is not None and triton_service.proc.poll() is None  # the service stays up
+    with pytest.raises(grpc.RpcError) as refused:  # new jobs are refused at the door, not queued to fail
+        triton_service.submit(T2V, SMALL)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
     triton_server.start(timeout_s=STARTUP_TIMEOUT_S)
     wait_health(triton_service, health_pb2.HealthCheckResponse.SERVING, timeout_s=60)
