@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    example = {k: v for k, v in json.loads(EXAMPLE.read_text()).items()}
+    example = json.loads(EXAMPLE.read_text())
     cases = {"480p 16:9, 25 frames, 8 steps": SMALL, "spec example: 720p 16:9, 89 frames, 30 steps": example}
     engine = LocalEngine(ServiceConfig())
     bare = {name: bare_latency(engine, req, args.repeats) for name, req in cases.items()}

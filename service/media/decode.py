@@ -196,30 +196,6 @@ def decode_video(
     return _to_tensor(kept, dtype)
 
 
-def decode_media(
-    media: FetchedMedia,
-    *,
-    width: int,
-    height: int,
-    field: str,
-    max_frames: int,
-    legal_length: bool = False,
-    target_fps: float | None = None,
-) -> torch.Tensor:
-    """Either kind: an image gives one frame."""
-    if media.kind is MediaKind.IMAGE:
-        return decode_image(media.data, width=width, height=height, field=field)
-    return decode_video(
-        media.data,
-        width=width,
-        height=height,
-        field=field,
-        max_frames=max_frames,
-        legal_length=legal_length,
-        target_fps=target_fps,
-    )
-
-
 def _probe_video(data: bytes, field: str) -> MediaInfo:
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
