@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/ltx/v1/*.proto)
 GEN_STAMP := ltx/v1/.generated
 
-.PHONY: setup proto run test test-unit bench lint clean
+.PHONY: setup proto run test test-slow test-unit bench lint clean
 
 setup: $(STAMP) $(GEN_STAMP)
 
@@ -35,6 +35,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The suites marked slow (deselected by `make test`).
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
