@@ -19,7 +19,7 @@ import torch
 import triton_python_backend_utils as pb_utils  # only importable inside a Triton Python-backend stub
 
 from export.components import COMPONENT_TYPES
-from service.engines.triton_backend.params import model_config_from, model_parameters
+from service.engines.triton_backend.params import fast_path_config_from, model_config_from, model_parameters
 
 log = logging.getLogger("ltx_component")
 
@@ -37,7 +37,7 @@ class ComponentModel:
                 f"config.pbtxt parameter component: {name!r} is not one of {sorted(COMPONENT_TYPES)}"
             )
         model_config = model_config_from(parameters)
-        models = load_models(model_config)
+        models = load_models(model_config, fast_path_config_from(parameters))
         self.component = COMPONENT_TYPES[name](model_geometry(models))
         self.module = self.component.module(models)
         self.device = torch.device(model_config.device)
