@@ -73,7 +73,7 @@ class FastPathConfig:
                 f"fast_path.attention_backend: {self.attention_backend!r} is not one of {known}"
             ) from None
         for name in ("compile", "fp8", "cuda_graphs"):
-            if not isinstance(getattr(self, name), bool):
+            if type(getattr(self, name)) is not bool:
                 raise ValueError(f"fast_path.{name}: {getattr(self, name)!r} is not a boolean")
 
     @property

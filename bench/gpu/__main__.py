@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
 import logging
@@ -36,7 +37,9 @@ DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="reduced depth and size, on a CPU")
     parser.add_argument("--budget-s", type=float, default=420.0, help="rows after this are skipped (GPU run)")
     parser.add_argument("--json", help="also write the numbers here")
@@ -71,7 +74,9 @@ def run(plan: RunPlan, with_request: bool = True, with_ltx2: bool = True) -> dic
         build.on_meta(build.AutoencoderKLLTXVideo, plan.vae),
     )
     spec = spec_for(plan.width, plan.height, plan.num_frames)
-    clip = distilled.clip_geometry(cast(Components, SimpleNamespace(geometry=geometry)), spec, plan.num_frames)
+    clip = distilled.clip_geometry(
+        cast(Components, SimpleNamespace(geometry=geometry)), spec, plan.num_frames
+    )
     shape = clip.second_pass
     flops = step.step_flops(plan, shape, geometry)
     inputs = step.step_inputs(plan, geometry, shape, device)
@@ -109,7 +114,11 @@ def step_rows(plan: RunPlan, inputs: step.StepInputs, deadline: float) -> list[s
     for config in step.step_configs():
         config = dataclasses.replace(config, fast_path=dataclasses.replace(config.fast_path, dtype=dtype))
         reference = rows[0].output if rows and rows[0].ok else None
-        rows.append(step.guarded(lambda c=config, r=reference: step.run_step(c, plan, inputs, r), config.name, deadline))  # type: ignore[misc]
+        rows.append(
+            step.guarded(
+                functools.partial(step.run_step, config, plan, inputs, reference), config.name, deadline
+            )
+        )
         _forget_compiled()
         if not rows[0].ok:
             break  # nothing to compare with
@@ -117,7 +126,11 @@ def step_rows(plan: RunPlan, inputs: step.StepInputs, deadline: float) -> list[s
         best = step.best_config(rows, dtype)
         if all(r.fast_path != best for r in rows if r.ok):
             config = step.StepConfig(f"best: {step.describe(best)}", best)
-            rows.append(step.guarded(lambda: step.run_step(config, plan, inputs, rows[0].output), config.name, deadline))
+            rows.append(
+                step.guarded(
+                    lambda: step.run_step(config, plan, inputs, rows[0].output), config.name, deadline
+                )
+            )
             _forget_compiled()
     return rows
 
@@ -149,8 +162,7 @@ def _heading(plan: RunPlan, peak: float, tokens: int, flops: float, seconds: flo
         f"measured {DTYPE_NAMES[plan.dtype]} matmul peak {peak / 1e12:.2f} TFLOP/s ({plan.matmul_size}^3)\n"
         f"step: the request's second pass, {tokens} tokens, batch 1, {flops / 1e12:.3g} TFLOP per call "
         f"(counted on meta); request: {plan.width}x{plan.height}, {plan.num_frames} frames, distilled 8/8/5 "
-        f"(7 + 3 steps); whole run {seconds:.0f} s"
-        + ("" if math.isfinite(peak) else " (no peak)")
+        f"(7 + 3 steps); whole run {seconds:.0f} s" + ("" if math.isfinite(peak) else " (no peak)")
     )
 
 

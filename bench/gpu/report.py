@@ -43,7 +43,9 @@ def request_lines(result: RequestResult, peak_flops: float, anchor_s: float, con
             f"| {_num(totals.peak_gib, '.1f')} | - | - |"
         )
     rest = result.wall_s - sum(result.stages[s].seconds for s in STAGES)
-    lines.append(f"| request: the rest (noise, AdaIN, frames to uint8) | ok | {rest:.2f} s | - | - | - | - | - |")
+    lines.append(
+        f"| request: the rest (noise, AdaIN, frames to uint8) | ok | {rest:.2f} s | - | - | - | - | - |"
+    )
     lines.append(
         f"| **request total ({config})** | ok | **{result.wall_s:.2f} s** (cold {result.cold_wall_s:.1f} s) | "
         f"**{result.wall_s / anchor_s:.2f}x the {anchor_s:g} s anchor** | - | {_num(result.peak_gib, '.1f')} | - | - |"

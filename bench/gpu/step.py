@@ -30,7 +30,7 @@ STEP_SIGMA = 0.725  # a mid-schedule noise level of the distilled second pass
 @dataclass(frozen=True)
 class StepConfig:
     name: str
-    fast_path: FastPathConfig = FastPathConfig()
+    fast_path: FastPathConfig = dataclasses.field(default_factory=FastPathConfig)
     static_fp8: bool = False  # FP8 with activation scales calibrated on one eager call (bench only)
     needs_backend: AttentionBackend | None = None  # the row is n/a where this backend cannot serve
 
@@ -70,7 +70,9 @@ class StepRow:
 StepInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def step_inputs(plan: RunPlan, geometry: ModelGeometry, shape: LatentShape, device: torch.device) -> StepInputs:
+def step_inputs(
+    plan: RunPlan, geometry: ModelGeometry, shape: LatentShape, device: torch.device
+) -> StepInputs:
     """One denoiser call's inputs at `shape`: seeded noise tokens, one sigma, rope coords, text."""
     timestep = torch.full((shape.batch, shape.num_tokens), STEP_SIGMA, device=device)
     coords = video_coords(shape, geometry, 24.0, device)
@@ -138,7 +140,6 @@ def run_step(
     if reference is not None:
         row.max_abs_diff = measure.max_abs_diff(row.output, reference)
         row.relative_error = float((row.output - reference).norm() / reference.norm())
-    del transformer, binding
     return row
 
 
@@ -188,5 +189,9 @@ def best_config(rows: list[StepRow], dtype: str) -> FastPathConfig:
 
 def describe(cfg: FastPathConfig) -> str:
     parts = [f"SDPA {cfg.attention_backend.value}"]
-    parts += [name for name, on in (("compile", cfg.compile), ("FP8", cfg.fp8), ("CUDA graphs", cfg.cuda_graphs)) if on]
+    parts += [
+        name
+        for name, on in (("compile", cfg.compile), ("FP8", cfg.fp8), ("CUDA graphs", cfg.cuda_graphs))
+        if on
+    ]
     return " + ".join(parts)

@@ -69,7 +69,9 @@ def apply_fast_path(
         compiled = compile_blocks(transformer, **(compile_options or {}))
         logger.info("fast path: %d transformer blocks compiled (one code, reused)", compiled)
     if cfg.attention_backend is not AttentionBackend.DEFAULT:
-        wrap_forward(transformer, functools.partial(_with_sdpa_backends, SDPA_BACKENDS[cfg.attention_backend]))
+        wrap_forward(
+            transformer, functools.partial(_with_sdpa_backends, SDPA_BACKENDS[cfg.attention_backend])
+        )
     if cfg.cuda_graphs:
         graphs = CudaGraphForward(transformer.forward, lambda: graph_safe(transformer))
         wrap_forward(transformer, lambda _inner: graphs)
@@ -129,6 +131,9 @@ def quantize_per_tensor(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 class Fp8Linear(nn.Linear):
     """An nn.Linear whose matmul runs in FP8: e4m3 weight and activations, per-tensor scales, bf16 (the
     input's dtype) out. `input_scale` None: each call's amax sets the activation scale (dynamic)."""
+
+    weight_scale: torch.Tensor
+    input_scale: torch.Tensor | None
 
     def __init__(self, linear: nn.Linear, input_scale: float | None = None) -> None:
         nn.Module.__init__(self)  # not nn.Linear's: it would allocate a full-precision weight

@@ -57,8 +57,9 @@ _cache: dict[tuple[ModelConfig, FastPathConfig], LoadedModels] = {}
 _cache_lock = threading.Lock()
 
 
-def load_models(cfg: ModelConfig, fast_path: FastPathConfig = FastPathConfig()) -> LoadedModels:
+def load_models(cfg: ModelConfig, fast_path: FastPathConfig | None = None) -> LoadedModels:
     """The models of `cfg` with `fast_path` applied, built or loaded once per process and configs."""
+    fast_path = fast_path or FastPathConfig()
     with _cache_lock:
         key = (cfg, fast_path)
         if key not in _cache:
