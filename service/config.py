@@ -58,6 +58,7 @@ class QueueConfig:
     max_retries: int = 2  # re-queues of an interrupted job before it fails as retries_exhausted
     lease_s: float = 30.0  # a running job's lease; a worker silent this long loses the job to the queue
     heartbeat_s: float = 5.0  # how often workers renew their leases (and sweep expired ones)
+    worker_id: str | None = None  # this worker's name in leases and logs (e.g. the pod name); default random
 
 
 class Role(StrEnum):

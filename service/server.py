@@ -80,7 +80,8 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     if runs_jobs:
         engine = engine or create_engine(config)
         served = [e.value for e in Endpoint if _supports(engine)(e)]
-        queue = JobQueue(store, config.queue, JobRunner(engine, storage), endpoints=served)
+        queue = JobQueue(store, config.queue, JobRunner(engine, storage), endpoints=served,
+                         worker_id=config.queue.worker_id)
     else:
         queue = JobQueue(store, config.queue, None)
     gateway_endpoints = GatewayEndpoints(store) if engine is None else None

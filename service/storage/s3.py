@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import boto3
 from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
 
 from service.config import S3Config
 from service.domain.outputs import StoredFile
@@ -90,7 +91,8 @@ class S3Storage:
 
 def _client_args(config: S3Config) -> dict[str, Any]:
     """Only what the config sets; the rest comes from boto3's standard chain (AWS_* variables, ...)."""
-    args: dict[str, Any] = {}
+    # SigV4: the signature whose presigned URLs may live up to 7 days.
+    args: dict[str, Any] = {"config": Config(signature_version="s3v4", s3={"addressing_style": "path"})}
     if config.endpoint_url:
         args["endpoint_url"] = config.endpoint_url
     if config.region:
