@@ -31,10 +31,14 @@ def cfg(tmp_path: Path) -> LoraConfig:
     return LoraConfig(cache_dir=str(tmp_path / "cache"))
 
 
+def _layer(models: loading.LoadedModels) -> torch.nn.Linear:
+    layer = models.transformer.get_submodule(MODULE)
+    assert isinstance(layer, torch.nn.Linear)
+    return layer
+
+
 def _module_output(models: loading.LoadedModels, loras: list[LoraSpec], cfg: LoraConfig) -> torch.Tensor:
-    x = torch.randn(
-        3, models.transformer.get_submodule(MODULE).in_features, generator=torch.Generator().manual_seed(0)
-    )
+    x = torch.randn(3, _layer(models).in_features, generator=torch.Generator().manual_seed(0))
     with applied_loras(models.transformer, loras, cfg), torch.no_grad():
         return models.transformer.get_submodule(MODULE)(x)
 
@@ -42,7 +46,7 @@ def _module_output(models: loading.LoadedModels, loras: list[LoraSpec], cfg: Lor
 def _expected(
     models: loading.LoadedModels, down: torch.Tensor, up: torch.Tensor, factor: float
 ) -> torch.Tensor:
-    layer = models.transformer.get_submodule(MODULE)
+    layer = _layer(models)
     x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return layer(x) + factor * (x @ down.T @ up.T)
@@ -54,7 +58,7 @@ def test_alpha_over_rank_scales_the_update_of_a_feed_forward_layer(
 ) -> None:
     rank, alpha, scale = 4, 2.0, 0.8
     generator = torch.Generator().manual_seed(3)
-    layer = models.transformer.get_submodule(MODULE)
+    layer = _layer(models)
     down = torch.randn(rank, layer.in_features, generator=generator)
     up = torch.randn(layer.out_features, rank, generator=generator)
     name = "lora_unet_" + MODULE.replace(".", "_") if flat else f"diffusion_model.{MODULE}"
