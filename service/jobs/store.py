@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.jobs.migrations import Dialect, statements
 from service.jobs.migrations import MIGRATIONS as _MIGRATIONS
+from service.jobs.migrations import Dialect, statements
 from service.jobs.sql_store import SqlJobStore
 
 
