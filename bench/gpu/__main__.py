@@ -88,8 +88,15 @@ def run(plan: RunPlan, with_request: bool = True, with_ltx2: bool = True) -> dic
     request: RequestResult | None = None
     if with_request and eager_ok:
         calls = {"first pass": len(clip.timesteps.first_pass), "second pass": len(clip.timesteps.second_pass)}
-        request = run_request(plan, chosen, stage_flops(plan, clip.first_pass, clip.second_pass, calls))
-        lines += report.request_lines(request, peak, plan.anchor_s, chosen_name)
+        try:
+            request = run_request(plan, chosen, stage_flops(plan, clip.first_pass, clip.second_pass, calls))
+            lines += report.request_lines(request, peak, plan.anchor_s, chosen_name)
+        except Exception as error:  # the step rows above must still be printed
+            logger.exception("the request failed")
+            lines.append(
+                f"| request ({chosen_name}) | failed: {type(error).__name__}: {error} | - | - | - | - | - | - |"
+            )
+        measure.free(device)
     if with_ltx2:
         from bench.gpu import ltx2
 

@@ -58,7 +58,7 @@ def _init_parameter(name: str, parameter: torch.Tensor, generator: torch.Generat
         parameter.fill_(1.0)  # norm scales
     elif leaf == "bias":
         parameter.normal_(0.0, 0.02, generator=generator)
-    elif leaf == "scale_shift_table":
+    elif leaf.endswith("scale_shift_table"):
         parameter.normal_(0.0, 1.0 / math.sqrt(parameter.shape[-1]), generator=generator)
     else:
         raise ValueError(f"no initialisation rule for parameter {name} {tuple(parameter.shape)}")

@@ -59,3 +59,5 @@ def test_smoke_run_measures_every_row_and_the_whole_request(tmp_path: Path) -> N
     assert request["frames_shape"] == [9, 192, 288, 3]
     assert request["stages"]["first pass"]["calls"] == 7 and request["stages"]["second pass"]["calls"] == 3
     assert all(stage["seconds"] > 0 for stage in request["stages"].values())
+    ltx2_rows = [line for line in result.stdout.splitlines() if line.startswith("| LTX-2.3 step:")]
+    assert len(ltx2_rows) == 3 and all("| ok |" in line for line in ltx2_rows), ltx2_rows
