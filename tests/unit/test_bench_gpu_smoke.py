@@ -14,6 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # Not on the GPU machine (bench/README.md, "Issue 13"): importing any of them there would stop the run.
 ABSENT_ON_GPU_MACHINE = (
+    "cryptography",
+    "moto",
     "av",
     "grpc",
     "tritonclient",
