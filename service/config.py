@@ -47,6 +47,7 @@ class LoraConfig:
     cache_dir: str = "var/lora-cache"
     allow_local_paths: bool = True  # local safetensors paths (trusted deployments only)
     allow_private_networks: bool = False  # LoRA URLs on loopback/private addresses (tests, trusted setups)
+    trusted_prefixes: tuple[str, ...] = ()  # the service's own upload URLs (set at start-up)
 
 
 @dataclass(frozen=True)

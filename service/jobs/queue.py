@@ -147,8 +147,13 @@ class JobQueue:
 
     async def submit(self, endpoint: str, spec_json: str, new: NewJob | None = None) -> tuple[str, int]:
         """Queue a job: (its id, its queue position). With an idempotency key already used for the same
-        input, the first job's id instead (IdempotencyConflict for a different input)."""
-        new = new or NewJob()
+        input, the first job's id instead (IdempotencyConflict for a different input).
+
+        The store's round trips run in a thread: on PostgreSQL they wait on the network, and the event
+        loop keeps serving other calls meanwhile."""
+        return await asyncio.to_thread(self._submit_blocking, endpoint, spec_json, new or NewJob())
+
+    def _submit_blocking(self, endpoint: str, spec_json: str, new: NewJob) -> tuple[str, int]:
         if new.idempotency_key:
             existing = self._store.by_idempotency_key(new.idempotency_key)
             if existing is not None:
@@ -193,6 +198,9 @@ class JobQueue:
         return [progress_from_dict(p) for p in self._store.progress(job_id, record.runs, skip)]
 
     async def cancel(self, job_id: str) -> CancelOutcome:
+        return await asyncio.to_thread(self._cancel_blocking, job_id)
+
+    def _cancel_blocking(self, job_id: str) -> CancelOutcome:
         record = self._store.get(job_id)
         if record is None:
             return CancelOutcome.NOT_FOUND
@@ -217,7 +225,7 @@ class JobQueue:
         last: JobView | None = None
         while True:
             version = self._version
-            view = self.view(job_id)
+            view = await asyncio.to_thread(self.view, job_id)
             if view is None:
                 return
             if view != last:
