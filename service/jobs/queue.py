@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # Runs one job to its output JSON in a worker thread: (record, on_progress, is_cancelled) -> output_json.
 JobRunner = Callable[[JobRecord, Callable[[Progress], None], Callable[[], bool]], str]
 IDLE_POLL_S = 1.0  # a claim attempt at least this often, in case a notification was missed
+MAX_TRACKED_JOBS = 100_000
+QUEUED_REFRESH_S = 0.2  # a queued job's watcher re-reads its position at most this often
 
 
 class QueueFull(Exception):
@@ -92,7 +94,10 @@ class JobQueue:
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self._cancel_flags: dict[str, threading.Event] = {}  # jobs running in this process
         self._changed = asyncio.Condition()
-        self._version = 0  # bumped on every change; watchers compare it to what they last saw
+        # Change counters that watchers compare with what they last saw: per job, and for the queue as a
+        # whole (a claim or an ending elsewhere moves the queue positions of every waiting job).
+        self._job_versions: dict[str, int] = {}
+        self._queue_version = 0
         self._work_available = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -221,10 +226,14 @@ class JobQueue:
         return CancelOutcome.REQUESTED
 
     async def follow(self, job_id: str) -> AsyncIterator[JobView]:
-        """Yield the job's view now and after every change, ending once it has finished."""
+        """Yield the job's view now and after every change, ending once it has finished.
+
+        A running job's watcher wakes for that job's own events; a queued job's watcher also for queue
+        moves, at most every QUEUED_REFRESH_S (hundreds of waiting watchers would otherwise re-read the
+        store on every claim)."""
         last: JobView | None = None
         while True:
-            version = self._version
+            seen = (self._job_versions.get(job_id, 0), self._queue_version)
             view = await asyncio.to_thread(self.view, job_id)
             if view is None:
                 return
@@ -233,11 +242,14 @@ class JobQueue:
                 last = view
             if view.record.state.finished:
                 return
-            await self._wait_for_change(version)
+            queued = view.record.state is JobState.QUEUED
+            await self._wait_for_change(job_id, seen, queued)
+            if queued and self._job_versions.get(job_id, 0) == seen[0]:
+                await asyncio.sleep(QUEUED_REFRESH_S)
 
-    async def _wait_for_change(self, seen_version: int) -> None:
+    async def _wait_for_change(self, job_id: str, seen: tuple[int, int], queued: bool) -> None:
         def changed() -> bool:
-            return self._version != seen_version
+            return self._job_versions.get(job_id, 0) != seen[0] or (queued and self._queue_version != seen[1])
 
         async with self._changed:
             try:  # the timeout is a safety net, not the normal path
@@ -261,7 +273,12 @@ class JobQueue:
             self._work_available.set()
         elif kind == "cancel" and job_id in self._cancel_flags:
             self._cancel_flags[job_id].set()
-        self._version += 1
+        if job_id:
+            if len(self._job_versions) > MAX_TRACKED_JOBS:  # bounded: a reset only wakes watchers once
+                self._job_versions.clear()
+            self._job_versions[job_id] = self._job_versions.get(job_id, 0) + 1
+        if kind in ("new", "state"):
+            self._queue_version += 1
         asyncio.ensure_future(self._wake_watchers())
 
     async def _wake_watchers(self) -> None:
