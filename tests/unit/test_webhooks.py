@@ -93,4 +93,5 @@ def test_private_address_is_refused_and_retried_with_backoff_then_fails(tmp_path
 def test_backoff_doubles_up_to_the_cap() -> None:
     cfg = WebhookConfig()
     delays = [backoff_s(cfg, n) for n in range(1, cfg.max_attempts)]
-    assert delays == [15, 30, 60, 120, 240, 480, 960, 1800, 1800]  # 9 waits between 10 attempts: ~1.5 h
+    assert delays == [15, 30, 60, 120, 240, 480, 960, 1920, 3600]  # 9 waits between 10 attempts
+    assert 1.9 * 3600 < sum(delays) < 2.1 * 3600  # about two hours
