@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from service.contract.frames import frames_to_generate, uint8_frames
 from service.domain.errors import Cancelled
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
@@ -24,7 +25,6 @@ from service.pipelines.components import Components
 from service.pipelines.latents import (
     LatentShape,
     denormalize,
-    generated_frame_count,
     latent_shape,
     pack,
     unpack,
@@ -70,7 +70,7 @@ def generate_text_to_video(
     """Generate exactly `spec.num_frames` frames of `spec.height` x `spec.width`; same spec, same frames."""
     geometry = components.geometry
     # Generate the smallest legal length (8k+1) that holds the request, then trim to it exactly.
-    num_frames = generated_frame_count(spec.num_frames, geometry.temporal_compression)
+    num_frames = frames_to_generate(spec.num_frames, geometry.temporal_compression)
     shape = latent_shape(geometry, 1, num_frames, spec.height, spec.width)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(
@@ -159,7 +159,6 @@ def decode(
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
-    """Video [1, 3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3], rounded as diffusers' VideoProcessor does."""
+    """Video [1, 3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3] (the pixel convention of contract/frames.py)."""
     # In place: at 720p x 89 frames each float copy of the video is ~1 GB.
-    pixels = video[0].float().div_(2).add_(0.5).clamp_(0, 1).mul_(255).round_()
-    return pixels.to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()
+    return uint8_frames(video[0], consume=True)

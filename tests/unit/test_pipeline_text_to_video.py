@@ -14,6 +14,7 @@ from service.config import ModelConfig
 from service.domain.errors import Cancelled
 from service.domain.progress import Progress, Stage
 from service.domain.specs import TextToVideoSpec
+from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.components import Components
 from service.pipelines.sampling import make_scheduler, set_schedule
@@ -33,7 +34,7 @@ SPEC = TextToVideoSpec(
 
 @pytest.fixture(scope="module")
 def components() -> Components:
-    return loading.load_components(ModelConfig())
+    return torch_bindings.load_components(ModelConfig())
 
 
 def _run(components: Components, spec: TextToVideoSpec = SPEC, **kwargs: object) -> np.ndarray:
@@ -120,7 +121,7 @@ def test_matches_diffusers_ltx_condition_pipeline() -> None:
     same frames (up to one level of uint8 rounding)."""
     models = loading.load_models(ModelConfig())
     spec = dataclasses.replace(SPEC, num_frames=9, num_inference_steps=3, frame_rate=24, seed=5)
-    ours = _run(loading.bind_components(models), spec).astype(np.float64)
+    ours = _run(torch_bindings.bind_components(models), spec).astype(np.float64)
 
     # Our shifted schedule, handed to diffusers as explicit timesteps with shifting off on its side.
     scheduler = make_scheduler(models.scheduler_config)
