@@ -1,4 +1,8 @@
-"""Assembles the service: store, queue, engine, storage, gRPC server (health, reflection), HTTP."""
+"""Assembles the service for its role: store, queue, engine, storage, gRPC server (health, reflection), HTTP.
+
+`all` (the default) is one process doing everything; `gateway` serves the API from the shared store and
+runs no jobs (no engine, no models); `worker` claims and runs jobs and serves only health.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +19,16 @@ from grpc_reflection.v1alpha import reflection
 from ltx.v1 import video_generation_pb2 as pb
 from ltx.v1 import video_generation_pb2_grpc as pb_grpc
 from service.api.servicer import VideoGenerationServicer
-from service.config import ServiceConfig
+from service.config import Role, ServiceConfig
 from service.domain.specs import Endpoint
 from service.engines.base import Engine
 from service.engines.factory import create_engine
+from service.jobs.open_store import open_store
 from service.jobs.queue import JobQueue
 from service.jobs.runner import JobRunner
-from service.jobs.store import JobStore
-from service.storage.local import LocalStorage, ResultsHttpServer
+from service.jobs.sql_store import SqlJobStore
+from service.storage.factory import ResultStorage, open_storage
+from service.storage.local import ResultsHttpServer
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +44,16 @@ class RunningService:
     server: grpc.aio.Server
     queue: JobQueue
     tasks: list[asyncio.Task[None]]
-    http: ResultsHttpServer
-    store: JobStore
+    http: ResultsHttpServer | None
+    store: SqlJobStore
 
     async def stop(self, grace_s: float = 2.0) -> None:
         for task in self.tasks:
             task.cancel()
         await self.server.stop(grace_s)
         await self.queue.stop()
-        self.http.stop()
+        if self.http is not None:
+            self.http.stop()
         self.store.close()
 
 
@@ -66,19 +73,24 @@ class Readiness:
 
 
 async def start_service(config: ServiceConfig, engine: Engine | None = None) -> RunningService:
-    """Start everything and return once the gRPC port is listening."""
-    http = ResultsHttpServer(config.storage_dir, config.host, config.http_port)
-    http.start()
-    base_url = config.public_base_url or f"http://{config.host}:{http.port}"
-    storage = LocalStorage(config.storage_dir, base_url)
-    engine = engine or create_engine(config)
-    store = JobStore(config.db_path)
-    queue = JobQueue(store, config.queue, JobRunner(engine, storage))
-
+    """Start everything the role needs and return once the gRPC port is listening."""
+    store = await asyncio.to_thread(open_store, config)
+    storage, http = open_storage(config)
+    runs_jobs = config.role is not Role.GATEWAY
+    if runs_jobs:
+        engine = engine or create_engine(config)
+        served = [e.value for e in Endpoint if _supports(engine)(e)]
+        queue = JobQueue(store, config.queue, JobRunner(engine, storage), endpoints=served,
+                         worker_id=config.queue.worker_id)
+    else:
+        queue = JobQueue(store, config.queue, None)
+    gateway_endpoints = GatewayEndpoints(store) if engine is None else None
     server = grpc.aio.server()
     readiness = Readiness()
-    servicer = VideoGenerationServicer(queue, _supports(engine), readiness)
-    pb_grpc.add_VideoGenerationServicer_to_server(servicer, server)
+    if config.role is not Role.WORKER:
+        supports = gateway_endpoints or _supports(engine)  # type: ignore[arg-type]
+        servicer = VideoGenerationServicer(queue, supports, readiness)
+        pb_grpc.add_VideoGenerationServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     for name in ("", SERVICE_NAME):  # not SERVING until the first readiness check says so
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -87,21 +99,46 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     await server.start()
     await queue.start()
+    probe: Callable[[], bool] = gateway_endpoints.refresh if gateway_endpoints else engine.ready  # type: ignore[union-attr]
     tasks = [
-        asyncio.create_task(_report_health(engine, health_servicer, readiness)),
+        asyncio.create_task(_report_health(probe, health_servicer, readiness)),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
     ]
-    log.info("serving gRPC on %s:%d, results over HTTP at %s", config.host, port, base_url)
-    return RunningService(port, http.port, server, queue, tasks, http, store)
+    log.info("%s serving gRPC on %s:%d, results at %s", config.role, config.host, port, storage.describe())
+    return RunningService(port, http.port if http else 0, server, queue, tasks, http, store)
+
+
+class GatewayEndpoints:
+    """What a gateway accepts: the endpoints the live workers registered (any, before one has)."""
+
+    ALIVE_S = 60.0
+
+    def __init__(self, store: SqlJobStore) -> None:
+        self._store = store
+        self._served: set[str] | None = None
+
+    def __call__(self, endpoint: Endpoint) -> bool:
+        served = self._served
+        return served is None or "*" in served or endpoint.value in served
+
+    def refresh(self) -> bool:
+        """Read the registry; True while the store answers (the gateway's readiness)."""
+        try:
+            self._served = self._store.served_endpoints(self.ALIVE_S)
+        except Exception:
+            log.exception("job store unreachable")
+            return False
+        return True
 
 
 async def _report_health(
-    engine: Engine, health_servicer: health.aio.HealthServicer, readiness: Readiness
+    probe: Callable[[], bool], health_servicer: health.aio.HealthServicer, readiness: Readiness
 ) -> None:
-    """SERVING while the engine can take jobs (e.g. Triton reachable), NOT_SERVING otherwise."""
+    """SERVING while the engine can take jobs (e.g. Triton reachable; for a gateway: the store answers),
+    NOT_SERVING otherwise."""
     last = None
     while True:
-        ready = await asyncio.to_thread(engine.ready)
+        ready = await asyncio.to_thread(probe)
         readiness.ready = ready
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         if status != last:
@@ -112,11 +149,14 @@ async def _report_health(
         await asyncio.sleep(HEALTH_POLL_S)
 
 
-async def _purge_expired(queue: JobQueue, storage: LocalStorage, retention_s: float) -> None:
+async def _purge_expired(queue: JobQueue, storage: ResultStorage, retention_s: float) -> None:
     while True:
-        for job_id in queue.purge_expired(retention_s):
-            storage.delete(job_id)
-            log.info("purged expired result", extra={"request_id": job_id})
+        try:
+            for job_id in await asyncio.to_thread(queue.purge_expired, retention_s):
+                await asyncio.to_thread(storage.delete, job_id)
+                log.info("purged expired result", extra={"request_id": job_id})
+        except Exception:
+            log.exception("retention sweep failed; retrying")
         await asyncio.sleep(min(RETENTION_POLL_S, max(retention_s / 2, 0.5)))
 
 

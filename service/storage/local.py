@@ -39,6 +39,9 @@ class LocalStorage:
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
 
+    def describe(self) -> str:
+        return f"{self.base_url}/results/ (from {self.root})"
+
 
 class _ResultsHandler(SimpleHTTPRequestHandler):
     """Read-only GET/HEAD of files under the storage root, at /results/..."""
