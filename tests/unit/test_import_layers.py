@@ -27,10 +27,10 @@ ALLOWED: dict[str, set[str]] = {
     "logs": set(),
     "contract": {"domain"},
     "media": _BASE,
-    "storage": _BASE,
+    "storage": _BASE | {"config"},
     "prompting": _BASE,
     "safety": _BASE | {"media"},
-    # Each config section is declared next to the code it configures.
+    # Each config section is declared next to the code it configures (so config sits above those).
     "config": _BASE | {"media", "safety", "prompting"},
     "pipelines": _BASE,
     "models": _BASE | {"config", "media"},  # media: LoRA downloads
