@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ltx.v1 import video_generation_pb2 as pb
 from ltx.v1 import video_generation_pb2_grpc as pb_grpc
+from service.api import events
 from service.api.servicer import VideoGenerationServicer
 from service.config import Role, ServiceConfig
 from service.domain.specs import Endpoint
@@ -27,6 +30,7 @@ from service.jobs.open_store import open_store
 from service.jobs.queue import JobQueue
 from service.jobs.runner import JobRunner
 from service.jobs.sql_store import SqlJobStore
+from service.jobs.webhooks import WebhookDispatcher, WebhookSigner
 from service.storage.factory import ResultStorage, open_storage
 from service.storage.local import ResultsHttpServer
 
@@ -44,7 +48,7 @@ class RunningService:
     server: grpc.aio.Server
     queue: JobQueue
     tasks: list[asyncio.Task[None]]
-    http: ResultsHttpServer | None
+    http: ResultsHttpServer
     store: SqlJobStore
 
     async def stop(self, grace_s: float = 2.0) -> None:
@@ -52,8 +56,7 @@ class RunningService:
             task.cancel()
         await self.server.stop(grace_s)
         await self.queue.stop()
-        if self.http is not None:
-            self.http.stop()
+        self.http.stop()
         self.store.close()
 
 
@@ -75,7 +78,8 @@ class Readiness:
 async def start_service(config: ServiceConfig, engine: Engine | None = None) -> RunningService:
     """Start everything the role needs and return once the gRPC port is listening."""
     store = await asyncio.to_thread(open_store, config)
-    storage, http = open_storage(config)
+    signer = webhook_signer(config)
+    storage, http = open_storage(config, jwks_file(config, signer))
     runs_jobs = config.role is not Role.GATEWAY
     if runs_jobs:
         engine = engine or create_engine(config)
@@ -103,9 +107,25 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     tasks = [
         asyncio.create_task(_report_health(probe, health_servicer, readiness)),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
+        asyncio.create_task(
+            WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media).run_forever()
+        ),
     ]
     log.info("%s serving gRPC on %s:%d, results at %s", config.role, config.host, port, storage.describe())
-    return RunningService(port, http.port if http else 0, server, queue, tasks, http, store)
+    return RunningService(port, http.port, server, queue, tasks, http, store)
+
+
+def webhook_signer(config: ServiceConfig) -> WebhookSigner:
+    """One key for the fleet when `webhooks.signing_key_file` names a shared file (a Secret)."""
+    key_file = config.webhooks.signing_key_file or str(Path(config.data_dir) / "webhook_key.pem")
+    return WebhookSigner(Path(key_file))
+
+
+def jwks_file(config: ServiceConfig, signer: WebhookSigner) -> Path:
+    path = Path(config.data_dir) / "jwks.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(signer.jwks()))
+    return path
 
 
 class GatewayEndpoints:
