@@ -19,9 +19,10 @@ from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsampler
 from torch import nn
 
 from bench.gpu.plan import RunPlan
-from service.pipelines import torch_components as tc
-from service.pipelines.components import Components, ModelGeometry
-from service.pipelines.sampling import LTX_VIDEO_SCHEDULER_CONFIG
+from service.contract.assets import LTX_VIDEO_SCHEDULER_CONFIG
+from service.contract.geometry import ModelGeometry
+from service.models import torch_components as tc
+from service.pipelines.components import Components
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 

@@ -21,11 +21,11 @@ from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3
 
 from bench.gpu import build, measure
 from bench.gpu.plan import RunPlan
+from service.contract.frames import latent_frame_count
 from service.domain.geometry import (
     LTX2_FIRST_PASS_DOWNSCALE,
     FrameSize,
     VideoSizePreset,
-    latent_frames,
     ltx2_preset_size,
     multiscale_sizes,
 )
@@ -127,7 +127,7 @@ def spec_default_calls(num_frames: int, output: FrameSize | None = None) -> list
     """The transformer calls of the spec default request (landscape 16:9, multiscale), or at `output`."""
     output = output or ltx2_preset_size(VideoSizePreset.LANDSCAPE_16_9)
     sizes = multiscale_sizes(output, LTX2_FIRST_PASS_DOWNSCALE)
-    frames = latent_frames(num_frames)
+    frames = latent_frame_count(num_frames)
     audio = round(num_frames / FPS * AUDIO_LATENTS_PER_SECOND)
     first, second = sizes.first_pass, sizes.second_pass
     grid1 = (frames, first.height // 32, first.width // 32)

@@ -16,8 +16,8 @@ from bench.gpu.plan import RunPlan
 from bench.two_pass_vs_single import spec_for
 from service.config import FastPathConfig
 from service.models import fast_path as fast_path_models
+from service.models import torch_components as tc
 from service.pipelines import distilled
-from service.pipelines import torch_components as tc
 from service.pipelines.components import Components
 from service.pipelines.latents import LatentShape
 

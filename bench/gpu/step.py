@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from bench.gpu import build, measure
 from bench.gpu.plan import RunPlan
 from service.config import AttentionBackend, FastPathConfig
+from service.contract.geometry import ModelGeometry
 from service.models import fast_path
-from service.pipelines import torch_components as tc
-from service.pipelines.components import ModelGeometry
+from service.models import torch_components as tc
 from service.pipelines.latents import LatentShape, video_coords
 
 logger = logging.getLogger(__name__)

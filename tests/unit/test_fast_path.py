@@ -12,8 +12,8 @@ from torch import nn
 from service.config import AttentionBackend, FastPathConfig, ModelConfig, load_config
 from service.engines.triton_backend.params import fast_path_config_from
 from service.models import fast_path, loading, presets
+from service.models import torch_components as tc
 from service.models.stg_attention import perturbed_self_attention
-from service.pipelines import torch_components as tc
 
 # fp32 eager vs fp32 through another kernel or dynamo: rounding only.
 EXACT = 1e-5
