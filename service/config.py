@@ -55,6 +55,26 @@ class QueueConfig:
     workers: int = 1  # jobs run at once (one per accelerator)
     retention_s: float = 24 * 3600.0  # how long finished jobs and their files are kept
     requeue_interrupted: bool = True  # on restart: re-run jobs that were running (else fail them)
+    max_retries: int = 2  # re-runs of an interrupted job before it fails with `retries_exhausted`
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """gRPC server settings. The receive limit fits one data URI at `media.max_bytes` (base64 is 4/3 of
+    the bytes) with room for the rest of the request; each data URI is bounded at validation."""
+
+    max_receive_message_bytes: int = 400 * 1024**2
+    max_send_message_bytes: int = 64 * 1024**2
+    keepalive_time_s: float = 60.0  # the server pings idle connections this often
+    keepalive_timeout_s: float = 20.0  # and drops them when a ping goes unanswered this long
+    min_ping_interval_s: float = 10.0  # clients may ping this often (more often: GOAWAY too_many_pings)
+    max_concurrent_streams: int = 1000  # per connection (Watch streams included)
+    graceful_stop_s: float = 2.0  # open RPCs (Watch streams) get this long once the server stops
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    grace_s: float = 30.0  # SIGTERM: running jobs get this long to finish, then are cancelled and re-queued
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,8 @@ class ServiceConfig:
     media: FetchLimits = field(default_factory=FetchLimits)  # fetching image_url / video_url inputs
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     prompt_expansion: PromptExpansionConfig = field(default_factory=PromptExpansionConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
 
     @property
     def db_path(self) -> Path:

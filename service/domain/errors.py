@@ -11,6 +11,7 @@ class ErrorType(StrEnum):
     LORA_LOAD_FAILED = "lora_load_failed"
     CONTENT_POLICY_VIOLATION = "content_policy_violation"
     CANCELLED = "cancelled"
+    RETRIES_EXHAUSTED = "retries_exhausted"  # interrupted (e.g. the process died) more often than the cap
     INTERNAL_ERROR = "internal_error"
 
 

@@ -31,6 +31,7 @@ class JobRecord:
     error_message: str | None = None
     output_json: str | None = None
     cancel_requested: bool = False
+    attempts: int = 0  # runs started, the current one included
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_type TEXT,
     error_message TEXT,
     output_json TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0  -- how often a worker claimed it (the retry cap counts these)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS logs (
@@ -40,7 +41,7 @@ CREATE INDEX IF NOT EXISTS logs_by_job ON logs (job_id);
 
 _COLUMNS = (
     "job_id, endpoint, spec_json, state, created_at, started_at, completed_at, "
-    "error_type, error_message, output_json, cancel_requested"
+    "error_type, error_message, output_json, cancel_requested, attempts"
 )
 
 
@@ -52,6 +53,13 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Databases written before the retry cap lack `attempts`: add it (counting from zero)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "attempts" not in columns:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -85,19 +93,24 @@ class JobStore:
             return [r[0] for r in rows.fetchall()]
 
     def claim_next(self) -> JobRecord | None:
-        """Atomically move the oldest queued job to RUNNING and return it."""
+        """Atomically move the oldest queued job to RUNNING, count the attempt and return it."""
         with self._lock:
             row = self._db.execute(
-                "UPDATE jobs SET state = ?, started_at = ? WHERE seq = "
+                "UPDATE jobs SET state = ?, started_at = ?, attempts = attempts + 1 WHERE seq = "
                 "(SELECT seq FROM jobs WHERE state = ? ORDER BY seq LIMIT 1) RETURNING " + _COLUMNS,
                 (JobState.RUNNING.value, time.time(), JobState.QUEUED.value),
             ).fetchone()
         return _record(row) if row else None
 
-    def requeue(self, job_id: str) -> None:
+    def requeue(self, job_id: str, *, refund_attempt: bool = False) -> None:
+        """Back to QUEUED. `refund_attempt`: the run was stopped by a drain, not by the job, so it does
+        not count towards the retry cap."""
+        refund = 1 if refund_attempt else 0
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET state = ?, started_at = NULL WHERE job_id = ?", (JobState.QUEUED.value, job_id)
+                "UPDATE jobs SET state = ?, started_at = NULL, attempts = MAX(attempts - ?, 0) "
+                "WHERE job_id = ? AND state = ?",
+                (JobState.QUEUED.value, refund, job_id, JobState.RUNNING.value),
             )
 
     def finish(
@@ -161,7 +174,18 @@ class JobStore:
 
 
 def _record(row: tuple) -> JobRecord:
-    (job_id, endpoint, spec_json, state, created, started, completed, etype, emsg, out, cancel) = row
+    (job_id, endpoint, spec_json, state, created, started, completed, etype, emsg, out, cancel, attempts) = row
     return JobRecord(
-        job_id, endpoint, spec_json, JobState(state), created, started, completed, etype, emsg, out, bool(cancel)
+        job_id,
+        endpoint,
+        spec_json,
+        JobState(state),
+        created,
+        started,
+        completed,
+        etype,
+        emsg,
+        out,
+        bool(cancel),
+        int(attempts),
     )
