@@ -25,6 +25,7 @@ from service.domain.errors import ErrorType, JobError
 from service.domain.progress import Progress
 from service.jobs.records import JobRecord, JobState, LogEntry
 from service.jobs.store import JobStore
+from service.media.fetch import current_cancel_check
 
 log = logging.getLogger(__name__)
 
@@ -395,6 +396,7 @@ def _in_daemon_thread(
     def body() -> None:
         result: str | None = None
         failure: BaseException | None = None
+        current_cancel_check.set(is_cancelled)  # every fetch of this job stops on Cancel
         try:
             result = runner(record, on_progress, is_cancelled)
         except BaseException as error:  # noqa: BLE001 - handed to the awaiting worker
