@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 from service.config import ServiceConfig, load_config
@@ -58,6 +59,12 @@ def main(argv: list[str] | None = None) -> None:
         },
     )
     asyncio.run(_run(config))
+    # Everything durable is closed by now (store, results, gRPC). Tearing down the interpreter with
+    # torch, onnxruntime and grpc loaded takes seconds of native finalizers on a busy machine, which
+    # would break the shutdown deadline (grace + a few seconds): leave at once.
+    log.info("exiting")
+    logging.shutdown()
+    os._exit(0)
 
 
 async def _run(config: ServiceConfig) -> None:

@@ -78,6 +78,7 @@ class RunningService:
         await self.queue.stop()
         self.http.stop()
         self.store.close()
+        log.info("stopped")
 
 
 async def set_readiness(health_servicer: health.aio.HealthServicer, *, serving: bool, reason: str | None) -> None:
