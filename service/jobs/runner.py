@@ -46,7 +46,8 @@ class JobRunner:
 
     def _store(self, job_id: str, video: GeneratedVideo) -> StoredFile:
         path = self._storage.job_dir(job_id) / f"{job_id}.mp4"
-        encode_mp4(video, path)
+        encode_mp4(video, self._storage.partial_path(path))
+        self._storage.commit(path)
         return self._storage.publish(job_id, path, "video/mp4")
 
 

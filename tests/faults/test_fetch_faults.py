@@ -66,7 +66,7 @@ def test_a_redirect_to_an_unparsable_url_fails_the_fetch_cleanly(location: str) 
     import http.server
 
     class Redirect(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             self.send_response(302)
             self.send_header("Location", location)
             self.end_headers()

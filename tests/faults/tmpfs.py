@@ -16,7 +16,8 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (the full-disk tests use a real small filesystem)")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    mounted = subprocess.run(command, check=False, capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
     try:
@@ -28,16 +29,12 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Write a filler file until the filesystem is full; returns it (delete it to free the space)."""
     filler = disk / "filler"
-    with filler.open("wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
-    with contextlib.suppress(OSError):  # the last partial blocks too
-        with filler.open("ab") as out:
-            while True:
-                out.write(b"\0" * 512)
-                out.flush()
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for block in (1 << 16, 512, 1):  # unbuffered: big blocks, then the last crumbs
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * block)
+    finally:
+        os.close(fd)
     return filler
