@@ -17,9 +17,9 @@ from service.storage.local import LocalStorage, ResultsHttpServer
 BODY = bytes(range(256)) * 40  # 10,240 bytes
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[ResultsHttpServer, Path]]:
-    root = tmp_path / "results"
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ResultsHttpServer, Path]]:
+    root = tmp_path_factory.mktemp("http") / "results"
     (root / "job1").mkdir(parents=True)
     (root / "job1" / "job1.mp4").write_bytes(BODY)
     (root / "job1" / "job2.mp4.part").write_bytes(BODY[:100])
