@@ -1,27 +1,36 @@
-"""Assembles the service: store, queue, engine, storage, gRPC server (health, reflection), HTTP."""
+"""Assembles the service for its role: store, queue, engine, storage, gRPC server (health, reflection), HTTP.
+
+`all` (the default) is one process doing everything; `gateway` serves the API from the shared store and
+runs no jobs (no engine, no models); `worker` claims and runs jobs and serves only health.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ltx.v1 import video_generation_pb2 as pb
+from service.api import events
 from service.api.servicer import VideoGenerationServicer, add_to_server
-from service.config import ServiceConfig, TransportConfig
+from service.config import Role, ServiceConfig, TransportConfig
 from service.domain.specs import Endpoint
 from service.engines.base import Engine
 from service.engines.factory import create_engine
+from service.jobs.open_store import open_store
 from service.jobs.queue import JobQueue
 from service.jobs.runner import JobRunner
-from service.jobs.store import JobStore
-from service.storage.local import LocalStorage, ResultsHttpServer
+from service.jobs.sql_store import SqlJobStore
+from service.jobs.webhooks import WebhookDispatcher, WebhookSigner
+from service.storage.factory import ResultStorage, open_storage
+from service.storage.local import ResultsHttpServer
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +44,6 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-class Readiness:
-    """Whether the service can take jobs, and why not: read by Submit without probing the backend."""
-
-    def __init__(self, queue: JobQueue) -> None:
-        self._queue = queue
-        self.engine_ready = False  # as the health loop last saw it
-
-    def reason(self) -> str | None:
-        """None when ready, else why not (shown to clients and logged)."""
-        queue_reason = self._queue.unavailable_reason()
-        if queue_reason is not None:
-            return queue_reason
-        return None if self.engine_ready else "the inference backend is not reachable"
-
-
 @dataclass
 class RunningService:
     grpc_port: int
@@ -58,7 +52,7 @@ class RunningService:
     queue: JobQueue
     tasks: list[asyncio.Task[None]]
     http: ResultsHttpServer
-    store: JobStore
+    store: SqlJobStore
     health: health.aio.HealthServicer
     readiness: Readiness
     config: ServiceConfig = field(default_factory=ServiceConfig)
@@ -94,6 +88,21 @@ def _supports(engine: Engine) -> Callable[[Endpoint], bool]:
     return check if callable(check) else (lambda endpoint: endpoint is Endpoint.TEXT_TO_VIDEO)
 
 
+class Readiness:
+    """Whether the service can take jobs, and why not: read by Submit without probing the backend."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self._queue = queue
+        self.engine_ready = False  # as the health loop last saw it
+
+    def reason(self) -> str | None:
+        """None when ready, else why not (shown to clients and logged)."""
+        queue_reason = self._queue.unavailable_reason()
+        if queue_reason is not None:
+            return queue_reason
+        return None if self.engine_ready else "the inference backend is not reachable"
+
+
 def grpc_options(transport: TransportConfig) -> list[tuple[str, int]]:
     """Channel arguments of the server: message sizes and a keepalive policy both sides can live with."""
     return [
@@ -109,36 +118,26 @@ def grpc_options(transport: TransportConfig) -> list[tuple[str, int]]:
     ]
 
 
-def results_base_url(config: ServiceConfig, http_port: int) -> str:
-    """Where clients fetch results: `public_base_url`, else this host. A wildcard bind address
-    (0.0.0.0, ::) is no address a client can use, so the host name stands in for it."""
-    if config.public_base_url:
-        return config.public_base_url
-    host = config.host
-    if host in ("", "0.0.0.0", "::"):
-        host = socket.gethostname()
-        log.warning("results URLs use the host name %r; set public_base_url if clients cannot resolve it", host)
-    if ":" in host:  # an IPv6 literal
-        host = f"[{host}]"
-    return f"http://{host}:{http_port}"
-
-
 async def start_service(config: ServiceConfig, engine: Engine | None = None) -> RunningService:
-    """Start everything and return once the gRPC port is listening."""
-    http = ResultsHttpServer(config.storage_dir, config.host, config.http_port)
-    http.start()
-    base_url = results_base_url(config, http.port)
-    storage = LocalStorage(config.storage_dir, base_url)
-    engine = engine or create_engine(config)
-    store = JobStore(config.db_path)
-    queue = JobQueue(store, config.queue, JobRunner(engine, storage))
-
+    """Start everything the role needs and return once the gRPC port is listening."""
+    store = await asyncio.to_thread(open_store, config)
+    signer = webhook_signer(config)
+    storage, http = open_storage(config, jwks_file(config, signer))
+    runs_jobs = config.role is not Role.GATEWAY
+    if runs_jobs:
+        engine = engine or create_engine(config)
+        served = [e.value for e in Endpoint if _supports(engine)(e)]
+        queue = JobQueue(store, config.queue, JobRunner(engine, storage), endpoints=served,
+                         worker_id=config.queue.worker_id)
+    else:
+        queue = JobQueue(store, config.queue, None)
+    gateway_endpoints = GatewayEndpoints(store) if engine is None else None
     server = grpc.aio.server(options=grpc_options(config.transport))
     readiness = Readiness(queue)
-    servicer = VideoGenerationServicer(
-        queue, _supports(engine), readiness.reason, max_media_bytes=config.media.max_bytes
-    )
-    add_to_server(servicer, server)
+    if config.role is not Role.WORKER:
+        supports = gateway_endpoints or _supports(engine)  # type: ignore[arg-type]
+        servicer = VideoGenerationServicer(queue, supports, readiness.reason, max_media_bytes=config.media.max_bytes)
+        add_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     await set_readiness(health_servicer, serving=False, reason="starting")  # until the first check says so
     await health_servicer.set(LIVENESS, _SERVING)
@@ -147,22 +146,63 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     await server.start()
     await queue.start()
+    probe: Callable[[], bool] = gateway_endpoints.refresh if gateway_endpoints else engine.ready  # type: ignore[union-attr]
     tasks = [
-        asyncio.create_task(_report_health(engine, health_servicer, readiness, queue)),
+        asyncio.create_task(_report_health(probe, health_servicer, readiness, queue)),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
+        asyncio.create_task(
+            WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media).run_forever()
+        ),
     ]
-    log.info("serving gRPC on %s:%d, results over HTTP at %s", config.host, port, base_url)
+    log.info("%s serving gRPC on %s:%d, results at %s", config.role, config.host, port, storage.describe())
     return RunningService(port, http.port, server, queue, tasks, http, store, health_servicer, readiness, config)
 
 
+def webhook_signer(config: ServiceConfig) -> WebhookSigner:
+    """One key for the fleet when `webhooks.signing_key_file` names a shared file (a Secret)."""
+    key_file = config.webhooks.signing_key_file or str(Path(config.data_dir) / "webhook_key.pem")
+    return WebhookSigner(Path(key_file))
+
+
+def jwks_file(config: ServiceConfig, signer: WebhookSigner) -> Path:
+    path = Path(config.data_dir) / "jwks.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(signer.jwks()))
+    return path
+
+
+class GatewayEndpoints:
+    """What a gateway accepts: the endpoints the live workers registered (any, before one has)."""
+
+    ALIVE_S = 60.0
+
+    def __init__(self, store: SqlJobStore) -> None:
+        self._store = store
+        self._served: set[str] | None = None
+
+    def __call__(self, endpoint: Endpoint) -> bool:
+        served = self._served
+        return served is None or "*" in served or endpoint.value in served
+
+    def refresh(self) -> bool:
+        """Read the registry; True while the store answers (the gateway's readiness)."""
+        try:
+            self._served = self._store.served_endpoints(self.ALIVE_S)
+        except Exception:
+            log.exception("job store unreachable")
+            return False
+        return True
+
+
 async def _report_health(
-    engine: Engine, health_servicer: health.aio.HealthServicer, readiness: Readiness, queue: JobQueue
+    probe: Callable[[], bool], health_servicer: health.aio.HealthServicer, readiness: Readiness, queue: JobQueue
 ) -> None:
-    """SERVING while the engine can take jobs (e.g. Triton reachable) and a worker is free of store
-    failures; NOT_SERVING, with the reason logged, otherwise. The drain owns readiness once it starts."""
+    """SERVING while the engine can take jobs (e.g. Triton reachable; for a gateway: the store answers)
+    and a worker is free of store failures; NOT_SERVING, with the reason logged, otherwise. The drain
+    owns readiness once it starts."""
     last: str | None = "starting"
     while not queue.draining:
-        readiness.engine_ready = await asyncio.to_thread(engine.ready)
+        readiness.engine_ready = await asyncio.to_thread(probe)
         reason = readiness.reason()
         if reason != last and not queue.draining:
             await set_readiness(health_servicer, serving=reason is None, reason=reason)
@@ -170,14 +210,14 @@ async def _report_health(
         await asyncio.sleep(HEALTH_POLL_S)
 
 
-async def _purge_expired(queue: JobQueue, storage: LocalStorage, retention_s: float) -> None:
+async def _purge_expired(queue: JobQueue, storage: ResultStorage, retention_s: float) -> None:
     while True:
         try:
-            for job_id in queue.purge_expired(retention_s):
-                storage.delete(job_id)
+            for job_id in await asyncio.to_thread(queue.purge_expired, retention_s):
+                await asyncio.to_thread(storage.delete, job_id)
                 log.info("purged expired result", extra={"request_id": job_id})
-        except Exception:  # a failing store (full disk) must not end the purge loop
-            log.exception("purging expired results failed; retrying later")
+        except Exception:
+            log.exception("retention sweep failed; retrying")
         await asyncio.sleep(min(RETENTION_POLL_S, max(retention_s / 2, 0.5)))
 
 

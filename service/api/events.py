@@ -68,6 +68,7 @@ def status_response(view: JobView, logs: list[LogEntry]) -> pb.StatusResponse:
         created_at=timestamp(record.created_at),
         started_at=timestamp(record.started_at),
         completed_at=timestamp(record.completed_at),
+        retries=record.retries,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -33,7 +34,9 @@ from service.api.status import (
 )
 from service.api.validation import URL_SHOWN_CHARS, Violation, validate
 from service.domain.specs import Endpoint, spec_to_json
-from service.jobs.queue import CancelOutcome, JobQueue, JobView
+from service.jobs.queue import CancelOutcome, JobQueue, JobView, input_hash
+from service.jobs.records import Priority
+from service.jobs.sql_store import NewJob
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +113,35 @@ def add_to_server(servicer: VideoGenerationServicer, server: grpc.aio.Server) ->
     handlers = {}
     for method in SERVICE.methods:
         request_class = getattr(pb, method.input_type.name)
-        response_class = getattr(pb, method.output_type.name)
+        serializer = getattr(pb, method.output_type.name).SerializeToString
         behavior = getattr(servicer, method.name)
-        if method.server_streaming:
+        if method.client_streaming:
+            factory = grpc.stream_stream_rpc_method_handler if method.server_streaming else (
+                grpc.stream_unary_rpc_method_handler
+            )
+            handlers[method.name] = factory(_parsing_requests(behavior, request_class), response_serializer=serializer)
+        elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _parsing_stream(behavior, request_class), response_serializer=response_class.SerializeToString
+                _parsing_stream(behavior, request_class), response_serializer=serializer
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _parsing_unary(behavior, request_class), response_serializer=response_class.SerializeToString
+                _parsing_unary(behavior, request_class), response_serializer=serializer
             )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+
+
+def _parsing_requests(behavior: Callable[..., Any], request_class: type[Message]) -> Callable[..., Any]:
+    """Client-streaming RPCs: each message of the stream is parsed as it arrives."""
+
+    def handle(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+        async def parsed() -> AsyncIterator[Message]:
+            async for raw in raw_requests:
+                yield await _parse(raw, request_class, context)
+
+        return behavior(parsed(), context)
+
+    return handle
 
 
 def _parsing_unary(behavior: Callable[..., Awaitable[Any]], request_class: type[Message]) -> Callable[..., Any]:
@@ -219,8 +240,11 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         reason = self._unavailable()
         if reason is not None:
             raise BackendUnavailable(f"the service cannot take jobs right now ({reason}); retry later")
+        queue_violations = validate_queue_options(request)
+        if queue_violations:
+            raise InvalidRequest(queue_violations)
         spec = to_spec(message, rng=self._rng)
-        job_id, position = await self._queue.submit(endpoint.value, spec_to_json(spec))
+        job_id, position = await self._queue.submit(endpoint.value, spec_to_json(spec), new_job(request))
         return job_id, position, endpoint
 
     def _view(self, request_id: str) -> JobView:
@@ -228,6 +252,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         if view is None:
             raise RequestNotFound(f"no request with id {_shown(request_id)}")
         return view
+
     async def _events(self, job_id: str) -> AsyncIterator[pb.JobEvent]:
         """One event per change of the job, and one per progress report even when several arrive
         between two looks at the job (a client counting steps sees every step)."""
@@ -240,3 +265,32 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
             for report in reports[:-1]:
                 yield events.step_event(job_id, report)
             yield events.job_event(view, new_logs, reports[-1] if reports else view.progress)
+
+
+MAX_START_TIMEOUT_S = 86400.0
+MAX_IDEMPOTENCY_KEY = 256
+MAX_WEBHOOK_URL = 2048
+
+
+def validate_queue_options(request: pb.SubmitRequest) -> list[Violation]:
+    """The queue options of Submit (the message's own fields are checked by `validate`)."""
+    found: list[Violation] = []
+    if not 0 <= request.start_timeout_s <= MAX_START_TIMEOUT_S:
+        found.append(Violation("start_timeout_s", f"must be between 0 and {MAX_START_TIMEOUT_S:g} seconds"))
+    if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        found.append(Violation("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"))
+    url = request.webhook_url
+    if url and (len(url) > MAX_WEBHOOK_URL or not url.startswith(("http://", "https://"))):
+        found.append(Violation("webhook_url", f"must be an http(s) URL of at most {MAX_WEBHOOK_URL} characters"))
+    return found
+
+
+def new_job(request: pb.SubmitRequest) -> NewJob:
+    timeout = request.start_timeout_s
+    return NewJob(
+        priority=Priority.LOW if request.priority == pb.LOW else Priority.NORMAL,
+        start_deadline=time.time() + timeout if timeout > 0 else None,
+        idempotency_key=request.idempotency_key or None,
+        input_hash=input_hash(request.input.SerializeToString(deterministic=True)),
+        webhook_url=request.webhook_url or None,
+    )

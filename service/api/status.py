@@ -9,7 +9,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service.api.validation import Violation, bounded
-from service.jobs.queue import Draining, QueueFull, StoreUnavailable
+from service.jobs.queue import Draining, IdempotencyConflict, QueueFull, StoreUnavailable
 
 # Both the message and the details travel in trailers, which clients drop past 8-16 KiB: with at most
 # MAX_VIOLATIONS violations (validation.bounded) and these caps, the two stay under about 7 KiB.
@@ -84,6 +84,7 @@ def _status_table() -> dict[type[BaseException], grpc.StatusCode]:
         InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
         RequestNotFound: grpc.StatusCode.NOT_FOUND,
         QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        IdempotencyConflict: grpc.StatusCode.ALREADY_EXISTS,
         NotServed: grpc.StatusCode.FAILED_PRECONDITION,
         BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
         StoreUnavailable: grpc.StatusCode.UNAVAILABLE,

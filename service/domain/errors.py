@@ -11,8 +11,9 @@ class ErrorType(StrEnum):
     LORA_LOAD_FAILED = "lora_load_failed"
     CONTENT_POLICY_VIOLATION = "content_policy_violation"
     CANCELLED = "cancelled"
-    RETRIES_EXHAUSTED = "retries_exhausted"  # interrupted (e.g. the process died) more often than the cap
     INTERNAL_ERROR = "internal_error"
+    START_TIMEOUT = "start_timeout"  # waited in the queue past its start timeout; never started
+    RETRIES_EXHAUSTED = "retries_exhausted"  # interrupted more often than queue.max_retries
 
 
 class JobError(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,13 +15,13 @@ from service.domain.specs import spec_from_json
 from service.engines.base import Engine
 from service.jobs.records import JobRecord
 from service.media.encode import encode_mp4
-from service.storage.local import LocalStorage
+from service.storage.factory import ResultStorage
 
 log = logging.getLogger(__name__)
 
 
 class JobRunner:
-    def __init__(self, engine: Engine, storage: LocalStorage) -> None:
+    def __init__(self, engine: Engine, storage: ResultStorage) -> None:
         self._engine = engine
         self._storage = storage
 
@@ -46,8 +47,11 @@ class JobRunner:
 
     def _store(self, job_id: str, video: GeneratedVideo) -> StoredFile:
         path = self._storage.job_dir(job_id) / f"{job_id}.mp4"
-        encode_mp4(video, self._storage.partial_path(path))
-        self._storage.commit(path)
+        # Written under a temporary name and renamed when complete: neither a crash mid-encode nor a
+        # re-run ever leaves a truncated file where the results server (or an upload) would find it.
+        partial = path.with_name(path.name + ".part")
+        encode_mp4(video, partial)
+        os.replace(partial, path)
         return self._storage.publish(job_id, path, "video/mp4")
 
 

@@ -8,6 +8,7 @@ import mimetypes
 import os
 import re
 import shutil
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +18,18 @@ from urllib.parse import unquote
 from service.domain.outputs import StoredFile
 
 log = logging.getLogger(__name__)
+
+
+def reachable_base_url(host: str, port: int) -> str:
+    """The results server's URL as clients can use it. A wildcard bind address (0.0.0.0, ::) is no
+    address a client can connect to, so this machine's host name stands in for it (set
+    `public_base_url` when clients reach the service by another name)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+        log.warning("results URLs use the host name %r; set public_base_url if clients cannot resolve it", host)
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 class LocalStorage:
@@ -29,14 +42,6 @@ class LocalStorage:
         path = self.root / job_id
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-    def partial_path(self, final: Path) -> Path:
-        """Where a file is written before it is complete; `commit` renames it to `final`, so that
-        neither a crash nor a re-run ever lets the HTTP server hand out a truncated file."""
-        return final.with_name(final.name + ".part")
-
-    def commit(self, final: Path) -> None:
-        os.replace(self.partial_path(final), final)
 
     def publish(self, job_id: str, path: Path, content_type: str) -> StoredFile:
         """Describe a file already written into `job_dir(job_id)`."""
@@ -52,6 +57,9 @@ class LocalStorage:
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
 
+    def describe(self) -> str:
+        return f"{self.base_url}/results/ (from {self.root})"
+
 
 # A stalled or half-open client is dropped after this long (each one holds a thread meanwhile).
 HTTP_TIMEOUT_S = 10.0
@@ -66,6 +74,7 @@ class _ResultsHandler(BaseHTTPRequestHandler):
     other than GET/HEAD. Files still being written (`*.part`) are never served."""
 
     root: Path  # set by ResultsHttpServer
+    jwks_file: Path | None = None  # the webhook signing keys, at /.well-known/jwks.json
     timeout = HTTP_TIMEOUT_S
     server_version = "ltx-results"
     sys_version = ""
@@ -96,6 +105,8 @@ class _ResultsHandler(BaseHTTPRequestHandler):
             return 400
         if "\0" in path:
             return 400
+        if path == "/.well-known/jwks.json":
+            return self.jwks_file if self.jwks_file is not None and self.jwks_file.is_file() else 404
         parts = path.split("/")
         if len(parts) != 4 or parts[0] != "" or parts[1] != "results":
             return 404
@@ -129,7 +140,8 @@ class _ResultsHandler(BaseHTTPRequestHandler):
             start, end = span
             partial = span != (0, size - 1)
             self.send_response(206 if partial else 200)
-            self.send_header("Content-Type", mimetypes.guess_type(target.name)[0] or "application/octet-stream")
+            content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(max(end - start + 1, 0)))
             self.send_header("Accept-Ranges", "bytes")
             if partial:
@@ -176,9 +188,10 @@ def _copy_span(source: BinaryIO, sink: io.BufferedIOBase, start: int, end: int) 
 class ResultsHttpServer:
     """Serves the storage root in a background thread; `port` 0 picks a free port."""
 
-    def __init__(self, root: Path, host: str, port: int) -> None:
+    def __init__(self, root: Path, host: str, port: int, jwks_file: Path | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        handler = type("ResultsHandler", (_ResultsHandler,), {"root": root.resolve()})
+        attributes = {"root": root.resolve(), "jwks_file": jwks_file}
+        handler = type("ResultsHandler", (_ResultsHandler,), attributes)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="results-http", daemon=True)

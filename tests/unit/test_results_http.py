@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from service.storage import local
-from service.storage.local import LocalStorage, ResultsHttpServer
+from service.storage.local import ResultsHttpServer
 
 BODY = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -100,12 +100,3 @@ def test_a_stalled_client_is_dropped(server: tuple[ResultsHttpServer, Path], mon
         started = time.monotonic()
         assert half_open.recv(1024) == b""  # the server hung up
         assert time.monotonic() - started < 4
-
-
-def test_storage_writes_under_a_temporary_name_until_committed(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path, "http://x")
-    final = storage.job_dir("job") / "job.mp4"
-    storage.partial_path(final).write_bytes(b"half")
-    assert not final.exists()
-    storage.commit(final)
-    assert final.read_bytes() == b"half" and not storage.partial_path(final).exists()
