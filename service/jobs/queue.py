@@ -89,6 +89,7 @@ class JobView:
     record: JobRecord
     queue_position: int
     progress: Progress | None
+    webhook: dict[str, Any] | None = None  # the delivery's state, for jobs with a webhook_url
 
 
 def input_hash(serialized_input: bytes) -> str:
@@ -268,7 +269,8 @@ class JobQueue:
             return None
         position = self._store.queue_position(job_id) if record.state is JobState.QUEUED else 0
         latest = self._store.latest_progress(job_id, record.runs) if record.state is JobState.RUNNING else None
-        return JobView(record, position, progress_from_dict(latest) if latest else None)
+        webhook = self._store.webhook(job_id) if record.webhook_url else None
+        return JobView(record, position, progress_from_dict(latest) if latest else None, webhook)
 
     def logs(self, job_id: str, skip: int = 0) -> list[LogEntry]:
         return self._store.logs(job_id, skip)

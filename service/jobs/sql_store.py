@@ -291,6 +291,50 @@ class SqlJobStore(ABC):
         for table in ("logs", "progress", "webhooks"):
             self._execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
 
+    # ---- webhooks (durable: a delivery row per finished job that asked for one) ----
+
+    def enqueue_webhooks(self) -> int:
+        """Give every finished job with a webhook_url its delivery row (once, whoever finished it)."""
+        marks = ", ".join("?" * len(_FINISHED))
+        _, count = self._execute(
+            "INSERT INTO webhooks (job_id, url, state, next_attempt_at) SELECT job_id, webhook_url, 'pending', ? "
+            f"FROM jobs WHERE webhook_url IS NOT NULL AND state IN ({marks}) AND NOT EXISTS "
+            "(SELECT 1 FROM webhooks w WHERE w.job_id = jobs.job_id) ON CONFLICT DO NOTHING",
+            (time.time(), *_FINISHED),
+        )
+        return max(count, 0)
+
+    def claim_due_webhooks(self, lock_s: float, limit: int = 16) -> list[tuple[str, str, int]]:
+        """Deliveries due now, locked for `lock_s` to this caller: [(job_id, url, attempts so far)]."""
+        now = time.time()
+        rows = self._rows(
+            "UPDATE webhooks SET locked_until = ? WHERE job_id IN (SELECT job_id FROM webhooks WHERE state = "
+            "'pending' AND next_attempt_at <= ? AND (locked_until IS NULL OR locked_until < ?) LIMIT ?"
+            f"{self._skip_locked}) RETURNING job_id, url, attempts",
+            (now + lock_s, now, now, limit),
+        )
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
+    def record_webhook_attempt(self, job_id: str, *, delivered: bool, error: str | None,
+                               next_attempt_at: float | None) -> None:
+        """One attempt's outcome: delivered, retry at `next_attempt_at`, or (None) failed for good."""
+        state = "delivered" if delivered else ("pending" if next_attempt_at is not None else "failed")
+        self._execute(
+            "UPDATE webhooks SET state = ?, attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
+            "delivered_at = ?, locked_until = NULL WHERE job_id = ?",
+            (state, error, next_attempt_at or time.time(), time.time() if delivered else None, job_id),
+        )
+
+    def webhook(self, job_id: str) -> dict[str, Any] | None:
+        rows = self._rows(
+            "SELECT url, state, attempts, last_error, next_attempt_at, delivered_at FROM webhooks WHERE job_id = ?",
+            (job_id,),
+        )
+        if not rows:
+            return None
+        keys = ("url", "state", "attempts", "last_error", "next_attempt_at", "delivered_at")
+        return dict(zip(keys, rows[0], strict=True))
+
     # ---- workers ----
 
     def register_worker(self, worker_id: str, endpoints: Sequence[str]) -> None:

@@ -22,13 +22,13 @@ class ResultStorage(Protocol):
     def describe(self) -> str: ...
 
 
-def open_storage(config: ServiceConfig) -> tuple[ResultStorage, ResultsHttpServer | None]:
-    """The storage, and the HTTP server that serves it when it is the local directory."""
+def open_storage(config: ServiceConfig, jwks_file: Path | None = None) -> tuple[ResultStorage, ResultsHttpServer]:
+    """The storage, and the HTTP server for the local directory's results (empty with S3) and the JWKS."""
+    http = ResultsHttpServer(config.storage_dir, config.host, config.http_port, jwks_file)
+    http.start()
     if config.storage_url:
         from service.storage.s3 import S3Storage
 
-        return S3Storage(config.storage_url, config.s3, Path(config.data_dir) / "scratch"), None
-    http = ResultsHttpServer(config.storage_dir, config.host, config.http_port)
-    http.start()
+        return S3Storage(config.storage_url, config.s3, Path(config.data_dir) / "scratch"), http
     base_url = config.public_base_url or reachable_base_url(config.host, http.port)
     return LocalStorage(config.storage_dir, base_url), http

@@ -81,8 +81,8 @@ def _crash_while_running(path: Path, times: int) -> None:
     for _ in range(times):
         store = JobStore(path)
         for job_id in store.ids_in_state(JobState.RUNNING):  # what the restart's recovery does
-            store.requeue(job_id)
-        assert store.claim_next() is not None
+            store.requeue(job_id, count_retry=True)
+        assert store.claim_next("crashing-worker", 30.0) is not None
         store.close()
 
 
@@ -101,7 +101,7 @@ def _recovered_state(path: Path, max_retries: int) -> tuple[JobState, str | None
         record = store.get("poison")
         store.close()
         assert record is not None
-        return record.state, record.error_type, record.attempts
+        return record.state, record.error_type, record.retries
 
     return asyncio.run(scenario())
 
@@ -110,16 +110,16 @@ def test_a_job_interrupted_past_the_retry_cap_fails_with_retries_exhausted(tmp_p
     path = tmp_path / "jobs.sqlite3"
     JobStore(path).insert("poison", "ltx-video-lora", "{}")
     _crash_while_running(path, 3)  # the first run and two re-runs all died
-    state, error_type, attempts = _recovered_state(path, max_retries=2)
-    assert (state, error_type, attempts) == (JobState.FAILED, ErrorType.RETRIES_EXHAUSTED, 3)
+    state, error_type, retries = _recovered_state(path, max_retries=2)
+    assert (state, error_type, retries) == (JobState.FAILED, ErrorType.RETRIES_EXHAUSTED, 2)
 
 
 def test_a_job_interrupted_within_the_cap_runs_again(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite3"
     JobStore(path).insert("poison", "ltx-video-lora", "{}")
     _crash_while_running(path, 2)
-    state, error_type, attempts = _recovered_state(path, max_retries=2)
-    assert (state, error_type, attempts) == (JobState.SUCCEEDED, None, 3)
+    state, error_type, retries = _recovered_state(path, max_retries=2)
+    assert (state, error_type, retries) == (JobState.SUCCEEDED, None, 2)
 
 
 class SteppingRunner:
@@ -152,7 +152,7 @@ def _drain(tmp_path: Path, runner: SteppingRunner, grace_s: float) -> tuple[JobS
         record = store.get(job_id)
         store.close()
         assert record is not None
-        return record.state, record.attempts, elapsed
+        return record.state, record.retries, elapsed
 
     return asyncio.run(scenario())
 
@@ -164,9 +164,9 @@ def test_drain_lets_a_job_finish_within_the_grace_period(tmp_path: Path) -> None
 
 
 def test_drain_cancels_and_requeues_a_job_past_the_grace_period(tmp_path: Path) -> None:
-    state, attempts, elapsed = _drain(tmp_path, SteppingRunner(steps=100, step_s=0.1), grace_s=0.5)
+    state, retries, elapsed = _drain(tmp_path, SteppingRunner(steps=100, step_s=0.1), grace_s=0.5)
     assert state is JobState.QUEUED
-    assert attempts == 0  # a drain is not the job's fault: it does not count towards the retry cap
+    assert retries == 0  # a drain is not the job's fault: it does not count towards the retry cap
     assert elapsed < 0.5 + DRAIN_CANCEL_WAIT_S
 
 

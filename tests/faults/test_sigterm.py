@@ -94,7 +94,7 @@ def test_sigterm_drains_then_requeues_and_the_rerun_gives_the_same_bytes(tmp_pat
         service.stop()
     assert elapsed < grace_s + EXIT_MARGIN_S
     record = _record(tmp_path, requeued)
-    assert record is not None and record.state is JobState.QUEUED and record.attempts == 0
+    assert record is not None and record.state is JobState.QUEUED and record.retries == 0
 
     # 3. On restart the re-queued job runs again, to the same bytes as the uninterrupted run.
     service = ServiceProcess(tmp_path, [])
