@@ -5,59 +5,13 @@ and every INVALID_ARGUMENT carries a BadRequest. `LTX_FUZZ_CASES` sets the case 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
-from collections.abc import Iterator
 
 import pytest
 
-from service.config import load_config
-from service.server import RunningService, start_service
 from tests.faults.wire_fuzz import run_fuzz
 
 DEFAULT_CASES = int(os.environ.get("LTX_FUZZ_CASES", "2000"))
-
-
-@pytest.fixture(scope="module")
-def server_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config = load_config(
-        None,
-        port=0,
-        http_port=0,
-        data_dir=str(tmp_path_factory.mktemp("fuzz")),
-        **{"queue.workers": 0, "queue.max_queued": 1_000_000},
-    )
-    loop = asyncio.new_event_loop()
-    started: list[RunningService] = []
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        started.append(loop.run_until_complete(start_service(config)))
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(120), "the server did not start"
-    running = started[0]
-    _wait_ready(running)
-    try:
-        yield f"127.0.0.1:{running.grpc_port}"
-    finally:
-        asyncio.run_coroutine_threadsafe(running.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-
-
-def _wait_ready(running: RunningService) -> None:
-    import time
-
-    deadline = time.monotonic() + 60
-    while running.readiness.reason() is not None:
-        assert time.monotonic() < deadline, running.readiness.reason()
-        time.sleep(0.1)
 
 
 def _check(server_target: str, cases: int) -> None:
