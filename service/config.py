@@ -44,8 +44,11 @@ class ModelConfig:
 class LoraConfig:
     max_bytes: int = 2 * 1024**3  # refuse LoRA downloads larger than this
     download_timeout_s: float = 60.0
-    cache_dir: str = "var/lora-cache"
-    allow_local_paths: bool = True  # local safetensors paths (trusted deployments only)
+    cache_dir: str = "lora-cache"  # a relative path is under data_dir
+    cache_max_bytes: int = 20 * 1024**3  # least recently used downloads are evicted past this
+    cache_ttl_s: float = 24 * 3600.0  # a cached download older than this is fetched again
+    allow_local_paths: bool = False  # local safetensors paths, confined to `local_roots` (trusted setups)
+    local_roots: tuple[str, ...] = ()  # directories local LoRA paths must lie in (symlinks resolved)
     allow_private_networks: bool = False  # LoRA URLs on loopback/private addresses (tests, trusted setups)
 
 
@@ -165,7 +168,17 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConf
             continue
         section, _, name = key.rpartition(".")
         (data.setdefault(section, {}) if section else data)[name] = value
-    return _build(ServiceConfig, data)
+    return _with_paths_under_data_dir(_build(ServiceConfig, data))
+
+
+def _with_paths_under_data_dir(config: ServiceConfig) -> ServiceConfig:
+    """Relative cache paths live in data_dir, not wherever the process happened to start."""
+    cache = Path(config.lora.cache_dir)
+    if cache.is_absolute():
+        return config
+    lora = dataclasses.replace(config.lora, cache_dir=str(Path(config.data_dir) / cache),
+                               local_roots=tuple(config.lora.local_roots))
+    return dataclasses.replace(config, lora=lora)
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:

@@ -269,6 +269,8 @@ def _copy_limited(
             conn.sock.settimeout(deadline.remaining())
         chunk = response.read1(_READ_CHUNK)
         if not chunk:
+            if declared is not None and declared.strip().isdigit() and received != int(declared):
+                raise _fail(field_path, f"the download stopped after {received} of {int(declared)} bytes")
             return received
         received += len(chunk)
         if received > limits.max_bytes:

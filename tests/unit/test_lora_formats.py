@@ -28,7 +28,7 @@ def models() -> loading.LoadedModels:
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> LoraConfig:
-    return LoraConfig(cache_dir=str(tmp_path / "cache"))
+    return LoraConfig(cache_dir=str(tmp_path / "cache"), allow_local_paths=True, local_roots=(str(tmp_path),))
 
 
 def _layer(models: loading.LoadedModels) -> torch.nn.Linear:
