@@ -200,6 +200,9 @@ def _check_loras(checks: _Checks, loras: Sequence[Any], *, empty_path_means_none
         prefix = f"loras[{index}]."
         if lora.path or not empty_path_means_none:
             checks.lora_path(prefix + "path", lora.path)
+        name = lora.weight_name
+        if name and (name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > 255):
+            checks.fail(prefix + "weight_name", "must be a file name of at most 255 characters (no '/', '\\', '..')")
         _optional_within(checks, lora, "scale", LORA_SCALE, prefix)
 
 

@@ -38,6 +38,7 @@ from service.models.lora_keys import LoraKeyError, to_peft_weights
 logger = logging.getLogger(__name__)
 
 _PREFIX = "transformer"  # diffusers' key prefix for the LTX transformer (after format conversion)
+_FETCH = ErrorType.INPUT_FETCH_FAILED
 # What an unreadable or foreign file raises in diffusers/safetensors; anything else is a bug of ours.
 _UNREADABLE = (OSError, ValueError, SafetensorError, json.JSONDecodeError)
 
@@ -99,19 +100,20 @@ def read_lora(
 
 def fetch_lora(index: int, lora: LoraSpec, cfg: LoraConfig) -> Path:
     """A local path to the LoRA file: the path itself (inside `local_roots`), or the cached download of
-    an http(s) URL."""
+    an http(s) URL. Not getting the file, from a URL or a path, is `input_fetch_failed` (the error
+    table's row for inputs); a file that cannot be read or applied is `lora_load_failed`."""
     if lora.weight_name is not None and not _is_plain_file_name(lora.weight_name):
         raise _fail(index, lora, "weight_name must be a file name (no directories, no '..')")
     try:
         scheme = urlparse(lora.path).scheme.lower()
     except ValueError as error:  # "http://[::1"
-        raise _fail(index, lora, "is not a valid URL or path") from error
+        raise _fail(index, lora, "is not a valid URL or path", _FETCH) from error
     if scheme in ("http", "https"):
         return _download(index, lora, cfg)
     if scheme not in ("", "file"):
-        raise _fail(index, lora, f"unsupported URL scheme {scheme!r}; use http(s) or a local path")
+        raise _fail(index, lora, f"unsupported URL scheme {scheme[:20]!r}; use http(s) or a local path", _FETCH)
     if not cfg.allow_local_paths:
-        raise _fail(index, lora, "local LoRA paths are disabled on this server; pass an http(s) URL")
+        raise _fail(index, lora, "local LoRA paths are disabled on this server; pass an http(s) URL", _FETCH)
     return _local_path(index, lora, cfg, urlparse(lora.path).path if scheme == "file" else lora.path)
 
 
@@ -122,7 +124,7 @@ def _is_plain_file_name(name: str) -> bool:
 def _local_path(index: int, lora: LoraSpec, cfg: LoraConfig, raw: str) -> Path:
     """The path, resolved (symlinks too), if it lies inside a configured root. Outside the roots the
     answer is the same whether the file exists or not, so errors reveal nothing about the filesystem."""
-    refused = _fail(index, lora, "is not inside a LoRA directory this server allows")
+    refused = _fail(index, lora, "is not inside a LoRA directory this server allows", _FETCH)
     try:
         resolved = Path(raw).resolve(strict=False)
         roots = [Path(root).resolve(strict=False) for root in cfg.local_roots]
@@ -135,7 +137,7 @@ def _local_path(index: int, lora: LoraSpec, cfg: LoraConfig, raw: str) -> Path:
     except OSError:  # e.g. a component longer than the filesystem allows
         found = False
     if not found:
-        raise _fail(index, lora, "file not found in the LoRA directories")
+        raise _fail(index, lora, "file not found in the LoRA directories", _FETCH)
     return resolved
 
 
@@ -145,7 +147,7 @@ def _download(index: int, lora: LoraSpec, cfg: LoraConfig) -> Path:
 
     The cache is keyed by the URL and the size limit, refreshed after `cache_ttl_s`, and trimmed to
     `cache_max_bytes` (least recently used first). A download lands under its final name only when
-    complete, so a truncated one is never reused. A failure is the LoRA's (`lora_load_failed`)."""
+    complete, so a truncated one is never reused."""
     cache_dir = Path(cfg.cache_dir)
     key = hashlib.sha256(f"{lora.path}\n{cfg.max_bytes}".encode()).hexdigest()[:32]
     target = cache_dir / f"{key}.safetensors"
@@ -158,12 +160,7 @@ def _download(index: int, lora: LoraSpec, cfg: LoraConfig) -> Path:
         timeout_s=cfg.download_timeout_s,
         allow_private_networks=cfg.allow_private_networks,
     )
-    try:
-        download_to_file(lora.path, target, field=f"loras[{index}].path", limits=limits)
-    except JobError as error:
-        if error.error_type is ErrorType.CANCELLED:
-            raise
-        raise JobError(ErrorType.LORA_LOAD_FAILED, error.message) from error
+    download_to_file(lora.path, target, field=f"loras[{index}].path", limits=limits)
     _evict(cache_dir, cfg.cache_max_bytes, keep=target)
     return target
 

@@ -39,7 +39,7 @@ def roots(tmp_path: Path) -> tuple[Path, Path, LoraConfig]:
 def test_local_paths_are_off_by_default(tmp_path: Path) -> None:
     (tmp_path / "a.safetensors").write_bytes(b"x")
     error = _error(LoraSpec(str(tmp_path / "a.safetensors")), LoraConfig())
-    assert error.error_type is ErrorType.LORA_LOAD_FAILED and "disabled" in error.message
+    assert error.error_type is ErrorType.INPUT_FETCH_FAILED and "disabled" in error.message
 
 
 def test_a_path_inside_a_root_is_used(roots: tuple[Path, Path, LoraConfig]) -> None:
@@ -52,7 +52,7 @@ def test_outside_the_roots_existing_or_not_gives_the_same_answer(roots: tuple[Pa
     allowed, outside, cfg = roots
     for path in (outside / name, allowed / ".." / "secret" / name):
         error = _error(LoraSpec(str(path)), cfg)
-        assert error.error_type is ErrorType.LORA_LOAD_FAILED
+        assert error.error_type is ErrorType.INPUT_FETCH_FAILED
         assert error.message.endswith("is not inside a LoRA directory this server allows")
 
 
@@ -65,7 +65,7 @@ def test_a_symlink_out_of_the_root_is_refused(roots: tuple[Path, Path, LoraConfi
 def test_a_5000_character_path_is_a_clean_lora_failure(roots: tuple[Path, Path, LoraConfig]) -> None:
     allowed, _, cfg = roots
     error = _error(LoraSpec(str(allowed / ("a" * 5000))), cfg)
-    assert error.error_type is ErrorType.LORA_LOAD_FAILED
+    assert error.error_type is ErrorType.INPUT_FETCH_FAILED  # not internal_error
 
 
 @pytest.mark.parametrize("weight_name", ["../secret/key.safetensors", "..", "a/b.safetensors", "a\\b", "x\0y"])
@@ -115,7 +115,7 @@ def _web_cfg(tmp_path: Path, **extra: object) -> LoraConfig:
 def test_a_truncated_download_is_never_cached(tmp_path: Path, lora_server: str) -> None:
     _Server.truncate = True
     error = _error(LoraSpec(f"{lora_server}/a.safetensors"), _web_cfg(tmp_path))
-    assert error.error_type is ErrorType.LORA_LOAD_FAILED and "stopped after 500 of 1000 bytes" in error.message
+    assert error.error_type is ErrorType.INPUT_FETCH_FAILED and "stopped after 500 of 1000 bytes" in error.message
     assert list((tmp_path / "cache").iterdir()) == []
 
 
