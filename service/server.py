@@ -7,8 +7,10 @@ runs no jobs (no engine, no models); `worker` claims and runs jobs and serves on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ from service.jobs.sql_store import SqlJobStore
 from service.jobs.webhooks import WebhookDispatcher, WebhookSigner
 from service.storage.factory import ResultStorage, open_storage
 from service.storage.local import ResultsHttpServer
+from service.storage.uploads import UploadWriter
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,7 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     store = await asyncio.to_thread(open_store, config)
     signer = webhook_signer(config)
     storage, http = open_storage(config, jwks_file(config, signer))
+    config = trust_own_uploads(config, storage.upload_url_prefix())
     runs_jobs = config.role is not Role.GATEWAY
     if runs_jobs:
         engine = engine or create_engine(config)
@@ -136,7 +140,13 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     readiness = Readiness(queue)
     if config.role is not Role.WORKER:
         supports = gateway_endpoints or _supports(engine)  # type: ignore[arg-type]
-        servicer = VideoGenerationServicer(queue, supports, readiness.reason, max_media_bytes=config.media.max_bytes)
+        servicer = VideoGenerationServicer(
+            queue,
+            supports,
+            readiness.reason,
+            upload=lambda name: UploadWriter(storage, config.max_upload_bytes, name),
+            max_media_bytes=config.media.max_bytes,
+        )
         add_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     await set_readiness(health_servicer, serving=False, reason="starting")  # until the first check says so
@@ -156,6 +166,15 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     ]
     log.info("%s serving gRPC on %s:%d, results at %s", config.role, config.host, port, storage.describe())
     return RunningService(port, http.port, server, queue, tasks, http, store, health_servicer, readiness, config)
+
+
+def trust_own_uploads(config: ServiceConfig, prefix: str) -> ServiceConfig:
+    """Inputs may name the service's own upload URLs even where those are on a private address."""
+    return dataclasses.replace(
+        config,
+        media=dataclasses.replace(config.media, trusted_prefixes=(prefix,)),
+        lora=dataclasses.replace(config.lora, trusted_prefixes=(prefix,)),
+    )
 
 
 def webhook_signer(config: ServiceConfig) -> WebhookSigner:
@@ -216,6 +235,7 @@ async def _purge_expired(queue: JobQueue, storage: ResultStorage, retention_s: f
             for job_id in await asyncio.to_thread(queue.purge_expired, retention_s):
                 await asyncio.to_thread(storage.delete, job_id)
                 log.info("purged expired result", extra={"request_id": job_id})
+            await asyncio.to_thread(storage.purge_uploads, time.time() - retention_s)
         except Exception:
             log.exception("retention sweep failed; retrying")
         await asyncio.sleep(min(RETENTION_POLL_S, max(retention_s / 2, 0.5)))

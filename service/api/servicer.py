@@ -9,6 +9,7 @@ here, so malformed protobuf is INVALID_ARGUMENT instead of grpc's UNKNOWN.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
@@ -37,6 +38,7 @@ from service.domain.specs import Endpoint, spec_to_json
 from service.jobs.queue import CancelOutcome, JobQueue, JobView, input_hash
 from service.jobs.records import Priority
 from service.jobs.sql_store import NewJob
+from service.storage.uploads import UploadRejected, UploadWriter
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +136,12 @@ def add_to_server(servicer: VideoGenerationServicer, server: grpc.aio.Server) ->
 def _parsing_requests(behavior: Callable[..., Any], request_class: type[Message]) -> Callable[..., Any]:
     """Client-streaming RPCs: each message of the stream is parsed as it arrives."""
 
-    def handle(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+    async def handle(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
         async def parsed() -> AsyncIterator[Message]:
             async for raw in raw_requests:
                 yield await _parse(raw, request_class, context)
 
-        return behavior(parsed(), context)
+        return await behavior(parsed(), context)
 
     return handle
 
@@ -167,10 +169,12 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         supports: Callable[[Endpoint], bool],
         unavailable: Callable[[], str | None],
         rng: random.Random | None = None,
+        upload: Callable[[str], UploadWriter] | None = None,
         *,
         max_media_bytes: int | None = None,
     ) -> None:
         self._queue = queue
+        self._upload = upload
         self._supports = supports
         self._unavailable = unavailable  # why the service cannot take jobs (cheap: no probe per request)
         self._rng = rng or random.SystemRandom()
@@ -183,13 +187,13 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
 
     @unary_guard
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
-        view = self._view(request.request_id)
-        logs = self._queue.logs(request.request_id) if request.logs else []
+        view = await self._view(request.request_id)
+        logs = await asyncio.to_thread(self._queue.logs, request.request_id) if request.logs else []
         return events.status_response(view, logs)
 
     @unary_guard
     async def Result(self, request: pb.ResultRequest, context: grpc.aio.ServicerContext) -> pb.ResultResponse:
-        view = self._view(request.request_id)
+        view = await self._view(request.request_id)
         if not view.record.state.finished:
             state = events.status_response(view, []).status
             raise NotServed(f"request {request.request_id} is {pb.JobStatus.Name(state)}; its result is not ready")
@@ -206,7 +210,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
 
     @stream_guard
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
-        self._view(request.request_id)
+        await self._view(request.request_id)
         # A client that goes away only ends this stream: the job keeps running.
         async for event in self._events(request.request_id):
             yield event
@@ -223,6 +227,32 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
             if not finished:  # the caller cancelled or disconnected: Generate owns its job
                 outcome = await self._queue.cancel(job_id)
                 log.info("Generate call ended early; job cancel %s", outcome, extra={"request_id": job_id})
+
+    @unary_guard
+    async def Upload(
+        self, request_iterator: AsyncIterator[pb.UploadRequest], context: grpc.aio.ServicerContext
+    ) -> pb.UploadResponse:
+        if self._upload is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "uploads are not enabled on this server")
+        assert self._upload is not None
+        writer: UploadWriter | None = None
+        try:
+            async for message in request_iterator:
+                if writer is None:
+                    writer = await asyncio.to_thread(self._upload, message.file_name)
+                await asyncio.to_thread(writer.write, message.chunk)
+            if writer is None:
+                raise UploadRejected("chunk", "the upload sent no data")
+            url, content_type = await asyncio.to_thread(writer.finish)
+        except UploadRejected as rejected:
+            await context.abort_with_status(bad_request_status([Violation(rejected.field, rejected.message)]))
+        except BaseException:
+            if writer is not None:
+                await asyncio.to_thread(writer.abort)
+            raise
+        assert writer is not None
+        log.info("stored upload %s (%s, %d bytes)", url.split("?")[0], content_type, writer.size)
+        return pb.UploadResponse(url=url, content_type=content_type, file_size=writer.size)
 
     # ---- helpers ----
 
@@ -247,8 +277,8 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         job_id, position = await self._queue.submit(endpoint.value, spec_to_json(spec), new_job(request))
         return job_id, position, endpoint
 
-    def _view(self, request_id: str) -> JobView:
-        view = self._queue.view(request_id)
+    async def _view(self, request_id: str) -> JobView:
+        view = await asyncio.to_thread(self._queue.view, request_id)
         if view is None:
             raise RequestNotFound(f"no request with id {_shown(request_id)}")
         return view
@@ -258,9 +288,9 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         between two looks at the job (a client counting steps sees every step)."""
         sent_logs = sent_reports = 0
         async for view in self._queue.follow(job_id):
-            new_logs = self._queue.logs(job_id, skip=sent_logs)
+            new_logs = await asyncio.to_thread(self._queue.logs, job_id, sent_logs)
             sent_logs += len(new_logs)
-            reports = self._queue.progress_since(job_id, skip=sent_reports)
+            reports = await asyncio.to_thread(self._queue.progress_since, job_id, sent_reports)
             sent_reports += len(reports)
             for report in reports[:-1]:
                 yield events.step_event(job_id, report)

@@ -159,6 +159,7 @@ def _download(index: int, lora: LoraSpec, cfg: LoraConfig) -> Path:
         max_bytes=cfg.max_bytes,
         timeout_s=cfg.download_timeout_s,
         allow_private_networks=cfg.allow_private_networks,
+        trusted_prefixes=cfg.trusted_prefixes,
     )
     download_to_file(lora.path, target, field=f"loras[{index}].path", limits=limits)
     _evict(cache_dir, cfg.cache_max_bytes, keep=target)
