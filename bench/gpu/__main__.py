@@ -108,7 +108,11 @@ def run(plan: RunPlan, with_request: bool = True, with_ltx2: bool = True) -> dic
         lines += ltx2.lines(plan, peak, started + plan.budget_s)
     heading = _heading(plan, peak, shape.num_tokens, flops, time.monotonic() - started)
     return {
-        "markdown": heading + "\n\n" + report.table(lines),
+        "markdown": heading
+        + "\n\n"
+        + report.table(lines)
+        + "\n\n"
+        + report.fast_path_toml(chosen, chosen_name),
         "eager_ok": eager_ok,
         "peak_flops": peak,
         "step_flops": flops,

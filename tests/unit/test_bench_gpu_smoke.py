@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from service.config import FastPathConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 # Not on the GPU machine (bench/README.md, "Issue 13"): importing any of them there would stop the run.
@@ -61,5 +64,8 @@ def test_smoke_run_measures_every_row_and_the_whole_request(tmp_path: Path) -> N
     assert request["frames_shape"] == [9, 192, 288, 3]
     assert request["stages"]["first pass"]["calls"] == 7 and request["stages"]["second pass"]["calls"] == 3
     assert all(stage["seconds"] > 0 for stage in request["stages"].values())
+    # The recommendation it prints is a valid [fast_path] section.
+    toml = result.stdout[result.stdout.index("[fast_path]") :]
+    assert FastPathConfig(**tomllib.loads(toml)["fast_path"]) == FastPathConfig(**data["chosen"])
     ltx2_rows = [line for line in result.stdout.splitlines() if line.startswith("| LTX-2.3 step:")]
     assert len(ltx2_rows) == 3 and all("| ok |" in line for line in ltx2_rows), ltx2_rows
