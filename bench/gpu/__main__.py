@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 
 from bench.gpu import build, measure, report, step
 from bench.gpu.plan import RunPlan, real_plan, smoke_plan
@@ -56,6 +57,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    diffusers_logging.set_verbosity_error()  # its per-cast "kept in float32: []" notices, once per row
     plan = smoke_plan() if args.smoke else real_plan(args.budget_s)
     if plan.device == "cuda" and not torch.cuda.is_available():
         print("bench.gpu needs a CUDA GPU (torch.cuda.is_available() is False); on a CPU run --smoke")
