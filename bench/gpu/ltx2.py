@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from diffusers.models.autoencoders.autoencoder_kl_ltx2 import AutoencoderKLLTX2Video
 from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
 
 from bench.gpu import build, measure
@@ -93,6 +94,42 @@ SMOKE_LTX2_TRANSFORMER: dict[str, Any] = {
     "caption_channels": 64,
 }
 
+# diffusers' conversion script, version 2.3 (32x spatial, 8x temporal, 128 latent channels).
+LTX23_VIDEO_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 128,
+    "block_out_channels": (256, 512, 1024, 1024),
+    "down_block_types": ("LTX2VideoDownBlock3D",) * 4,
+    "decoder_block_out_channels": (256, 512, 512, 1024),
+    "layers_per_block": (4, 6, 4, 2, 2),
+    "decoder_layers_per_block": (4, 6, 4, 2, 2),
+    "spatio_temporal_scaling": (True, True, True, True),
+    "decoder_spatio_temporal_scaling": (True, True, True, True),
+    "decoder_inject_noise": (False, False, False, False, False),
+    "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+    "upsample_type": ("spatiotemporal", "spatiotemporal", "temporal", "spatial"),
+    "upsample_residual": (False, False, False, False),
+    "upsample_factor": (2, 2, 1, 2),
+    "timestep_conditioning": False,
+    "patch_size": 4,
+    "patch_size_t": 1,
+    "resnet_norm_eps": 1e-6,
+    "encoder_causal": True,
+    "decoder_causal": False,
+    "encoder_spatial_padding_mode": "zeros",
+    "decoder_spatial_padding_mode": "zeros",
+    "spatial_compression_ratio": 32,
+    "temporal_compression_ratio": 8,
+}
+SMOKE_LTX2_VIDEO_VAE: dict[str, Any] = {
+    **LTX23_VIDEO_VAE,
+    "block_out_channels": (8, 16, 32, 32),
+    "decoder_block_out_channels": (8, 16, 16, 32),
+    "layers_per_block": (1, 1, 1, 1, 1),
+    "decoder_layers_per_block": (1, 1, 1, 1, 1),
+}
+
 TEXT_TOKENS = 1024  # Gemma-3 prompts, padded to 1024 tokens (ltx2-notes.md, "prompt")
 STAGE1_STEPS, STAGE2_STEPS = 15, 3  # the spec default and LTX's distilled stage 2
 FPS = 24.0
@@ -102,7 +139,7 @@ AUDIO_LATENTS_PER_SECOND = 25.0
 OTHER_WEIGHTS_GB = {
     "text connectors (3.2 B)": 6.34,
     "Gemma-3-12B text encoder": 23.5,
-    "video VAE + x2 upsampler": 2.45,
+    "x2 upsampler": 1.0,
     "audio VAE + vocoder": 0.36,
 }
 
@@ -197,17 +234,22 @@ def _measure(plan: RunPlan, peak_flops: float) -> list[str]:
     with measure.peak_memory(device) as memory:
         transformer = build.materialize(meta, device, plan.dtype, plan.seed + 20)
     rows, total = _call_rows(plan, config, transformer, peak_flops)
-    transformer = None  # freed before the next run's models are built
+    transformer = None  # freed before the VAE and the next run's models are built
     measure.free(device)
+    vae_row, vae_s, vae_gib = _vae_decode_row(plan, peak_flops)
+    rows.append(vae_row)
+    total += vae_s
     other = sum(OTHER_WEIGHTS_GB.values())
     plan_text = ", ".join(f"{name} {gb:g} GB" for name, gb in OTHER_WEIGHTS_GB.items())
     rows.append(
-        f"| LTX-2.3 transformer calls of the spec default request (15 + 3 steps; estimated from the calls "
-        f"above, decodes not run) | ok | {total:.2f} s | - | - | - | - | - |"
+        f"| LTX-2.3 spec default request, transformer calls (15 + 3 steps) and video decode, summed from "
+        f"the rows above (not run end to end; audio decode, upsampler, Gemma not timed) | ok | {total:.2f} s "
+        f"| - | - | - | - | - |"
     )
     rows.append(
         f"| LTX-2.3 memory plan: transformer {params / 1e9:.3g} B params = {_gib(memory['peak_gib'])} GiB "
-        f"measured; plus {plan_text} = {other:.1f} GB more, bf16 | ok | - | - | - | - | - | - |"
+        f"measured, its weights; video VAE {_gib(vae_gib)} GiB at the decode's peak; plus {plan_text} = "
+        f"{other:.1f} GB more, bf16 | ok | - | - | - | - | - | - |"
     )
     return rows
 
@@ -240,6 +282,38 @@ def _call_rows(
             f"| eager | {_pct(flops / seconds / peak_flops)} | {_gib(step_memory['peak_gib'])} | - | - |"
         )
     return rows, total
+
+
+def _vae_decode_row(plan: RunPlan, peak_flops: float) -> tuple[str, float, float]:
+    """(row, seconds, peak GiB) of the video VAE decoding the stage-2 latents (1216x704, 121 frames)."""
+    smoke = plan.device == "cpu"
+    config = SMOKE_LTX2_VIDEO_VAE if smoke else LTX23_VIDEO_VAE
+    device = torch.device(plan.device)
+    call = spec_default_calls(plan.num_frames, SMOKE_OUTPUT)[-1] if smoke else spec_default_calls(121)[-1]
+    shape = (1, config["latent_channels"], call.frames, call.height, call.width)
+    meta = build.on_meta(AutoencoderKLLTX2Video, config).to(plan.dtype)
+    flops = measure.count_flops(lambda: meta.decode(torch.empty(shape, device="meta", dtype=plan.dtype)))
+    with measure.peak_memory(device) as memory:
+        vae = build.materialize(
+            build.on_meta(AutoencoderKLLTX2Video, config), device, plan.dtype, plan.seed + 21
+        )
+        latents = torch.randn(shape, device=device).to(plan.dtype)
+
+        def decode() -> Any:
+            with torch.inference_mode():
+                return vae.decode(latents, return_dict=False)[0]
+
+        video, first_s = measure.timed_call(decode, device)
+        _, seconds = measure.median_seconds(decode, device, plan.repeats)
+    frames = tuple(video.shape)
+    video = None  # freed before the next model is built
+    measure.free(device)
+    row = (
+        f"| LTX-2.3 video VAE decode, latents {shape[2:]} -> {frames[2:]} | ok | {seconds:.2f} s "
+        f"(first {first_s:.1f} s) | eager | {_pct(flops / seconds / peak_flops)} | {_gib(memory['peak_gib'])} "
+        f"| - | - |"
+    )
+    return row, seconds, memory["peak_gib"]
 
 
 def _flops(config: dict[str, Any], call: Ltx2Call, dtype: torch.dtype, text_tokens: int) -> float:
