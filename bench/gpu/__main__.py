@@ -28,7 +28,7 @@ from bench.gpu import build, measure, report, step
 from bench.gpu.plan import RunPlan, real_plan, smoke_plan
 from bench.gpu.request import RequestResult, run_request, stage_flops
 from bench.two_pass_vs_single import spec_for
-from service.config import FastPathConfig
+from service.config import AttentionBackend, FastPathConfig
 from service.pipelines import distilled
 from service.pipelines.components import Components
 
@@ -107,7 +107,13 @@ def run(plan: RunPlan, with_request: bool = True, with_ltx2: bool = True) -> dic
     if with_ltx2:
         from bench.gpu import ltx2
 
-        lines += ltx2.lines(plan, peak, started + plan.budget_s)
+        # The smoke run's chosen configuration is eager on a CPU: exercise the fast-path code on LTX-2.3 anyway.
+        fast = (
+            FastPathConfig(fp8=True, attention_backend=AttentionBackend.FLASH)
+            if plan.device == "cpu"
+            else chosen
+        )
+        lines += ltx2.lines(plan, peak, started + plan.budget_s, fast)
     heading = _heading(plan, peak, shape.num_tokens, flops, time.monotonic() - started)
     return {
         "markdown": heading

@@ -10,6 +10,7 @@ the upsampler and Gemma, once the endpoint's models are in the service.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -22,6 +23,8 @@ from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3
 
 from bench.gpu import build, measure
 from bench.gpu.plan import RunPlan
+from bench.gpu.step import describe
+from service.config import FastPathConfig
 from service.contract.frames import latent_frame_count
 from service.domain.geometry import (
     LTX2_FIRST_PASS_DOWNSCALE,
@@ -30,6 +33,7 @@ from service.domain.geometry import (
     ltx2_preset_size,
     multiscale_sizes,
 )
+from service.models import fast_path
 
 logger = logging.getLogger(__name__)
 
@@ -212,12 +216,16 @@ def call_inputs(
     }
 
 
-def lines(plan: RunPlan, peak_flops: float, deadline: float) -> list[str]:
-    """The LTX-2.3 rows of the table (or one row saying why they were not measured)."""
+def lines(plan: RunPlan, peak_flops: float, deadline: float, fast: FastPathConfig | None = None) -> list[str]:
+    """The LTX-2.3 rows of the table (or one row saying why they were not measured). `fast`: the 13B's
+    chosen fast path, applied (without compile and CUDA graphs, which would cost their own warm-ups) after
+    the eager rows."""
     if time.monotonic() > deadline:
         return ["| LTX-2.3 22B | skipped: time budget spent | - | - | - | - | - | - |"]
     try:
-        return _measure(plan, peak_flops)
+        return _measure(
+            plan, peak_flops, dataclasses.replace(fast or FastPathConfig(), compile=False, cuda_graphs=False)
+        )
     except Exception as error:  # the 13B rows above must still be printed
         logger.exception("LTX-2.3 rows failed")
         return [
@@ -225,7 +233,7 @@ def lines(plan: RunPlan, peak_flops: float, deadline: float) -> list[str]:
         ]
 
 
-def _measure(plan: RunPlan, peak_flops: float) -> list[str]:
+def _measure(plan: RunPlan, peak_flops: float, fast: FastPathConfig) -> list[str]:
     config = LTX23_TRANSFORMER if plan.device == "cuda" else SMOKE_LTX2_TRANSFORMER
     device = torch.device(plan.device)
     measure.free(device)
@@ -233,7 +241,12 @@ def _measure(plan: RunPlan, peak_flops: float) -> list[str]:
     params = build.parameter_count(meta)
     with measure.peak_memory(device) as memory:
         transformer = build.materialize(meta, device, plan.dtype, plan.seed + 20)
-    rows, total = _call_rows(plan, config, transformer, peak_flops)
+    rows, total, eager = _call_rows(plan, config, transformer, peak_flops, "eager", None)
+    if fast.enabled:
+        fast_path.apply_fast_path(transformer, fast)
+        fast_rows, fast_total, _ = _call_rows(plan, config, transformer, peak_flops, describe(fast), eager)
+        rows += fast_rows
+        total = min(total, fast_total)
     transformer = None  # freed before the VAE and the next run's models are built
     measure.free(device)
     vae_row, vae_s, vae_gib = _vae_decode_row(plan, peak_flops)
@@ -242,8 +255,8 @@ def _measure(plan: RunPlan, peak_flops: float) -> list[str]:
     other = sum(OTHER_WEIGHTS_GB.values())
     plan_text = ", ".join(f"{name} {gb:g} GB" for name, gb in OTHER_WEIGHTS_GB.items())
     rows.append(
-        f"| LTX-2.3 spec default request, transformer calls (15 + 3 steps) and video decode, summed from "
-        f"the rows above (not run end to end; audio decode, upsampler, Gemma not timed) | ok | {total:.2f} s "
+        f"| LTX-2.3 spec default request, transformer calls (15 + 3 steps) and video decode, summed from the faster "
+        f"configuration's rows above (not run end to end; audio decode, upsampler, Gemma not timed) | ok | {total:.2f} s "
         f"| - | - | - | - | - |"
     )
     rows.append(
@@ -255,10 +268,16 @@ def _measure(plan: RunPlan, peak_flops: float) -> list[str]:
 
 
 def _call_rows(
-    plan: RunPlan, config: dict[str, Any], transformer: torch.nn.Module, peak_flops: float
-) -> tuple[list[str], float]:
+    plan: RunPlan,
+    config: dict[str, Any],
+    transformer: torch.nn.Module,
+    peak_flops: float,
+    label: str,
+    references: list[torch.Tensor] | None,
+) -> tuple[list[str], float, list[torch.Tensor]]:
+    """One row per call of the spec default request; the video outputs (on the host) for comparison."""
     device = torch.device(plan.device)
-    rows, total = [], 0.0
+    rows, total, outputs = [], 0.0, []
     smoke = plan.device == "cpu"
     text_tokens = SMOKE_TEXT_TOKENS if smoke else TEXT_TOKENS
     for call in spec_default_calls(plan.num_frames, SMOKE_OUTPUT) if smoke else spec_default_calls(121):
@@ -273,15 +292,22 @@ def _call_rows(
             _, first_s = measure.timed_call(forward, device)
             output, seconds = measure.median_seconds(forward, device, plan.repeats)
         finite = all(bool(torch.isfinite(t).all()) for t in output[:2])
+        video = output[0].float().cpu()
+        outputs.append(video)
+        diff, relative = "-", "-"
+        if references is not None:
+            reference = references[len(outputs) - 1]
+            diff = f"{measure.max_abs_diff(video, reference):.3g}"
+            relative = f"{float((video - reference).norm() / reference.norm()):.3g}"
         stage_s = seconds * call.calls_per_request
         total += stage_s
         rows.append(
-            f"| LTX-2.3 step: {call.name}, batch {call.batch}, {call.video_tokens} video + "
+            f"| LTX-2.3 step ({label}): {call.name}, batch {call.batch}, {call.video_tokens} video + "
             f"{call.audio_tokens} audio tokens | {'ok' if finite else 'failed: non-finite output'} | "
             f"{seconds * 1000:.1f} ms (first {first_s:.1f} s); x{call.calls_per_request} = {stage_s:.2f} s "
-            f"| eager | {_pct(flops / seconds / peak_flops)} | {_gib(step_memory['peak_gib'])} | - | - |"
+            f"| - | {_pct(flops / seconds / peak_flops)} | {_gib(step_memory['peak_gib'])} | {diff} | {relative} |"
         )
-    return rows, total
+    return rows, total, outputs
 
 
 def _vae_decode_row(plan: RunPlan, peak_flops: float) -> tuple[str, float, float]:

@@ -67,5 +67,7 @@ def test_smoke_run_measures_every_row_and_the_whole_request(tmp_path: Path) -> N
     # The recommendation it prints is a valid [fast_path] section.
     toml = result.stdout[result.stdout.index("[fast_path]") :]
     assert FastPathConfig(**tomllib.loads(toml)["fast_path"]) == FastPathConfig(**data["chosen"])
-    ltx2_rows = [line for line in result.stdout.splitlines() if line.startswith("| LTX-2.3 step:")]
-    assert len(ltx2_rows) == 3 and all("| ok |" in line for line in ltx2_rows), ltx2_rows
+    ltx2_rows = [line for line in result.stdout.splitlines() if line.startswith("| LTX-2.3 step (")]
+    assert len(ltx2_rows) == 6 and all("| ok |" in line for line in ltx2_rows), ltx2_rows
+    fp8_relative = [float(line.rstrip(" |").rsplit("|", 1)[-1]) for line in ltx2_rows[3:]]
+    assert all(0 < value < 0.1 for value in fp8_relative), fp8_relative  # FP8 against eager
