@@ -121,10 +121,17 @@ class JobQueue:
         self._tasks.append(asyncio.create_task(self._sweep(), name="job-sweeper"))
 
     async def stop(self) -> None:
-        for flag in self._cancel_flags.values():
-            flag.set()  # running jobs stop at their next step; they are re-queued by lease expiry or restart
+        """Stop the workers; jobs they were running go back to the queue at once (an orderly stop is not
+        a failure, so no retry is counted), and the engine stops them at their next step."""
+        running = list(self._cancel_flags)
         for task in self._tasks:
             task.cancel()
+        for job_id in running:
+            if self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id):
+                self._store.add_log(job_id, f"{self.worker_id} stopped while running it; re-queued", "warning")
+                self._store.notify("new")
+        for flag in self._cancel_flags.values():
+            flag.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await asyncio.to_thread(self._store.unregister_worker, self.worker_id)
