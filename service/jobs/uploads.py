@@ -1,4 +1,5 @@
-"""Input files uploaded through the `Upload` RPC: size-capped, content-sniffed, stored beside the results.
+"""Input files uploaded through the `Upload` RPC: size-capped, content-sniffed, stored beside the results
+(in the result storage; the API reaches it through this layer).
 
 An upload is stored as `uploads/{id}/{name}` in the result storage (local directory or S3) and its URL
 (local HTTP or presigned S3) is accepted as `image_url`, `video_url` or a LoRA `path`: the service
