@@ -47,13 +47,13 @@ def test_publish_uploads_multipart_and_serves_a_presigned_url(storage: S3Storage
 
 
 def test_upload_prefix_matches_upload_urls_and_old_uploads_are_purged(storage: S3Storage) -> None:
-    path = storage.job_dir("uploads/abc") / "cat.png"
+    path = storage.job_dir("upload-abc") / "cat.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
-    stored = storage.publish("uploads/abc", path, "image/png")
+    stored = storage.publish("upload-abc", path, "image/png")
     assert stored.url.startswith(storage.upload_url_prefix())
     assert storage.purge_uploads(before=time.time() - 3600) == 0  # newer than the cut-off: kept
     assert storage.purge_uploads(before=time.time() + 60) == 1
-    assert storage.head("uploads/abc", "cat.png") is None
+    assert storage.head("upload-abc", "cat.png") is None
 
 
 def test_bad_urls_and_expiry_are_refused(tmp_path: Path) -> None:
