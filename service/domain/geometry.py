@@ -20,7 +20,8 @@ Size, LTX-2.3 (`video_size` presets): the short side is 720 rounded down to a mu
 
 Multiscale (two-pass) generation makes a first pass at a fraction of the size (each side rounded down to
     32), upsamples the latents 2x for the second pass and resizes the decoded frames to the requested size:
-    the distilled LTX-Video pipeline uses 2/3 (1280x704 -> 832x448 -> 1664x896 -> 1280x704), LTX-2.3 1/2.
+    the distilled LTX-Video pipeline uses 0.6666666 as upstream writes it (1280x704 -> 832x448 -> 1664x896
+    -> 1280x704; 480 -> 288, not 320), LTX-2.3 1/2.
 
 Frames: the output video has EXACTLY the requested number of frames. The model generates the smallest
     legal count `8k + 1` at or above the request and the tail is trimmed:
@@ -40,7 +41,10 @@ TEMPORAL_COMPRESSION = 8  # VAE pixel frames per latent frame, after the first
 MAX_AUTO_ASPECT_RATIO = 21 / 9
 MIN_AUTO_ASPECT_RATIO = 9 / 21
 
-DISTILLED_FIRST_PASS_DOWNSCALE = 2 / 3  # LTX-Video 0.9.7 distilled multiscale pipeline
+# LTX-Video 0.9.7 distilled multiscale pipeline: configs/ltxv-13b-0.9.7-distilled.yaml's literal
+# `downscale_factor: 0.6666666`, applied as `int(side * 0.6666666)` then floored to 32
+# (LTXMultiScalePipeline): 480 -> 319 -> 288, where an exact 2/3 gives 320; 704 and 1280 agree either way.
+DISTILLED_FIRST_PASS_DOWNSCALE = 0.6666666
 LTX2_FIRST_PASS_DOWNSCALE = 1 / 2  # LTX-2.3 two-stage pipeline
 LATENT_UPSAMPLE_FACTOR = 2  # the latent upsampler doubles each side between passes
 

@@ -120,14 +120,15 @@ def test_serving_ranges_cover_conditioning_and_the_distilled_passes() -> None:
     names = DEFAULT_COMPONENTS  # every component: all four endpoints
     by_name = {c.name: c for c in declare(names, geometry, ApiRanges.serving(names))}
     transformer = by_name["transformer"].axis_ranges()
-    # The distilled first pass of 480x480 is 320x320 (10x10 cells, 9 frames: 2 latent frames); its second
+    # The distilled first pass of 480x480 is 288x288 (int(480 * 0.6666666) = 319, floored to 32: 9x9 cells,
+    # 9 frames: 2 latent frames); its second
     # pass of 1280x704 is 1664x896 (52x28 cells, 896x1664 turned); 257 frames are 33 latent frames, and up
     # to 10 images plus 4 videos x 2 latent frames of keyframe tokens ride along.
-    assert transformer["tokens"] == AxisRange(10 * 10 * 2, 10560, 52 * 28 * (33 + 18))
+    assert transformer["tokens"] == AxisRange(9 * 9 * 2, 10560, 52 * 28 * (33 + 18))
     assert by_name["vae_decoder"].profile()["latents"][2] == (1, 8, 33, 52, 52)
     # An image condition is one frame: the VAE encoder's profile starts there.
-    assert by_name["vae_encoder"].profile()["video"][0] == (1, 3, 1, 320, 320)
-    assert by_name["latent_upsampler"].profile()["latents"][0] == (1, 8, 2, 10, 10)
+    assert by_name["vae_encoder"].profile()["video"][0] == (1, 3, 1, 288, 288)
+    assert by_name["latent_upsampler"].profile()["latents"][0] == (1, 8, 2, 9, 9)
 
 
 def test_keyframe_bound_follows_validation() -> None:

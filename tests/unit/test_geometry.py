@@ -117,6 +117,16 @@ def test_custom_size_rounds_each_side_down_to_32() -> None:
     assert custom_size(20, 20) == FrameSize(32, 32)  # never below one latent pixel
 
 
+@pytest.mark.parametrize(
+    ("side", "first_pass"),
+    # upstream LTXMultiScalePipeline: int(side * 0.6666666) floored to 32
+    [(480, 288), (704, 448), (1280, 832), (832, 544), (864, 544), (96, 32)],
+)
+def test_distilled_first_pass_side_is_upstreams(side: int, first_pass: int) -> None:
+    sizes = multiscale_sizes(FrameSize(side, side), DISTILLED_FIRST_PASS_DOWNSCALE)
+    assert sizes.first_pass == FrameSize(first_pass, first_pass)
+
+
 def test_distilled_multiscale_first_pass_is_two_thirds_on_the_grid() -> None:
     sizes = multiscale_sizes(FrameSize(1280, 704), DISTILLED_FIRST_PASS_DOWNSCALE)
     assert sizes.first_pass == FrameSize(832, 448)  # 853 -> 832, 469 -> 448
