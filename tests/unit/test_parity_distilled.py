@@ -99,7 +99,7 @@ def test_distilled_matches_the_documented_diffusers_composition() -> None:
         timesteps=[t * 1000 for t in DISTILLED_13B_097_FIRST_PASS_TIMESTEPS],
         **common,
     ).frames
-    upsampled = upsample(latents=first, adain_factor=1.0, output_type="latent").frames
+    upsampled = upsample(latents=first, adain_factor=1.0, output_type="latent").frames  # type: ignore[union-attr]
     final = condition(
         width=sizes.second_pass.width,
         height=sizes.second_pass.height,

@@ -94,7 +94,7 @@ def test_multiconditioning_matches_ltx_condition_pipeline(case: str, monkeypatch
     monkeypatch.setattr(reference.video_processor, "preprocess", lambda image, *_: image)
     monkeypatch.setattr(reference.video_processor, "preprocess_video", lambda video, *_: video)
     conditions = [
-        LTXVideoCondition(image=m.pixels[:, :, 0], frame_index=m.start_frame, strength=m.strength)
+        LTXVideoCondition(image=m.pixels[:, :, 0], frame_index=m.start_frame, strength=m.strength)  # type: ignore[arg-type]
         if m.num_frames == 1
         else LTXVideoCondition(video=m.pixels, frame_index=m.start_frame, strength=m.strength)  # type: ignore[arg-type]
         for m in media
