@@ -3,7 +3,8 @@
 One clip is LTX's multiscale pipeline (`LTXMultiScalePipeline` with configs/ltxv-13b-0.9.7-distilled.yaml)
 over our components:
 
-1. First pass at `multiscale_sizes(size, 2/3).first_pass` (1280x704 -> 832x448): pure noise, conditions
+1. First pass at `multiscale_sizes(padded size, 0.6666666).first_pass` (1280x720, padded 1280x736 ->
+   832x480): pure noise, conditions
    resized to that size, `first_pass_num_inference_steps` of the distilled schedule less its final step.
 2. The latent upsampler doubles each side (on denormalized latents, as the upsampler was trained), and
    the result is AdaIN-normalized to the first pass's per-channel statistics (factor 1), as LTX does.
@@ -73,6 +74,7 @@ from service.pipelines.long_video import (
     window_generators,
     window_plan,
 )
+from service.pipelines.padding import crop_frames, generated_size, pad_media
 from service.pipelines.schedules import DistilledTimesteps, distilled_timesteps
 from service.pipelines.tone_map import tone_map_latents
 
@@ -125,7 +127,9 @@ def clip_geometry(
     components: Components, spec: DistilledMulticonditioningSpec, num_frames: int
 ) -> ClipGeometry:
     """The two passes of a clip of `num_frames` (8k + 1) frames for `spec`."""
-    sizes = multiscale_sizes(FrameSize(spec.width, spec.height), DISTILLED_FIRST_PASS_DOWNSCALE)
+    # Upstream downscales the frame padded up to the latent grid, and crops to the output at the end.
+    generated = generated_size(FrameSize(spec.width, spec.height))
+    sizes = multiscale_sizes(generated, DISTILLED_FIRST_PASS_DOWNSCALE)
     first, second = sizes.first_pass, sizes.second_pass
     geometry = components.geometry
     return ClipGeometry(
@@ -243,7 +247,8 @@ class DistilledPasses:
             shape.width * components.geometry.spatial_compression,
             shape.height * components.geometry.spatial_compression,
         )
-        media = [resize_media(item, *pixel_size) for item in request.conditions]
+        output = FrameSize(self.spec.width, self.spec.height)
+        media = [resize_media(pad_media(item, output), *pixel_size) for item in request.conditions]
         state = prepare_conditioned_latents(
             components,
             shape,
@@ -288,7 +293,8 @@ class DistilledPasses:
             self.components, latents, self.generators[0], spec.tone_map_compression_ratio, self.options
         ):
             if chunk.start < spec.num_frames:
-                sink.write(chunk.start, to_output_frames(chunk.video[None], size))
+                frames = to_output_frames(chunk.video[None], self.clip.sizes.output)
+                sink.write(chunk.start, crop_frames(frames, size))
         return sink.result()
 
 
