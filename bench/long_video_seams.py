@@ -36,6 +36,7 @@ from diffusers.schedulers.scheduling_ltx_euler_ancestral_rf import LTXEulerAnces
 from bench.two_pass_vs_single import spec_for
 from service.config import ModelConfig
 from service.domain.geometry import Resolution
+from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.distilled import generate_distilled
 from service.pipelines.latent_windows import Window
@@ -55,7 +56,7 @@ def seam_ratios(frames: np.ndarray, windows: Sequence[Window], overlap: int) -> 
 
 
 def ours(frames: int, size: int, seed: int) -> np.ndarray:
-    components = loading.load_components(ModelConfig())
+    components = torch_bindings.load_components(ModelConfig())
     spec = dataclasses.replace(
         spec_for(size, size, frames), resolution=Resolution.P480, seed=seed, temporal_adain_factor=0.5
     )

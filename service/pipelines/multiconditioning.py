@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from service.contract.frames import frames_to_generate
 from service.domain.geometry import FrameSize
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
@@ -48,7 +49,7 @@ from service.pipelines.guidance import (
     perturbed_rows,
     split_passes,
 )
-from service.pipelines.latents import LatentShape, generated_frame_count, latent_shape
+from service.pipelines.latents import LatentShape, latent_shape
 from service.pipelines.padding import crop_frames, generated_size, pad_media
 from service.pipelines.schedules import DEV_13B_097_FIRST_PASS, GuidanceSchedule, linear_quadratic_sigmas
 from service.pipelines.text_to_video import (
@@ -248,7 +249,7 @@ def generate_multiconditioning(
     """
     if not spec.width or not spec.height:
         raise ValueError("the spec's AUTO size must be resolved before generation")
-    num_frames = generated_frame_count(spec.num_frames, components.geometry.temporal_compression)
+    num_frames = frames_to_generate(spec.num_frames, components.geometry.temporal_compression)
     clip = dev_clip(components, spec, num_frames)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(
@@ -280,7 +281,7 @@ def generate_text_to_video(
     """`ltx-video-lora`: the 13B 0.9.7-dev recipe with no conditions (ltxv-13b-0.9.7-dev.yaml first pass:
     the linear-quadratic schedule, the 7-phase CFG/STG/rescale/skip-block schedule, CFG-star), exactly
     `spec.num_frames` frames of `spec.width` x `spec.height`. Same spec, same frames."""
-    num_frames = generated_frame_count(spec.num_frames, components.geometry.temporal_compression)
+    num_frames = frames_to_generate(spec.num_frames, components.geometry.temporal_compression)
     clip = dev_clip(components, spec, num_frames)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(

@@ -65,7 +65,8 @@ def decode(
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """Video [1, 3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3], truncated as upstream inference.py does
-    (`(video * 255).astype(np.uint8)`; diffusers' VideoProcessor rounds, half a level brighter)."""
+    (`(video * 255).astype(np.uint8)`; diffusers' VideoProcessor rounds, half a level brighter). Generated
+    frames only: decoded inputs keep contract/frames.py's rounding, the exact inverse of `unit_from_uint8`."""
     # In place: at 720p x 89 frames each float copy of the video is ~1 GB.
     pixels = video[0].float().div_(2).add_(0.5).clamp_(0, 1).mul_(255).floor_()
     return pixels.to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()

@@ -21,6 +21,12 @@ class ResultStorage(Protocol):
 
     def describe(self) -> str: ...
 
+    def upload_url_prefix(self) -> str:
+        """How the URLs of uploaded inputs start (the service trusts them as inputs)."""
+        ...
+
+    def purge_uploads(self, before: float) -> int: ...
+
 
 def open_storage(config: ServiceConfig, jwks_file: Path | None = None) -> tuple[ResultStorage, ResultsHttpServer]:
     """The storage, and the HTTP server for the local directory's results (empty with S3) and the JWKS."""

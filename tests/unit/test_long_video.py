@@ -21,7 +21,7 @@ from service.config import ModelConfig
 from service.domain.errors import Cancelled
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.specs import DistilledMulticonditioningSpec
-from service.models import loading
+from service.engines import torch_bindings
 from service.pipelines.components import Components
 from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.distilled import DistilledOptions, generate_distilled
@@ -131,7 +131,7 @@ def test_cancel_between_windows() -> None:
 
 @pytest.fixture(scope="module")
 def components() -> Components:
-    return loading.load_components(ModelConfig())
+    return torch_bindings.load_components(ModelConfig())
 
 
 def test_tiled_decode_covers_every_frame_once_and_is_close_to_one_decode(components: Components) -> None:

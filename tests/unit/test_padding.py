@@ -10,7 +10,7 @@ import torch
 from service.config import ModelConfig
 from service.domain.geometry import FrameSize
 from service.domain.specs import TextToVideoSpec
-from service.models import loading
+from service.engines import torch_bindings
 from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.multiconditioning import generate_text_to_video
 from service.pipelines.padding import crop_frames, pad_media
@@ -32,7 +32,7 @@ def test_frames_are_cropped_back_to_the_output_frame() -> None:
 
 
 def test_text_to_video_generates_the_padded_frame_and_returns_the_nominal_one() -> None:
-    components = loading.load_components(ModelConfig())
+    components = torch_bindings.load_components(ModelConfig())
     spec = TextToVideoSpec(
         prompt="a cat",
         negative_prompt="",

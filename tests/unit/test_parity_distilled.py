@@ -29,6 +29,7 @@ from service.domain.geometry import (
     multiscale_sizes,
 )
 from service.domain.specs import DistilledMulticonditioningSpec
+from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.distilled import DistilledOptions, generate_distilled
 from service.pipelines.latents import denormalize
@@ -59,7 +60,7 @@ SPEC = DistilledMulticonditioningSpec(
 
 def test_distilled_matches_the_documented_diffusers_composition() -> None:
     models = loading.load_models(ModelConfig())
-    components = loading.bind_components(models)
+    components = torch_bindings.bind_components(models)
     recorder = RecordingDecoder(components.vae_decoder)
     options = DistilledOptions(decode_noise_scale=0.0)
     generate_distilled(

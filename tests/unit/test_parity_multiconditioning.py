@@ -23,6 +23,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from service.config import ModelConfig
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.specs import MulticonditioningSpec
+from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.latents import denormalize
@@ -63,7 +64,7 @@ def test_multiconditioning_matches_ltx_condition_pipeline(case: str, monkeypatch
         for seed, (frames, start, strength) in enumerate(CASES[case])
     ]
     models = loading.load_models(ModelConfig())
-    components = loading.bind_components(models)
+    components = torch_bindings.bind_components(models)
     recorder = RecordingDecoder(components.vae_decoder)
     options = DevSamplingOptions(guidance=CONSTANT_CFG_3, decoding=DecodeOptions(decode_noise_scale=0.0))
     generate_multiconditioning(
