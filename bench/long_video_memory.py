@@ -31,7 +31,8 @@ from typing import Any
 from bench.torch_memory import LiveTensorMeter
 from bench.two_pass_vs_single import spec_for
 from service.config import ModelConfig
-from service.domain.geometry import Resolution, frames_to_generate
+from service.contract.frames import latent_frame_count
+from service.domain.geometry import Resolution
 from service.domain.progress import Progress, ProgressCallback, Stage
 from service.engines import torch_bindings
 from service.pipelines.distilled import DistilledOptions, generate_distilled
@@ -67,7 +68,7 @@ def run_length(num_frames: int, width: int, height: int, meters: bool) -> dict[s
     return {
         "num_frames": num_frames,
         "chunks": len(
-            window_plan((frames_to_generate(num_frames) - 1) // 8 + 1, DistilledOptions().long_video)
+            window_plan(latent_frame_count(num_frames), DistilledOptions().long_video)
         ),
         "seconds": seconds,
         "peak_rss_mib": peak_kib / 1024,

@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"windows (latent frames): {[tuple(w) for w in windows]}; reference sampler: {args.reference_scheduler}"
     )
-    rows = {"ours": [], "reference": []}
+    rows: dict[str, list[float]] = {"ours": [], "reference": []}
     for seed in args.seeds:
         for name, frames in (
             ("ours", ours(args.frames, args.size, seed)),

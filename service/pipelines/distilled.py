@@ -41,12 +41,12 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
+from service.contract.frames import frames_to_generate
 from service.domain.errors import Cancelled
 from service.domain.geometry import (
     DISTILLED_FIRST_PASS_DOWNSCALE,
     FrameSize,
     MultiscaleSizes,
-    frames_to_generate,
     multiscale_sizes,
 )
 from service.domain.outputs import GeneratedVideo
