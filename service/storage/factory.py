@@ -7,7 +7,7 @@ from typing import Protocol
 
 from service.config import ServiceConfig
 from service.domain.outputs import StoredFile
-from service.storage.local import LocalStorage, ResultsHttpServer
+from service.storage.local import LocalStorage, ResultsHttpServer, reachable_base_url
 
 
 class ResultStorage(Protocol):
@@ -36,5 +36,5 @@ def open_storage(config: ServiceConfig, jwks_file: Path | None = None) -> tuple[
         from service.storage.s3 import S3Storage
 
         return S3Storage(config.storage_url, config.s3, Path(config.data_dir) / "scratch"), http
-    base_url = config.public_base_url or f"http://{config.host}:{http.port}"
+    base_url = config.public_base_url or reachable_base_url(config.host, http.port)
     return LocalStorage(config.storage_dir, base_url), http
