@@ -58,6 +58,22 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class StagesConfig:
+    """Worker pools of the job stages around the accelerator (`queue.workers` is its slot count):
+    while one job generates, up to `prepare_workers` next jobs are prepared (fetch, decode, safety, LoRA
+    download) and up to `finish_workers` earlier ones are checked, encoded and stored."""
+
+    prepare_workers: int = 1
+    finish_workers: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("prepare_workers", "finish_workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"stages.{name} must be an integer of at least 1, got {value!r}")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 50051
@@ -69,6 +85,7 @@ class ServiceConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
     media: FetchLimits = field(default_factory=FetchLimits)  # fetching image_url / video_url inputs
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     prompt_expansion: PromptExpansionConfig = field(default_factory=PromptExpansionConfig)
@@ -88,8 +105,8 @@ class ServiceConfig:
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConfig:
-    """Defaults, then the TOML file at `path` (sections `model`, `lora`, `queue`, `media`, `safety`,
-    `prompt_expansion`), then `overrides`.
+    """Defaults, then the TOML file at `path` (sections `model`, `lora`, `queue`, `stages`, `media`,
+    `safety`, `prompt_expansion`), then `overrides`.
 
     Overrides with value None are ignored, so CLI flags that were not given change nothing. Nested
     settings are overridden with dotted keys, e.g. `**{"model.preset": "tiny"}`.

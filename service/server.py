@@ -73,7 +73,8 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     storage = LocalStorage(config.storage_dir, base_url)
     engine = engine or create_engine(config)
     store = JobStore(config.db_path)
-    queue = JobQueue(store, config.queue, JobRunner(engine, storage))
+    runner = JobRunner(engine, storage, config)
+    queue = JobQueue(store, config.queue, runner, workers=runner.max_in_flight)
 
     server = grpc.aio.server()
     readiness = Readiness()

@@ -1,7 +1,8 @@
 """`TritonEngine`: runs a spec on the decoupled Triton model `ltx_pipeline` over gRPC streaming.
 
-The job frame (prompt expansion, safety checks) and the conditioning media (fetch, decode, check: the
-same `prepare_endpoint_inputs` LocalEngine runs) stay in this process. One stream per job: the request
+The generate stage only: prompt expansion, the conditioning media (fetch, decode, check) and the output's
+safety check and encode run in this process, in the prepare and finish stages (service/inputs/,
+service/jobs/), as with LocalEngine. One stream per job: the request
 carries the endpoint id, the spec as JSON and the decoded media as tensors (conditioning_tensors); the
 model answers with a progress response per pipeline stage and denoising step, then the frames with the
 FINAL flag. Cancelling the job cancels the stream, which Triton turns into `request.is_cancelled()` inside
@@ -21,6 +22,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,8 +36,8 @@ from service.domain.progress import CancelCheck, Progress, ProgressCallback, Sta
 from service.domain.specs import Endpoint, spec_to_json
 from service.engines import triton_contract as contract
 from service.engines.conditioning_tensors import kept_to_arrays, media_to_arrays
-from service.engines.endpoint_pipelines import EndpointInputs, prepare_endpoint_inputs
-from service.engines.job_frame import JobFrame
+from service.engines.endpoint_pipelines import EndpointInputs
+from service.models.lora import FetchedLora
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ StreamEvent = tuple[Any, InferenceServerException | None]  # (InferResult | None
 
 class TritonEngine:
     """The Engine Protocol over Triton's `ltx_pipeline` (see module docstring)."""
+
+    applies_loras = False  # ltx_pipeline refuses LoRAs (lora_load_failed): no file need be fetched
 
     def __init__(
         self,
@@ -66,8 +70,6 @@ class TritonEngine:
         self._response_timeout_s = response_timeout_s
         self._ready_cache_s = ready_cache_s
         self._poll_interval_s = poll_interval_s  # how often a waiting job looks at its cancel flag
-        self._frame = JobFrame(config)  # prompt expansion and the safety check run in this process
-        self._media_limits = config.media
         self._ready_lock = threading.Lock()
         self._ready_checked_at = -float("inf")
         self._ready_answer = False
@@ -96,17 +98,19 @@ class TritonEngine:
                 self._ready_checked_at = time.monotonic()
             return self._ready_answer
 
-    def generate(self, spec: Any, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> GeneratedVideo:
-        """The job frame the in-process engine has (prompt expansion, safety check of the output) around
-        the pipeline, which runs in Triton."""
-        if not self.supports(spec.endpoint):
+    def generate(
+        self,
+        inputs: EndpointInputs,
+        loras: Sequence[FetchedLora],
+        on_progress: ProgressCallback,
+        is_cancelled: CancelCheck,
+    ) -> GeneratedVideo:
+        """The prepared job's pipeline, run in Triton (`loras` is empty: see `applies_loras`)."""
+        endpoint = inputs.spec.endpoint
+        if not self.supports(endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
-            raise ValueError(f"{contract.PIPELINE_MODEL} does not serve endpoint {spec.endpoint}")
-        spec, checker = self._frame.prepare(spec, on_progress)
-        inputs = prepare_endpoint_inputs(spec, self._media_limits, checker, on_progress)
-        video = self._run_pipeline(inputs, on_progress, is_cancelled)
-        self._frame.check_output(video, checker, on_progress)
-        return video
+            raise ValueError(f"{contract.PIPELINE_MODEL} does not serve endpoint {endpoint}")
+        return self._run_pipeline(inputs, on_progress, is_cancelled)
 
     def _run_pipeline(
         self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,10 +50,17 @@ class JobView:
 
 
 class JobQueue:
-    def __init__(self, store: JobStore, config: QueueConfig, runner: JobRunner) -> None:
+    def __init__(
+        self, store: JobStore, config: QueueConfig, runner: JobRunner, workers: int | None = None
+    ) -> None:
         self._store = store
         self._config = config
         self._runner = runner
+        # Jobs in flight at once: the stage runner's slots in all stages (prepare, generate, finish), so
+        # the next job is prepared while one generates; `config.workers` when the runner has no stages.
+        self._workers = workers or config.workers
+        # Their own threads: jobs never wait on, nor starve, the loop's default executor.
+        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="job")
         self._progress: dict[str, list[Progress]] = {}  # every report, so watchers miss no step
         self._cancel_flags: dict[str, threading.Event] = {}
         self._changed = asyncio.Condition()
@@ -67,7 +75,7 @@ class JobQueue:
         self._loop = asyncio.get_running_loop()
         self._recover_interrupted()
         self._work_available.set()
-        for i in range(self._config.workers):
+        for i in range(self._workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"job-worker-{i}"))
 
     async def stop(self) -> None:
@@ -76,6 +84,7 @@ class JobQueue:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False)  # running jobs end at their next cancel check
 
     def _recover_interrupted(self) -> None:
         """Jobs that were running when the service died are run again (or failed, if configured)."""
@@ -202,7 +211,7 @@ class JobQueue:
             loop.call_soon_threadsafe(self._record_progress, job_id, progress)
 
         try:
-            output_json = await asyncio.to_thread(self._runner, record, on_progress, flag.is_set)
+            output_json = await loop.run_in_executor(self._executor, self._runner, record, on_progress, flag.is_set)
         except JobError as error:
             state = JobState.CANCELLED if error.error_type is ErrorType.CANCELLED else JobState.FAILED
             self._store.finish(job_id, state, error_type=error.error_type, error_message=error.message)

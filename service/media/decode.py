@@ -86,7 +86,7 @@ def _to_tensor(frames: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
 
 def pixels_from_frames(frames: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 [F, H, W, 3] -> [3, F, H, W] in [-1, 1]: every decoded input's pixels are exactly these values
-    (media_inputs.to_uint8_frames is the inverse)."""
+    (service.pipelines.pixels.to_uint8_frames is the inverse)."""
     stacked = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.uint8))
     return (stacked.permute(3, 0, 1, 2).to(dtype) / 127.5 - 1.0).contiguous()
 

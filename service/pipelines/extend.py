@@ -30,13 +30,13 @@ from service.media.decode import legal_frame_count
 from service.pipelines.components import Components
 from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.latents import generated_frame_count, latent_shape
-from service.pipelines.media_inputs import to_uint8_frames as pixels_to_uint8
 from service.pipelines.multiconditioning import (
     DEFAULT_DEV_OPTIONS,
     DevClip,
     DevSamplingOptions,
     render_dev_clip,
 )
+from service.pipelines.pixels import to_uint8_frames as pixels_to_uint8
 
 logger = logging.getLogger(__name__)
 

@@ -35,15 +35,16 @@ from service.engines import triton_contract as contract
 from service.engines.triton import TritonEngine, served_by_repository
 from service.engines.triton_backend.params import model_config_from
 from service.engines.tritonserver_process import TritonServerProcess
+from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
 from service.models.loading import load_components, load_models
 from service.pipelines.components import Components, Perturbation
 from service.pipelines.distilled import generate_distilled
 from service.pipelines.extend import generate_extension
-from service.pipelines.media_inputs import prepare_conditioning_inputs, prepare_extend_input
 from service.pipelines.multiconditioning import NO_STG_MESSAGE, generate_multiconditioning
 from service.pipelines.text_to_video import generate_text_to_video
 from service.pipelines.torch_components import TorchTransformer
+from tests.engine_in_line import EngineInLine
 from tests.integration.triton_fixtures import MODEL_REPOSITORY, triton_engine, triton_server, triton_session
 from tests.unit.test_media_inputs import mp4_uri, png_uri
 
@@ -69,7 +70,7 @@ def never() -> bool:
     return False
 
 
-def test_generates_frames_and_a_progress_event_per_step(triton_engine: TritonEngine) -> None:
+def test_generates_frames_and_a_progress_event_per_step(triton_engine: EngineInLine) -> None:
     events: list[Progress] = []
 
     video = triton_engine.generate(SPEC, events.append, never)
@@ -109,7 +110,7 @@ def test_served_endpoints_are_read_from_the_repository(triton_server: TritonServ
 
 
 def test_same_frames_through_triton_as_in_process(
-    triton_engine: TritonEngine, repository_components: Components
+    triton_engine: EngineInLine, repository_components: Components
 ) -> None:
     spec = dataclasses.replace(SPEC, width=96, height=64, num_frames=12, num_inference_steps=3, seed=99)
 
@@ -121,7 +122,7 @@ def test_same_frames_through_triton_as_in_process(
 
 
 def test_cancel_stops_the_triton_request(
-    triton_server: TritonServerProcess, triton_engine: TritonEngine
+    triton_server: TritonServerProcess, triton_engine: EngineInLine
 ) -> None:
     spec = dataclasses.replace(SPEC, num_inference_steps=LONG_STEPS)
     cancelled = threading.Event()
@@ -141,7 +142,7 @@ def test_cancel_stops_the_triton_request(
     assert triton_engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
 
 
-def test_a_bad_request_fails_alone(triton_engine: TritonEngine, triton_server: TritonServerProcess) -> None:
+def test_a_bad_request_fails_alone(triton_engine: EngineInLine, triton_server: TritonServerProcess) -> None:
     errors = _raw_request(triton_server.grpc_url, "ltx-video-lora", "{not json")
     assert errors and contract.SPEC_JSON in errors[0]
 
@@ -154,7 +155,8 @@ def test_a_bad_request_fails_alone(triton_engine: TritonEngine, triton_server: T
 
 
 def test_killed_server_fails_the_job_and_a_restart_recovers(triton_server: TritonServerProcess) -> None:
-    engine = TritonEngine(ServiceConfig(triton_url=triton_server.grpc_url), ready_cache_s=0.0)
+    config = ServiceConfig(triton_url=triton_server.grpc_url)
+    engine = EngineInLine(TritonEngine(config, ready_cache_s=0.0), config)
     spec = dataclasses.replace(SPEC, num_inference_steps=LONG_STEPS)
 
     def kill_midway(progress: Progress) -> None:
@@ -262,7 +264,7 @@ def _denoising(events: list[Progress]) -> list[tuple[int, int]]:
     ids=lambda value: getattr(value, "endpoint", None),
 )
 def test_same_frames_and_steps_through_triton_as_in_process(
-    triton_engine: TritonEngine,
+    triton_engine: EngineInLine,
     repository_components: Components,
     spec: object,
     in_process: InProcess,
@@ -293,7 +295,7 @@ class _WithoutStg:
 
 
 def test_stg_perturbed_pass_runs_on_triton(
-    triton_engine: TritonEngine, repository_components: Components
+    triton_engine: EngineInLine, repository_components: Components
 ) -> None:
     without_stg = dataclasses.replace(repository_components, transformer=_WithoutStg(repository_components.transformer))
     with_stg_frames = _multiconditioning(repository_components, MULTICONDITIONING, lambda _: None).frames

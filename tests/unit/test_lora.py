@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -16,10 +17,20 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from service.config import LoraConfig, ModelConfig
 from service.domain.errors import ErrorType, JobError
 from service.domain.specs import LoraSpec
+from service.inputs.lora import fetch_loras
 from service.models import loading
-from service.models.lora import applied_loras
+from service.models.lora import applied_loras as apply_fetched
 from service.pipelines.components import Components
 from tests.fixtures_lora import tiny_lora_weights, write_lora
+
+
+@contextmanager
+def applied_loras(
+    transformer: torch.nn.Module, loras: list[LoraSpec], cfg: LoraConfig
+) -> Iterator[None]:
+    """The prepare stage's fetch, then the generate stage's application, as a job runs them."""
+    with apply_fetched(transformer, fetch_loras(loras, cfg)):  # type: ignore[arg-type]
+        yield
 
 
 @pytest.fixture(scope="module")

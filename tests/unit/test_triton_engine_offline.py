@@ -11,6 +11,7 @@ from service.config import ServiceConfig
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
 from service.domain.specs import Endpoint, TextToVideoSpec
 from service.engines import triton as triton_module
+from service.engines.endpoint_pipelines import EndpointInputs
 from service.engines.triton import TritonEngine
 from service.engines.triton_contract import error_message_for, exception_from_message
 from service.engines.tritonserver_process import free_port
@@ -58,7 +59,7 @@ def test_unreachable_triton_fails_fast_with_runner_unavailable() -> None:
     started = time.monotonic()
 
     with pytest.raises(RunnerUnavailable, match="127.0.0.1"):
-        engine.generate(SPEC, lambda _: None, lambda: False)
+        engine.generate(EndpointInputs(SPEC), (), lambda _: None, lambda: False)
 
     assert time.monotonic() - started < 10
     assert engine.ready() is False

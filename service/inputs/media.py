@@ -20,7 +20,6 @@ import logging
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from service.domain.geometry import AspectRatio
@@ -39,6 +38,7 @@ from service.media.recompress import recompress
 from service.media.sniff import MediaKind
 from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.latents import generated_frame_count
+from service.pipelines.pixels import to_uint8_frames
 from service.safety.checker import SafetyChecker
 
 logger = logging.getLogger(__name__)
@@ -63,12 +63,6 @@ def image_field(index: int) -> str:
 
 def video_field(index: int) -> str:
     return f"videos[{index}].video_url"
-
-
-def to_uint8_frames(pixels: torch.Tensor) -> np.ndarray:
-    """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]; exact inverse of the decoders' x / 127.5 - 1."""
-    scaled = ((pixels.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return scaled.permute(1, 2, 3, 0).contiguous().cpu().numpy()
 
 
 def prepare_conditioning_inputs(
@@ -158,8 +152,6 @@ def check_pixels(safety: SafetyChecker, pixels: torch.Tensor, field: str) -> Non
         safety.check_image(frames[0], field=field)
     else:
         safety.check_frames(frames, field=field)
-
-
 
 def extend_field() -> str:
     return "video.video_url"
