@@ -24,10 +24,10 @@ from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import spec_from_json
 from service.engines.base import Engine
+from service.engines.slots import Slots
 from service.inputs import InputPreparer, PreparedJob
 from service.jobs.finish import Finisher, check_output
 from service.jobs.records import JobRecord
-from service.jobs.slots import Slots
 from service.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)

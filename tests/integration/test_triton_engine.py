@@ -31,6 +31,7 @@ from service.domain.specs import (
     TextToVideoSpec,
     VideoConditionSpec,
 )
+from service.engines import triton as triton_module
 from service.engines import triton_contract as contract
 from service.engines.triton import TritonEngine, served_by_repository
 from service.engines.triton_backend.params import model_config_from
@@ -172,6 +173,81 @@ def test_killed_server_fails_the_job_and_a_restart_recovers(triton_server: Trito
     triton_server.start()  # same ports
     assert engine.ready()
     assert engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
+
+
+def test_frames_arrive_in_pieces_under_a_low_byte_cap(
+    triton_server: TritonServerProcess, triton_engine: EngineInLine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = triton_engine.generate(SPEC, lambda _: None, never)
+    pieces: list[int] = []
+    add = triton_module.FrameReceiver.add
+
+    def counting_add(self: triton_module.FrameReceiver, result: object) -> None:
+        frames = result.as_numpy(contract.FRAMES)  # type: ignore[attr-defined]
+        if frames is not None:
+            pieces.append(frames.nbytes)
+        add(self, result)
+
+    monkeypatch.setattr(triton_module.FrameReceiver, "add", counting_add)
+    cap = 2 * 64 * 64 * 3  # two 64x64 frames
+    config = ServiceConfig(triton_url=triton_server.grpc_url)
+    capped = EngineInLine(TritonEngine(config, max_response_bytes=cap, memory_frames_bytes=cap), config)
+
+    actual = capped.generate(SPEC, lambda _: None, never)
+
+    assert len(pieces) == 5 and max(pieces) <= cap  # 9 frames: 2 + 2 + 2 + 2 + 1
+    assert isinstance(actual.frames, np.memmap)  # past memory_frames_bytes: received into a file
+    assert np.array_equal(actual.frames, expected.frames)
+
+
+def test_a_request_queued_inside_triton_gets_heartbeats_not_a_timeout(
+    triton_server: TritonServerProcess, triton_engine: EngineInLine
+) -> None:
+    """A request waiting behind another for the accelerator longer than the client's silence timeout
+    lives on (heartbeats every 5 s against an 8 s timeout) and runs once the accelerator frees."""
+    first_running, second_waiting, stop_first = threading.Event(), threading.Event(), threading.Event()
+    first_outcome: list[BaseException] = []
+
+    def run_first() -> None:
+        def on_progress(progress: Progress) -> None:
+            if progress.stage is Stage.DENOISING:
+                first_running.set()
+
+        try:
+            long_spec = dataclasses.replace(SPEC, num_inference_steps=LONG_STEPS)
+            triton_engine.generate(long_spec, on_progress, stop_first.is_set)
+        except Cancelled as exc:
+            first_outcome.append(exc)
+
+    second_events: list[Progress] = []
+
+    def on_second_progress(progress: Progress) -> None:
+        second_events.append(progress)
+        if progress.message == "waiting for the accelerator":
+            second_waiting.set()
+
+    first = threading.Thread(target=run_first)
+    first.start()
+    try:
+        assert first_running.wait(120)
+        config = ServiceConfig(triton_url=triton_server.grpc_url)
+        second = EngineInLine(TritonEngine(config, response_timeout_s=8.0, ready_cache_s=0.0), config)
+        result: list[GeneratedVideo] = []
+        waiter = threading.Thread(
+            target=lambda: result.append(second.generate(SPEC, on_second_progress, never))
+        )
+        waiter.start()
+        assert second_waiting.wait(60)
+        time.sleep(14.0)  # well past the second client's 8 s silence timeout
+        assert waiter.is_alive()  # still waiting, not failed
+    finally:
+        stop_first.set()
+        first.join(60)
+    waiter.join(120)
+    assert len(first_outcome) == 1
+    assert result and result[0].frames.shape == (9, 64, 64, 3)
+    messages = [event.message for event in second_events if event.stage is Stage.WAITING]
+    assert messages[:2] == [f"accepted by {contract.PIPELINE_MODEL}", "waiting for the accelerator"]
 
 
 # An image at frame 0 and a weaker one at the last frame (a keyframe): both conditioning paths.

@@ -17,11 +17,11 @@ from service.domain.errors import Cancelled, ErrorType, JobError
 from service.domain.outputs import GeneratedVideo, StoredFile
 from service.domain.progress import CancelCheck, ProgressCallback
 from service.domain.specs import LoraSpec, TextToVideoSpec, spec_to_json
+from service.engines.slots import Slots
 from service.inputs import InputPreparer, PreparedJob
 from service.jobs.queue import CancelOutcome, JobQueue
 from service.jobs.records import JobState
 from service.jobs.runner import WAITING_MESSAGE, JobRunner
-from service.jobs.slots import Slots
 from service.jobs.store import JobStore
 from service.models.lora import FetchedLora
 from service.pipelines.endpoint_inputs import EndpointInputs
