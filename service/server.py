@@ -1,12 +1,18 @@
-"""Assembles the service: store, queue, engine, storage, gRPC server (health, reflection), HTTP."""
+"""Assembles the service for its role: store, queue, engine, storage, gRPC server (health, reflection), HTTP.
+
+`all` (the default) is one process doing everything; `gateway` serves the API from the shared store and
+runs no jobs (no engine, no models); `worker` claims and runs jobs and serves only health.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,15 +20,19 @@ from grpc_reflection.v1alpha import reflection
 
 from ltx.v1 import video_generation_pb2 as pb
 from ltx.v1 import video_generation_pb2_grpc as pb_grpc
+from service.api import events
 from service.api.servicer import VideoGenerationServicer
-from service.config import ServiceConfig
+from service.config import Role, ServiceConfig
 from service.domain.specs import Endpoint
 from service.engines.base import Engine
 from service.engines.factory import create_engine
+from service.jobs.open_store import open_store
 from service.jobs.queue import JobQueue
 from service.jobs.runner import JobRunner
-from service.jobs.store import JobStore
-from service.storage.local import LocalStorage, ResultsHttpServer
+from service.jobs.sql_store import SqlJobStore
+from service.jobs.webhooks import WebhookDispatcher, WebhookSigner
+from service.storage.factory import ResultStorage, open_storage
+from service.storage.local import ResultsHttpServer
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +49,7 @@ class RunningService:
     queue: JobQueue
     tasks: list[asyncio.Task[None]]
     http: ResultsHttpServer
-    store: JobStore
+    store: SqlJobStore
 
     async def stop(self, grace_s: float = 2.0) -> None:
         for task in self.tasks:
@@ -66,20 +76,26 @@ class Readiness:
 
 
 async def start_service(config: ServiceConfig, engine: Engine | None = None) -> RunningService:
-    """Start everything and return once the gRPC port is listening."""
-    http = ResultsHttpServer(config.storage_dir, config.host, config.http_port)
-    http.start()
-    base_url = config.public_base_url or f"http://{config.host}:{http.port}"
-    storage = LocalStorage(config.storage_dir, base_url)
-    engine = engine or create_engine(config)
-    store = JobStore(config.db_path)
-    runner = JobRunner(engine, storage, config)
-    queue = JobQueue(store, config.queue, runner, workers=runner.max_in_flight)
-
+    """Start everything the role needs and return once the gRPC port is listening."""
+    store = await asyncio.to_thread(open_store, config)
+    signer = webhook_signer(config)
+    storage, http = open_storage(config, jwks_file(config, signer))
+    runs_jobs = config.role is not Role.GATEWAY
+    if runs_jobs:
+        engine = engine or create_engine(config)
+        served = [e.value for e in Endpoint if _supports(engine)(e)]
+        runner = JobRunner(engine, storage, config)
+        queue = JobQueue(store, config.queue, runner, endpoints=served, worker_id=config.queue.worker_id,
+                         workers=runner.max_in_flight)
+    else:
+        queue = JobQueue(store, config.queue, None)
+    gateway_endpoints = GatewayEndpoints(store) if engine is None else None
     server = grpc.aio.server()
     readiness = Readiness()
-    servicer = VideoGenerationServicer(queue, _supports(engine), readiness)
-    pb_grpc.add_VideoGenerationServicer_to_server(servicer, server)
+    if config.role is not Role.WORKER:
+        supports = gateway_endpoints or _supports(engine)  # type: ignore[arg-type]
+        servicer = VideoGenerationServicer(queue, supports, readiness)
+        pb_grpc.add_VideoGenerationServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     for name in ("", SERVICE_NAME):  # not SERVING until the first readiness check says so
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -88,21 +104,62 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     await server.start()
     await queue.start()
+    probe: Callable[[], bool] = gateway_endpoints.refresh if gateway_endpoints else engine.ready  # type: ignore[union-attr]
     tasks = [
-        asyncio.create_task(_report_health(engine, health_servicer, readiness)),
+        asyncio.create_task(_report_health(probe, health_servicer, readiness)),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
+        asyncio.create_task(
+            WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media).run_forever()
+        ),
     ]
-    log.info("serving gRPC on %s:%d, results over HTTP at %s", config.host, port, base_url)
+    log.info("%s serving gRPC on %s:%d, results at %s", config.role, config.host, port, storage.describe())
     return RunningService(port, http.port, server, queue, tasks, http, store)
 
 
+def webhook_signer(config: ServiceConfig) -> WebhookSigner:
+    """One key for the fleet when `webhooks.signing_key_file` names a shared file (a Secret)."""
+    key_file = config.webhooks.signing_key_file or str(Path(config.data_dir) / "webhook_key.pem")
+    return WebhookSigner(Path(key_file))
+
+
+def jwks_file(config: ServiceConfig, signer: WebhookSigner) -> Path:
+    path = Path(config.data_dir) / "jwks.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(signer.jwks()))
+    return path
+
+
+class GatewayEndpoints:
+    """What a gateway accepts: the endpoints the live workers registered (any, before one has)."""
+
+    ALIVE_S = 60.0
+
+    def __init__(self, store: SqlJobStore) -> None:
+        self._store = store
+        self._served: set[str] | None = None
+
+    def __call__(self, endpoint: Endpoint) -> bool:
+        served = self._served
+        return served is None or "*" in served or endpoint.value in served
+
+    def refresh(self) -> bool:
+        """Read the registry; True while the store answers (the gateway's readiness)."""
+        try:
+            self._served = self._store.served_endpoints(self.ALIVE_S)
+        except Exception:
+            log.exception("job store unreachable")
+            return False
+        return True
+
+
 async def _report_health(
-    engine: Engine, health_servicer: health.aio.HealthServicer, readiness: Readiness
+    probe: Callable[[], bool], health_servicer: health.aio.HealthServicer, readiness: Readiness
 ) -> None:
-    """SERVING while the engine can take jobs (e.g. Triton reachable), NOT_SERVING otherwise."""
+    """SERVING while the engine can take jobs (e.g. Triton reachable; for a gateway: the store answers),
+    NOT_SERVING otherwise."""
     last = None
     while True:
-        ready = await asyncio.to_thread(engine.ready)
+        ready = await asyncio.to_thread(probe)
         readiness.ready = ready
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         if status != last:
@@ -113,11 +170,14 @@ async def _report_health(
         await asyncio.sleep(HEALTH_POLL_S)
 
 
-async def _purge_expired(queue: JobQueue, storage: LocalStorage, retention_s: float) -> None:
+async def _purge_expired(queue: JobQueue, storage: ResultStorage, retention_s: float) -> None:
     while True:
-        for job_id in queue.purge_expired(retention_s):
-            storage.delete(job_id)
-            log.info("purged expired result", extra={"request_id": job_id})
+        try:
+            for job_id in await asyncio.to_thread(queue.purge_expired, retention_s):
+                await asyncio.to_thread(storage.delete, job_id)
+                log.info("purged expired result", extra={"request_id": job_id})
+        except Exception:
+            log.exception("retention sweep failed; retrying")
         await asyncio.sleep(min(RETENTION_POLL_S, max(retention_s / 2, 0.5)))
 
 

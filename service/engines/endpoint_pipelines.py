@@ -19,8 +19,7 @@ from service.pipelines.components import Components
 from service.pipelines.distilled import generate_distilled
 from service.pipelines.endpoint_inputs import EndpointInputs
 from service.pipelines.extend import generate_extension
-from service.pipelines.multiconditioning import generate_multiconditioning
-from service.pipelines.text_to_video import generate_text_to_video
+from service.pipelines.multiconditioning import generate_multiconditioning, generate_text_to_video
 
 __all__ = ["EndpointInputs", "endpoints_served", "run_endpoint"]
 

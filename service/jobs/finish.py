@@ -10,7 +10,7 @@ from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
 from service.domain.progress import Progress, ProgressCallback, Stage
 from service.media.encode import encode_mp4
 from service.safety.checker import SafetyChecker
-from service.storage.local import LocalStorage
+from service.storage.factory import ResultStorage
 
 OUTPUT_FIELD = "video"  # the field a flagged output is reported under
 SAFETY_PASSED_MESSAGE = "safety checker: the output video passed"
@@ -27,7 +27,7 @@ def check_output(video: GeneratedVideo, checker: SafetyChecker | None, on_progre
 class Finisher:
     """Checks, encodes and stores one job's frames; the result is the job's output."""
 
-    def __init__(self, storage: LocalStorage) -> None:
+    def __init__(self, storage: ResultStorage) -> None:
         self._storage = storage
 
     def finish(

@@ -28,7 +28,7 @@ from service.engines.slots import Slots
 from service.inputs import InputPreparer, PreparedJob
 from service.jobs.finish import Finisher, check_output
 from service.jobs.records import JobRecord
-from service.storage.local import LocalStorage
+from service.storage.factory import ResultStorage
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ WAITING_MESSAGE = "prepared; waiting for the accelerator"
 
 class JobRunner:
     def __init__(
-        self, engine: Engine, storage: LocalStorage, config: ServiceConfig, preparer: InputPreparer | None = None
+        self, engine: Engine, storage: ResultStorage, config: ServiceConfig, preparer: InputPreparer | None = None
     ) -> None:
         self._engine = engine
         self._preparer = preparer or InputPreparer(config, fetch_lora_files=engine.applies_loras)

@@ -39,11 +39,18 @@ class LocalStorage:
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
 
+    def describe(self) -> str:
+        return f"{self.base_url}/results/ (from {self.root})"
+
 
 class _ResultsHandler(SimpleHTTPRequestHandler):
     """Read-only GET/HEAD of files under the storage root, at /results/..."""
 
+    jwks_file: str | None = None
+
     def translate_path(self, path: str) -> str:
+        if path == "/.well-known/jwks.json" and self.jwks_file:
+            return self.jwks_file  # the webhook signing keys
         prefix = "/results/"
         if not path.startswith(prefix):
             return str(Path(self.directory) / "\0missing")  # 404
@@ -59,8 +66,10 @@ class _ResultsHandler(SimpleHTTPRequestHandler):
 class ResultsHttpServer:
     """Serves the storage root in a background thread; `port` 0 picks a free port."""
 
-    def __init__(self, root: Path, host: str, port: int) -> None:
-        handler = partial(_ResultsHandler, directory=str(root))
+    def __init__(self, root: Path, host: str, port: int, jwks_file: Path | None = None) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        handler_class = type("Handler", (_ResultsHandler,), {"jwks_file": str(jwks_file) if jwks_file else None})
+        handler = partial(handler_class, directory=str(root))
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="results-http", daemon=True)

@@ -42,8 +42,11 @@ from service.models.loading import load_components, load_models
 from service.pipelines.components import Components, Perturbation
 from service.pipelines.distilled import generate_distilled
 from service.pipelines.extend import generate_extension
-from service.pipelines.multiconditioning import NO_STG_MESSAGE, generate_multiconditioning
-from service.pipelines.text_to_video import generate_text_to_video
+from service.pipelines.multiconditioning import (
+    NO_STG_MESSAGE,
+    generate_multiconditioning,
+    generate_text_to_video,
+)
 from service.pipelines.torch_components import TorchTransformer
 from tests.engine_in_line import EngineInLine
 from tests.integration.triton_fixtures import MODEL_REPOSITORY, triton_engine, triton_server, triton_session

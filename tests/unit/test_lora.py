@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -17,20 +16,9 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from service.config import LoraConfig, ModelConfig
 from service.domain.errors import ErrorType, JobError
 from service.domain.specs import LoraSpec
-from service.inputs.lora import fetch_loras
 from service.models import loading
-from service.models.lora import applied_loras as apply_fetched
 from service.pipelines.components import Components
-from tests.fixtures_lora import tiny_lora_weights, write_lora
-
-
-@contextmanager
-def applied_loras(
-    transformer: torch.nn.Module, loras: list[LoraSpec], cfg: LoraConfig
-) -> Iterator[None]:
-    """The prepare stage's fetch, then the generate stage's application, as a job runs them."""
-    with apply_fetched(transformer, fetch_loras(loras, cfg)):  # type: ignore[arg-type]
-        yield
+from tests.fixtures_lora import applied_loras, tiny_lora_weights, write_lora
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +156,8 @@ def test_keys_that_match_no_layer_fail_clearly(
     path = write_lora(tmp_path / "foreign.safetensors", foreign, "diffusers")
     error = _load_error(models, [LoraSpec(str(path))], lora_config)
     assert error.error_type is ErrorType.LORA_LOAD_FAILED
-    assert "loras[0]" in error.message and "match no layer" in error.message
+    assert "loras[0]" in error.message and "names no layer" in error.message
+    assert "blocks.transformer_blocks.0.attn1" in error.message  # the key it could not place
 
 
 def test_local_paths_can_be_disabled(
