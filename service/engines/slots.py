@@ -48,9 +48,11 @@ class Slots:
         with self._changed:
             self._line.append(ticket)
             try:
-                while self._line[0] is not ticket or self._free == 0:
+                while True:  # the cancel check comes first: a cancelled waiter never takes the slot
                     if is_cancelled is not None and is_cancelled():
                         raise Cancelled()
+                    if self._line[0] is ticket and self._free > 0:
+                        break
                     self._changed.wait(self._poll_s)
             except BaseException:
                 self._line.remove(ticket)

@@ -212,6 +212,13 @@ class JobQueue:
             self._store.add_log(job_id, "cancelled while queued")
             self._store.notify("state", job_id)
             return CancelOutcome.CANCELLED
+        if self._before_accelerator(job_id):
+            # Claimed here but still preparing or waiting for the accelerator: queued, as the client sees
+            # it, so it ends now; its thread stops at its next cancel check and finds it ended.
+            self._cancel_flags[job_id].set()
+            self._end(job_id, JobState.CANCELLED, "cancelled while queued", "info",
+                      error_type=ErrorType.CANCELLED, error_message="cancelled by the client while queued")
+            return CancelOutcome.CANCELLED
         # Running (or claimed a moment ago), here or on another worker: it stops at the next step.
         self._store.mark_cancel_requested(job_id)
         if job_id in self._cancel_flags:  # running in this process: no need to wait for the notification
@@ -318,11 +325,18 @@ class JobQueue:
         finally:
             self._cancel_flags.pop(job_id, None)
 
+    def _before_accelerator(self, job_id: str) -> bool:
+        """A job of this process's stage runner that has not reached the accelerator yet."""
+        check = getattr(self._runner, "before_accelerator", None)
+        return job_id in self._cancel_flags and callable(check) and bool(check(job_id))
+
     def _end(self, job_id: str, state: JobState, line: str, level: str, **fields: Any) -> None:
         """Finish the job if this worker still holds it; a worker whose lease was taken over drops its
         result, so every job completes exactly once."""
         if self._store.finish(job_id, state, worker_id=self.worker_id, **fields):
             self._store.add_log(job_id, line, level)
+        elif (current := self._store.get(job_id)) is not None and current.state.finished:
+            pass  # already ended here, e.g. cancelled while it waited for the accelerator
         else:
             log.warning("job was taken over by another worker; dropping this run's ending (%s)", state,
                         extra={"request_id": job_id})

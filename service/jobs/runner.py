@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -45,17 +46,31 @@ class JobRunner:
         self._prepare_slots = Slots(config.stages.prepare_workers)
         self._generate_slots = Slots(config.queue.workers)
         self._finish_slots = Slots(config.stages.finish_workers)
+        self._before_accelerator: set[str] = set()  # jobs preparing or waiting for a generate slot
+        self._lock = threading.Lock()
 
     @property
     def max_in_flight(self) -> int:
         """Jobs the queue should run at once: one per slot of every stage."""
         return self._prepare_slots.count + self._generate_slots.count + self._finish_slots.count
 
+    def before_accelerator(self, job_id: str) -> bool:
+        """Whether the job is still preparing or waiting for the accelerator: to the client it is queued,
+        so a cancel ends it at once (the queue asks)."""
+        with self._lock:
+            return job_id in self._before_accelerator
+
     def __call__(self, record: JobRecord, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> str:
         spec = spec_from_json(record.endpoint, record.spec_json)
-        with self._prepare_slots.held(is_cancelled):
-            prepared = self._preparer.prepare(spec, on_progress, is_cancelled)
-        video = self._generate(record.job_id, prepared, on_progress, is_cancelled)
+        with self._lock:
+            self._before_accelerator.add(record.job_id)
+        try:
+            with self._prepare_slots.held(is_cancelled):
+                prepared = self._preparer.prepare(spec, on_progress, is_cancelled)
+            video = self._generate(record.job_id, prepared, on_progress, is_cancelled)
+        finally:
+            with self._lock:
+                self._before_accelerator.discard(record.job_id)
         # No cancel check from here on: the frames exist, and finishing them is cheaper than discarding.
         with self._finish_slots.held():
             output = self._finisher.finish(record.job_id, video, prepared.checker, on_progress)
@@ -67,6 +82,8 @@ class JobRunner:
         if not self._generate_slots.free():
             on_progress(Progress(Stage.WAITING, message=WAITING_MESSAGE))
         with self._generate_slots.held(is_cancelled):
+            with self._lock:
+                self._before_accelerator.discard(job_id)
             started = time.perf_counter()
             video = self._engine.generate(prepared.inputs, prepared.loras, on_progress, is_cancelled)
             log.info(

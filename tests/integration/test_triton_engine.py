@@ -82,7 +82,9 @@ def test_generates_frames_and_a_progress_event_per_step(triton_engine: EngineInL
     assert video.frames.shape == (9, 64, 64, 3) and video.frames.dtype == np.uint8
     assert (video.frame_rate, video.seed, video.prompt) == (24.0, 1234, SPEC.prompt)
     assert [(e.step, e.total) for e in events if e.stage is Stage.DENOISING] == [(1, 2), (2, 2)]
-    assert events[0].stage is Stage.ENCODING_PROMPT and events[-1].stage is Stage.DECODING
+    # Accepted at once, then the pipeline's own stages from encoding the prompt to decoding.
+    assert events[0] == Progress(Stage.WAITING, message=f"accepted by {contract.PIPELINE_MODEL}")
+    assert events[1].stage is Stage.ENCODING_PROMPT and events[-1].stage is Stage.DECODING
 
 
 def repository_model_config() -> ModelConfig:
@@ -217,7 +219,8 @@ def test_a_request_queued_inside_triton_gets_heartbeats_not_a_timeout(
                 first_running.set()
 
         try:
-            long_spec = dataclasses.replace(SPEC, num_inference_steps=LONG_STEPS)
+            # Runs until cancelled: 100x the usual long job, far past the 14 s the second one waits.
+            long_spec = dataclasses.replace(SPEC, num_inference_steps=100 * LONG_STEPS)
             triton_engine.generate(long_spec, on_progress, stop_first.is_set)
         except Cancelled as exc:
             first_outcome.append(exc)
@@ -235,20 +238,26 @@ def test_a_request_queued_inside_triton_gets_heartbeats_not_a_timeout(
         assert first_running.wait(120)
         config = ServiceConfig(triton_url=triton_server.grpc_url)
         second = EngineInLine(TritonEngine(config, response_timeout_s=8.0, ready_cache_s=0.0), config)
-        result: list[GeneratedVideo] = []
-        waiter = threading.Thread(
-            target=lambda: result.append(second.generate(SPEC, on_second_progress, never))
-        )
+        result: list[GeneratedVideo | BaseException] = []
+
+        def run_second() -> None:
+            try:
+                result.append(second.generate(SPEC, on_second_progress, never))
+            except BaseException as exc:  # noqa: BLE001 (reported by the assertions below)
+                result.append(exc)
+
+        waiter = threading.Thread(target=run_second)
         waiter.start()
         assert second_waiting.wait(60)
         time.sleep(14.0)  # well past the second client's 8 s silence timeout
-        assert waiter.is_alive()  # still waiting, not failed
+        assert waiter.is_alive(), result  # still waiting, not failed
     finally:
         stop_first.set()
         first.join(60)
     waiter.join(120)
     assert len(first_outcome) == 1
-    assert result and result[0].frames.shape == (9, 64, 64, 3)
+    assert result and isinstance(result[0], GeneratedVideo), result
+    assert result[0].frames.shape == (9, 64, 64, 3)
     messages = [event.message for event in second_events if event.stage is Stage.WAITING]
     assert messages[:2] == [f"accepted by {contract.PIPELINE_MODEL}", "waiting for the accelerator"]
 

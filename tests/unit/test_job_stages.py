@@ -171,7 +171,8 @@ def test_a_job_waiting_for_the_accelerator_is_cancelled_at_once(tmp_path: Path) 
         second, _ = await queue.submit("ltx-video-lora", spec_to_json(dataclasses.replace(SPEC, seed=1)))
         while WAITING_MESSAGE not in [entry.message for entry in store.logs(second)]:
             await asyncio.sleep(0.02)
-        assert await queue.cancel(second) is CancelOutcome.REQUESTED
+        assert await queue.cancel(second) is CancelOutcome.CANCELLED  # queued, to the client: ends now
+        assert store.get(second).state is JobState.CANCELLED  # type: ignore[union-attr]
         second_state = await asyncio.wait_for(_finished(queue, second), 10)
         release.set()
         first_state = await _finished(queue, first)
