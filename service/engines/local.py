@@ -18,7 +18,8 @@ from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint
 from service.engines.endpoint_pipelines import EndpointInputs, endpoints_served, run_endpoint
-from service.models.loading import bind_components, load_models
+from service.engines.torch_bindings import bind_components
+from service.models.loading import load_models
 from service.models.lora import FetchedLora, applied_loras
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class LocalEngine:
 
     def __init__(self, config: ServiceConfig) -> None:
         self._config = config
-        self._models = load_models(config.model)
+        self._models = load_models(config.model, config.fast_path)
         self._components = bind_components(self._models)
         self._served = endpoints_served(self._components)
         if Endpoint.DISTILLED_MULTICONDITIONING not in self._served:

@@ -11,7 +11,7 @@ with the result's frame rate, seed and prompt. Cancelling the job cancels the st
 into `request.is_cancelled()` inside the model.
 
 Which endpoints are served depends on the repository's component models: `ltx_pipeline`'s config names
-them (triton_contract.COMPONENTS_PARAMETER). `ready` (called off the event loop, by the health loop)
+them (contract.pipeline.COMPONENTS_PARAMETER). `ready` (called off the event loop, by the health loop)
 learns them; `supports` (called by Submit, on the event loop) only reads what was learnt.
 
 Triton being down never hangs a job: connecting has a short timeout, and a stream that stays silent for
@@ -34,12 +34,12 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from service.config import ServiceConfig
+from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, RunnerUnavailable
 from service.domain.geometry import FrameSize
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint, spec_to_json
-from service.engines import triton_contract as contract
 from service.engines.conditioning_tensors import kept_to_arrays, media_to_arrays
 from service.engines.endpoint_pipelines import EndpointInputs
 from service.models.lora import FetchedLora
@@ -48,7 +48,7 @@ from service.pipelines.long_video import FrameSink, FrameStore
 log = logging.getLogger(__name__)
 
 # A stream error with one of these gRPC statuses means the server went away (killed, restarted, network),
-# not that the job is bad; other errors carry the model's own message (triton_contract).
+# not that the job is bad; other errors carry the model's own message (service/contract/pipeline.py).
 _LOST_BACKEND_STATUSES = frozenset(
     {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
 )
@@ -74,7 +74,7 @@ class TritonEngine:
     ) -> None:
         self._url = config.triton_url
         self._connect_timeout_s = connect_timeout_s
-        # The model sends a heartbeat every few seconds (triton_contract.DEFAULT_HEARTBEAT_S) for as long as
+        # The model sends a heartbeat every few seconds (contract.DEFAULT_HEARTBEAT_S) for as long as
         # a request lives, queued or running: this much silence means a wedged or lost server.
         self._response_timeout_s = response_timeout_s
         self._max_response_bytes = max_response_bytes  # None: the model's own cap

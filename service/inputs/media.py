@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 
+from service.contract.frames import frames_to_generate, uint8_frames
 from service.domain.geometry import AspectRatio
 from service.domain.progress import Progress, ProgressCallback, Stage
 from service.domain.specs import (
@@ -37,13 +38,9 @@ from service.media.fetch import FetchedMedia, FetchLimits, fetch_media
 from service.media.recompress import recompress
 from service.media.sniff import MediaKind
 from service.pipelines.conditioning import ConditioningMedia
-from service.pipelines.latents import generated_frame_count
-from service.pipelines.pixels import to_uint8_frames
 from service.safety.checker import SafetyChecker
 
 logger = logging.getLogger(__name__)
-
-_TEMPORAL_COMPRESSION = 8  # LTX-Video's VAE: legal clip lengths are 8k + 1
 
 
 class PreparedInputs(NamedTuple):
@@ -78,7 +75,7 @@ def prepare_conditioning_inputs(
         message = f"fetched {len(fetched)} conditioning input(s)"
         on_progress(Progress(Stage.PREPARING_CONDITIONS, message=message))
     spec = _resolve_size(spec, fetched)
-    clip_frames = generated_frame_count(spec.num_frames, _TEMPORAL_COMPRESSION)
+    clip_frames = frames_to_generate(spec.num_frames)
     crf = spec.constant_rate_factor if isinstance(spec, DistilledMulticonditioningSpec) else 0
     media = tuple(_prepare_one(item, spec.width, spec.height, clip_frames, safety, crf) for item in fetched)
     return PreparedInputs(spec=spec, media=media)
@@ -147,7 +144,7 @@ def decode_condition_video(
 
 def check_pixels(safety: SafetyChecker, pixels: torch.Tensor, field: str) -> None:
     """Safety-check decoded media [3, F, H, W]: one frame as an image, more as sampled video frames."""
-    frames = to_uint8_frames(pixels)
+    frames = uint8_frames(pixels)
     if frames.shape[0] == 1:
         safety.check_image(frames[0], field=field)
     else:

@@ -6,6 +6,8 @@ has a checker (InputPreparer picked it).
 
 from __future__ import annotations
 
+import os
+
 from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
 from service.domain.progress import Progress, ProgressCallback, Stage
 from service.media.encode import encode_mp4
@@ -54,5 +56,9 @@ class Finisher:
 
     def _store(self, job_id: str, video: GeneratedVideo) -> StoredFile:
         path = self._storage.job_dir(job_id) / f"{job_id}.mp4"
-        encode_mp4(video, path)
+        # Written under a temporary name and renamed when complete: neither a crash mid-encode nor a
+        # re-run ever leaves a truncated file where the results server (or an upload) would find it.
+        partial = path.with_name(path.name + ".part")
+        encode_mp4(video, partial)
+        os.replace(partial, path)
         return self._storage.publish(job_id, path, "video/mp4")

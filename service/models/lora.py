@@ -10,6 +10,7 @@ weights. Reading and injection are diffusers' own (`LTXPipeline.lora_state_dict`
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,7 @@ import torch
 from diffusers.models.transformers.transformer_ltx import LTXVideoTransformer3DModel
 from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
 from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors import SafetensorError
 
 from service.domain.errors import ErrorType, JobError
 from service.domain.specs import LoraSpec
@@ -30,6 +32,8 @@ from service.models.lora_keys import LoraKeyError, to_peft_weights
 logger = logging.getLogger(__name__)
 
 _PREFIX = "transformer"  # diffusers' key prefix for the LTX transformer (after format conversion)
+# What an unreadable or foreign file raises in diffusers/safetensors; anything else is a bug of ours.
+_UNREADABLE = (OSError, ValueError, SafetensorError, json.JSONDecodeError)
 
 
 class FetchedLora(NamedTuple):
@@ -85,8 +89,10 @@ def read_lora(fetched: FetchedLora) -> tuple[dict[str, torch.Tensor], dict[str, 
             local_files_only=True,
             return_lora_metadata=True,
         )
-    except Exception as error:  # diffusers raises OSError, SafetensorError, ValueError, ...
-        raise lora_error(index, lora, f"not a readable safetensors LoRA file ({error})") from error
+    except _UNREADABLE as error:
+        # The cause stays in the log: its text can quote the file's header, which is not the client's to read.
+        logger.info("loras[%d] is unreadable: %s: %s", index, type(error).__name__, error)
+        raise lora_error(index, lora, "not a readable safetensors LoRA file") from error
     _check_keys(index, lora, state_dict)
     return state_dict, metadata
 
@@ -95,7 +101,7 @@ def _check_keys(index: int, lora: LoraSpec, state_dict: dict[str, torch.Tensor])
     if not state_dict:
         raise lora_error(index, lora, "the file holds no tensors")
     if not any("lora" in key for key in state_dict):
-        raise lora_error(index, lora, f"not a LoRA: no LoRA weights among its keys, e.g. {next(iter(state_dict))!r}")
+        raise lora_error(index, lora, "not a LoRA: the file holds no LoRA weights")
 
 
 def _inject(
@@ -120,8 +126,9 @@ def _inject(
             transformer.load_lora_adapter(
                 state_dict, adapter_name=adapter_name, prefix=_PREFIX, metadata=metadata
             )
-    except Exception as error:  # shape mismatches and the like, from peft
-        raise lora_error(index, lora, f"could not be applied to the transformer ({error})") from error
+    except (ValueError, RuntimeError, KeyError) as error:  # shape mismatches and the like, from peft
+        logger.info("loras[%d] does not fit the transformer: %s", index, error)
+        raise lora_error(index, lora, "could not be applied to the transformer (its shapes do not fit this model)") from error
 
 
 def _remove(transformer: LTXVideoTransformer3DModel, adapter_names: list[str]) -> None:

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from service.config import ServiceConfig
 from service.domain.outputs import StoredFile
-from service.storage.local import LocalStorage, ResultsHttpServer
+from service.storage.local import LocalStorage, ResultsHttpServer, reachable_base_url
 
 
 class ResultStorage(Protocol):
@@ -21,6 +21,12 @@ class ResultStorage(Protocol):
 
     def describe(self) -> str: ...
 
+    def upload_url_prefix(self) -> str:
+        """How the URLs of uploaded inputs start (the service trusts them as inputs)."""
+        ...
+
+    def purge_uploads(self, before: float) -> int: ...
+
 
 def open_storage(config: ServiceConfig, jwks_file: Path | None = None) -> tuple[ResultStorage, ResultsHttpServer]:
     """The storage, and the HTTP server for the local directory's results (empty with S3) and the JWKS."""
@@ -30,5 +36,5 @@ def open_storage(config: ServiceConfig, jwks_file: Path | None = None) -> tuple[
         from service.storage.s3 import S3Storage
 
         return S3Storage(config.storage_url, config.s3, Path(config.data_dir) / "scratch"), http
-    base_url = config.public_base_url or f"http://{config.host}:{http.port}"
+    base_url = config.public_base_url or reachable_base_url(config.host, http.port)
     return LocalStorage(config.storage_dir, base_url), http

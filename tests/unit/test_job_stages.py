@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.config import QueueConfig, ServiceConfig, StagesConfig, load_config
+from service.config import LoraConfig, QueueConfig, ServiceConfig, StagesConfig, load_config
 from service.domain.errors import Cancelled, ErrorType, JobError
 from service.domain.outputs import GeneratedVideo, StoredFile
 from service.domain.progress import CancelCheck, ProgressCallback
@@ -249,12 +249,13 @@ def test_prepare_resolves_lora_files_before_the_accelerator(tmp_path: Path) -> N
     lora = tmp_path / "style.safetensors"
     lora.write_bytes(b"not read until the generate stage applies it")
     spec = dataclasses.replace(SPEC, loras=(LoraSpec(str(lora), 0.5),))
-    config = ServiceConfig()
+    config = ServiceConfig(lora=LoraConfig(allow_local_paths=True, local_roots=(str(tmp_path),)))
     prepared = InputPreparer(config).prepare(spec, lambda _p: None, lambda: False)
-    assert prepared.loras == (FetchedLora(0, spec.loras[0], lora),)
+    assert prepared.loras == (FetchedLora(0, spec.loras[0], lora.resolve()),)
     # An engine that applies no LoRA (Triton) gets none fetched.
     assert InputPreparer(config, fetch_lora_files=False).prepare(spec, lambda _p: None, lambda: False).loras == ()
     missing = dataclasses.replace(SPEC, loras=(LoraSpec(str(tmp_path / "absent.safetensors")),))
     with pytest.raises(JobError) as caught:
         InputPreparer(config).prepare(missing, lambda _p: None, lambda: False)
-    assert caught.value.error_type is ErrorType.LORA_LOAD_FAILED and "loras[0]" in caught.value.message
+    # Not getting the file is input_fetch_failed (the error table's row for inputs), before the accelerator.
+    assert caught.value.error_type is ErrorType.INPUT_FETCH_FAILED and "loras[0]" in caught.value.message

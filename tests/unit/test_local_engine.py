@@ -33,7 +33,8 @@ SPEC = TextToVideoSpec(
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> EngineInLine:
     cache = tmp_path_factory.mktemp("lora-cache")
-    config = ServiceConfig(lora=LoraConfig(cache_dir=str(cache)))
+    lora = LoraConfig(cache_dir=str(cache), allow_local_paths=True, local_roots=(str(tmp_path_factory.getbasetemp()),))
+    config = ServiceConfig(lora=lora)
     return EngineInLine(LocalEngine(config), config)
 
 
@@ -72,7 +73,8 @@ def test_bad_lora_fails_the_job_and_leaves_the_engine_usable(engine: EngineInLin
     spec = dataclasses.replace(SPEC, loras=(LoraSpec(str(tmp_path / "missing.safetensors")),))
     with pytest.raises(JobError) as caught:
         engine.generate(spec, lambda _: None, lambda: False)
-    assert caught.value.error_type is ErrorType.LORA_LOAD_FAILED
+    # A file that is not there is input_fetch_failed (service/inputs/lora.py), a bad file lora_load_failed.
+    assert caught.value.error_type is ErrorType.INPUT_FETCH_FAILED
     assert np.array_equal(_generate(engine, SPEC)[0], before)
 
 

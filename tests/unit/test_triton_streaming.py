@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import pytriton
 
-from service.engines import triton_contract as contract
+from service.contract import pipeline as contract
 from service.engines.triton import FrameReceiver
 from service.engines.triton_backend.requests import Heartbeat, InFlight, SerialSender, frames_per_response
 from service.media.encode import frame_chunks

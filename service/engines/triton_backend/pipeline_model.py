@@ -1,6 +1,6 @@
 """`ltx_pipeline`: a decoupled Triton Python model that runs the project's pipelines on BLS components.
 
-One request per job (tensor names in service/engines/triton_contract.py): the endpoint id, the spec as
+One request per job (tensor names in service/contract/pipeline.py): the endpoint id, the spec as
 JSON and, for the conditioned endpoints, the media the service decoded (conditioning_tensors). `execute`
 hands each request to a thread of its own and returns at once, so requests queue here rather than in
 Triton's scheduler, each with:
@@ -21,7 +21,7 @@ config.pbtxt parameters: `components`, the repository's component models (which 
 the ModelConfig fields (preset, seed, dtype, model_dir, ...) say which model the tiny/real assets come
 from; `assets_dir` (relative to the version directory) holds exported assets instead; `device` is where
 the pipeline keeps its latents (cpu, or cuda next to TensorRT models); `max_response_bytes` and
-`heartbeat_s` (triton_contract).
+`heartbeat_s` (service/contract/pipeline.py).
 """
 
 from __future__ import annotations
@@ -35,15 +35,14 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils  # only importable inside a Triton Python-backend stub
 
+from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, ErrorType, JobError
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint, spec_from_json
-from service.engines import triton_contract as contract
 from service.engines.conditioning_tensors import kept_from_arrays, media_from_arrays
 from service.engines.endpoint_pipelines import EndpointInputs, run_endpoint
 from service.engines.slots import Slots
-from service.engines.triton_backend.assets import assets_from_models, load_assets
 from service.engines.triton_backend.bls import bls_components
 from service.engines.triton_backend.params import (
     model_config_from,
@@ -53,6 +52,7 @@ from service.engines.triton_backend.params import (
 )
 from service.engines.triton_backend.requests import Heartbeat, InFlight, SerialSender, frames_per_response
 from service.media.encode import frame_chunks
+from service.models.assets import assets_from_models, load_assets
 
 log = logging.getLogger("ltx_pipeline")
 
@@ -279,7 +279,7 @@ def _send_final_error(sender: SerialSender, exc: Exception, request_id: str) -> 
 
 
 def _triton_error(exc: Exception) -> Any:
-    """A TritonError whose text the client turns back into the job error (triton_contract)."""
+    """A TritonError whose text the client turns back into the job error (service/contract/pipeline.py)."""
     codes = pb_utils.TritonError
     if isinstance(exc, Cancelled):
         code = getattr(codes, "CANCELLED", codes.INTERNAL)
