@@ -3,7 +3,7 @@
     python -m bench.triton_stream_memory [--frames 121 1441] [--steps 2]
 
 A real `ltx-serve --engine triton` subprocess and the bundled tritonserver on the checked-in repository
-(tiny preset, CPU). Each length is one distilled multiconditioning request at 720p 16:9 (1280x704),
+(tiny preset, CPU). Each length is one distilled multiconditioning request at 720p 16:9 (1280x720),
 submitted over gRPC and waited for; the result's frame count is checked. Peak RSS is each process's
 VmHWM (/proc/PID/status), reset before each request (`echo 5 > /proc/PID/clear_refs`), so each row is
 that request's own peak: the service (prepare, receiving the streamed frames, safety check, encode), the
@@ -83,8 +83,8 @@ def run_one(service: ServiceProcess, tracked: dict[str, psutil.Process], frames:
     with av.open(io.BytesIO(mp4)) as container:
         stream = container.streams.video[0]
         got = (stream.frames, stream.width, stream.height)
-    if got != (frames, 1280, 704):
-        raise RuntimeError(f"asked for {frames} frames at 1280x704, got {got}")
+    if got != (frames, 1280, 720):
+        raise RuntimeError(f"asked for {frames} frames at 1280x720, got {got}")
     return {"wall_s": elapsed, **{name: peak_mib(process) for name, process in tracked.items()}}
 
 
