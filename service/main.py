@@ -26,13 +26,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="jobs run at once")
     p.add_argument("--max-queued", type=int, help="queued jobs before Submit answers RESOURCE_EXHAUSTED")
     p.add_argument("--retention-s", type=float, help="how long finished jobs and results are kept")
+    p.add_argument("--admin-port", type=int, help="plaintext gRPC port for health and reflection (probes)")
+    p.add_argument("--metrics-port", type=int, help="HTTP port serving Prometheus /metrics")
+    p.add_argument("--api-keys-file", help="TOML file of API keys; set = every API call needs a key")
+    p.add_argument("--tls-cert-file", help="server certificate chain (PEM); with --tls-key-file = TLS")
+    p.add_argument("--tls-key-file", help="server private key (PEM)")
+    p.add_argument("--tls-client-ca-file", help="CA bundle for client certificates (PEM) = mTLS")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object per line")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     config = load_config(
         args.config,
         host=args.host,
@@ -42,12 +49,18 @@ def main(argv: list[str] | None = None) -> None:
         data_dir=args.data_dir,
         engine=args.engine,
         triton_url=args.triton_url,
+        admin_port=args.admin_port,
         **{
             "model.preset": args.preset,
             "model.model_dir": args.model_dir,
             "queue.workers": args.workers,
             "queue.max_queued": args.max_queued,
             "queue.retention_s": args.retention_s,
+            "metrics.port": args.metrics_port,
+            "auth.api_keys_file": args.api_keys_file,
+            "auth.tls_cert_file": args.tls_cert_file,
+            "auth.tls_key_file": args.tls_key_file,
+            "auth.tls_client_ca_file": args.tls_client_ca_file,
         },
     )
     asyncio.run(_run(config))

@@ -1,4 +1,8 @@
-"""Results kept in a local directory and served over HTTP at `{base_url}/results/{job_id}/{file}`."""
+"""Results kept in a local directory and served over HTTP at `{base_url}/results/{job_id}/{file}`.
+
+With a `UrlSigner`, each URL carries an expiring HMAC token and the server refuses (403) a request
+without a valid one, so a result URL is a capability that lapses rather than a guessable path.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,19 @@ import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from service.domain.outputs import StoredFile
+from service.security.signing import UrlSigner
 
 log = logging.getLogger(__name__)
 
 
 class LocalStorage:
-    def __init__(self, root: Path, base_url: str) -> None:
+    def __init__(self, root: Path, base_url: str, signer: UrlSigner | None = None) -> None:
         self.root = root
         self.base_url = base_url.rstrip("/")
+        self.signer = signer
         self.root.mkdir(parents=True, exist_ok=True)
 
     def job_dir(self, job_id: str) -> Path:
@@ -29,8 +36,10 @@ class LocalStorage:
         """Describe a file already written into `job_dir(job_id)`."""
         if path.parent != self.job_dir(job_id):
             raise ValueError(f"{path} is not in the job's directory")
+        url_path = f"/results/{job_id}/{path.name}"
+        query = f"?{self.signer.query(url_path)}" if self.signer else ""
         return StoredFile(
-            url=f"{self.base_url}/results/{job_id}/{path.name}",
+            url=f"{self.base_url}{url_path}{query}",
             content_type=content_type,
             file_name=path.name,
             file_size=path.stat().st_size,
@@ -41,7 +50,26 @@ class LocalStorage:
 
 
 class _ResultsHandler(SimpleHTTPRequestHandler):
-    """Read-only GET/HEAD of files under the storage root, at /results/..."""
+    """Read-only GET/HEAD of files under the storage root, at /results/..., signed when a signer is set."""
+
+    signer: UrlSigner | None = None
+
+    def _authorized(self) -> bool:
+        if self.signer is None:
+            return True
+        parts = urlsplit(self.path)
+        if self.signer.verify(parts.path, parts.query):
+            return True
+        self.send_error(403, "missing, invalid or expired signature")
+        return False
+
+    def do_GET(self) -> None:
+        if self._authorized():
+            super().do_GET()
+
+    def do_HEAD(self) -> None:
+        if self._authorized():
+            super().do_HEAD()
 
     def translate_path(self, path: str) -> str:
         prefix = "/results/"
@@ -59,8 +87,9 @@ class _ResultsHandler(SimpleHTTPRequestHandler):
 class ResultsHttpServer:
     """Serves the storage root in a background thread; `port` 0 picks a free port."""
 
-    def __init__(self, root: Path, host: str, port: int) -> None:
-        handler = partial(_ResultsHandler, directory=str(root))
+    def __init__(self, root: Path, host: str, port: int, signer: UrlSigner | None = None) -> None:
+        handler_class = type("SignedResultsHandler", (_ResultsHandler,), {"signer": signer})
+        handler = partial(handler_class, directory=str(root))
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="results-http", daemon=True)
