@@ -34,7 +34,7 @@ def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     return objects
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rendered_example(name: str) -> tuple[dict[str, Any], ...]:
     return tuple(render(example_values(CHART / "examples" / name)))
 

@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.support import CHART, EXAMPLES, KUBE_VERSIONS, example_values, helm, of_kind, render, rendered
+from tests.chart.support import (
+    CHART,
+    EXAMPLES,
+    KUBE_VERSIONS,
+    example_values,
+    helm,
+    of_kind,
+    render,
+    rendered,
+)
 
 
 def test_chart_has_no_dependencies_and_needs_kubernetes_1_27() -> None:

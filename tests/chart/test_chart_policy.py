@@ -11,7 +11,7 @@ import pytest
 from service.api.health import LIVENESS, READINESS
 from tests.chart.support import CHART, EXAMPLES, container, of_kind, pod_specs, rendered, service_config_toml
 
-SENSITIVE_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|DSN|DATABASE_URL|API_KEY|ACCESS_KEY", re.I)
+SENSITIVE_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|DSN|DATABASE_URL|API_KEY|ACCESS_KEY", re.IGNORECASE)
 MARGIN_S = 5
 
 
