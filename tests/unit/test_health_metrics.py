@@ -1,0 +1,89 @@
+"""Readiness and liveness names, the busy ratio and the stage clock of the job metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from grpc_health.v1 import health, health_pb2
+
+from service.api.health import LIVENESS, READINESS, HealthState
+from service.domain.errors import ErrorType, JobError
+from service.domain.progress import Progress, Stage
+from service.jobs.records import JobRecord, JobState
+from service.observability import metrics
+from service.observability.job_metrics import instrumented
+from service.observability.metrics import BusyTracker
+
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _status(servicer: health.aio.HealthServicer, name: str) -> int:
+    class Context:
+        async def abort(self, code: object, details: str) -> None:
+            raise AssertionError(details)
+
+    reply = await servicer.Check(health_pb2.HealthCheckRequest(service=name), Context())
+    return int(reply.status)
+
+
+def test_readiness_follows_engine_store_and_drain_but_liveness_does_not() -> None:
+    async def scenario() -> list[tuple[int, int, int]]:
+        servicer = health.aio.HealthServicer()
+        state = HealthState(servicer)
+        await state.start()
+        seen = []
+        for change in ({}, {"engine": True}, {"store": False}, {"store": True}, {"draining": True}):
+            await state.update(**change)
+            seen.append((await _status(servicer, LIVENESS), await _status(servicer, READINESS),
+                         await _status(servicer, "")))
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert [s[0] for s in seen] == [SERVING] * 5
+    assert [s[1] for s in seen] == [NOT_SERVING, SERVING, NOT_SERVING, SERVING, NOT_SERVING]
+    assert [s[2] for s in seen] == [s[1] for s in seen]
+
+
+def test_busy_ratio_over_the_window() -> None:
+    now = [0.0]
+    tracker = BusyTracker(window_s=10, slots=2, clock=lambda: now[0])
+    token = tracker.begin()
+    now[0] = 5.0
+    assert tracker.ratio() == pytest.approx(5 / 20)
+    tracker.end(token)
+    now[0] = 12.0  # the window is 2..12: seconds 2..5 of the busy interval are still in it
+    assert tracker.ratio() == pytest.approx(3 / 20)
+    now[0] = 30.0
+    assert tracker.ratio() == 0.0
+
+
+def _record(endpoint: str) -> JobRecord:
+    return JobRecord("j1", endpoint, "{}", JobState.RUNNING, created_at=0.0)
+
+
+def _count(name: str, labels: dict[str, str]) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_stage_clock_and_outcomes() -> None:
+    endpoint = "test-endpoint-metrics"
+
+    def runner(record: JobRecord, report, is_cancelled) -> str:  # type: ignore[no-untyped-def]
+        for stage in (Stage.ENCODING_PROMPT, Stage.DENOISING, Stage.DECODING, Stage.ENCODING_VIDEO):
+            report(Progress(stage))
+        return "{}"
+
+    def failing(record: JobRecord, report, is_cancelled) -> str:  # type: ignore[no-untyped-def]
+        raise JobError(ErrorType.INPUT_FETCH_FAILED, "nope")
+
+    seen: list[Progress] = []
+    assert instrumented(runner)(_record(endpoint), seen.append, lambda: False) == "{}"
+    assert len(seen) == 4  # progress still reaches the queue
+    with pytest.raises(JobError):
+        instrumented(failing)(_record(endpoint), seen.append, lambda: False)
+    for stage in ("prepare", "generate", "finish"):
+        assert _count("ltx_job_stage_duration_seconds_count", {"endpoint": endpoint, "stage": stage}) >= 1
+    ok = {"endpoint": endpoint, "status": "succeeded", "error_type": ""}
+    failed = {"endpoint": endpoint, "status": "failed", "error_type": "input_fetch_failed"}
+    assert _count("ltx_jobs_total", ok) == 1 and _count("ltx_jobs_total", failed) == 1
