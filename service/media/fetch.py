@@ -42,6 +42,7 @@ from urllib.parse import urljoin, urlsplit
 
 from service.domain.errors import ErrorType, JobError
 from service.media.sniff import SNIFF_BYTES, MediaKind, sniff_media_type
+from service.observability.metrics import counted_fetch
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +245,7 @@ def _network_errors(field_path: str, limits: FetchLimits) -> Iterator[None]:
         raise _fail(field_path, f"download failed: {exc.__class__.__name__}: {exc}") from exc
 
 
+@counted_fetch("download")
 def download_to_file(url: str, target: Path, *, field: str, limits: FetchLimits) -> int:
     """Stream an http(s) URL into `target` with every guard of this module but the content check.
 
@@ -287,6 +289,7 @@ def _describe(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}" if host else f"{parts.scheme}: URL"
 
 
+@counted_fetch("media")
 def fetch_media(
     url: str, *, field: str, limits: FetchLimits, expect: MediaKind | None = None
 ) -> FetchedMedia:

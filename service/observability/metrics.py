@@ -7,15 +7,19 @@ count without a metrics object threaded through its constructors; only gauges th
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry()
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Video jobs take seconds to hours; RPCs take microseconds to seconds.
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -45,10 +49,10 @@ ACCELERATOR_BUSY_RATIO = Gauge(
     registry=REGISTRY,
 )
 FETCHED_BYTES = Counter(
-    "ltx_fetched_bytes", "Bytes downloaded for job inputs, by kind (media, lora)", ["kind"], registry=REGISTRY
+    "ltx_fetched_bytes", "Bytes fetched for job inputs, by kind (media: images and videos; download: LoRA files)", ["kind"], registry=REGISTRY
 )
 FETCH_FAILURES = Counter(
-    "ltx_fetch_failures", "Input downloads that failed, by kind (media, lora)", ["kind"], registry=REGISTRY
+    "ltx_fetch_failures", "Input fetches that failed, by kind (media, download)", ["kind"], registry=REGISTRY
 )
 WEBHOOK_DELIVERIES = Counter(
     "ltx_webhook_deliveries", "Webhook delivery attempts by outcome (delivered, failed)", ["outcome"],
@@ -133,3 +137,23 @@ def serve_metrics(host: str, port: int) -> int:
     """Start the /metrics HTTP server in a daemon thread; returns the port (useful when `port` is 0)."""
     server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
     return int(server.server_address[1])
+
+
+def counted_fetch(kind: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Count a fetch function's bytes (its result: a size, or an object with `.data`) and failures."""
+
+    def wrap(fetch: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fetch)
+        def counted(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                result = fetch(*args, **kwargs)
+            except Exception:
+                FETCH_FAILURES.labels(kind).inc()
+                raise
+            data = getattr(result, "data", None)
+            FETCHED_BYTES.labels(kind).inc(len(data) if isinstance(data, bytes) else float(result))  # type: ignore[arg-type]
+            return result
+
+        return counted
+
+    return wrap

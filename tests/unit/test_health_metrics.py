@@ -87,3 +87,23 @@ def test_stage_clock_and_outcomes() -> None:
     ok = {"endpoint": endpoint, "status": "succeeded", "error_type": ""}
     failed = {"endpoint": endpoint, "status": "failed", "error_type": "input_fetch_failed"}
     assert _count("ltx_jobs_total", ok) == 1 and _count("ltx_jobs_total", failed) == 1
+
+
+def test_fetches_count_bytes_and_failures() -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from service.media.fetch import FetchLimits, fetch_media
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG")
+    before_bytes = _count("ltx_fetched_bytes_total", {"kind": "media"})
+    before_failures = _count("ltx_fetch_failures_total", {"kind": "media"})
+    uri = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    fetch_media(uri, field="image_url", limits=FetchLimits())
+    assert _count("ltx_fetched_bytes_total", {"kind": "media"}) == before_bytes + len(png.getvalue())
+    with pytest.raises(JobError):
+        fetch_media("data:text/plain;base64," + base64.b64encode(b"hello").decode(), field="x", limits=FetchLimits())
+    assert _count("ltx_fetch_failures_total", {"kind": "media"}) == before_failures + 1
