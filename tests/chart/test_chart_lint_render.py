@@ -3,6 +3,7 @@ and the values schema refusing what it must."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,17 @@ def test_schema_rejects(case: str) -> None:
 def test_termination_grace_shorter_than_the_drain_fails_the_render() -> None:
     with pytest.raises(helm.HelmError, match="terminationGracePeriodSeconds 20 is less than"):
         render({"embedded": {"terminationGracePeriodSeconds": 20}})
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict) and node:
+        return [key for k, v in node.items() for key in _leaf_keys(v, f"{prefix}.{k}" if prefix else k)]
+    return [prefix]
+
+
+def test_readme_values_table_covers_every_top_level_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", readme, re.MULTILINE))
+    for key in _leaf_keys(values):
+        assert any(key == d or key.startswith(d + ".") for d in documented), f"{key} missing from the README table"
