@@ -66,3 +66,12 @@ def test_rendered_config_loads_and_ports_match(example: Path, tmp_path: Path) ->
         if triton is not None:
             triton_grpc = next(p["containerPort"] for p in triton["ports"] if p["name"] == "triton-grpc")
             assert config.triton_url == f"127.0.0.1:{triton_grpc}"
+
+
+def test_secret_backed_env_vars_are_the_ones_ltx_serve_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    (deployment, *_) = [d for d in of_kind(rendered(ROOT / "helm/ltx-video/examples/scaled.yaml"), "Deployment")]
+    serve = container(deployment["spec"]["template"]["spec"], "ltx-serve")
+    assert serve is not None
+    (dsn,) = [e for e in serve["env"] if "secretKeyRef" in e.get("valueFrom", {}) and "DATABASE" in e["name"]]
+    monkeypatch.setenv(dsn["name"], "postgresql://u:p@db/ltx")
+    assert parse_args(serve["args"]).database_url == "postgresql://u:p@db/ltx"

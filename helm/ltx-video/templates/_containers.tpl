@@ -13,12 +13,6 @@
     {{- if .role }}
     - --role={{ .role }}
     {{- end }}
-    {{- if eq $v.mode "scaled" }}
-    - --database-url=$(LTX_DATABASE_URL)
-    {{- end }}
-    {{- if eq $v.storage.backend "s3" }}
-    - --storage-url=s3://{{ $v.storage.s3.bucket }}/{{ $v.storage.s3.prefix }}
-    {{- end }}
   ports:
     - {name: grpc, containerPort: {{ int $v.ports.grpc }}, protocol: TCP}
     - {name: admin, containerPort: {{ int $v.ports.admin }}, protocol: TCP}
@@ -32,6 +26,7 @@
     - {name: HOME, value: /tmp}
     - {name: TMPDIR, value: /tmp}
     {{- if eq $v.mode "scaled" }}
+    # ltx-serve's --database-url defaults to this variable: the DSN stays out of args and the ConfigMap.
     - name: LTX_DATABASE_URL
       valueFrom:
         secretKeyRef: {name: {{ $v.database.existingSecret }}, key: {{ $v.database.secretKey }}}
@@ -43,12 +38,6 @@
     - name: AWS_SECRET_ACCESS_KEY
       valueFrom:
         secretKeyRef: {name: {{ $v.storage.s3.credentialsSecret }}, key: AWS_SECRET_ACCESS_KEY}
-    {{- with $v.storage.s3.endpointUrl }}
-    - {name: AWS_ENDPOINT_URL, value: {{ . | quote }}}
-    {{- end }}
-    {{- with $v.storage.s3.region }}
-    - {name: AWS_DEFAULT_REGION, value: {{ . | quote }}}
-    {{- end }}
     {{- end }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
