@@ -57,6 +57,42 @@ class QueueConfig:
     workers: int = 1  # jobs run at once (one per accelerator)
     retention_s: float = 24 * 3600.0  # how long finished jobs and their files are kept
     requeue_interrupted: bool = True  # on restart: re-run jobs that were running (else fail them)
+    max_retries: int = 2  # re-queues of an interrupted job before it fails as retries_exhausted
+    lease_s: float = 30.0  # a running job's lease; a worker silent this long loses the job to the queue
+    heartbeat_s: float = 5.0  # how often workers renew their leases (and sweep expired ones)
+    worker_id: str | None = None  # this worker's name in leases and logs (e.g. the pod name); default random
+
+
+class Role(StrEnum):
+    ALL = "all"  # one process: API and jobs (the embedded default)
+    GATEWAY = "gateway"  # the API from the shared store; runs no jobs
+    WORKER = "worker"  # claims and runs jobs; serves only health
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """S3-compatible result storage (`storage_url = "s3://bucket/prefix"`). Unset credentials and region
+    come from boto3's standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION, profiles,
+    instance roles)."""
+
+    endpoint_url: str | None = None  # e.g. http://minio:9000; None = AWS
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    url_expiry_s: int = 24 * 3600  # presigned GET URLs of results; at most 7 days (S3's limit)
+    multipart_threshold_bytes: int = 8 * 1024**2
+    multipart_chunk_bytes: int = 8 * 1024**2
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    timeout_s: float = 15.0
+    max_attempts: int = 10
+    first_backoff_s: float = 15.0  # doubles after every failure ...
+    max_backoff_s: float = 1800.0  # ... up to this, so 10 attempts span about 2 hours
+    signing_key_file: str | None = None  # Ed25519 private key (PEM); default data_dir/webhook_key.pem
+    allow_private_networks: bool = False  # webhook URLs on loopback/private addresses (tests only)
+    poll_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +111,12 @@ class ServiceConfig:
     media: FetchLimits = field(default_factory=FetchLimits)  # fetching image_url / video_url inputs
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     prompt_expansion: PromptExpansionConfig = field(default_factory=PromptExpansionConfig)
+    role: Role = Role.ALL
+    database_url: str | None = None  # postgresql://...; default SQLite at data_dir/jobs.sqlite3
+    storage_url: str | None = None  # s3://bucket/prefix; default the local directory data_dir/results
+    s3: S3Config = field(default_factory=S3Config)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    max_upload_bytes: int = 256 * 1024**2  # the Upload RPC refuses larger files
     auth: AuthConfig = field(default_factory=AuthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -122,6 +164,8 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
             kwargs[name] = _build(nested_types[name], value)
         elif name == "engine":
             kwargs[name] = EngineKind(value)
+        elif name == "role":
+            kwargs[name] = Role(value)
         else:
             kwargs[name] = value
     return cls(**kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 
 from service.config import ServiceConfig, load_config
@@ -26,6 +27,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="jobs run at once")
     p.add_argument("--max-queued", type=int, help="queued jobs before Submit answers RESOURCE_EXHAUSTED")
     p.add_argument("--retention-s", type=float, help="how long finished jobs and results are kept")
+    p.add_argument("--role", choices=["all", "gateway", "worker"],
+                   help="all (default: one process), gateway (API only) or worker (runs jobs)")
+    p.add_argument("--database-url", default=os.environ.get("LTX_DATABASE_URL"),
+                   help="job store: postgresql://USER:PASS@HOST/DB (env LTX_DATABASE_URL); default SQLite in data-dir")
+    p.add_argument("--storage-url", default=os.environ.get("LTX_STORAGE_URL"),
+                   help="results: s3://BUCKET/PREFIX (env LTX_STORAGE_URL; credentials from the AWS_* chain)")
+    p.add_argument("--s3-endpoint-url", default=os.environ.get("LTX_S3_ENDPOINT_URL"),
+                   help="S3-compatible endpoint, e.g. http://minio:9000 (env LTX_S3_ENDPOINT_URL)")
+    p.add_argument("--worker-id", help="this worker's name in leases and logs (default: random)")
+    p.add_argument("--lease-s", type=float, help="a running job's lease; silent workers lose jobs after it")
+    p.add_argument("--heartbeat-s", type=float, help="how often workers renew leases and sweep the queue")
     p.add_argument("--admin-port", type=int, help="plaintext gRPC port for health and reflection (probes)")
     p.add_argument("--metrics-port", type=int, help="HTTP port serving Prometheus /metrics")
     p.add_argument("--api-keys-file", help="TOML file of API keys; set = every API call needs a key")
@@ -49,8 +61,15 @@ def main(argv: list[str] | None = None) -> None:
         data_dir=args.data_dir,
         engine=args.engine,
         triton_url=args.triton_url,
+        role=args.role,
+        database_url=args.database_url,
+        storage_url=args.storage_url,
         admin_port=args.admin_port,
         **{
+            "s3.endpoint_url": args.s3_endpoint_url,
+            "queue.lease_s": args.lease_s,
+            "queue.worker_id": args.worker_id,
+            "queue.heartbeat_s": args.heartbeat_s,
             "model.preset": args.preset,
             "model.model_dir": args.model_dir,
             "queue.workers": args.workers,

@@ -1,6 +1,8 @@
-"""Assembles the service: store, queue, engine, storage, gRPC server (health, reflection), HTTP.
+"""Assembles the service for its role: store, queue, engine, storage, gRPC server (health, reflection), HTTP.
 
-Security and observability live in their own modules (api/auth.py, api/tls.py, api/health.py,
+`all` (the default) is one process doing everything; `gateway` serves the API from the shared store and
+runs no jobs (no engine, no models); `worker` claims and runs jobs and serves only health.
+Auth, TLS, the admin port and metrics live in their own modules (api/auth.py, api/tls.py,
 api/rpc_metrics.py, observability/); this module only plugs them in.
 """
 
@@ -8,39 +10,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ltx.v1 import video_generation_pb2 as pb
 from ltx.v1 import video_generation_pb2_grpc as pb_grpc
+from service.api import events
 from service.api.auth import ApiKeyInterceptor
-from service.api.health import HealthState, watch_dependencies
 from service.api.rpc_metrics import RpcMetricsInterceptor
 from service.api.servicer import VideoGenerationServicer
 from service.api.tls import server_credentials
-from service.config import ServiceConfig
+from service.config import Role, ServiceConfig
 from service.domain.specs import Endpoint
 from service.engines.base import Engine
 from service.engines.factory import create_engine
+from service.jobs.open_store import open_store
 from service.jobs.queue import JobQueue
 from service.jobs.records import JobState
 from service.jobs.runner import JobRunner
-from service.jobs.store import JobStore
+from service.jobs.sql_store import SqlJobStore
+from service.jobs.webhooks import WebhookDispatcher, WebhookSigner
 from service.observability import metrics
 from service.observability.job_metrics import instrumented
 from service.security.api_keys import KeyRing, load_api_keys
 from service.security.signing import UrlSigner
-from service.storage.local import LocalStorage, ResultsHttpServer
+from service.storage.factory import ResultStorage, open_storage
+from service.storage.local import ResultsHttpServer
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VideoGeneration"].full_name
+READINESS = "readiness"  # NOT_SERVING while the engine (or, for a gateway, the store) is unavailable
+LIVENESS = "liveness"  # SERVING while the process runs; never depends on Triton or the store
+FOLLOWING_READINESS = ("", SERVICE_NAME, READINESS)
 HEALTH_POLL_S = 2.0
 RETENTION_POLL_S = 60.0
 
@@ -53,8 +62,7 @@ class RunningService:
     queue: JobQueue
     tasks: list[asyncio.Task[None]]
     http: ResultsHttpServer
-    store: JobStore
-    health: HealthState | None = None
+    store: SqlJobStore
     admin_server: grpc.aio.Server | None = None
     admin_port: int | None = None
     metrics_port: int | None = None
@@ -62,8 +70,6 @@ class RunningService:
     async def stop(self, grace_s: float = 2.0) -> None:
         for task in self.tasks:
             task.cancel()
-        if self.health is not None:
-            await self.health.stop()
         await self.server.stop(grace_s)
         if self.admin_server is not None:
             await self.admin_server.stop(0)
@@ -77,40 +83,61 @@ def _supports(engine: Engine) -> Callable[[Endpoint], bool]:
     return check if callable(check) else (lambda endpoint: endpoint is Endpoint.TEXT_TO_VIDEO)
 
 
+class Readiness:
+    """The engine's readiness as the health loop last saw it: read by Submit without probing the backend."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def __call__(self) -> bool:
+        return self.ready
+
+
 async def start_service(config: ServiceConfig, engine: Engine | None = None) -> RunningService:
-    """Start everything and return once the gRPC port is listening."""
-    signer = UrlSigner.from_file(
+    """Start everything the role needs and return once the gRPC port is listening."""
+    store = await asyncio.to_thread(open_store, config)
+    signer = webhook_signer(config)
+    url_signer = UrlSigner.from_file(
         config.auth.url_signing_key_file, config.auth.result_url_ttl_s, Path(config.data_dir) / "url-signing.key"
     )
-    http = ResultsHttpServer(config.storage_dir, config.host, config.http_port, signer)
-    http.start()
-    base_url = config.public_base_url or f"http://{config.host}:{http.port}"
-    storage = LocalStorage(config.storage_dir, base_url, signer)
-    engine = engine or create_engine(config)
-    store = JobStore(config.db_path)
-    queue = JobQueue(store, config.queue, instrumented(JobRunner(engine, storage)))
+    storage, http = open_storage(config, jwks_file(config, signer), url_signer)
+    runs_jobs = config.role is not Role.GATEWAY
+    if runs_jobs:
+        engine = engine or create_engine(config)
+        served = [e.value for e in Endpoint if _supports(engine)(e)]
+        queue = JobQueue(store, config.queue, instrumented(JobRunner(engine, storage)), endpoints=served,
+                         worker_id=config.queue.worker_id)
+    else:
+        queue = JobQueue(store, config.queue, None)
+    gateway_endpoints = GatewayEndpoints(store) if engine is None else None
     _bind_metrics(config, store)
-
     server = grpc.aio.server(interceptors=_interceptors(config))
+    readiness = Readiness()
+    if config.role is not Role.WORKER:
+        supports = gateway_endpoints or _supports(engine)  # type: ignore[arg-type]
+        servicer = VideoGenerationServicer(queue, supports, readiness)
+        pb_grpc.add_VideoGenerationServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
-    health_state = HealthState(health_servicer)
-    servicer = VideoGenerationServicer(queue, _supports(engine), health_state)
-    pb_grpc.add_VideoGenerationServicer_to_server(servicer, server)
+    for name in FOLLOWING_READINESS:  # not SERVING until the first readiness check says so
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     _add_health_and_reflection(server, health_servicer)
     port = _listen(server, config)
-    await health_state.start()  # liveness SERVING; readiness not until the first check says so
     await server.start()
     admin_server, admin_port = await _start_admin(config, health_servicer)
     metrics_port = metrics.serve_metrics(config.host, config.metrics.port) if config.metrics.port is not None else None
     await queue.start()
+    probe: Callable[[], bool] = gateway_endpoints.refresh if gateway_endpoints else engine.ready  # type: ignore[union-attr]
     tasks = [
-        asyncio.create_task(watch_dependencies(health_state, engine.ready, lambda: store.queued_ids() is not None, HEALTH_POLL_S)),
+        asyncio.create_task(_report_health(probe, health_servicer, readiness)),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
+        asyncio.create_task(
+            WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media).run_forever()
+        ),
     ]
-    log.info("serving gRPC on %s:%d (admin %s, metrics %s), results over HTTP at %s",
-             config.host, port, admin_port, metrics_port, base_url)
-    return RunningService(port, http.port, server, queue, tasks, http, store, health_state, admin_server,
-                          admin_port, metrics_port)
+    log.info("%s serving gRPC on %s:%d (admin %s, metrics %s), results at %s", config.role, config.host, port,
+             admin_port, metrics_port, storage.describe())
+    return RunningService(port, http.port, server, queue, tasks, http, store, admin_server, admin_port, metrics_port)
 
 
 def _interceptors(config: ServiceConfig) -> list[grpc.aio.ServerInterceptor]:
@@ -145,16 +172,73 @@ async def _start_admin(
     return admin, port
 
 
-def _bind_metrics(config: ServiceConfig, store: JobStore) -> None:
-    metrics.bind_queue_depth(lambda: len(store.queued_ids()), lambda: len(store.ids_in_state(JobState.RUNNING)))
+def _bind_metrics(config: ServiceConfig, store: SqlJobStore) -> None:
+    metrics.bind_queue_depth(store.queued_count, lambda: len(store.ids_in_state(JobState.RUNNING)))
     metrics.BUSY.configure(config.metrics.busy_window_s, config.queue.workers)
 
 
-async def _purge_expired(queue: JobQueue, storage: LocalStorage, retention_s: float) -> None:
+def webhook_signer(config: ServiceConfig) -> WebhookSigner:
+    """One key for the fleet when `webhooks.signing_key_file` names a shared file (a Secret)."""
+    key_file = config.webhooks.signing_key_file or str(Path(config.data_dir) / "webhook_key.pem")
+    return WebhookSigner(Path(key_file))
+
+
+def jwks_file(config: ServiceConfig, signer: WebhookSigner) -> Path:
+    path = Path(config.data_dir) / "jwks.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(signer.jwks()))
+    return path
+
+
+class GatewayEndpoints:
+    """What a gateway accepts: the endpoints the live workers registered (any, before one has)."""
+
+    ALIVE_S = 60.0
+
+    def __init__(self, store: SqlJobStore) -> None:
+        self._store = store
+        self._served: set[str] | None = None
+
+    def __call__(self, endpoint: Endpoint) -> bool:
+        served = self._served
+        return served is None or "*" in served or endpoint.value in served
+
+    def refresh(self) -> bool:
+        """Read the registry; True while the store answers (the gateway's readiness)."""
+        try:
+            self._served = self._store.served_endpoints(self.ALIVE_S)
+        except Exception:
+            log.exception("job store unreachable")
+            return False
+        return True
+
+
+async def _report_health(
+    probe: Callable[[], bool], health_servicer: health.aio.HealthServicer, readiness: Readiness
+) -> None:
+    """SERVING while the engine can take jobs (e.g. Triton reachable; for a gateway: the store answers),
+    NOT_SERVING otherwise."""
+    last = None
     while True:
-        for job_id in queue.purge_expired(retention_s):
-            storage.delete(job_id)
-            log.info("purged expired result", extra={"request_id": job_id})
+        ready = await asyncio.to_thread(probe)
+        readiness.ready = ready
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        if status != last:
+            for name in FOLLOWING_READINESS:
+                await health_servicer.set(name, status)
+            log.info("health: %s", health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+            last = status
+        await asyncio.sleep(HEALTH_POLL_S)
+
+
+async def _purge_expired(queue: JobQueue, storage: ResultStorage, retention_s: float) -> None:
+    while True:
+        try:
+            for job_id in await asyncio.to_thread(queue.purge_expired, retention_s):
+                await asyncio.to_thread(storage.delete, job_id)
+                log.info("purged expired result", extra={"request_id": job_id})
+        except Exception:
+            log.exception("retention sweep failed; retrying")
         await asyncio.sleep(min(RETENTION_POLL_S, max(retention_s / 2, 0.5)))
 
 

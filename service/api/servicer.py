@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -21,7 +22,9 @@ from service.api.convert import ENDPOINT_OF_INPUT, to_spec
 from service.api.status import bad_request_status
 from service.api.validation import Violation, validate
 from service.domain.specs import Endpoint, spec_to_json
-from service.jobs.queue import CancelOutcome, JobQueue, JobView, QueueFull
+from service.jobs.queue import CancelOutcome, IdempotencyConflict, JobQueue, JobView, QueueFull, input_hash
+from service.jobs.records import Priority
+from service.jobs.sql_store import NewJob
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +138,16 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, "the inference backend is not reachable right now; retry later"
             )
+        queue_violations = validate_queue_options(request)
+        if queue_violations:
+            await context.abort_with_status(bad_request_status(queue_violations))
         spec = to_spec(message, rng=self._rng)
         try:
-            job_id, position = await self._queue.submit(endpoint.value, spec_to_json(spec))
+            job_id, position = await self._queue.submit(endpoint.value, spec_to_json(spec), new_job(request))
         except QueueFull as full:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(full))
+        except IdempotencyConflict as conflict:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(conflict))
         return job_id, position, endpoint
 
     async def _view(self, request_id: str, context: grpc.aio.ServicerContext) -> JobView:
@@ -161,3 +169,32 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
             for report in reports[:-1]:
                 yield events.step_event(job_id, report)
             yield events.job_event(view, new_logs, reports[-1] if reports else view.progress)
+
+
+MAX_START_TIMEOUT_S = 86400.0
+MAX_IDEMPOTENCY_KEY = 256
+MAX_WEBHOOK_URL = 2048
+
+
+def validate_queue_options(request: pb.SubmitRequest) -> list[Violation]:
+    """The queue options of Submit (the message's own fields are checked by `validate`)."""
+    found: list[Violation] = []
+    if not 0 <= request.start_timeout_s <= MAX_START_TIMEOUT_S:
+        found.append(Violation("start_timeout_s", f"must be between 0 and {MAX_START_TIMEOUT_S:g} seconds"))
+    if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        found.append(Violation("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"))
+    url = request.webhook_url
+    if url and (len(url) > MAX_WEBHOOK_URL or not url.startswith(("http://", "https://"))):
+        found.append(Violation("webhook_url", f"must be an http(s) URL of at most {MAX_WEBHOOK_URL} characters"))
+    return found
+
+
+def new_job(request: pb.SubmitRequest) -> NewJob:
+    timeout = request.start_timeout_s
+    return NewJob(
+        priority=Priority.LOW if request.priority == pb.LOW else Priority.NORMAL,
+        start_deadline=time.time() + timeout if timeout > 0 else None,
+        idempotency_key=request.idempotency_key or None,
+        input_hash=input_hash(request.input.SerializeToString(deterministic=True)),
+        webhook_url=request.webhook_url or None,
+    )

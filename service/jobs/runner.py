@@ -14,13 +14,13 @@ from service.domain.specs import spec_from_json
 from service.engines.base import Engine
 from service.jobs.records import JobRecord
 from service.media.encode import encode_mp4
-from service.storage.local import LocalStorage
+from service.storage.factory import ResultStorage
 
 log = logging.getLogger(__name__)
 
 
 class JobRunner:
-    def __init__(self, engine: Engine, storage: LocalStorage) -> None:
+    def __init__(self, engine: Engine, storage: ResultStorage) -> None:
         self._engine = engine
         self._storage = storage
 

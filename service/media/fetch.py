@@ -152,7 +152,11 @@ class _PinnedHTTPSConnection(_PinnedHTTPConnection):
         self.sock = self._tls.wrap_socket(self.sock, server_hostname=self.host)
 
 
-def _open(url: str, limits: FetchLimits, field_path: str, deadline: _Deadline) -> http.client.HTTPConnection:
+def connect_checked(
+    url: str, limits: FetchLimits, field_path: str, timeout_s: float
+) -> tuple[http.client.HTTPConnection, str, str]:
+    """Connect to an http(s) URL's host through the address guard: (connection, path, Host header).
+    Also used for webhook deliveries, which follow the same rules as media inputs."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
@@ -165,7 +169,7 @@ def _open(url: str, limits: FetchLimits, field_path: str, deadline: _Deadline) -
     connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
     last_error: OSError | None = None
     for address in addresses:
-        conn = connection_class(parts.hostname, port, address, deadline.remaining())
+        conn = connection_class(parts.hostname, port, address, timeout_s)
         try:
             conn.connect()
         except OSError as exc:  # try the host's next address
@@ -174,18 +178,23 @@ def _open(url: str, limits: FetchLimits, field_path: str, deadline: _Deadline) -
             continue
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host_header = parts.netloc.rpartition("@")[2]  # never forward credentials
-        conn.request(
-            "GET",
-            path,
-            headers={
-                "Host": host_header,
-                "User-Agent": _USER_AGENT,
-                "Accept": "image/*, video/*, */*;q=0.1",
-                "Accept-Encoding": "identity",  # so Content-Length is the real size
-            },
-        )
-        return conn
+        return conn, path, host_header
     raise _fail(field_path, f"cannot connect to {parts.hostname}: {last_error}")
+
+
+def _open(url: str, limits: FetchLimits, field_path: str, deadline: _Deadline) -> http.client.HTTPConnection:
+    conn, path, host_header = connect_checked(url, limits, field_path, deadline.remaining())
+    conn.request(
+        "GET",
+        path,
+        headers={
+            "Host": host_header,
+            "User-Agent": _USER_AGENT,
+            "Accept": "image/*, video/*, */*;q=0.1",
+            "Accept-Encoding": "identity",  # so Content-Length is the real size
+        },
+    )
+    return conn
 
 
 def _copy_limited(

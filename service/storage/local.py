@@ -48,6 +48,9 @@ class LocalStorage:
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
 
+    def describe(self) -> str:
+        return f"{self.base_url}/results/ (from {self.root})"
+
 
 class _ResultsHandler(SimpleHTTPRequestHandler):
     """Read-only GET/HEAD of files under the storage root, at /results/..., signed when a signer is set."""
@@ -55,9 +58,9 @@ class _ResultsHandler(SimpleHTTPRequestHandler):
     signer: UrlSigner | None = None
 
     def _authorized(self) -> bool:
-        if self.signer is None:
-            return True
         parts = urlsplit(self.path)
+        if self.signer is None or parts.path == "/.well-known/jwks.json":  # public keys need no token
+            return True
         if self.signer.verify(parts.path, parts.query):
             return True
         self.send_error(403, "missing, invalid or expired signature")
@@ -71,7 +74,11 @@ class _ResultsHandler(SimpleHTTPRequestHandler):
         if self._authorized():
             super().do_HEAD()
 
+    jwks_file: str | None = None
+
     def translate_path(self, path: str) -> str:
+        if path == "/.well-known/jwks.json" and self.jwks_file:
+            return self.jwks_file  # the webhook signing keys
         prefix = "/results/"
         if not path.startswith(prefix):
             return str(Path(self.directory) / "\0missing")  # 404
@@ -87,8 +94,12 @@ class _ResultsHandler(SimpleHTTPRequestHandler):
 class ResultsHttpServer:
     """Serves the storage root in a background thread; `port` 0 picks a free port."""
 
-    def __init__(self, root: Path, host: str, port: int, signer: UrlSigner | None = None) -> None:
-        handler_class = type("SignedResultsHandler", (_ResultsHandler,), {"signer": signer})
+    def __init__(
+        self, root: Path, host: str, port: int, jwks_file: Path | None = None, signer: UrlSigner | None = None
+    ) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        attributes = {"jwks_file": str(jwks_file) if jwks_file else None, "signer": signer}
+        handler_class = type("Handler", (_ResultsHandler,), attributes)
         handler = partial(handler_class, directory=str(root))
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from service.api.health import LIVENESS, READINESS
 from service.config import load_config
 from service.main import parse_args
+from service.server import LIVENESS, READINESS
 from tests.chart.support import EXAMPLES, ROOT, container, of_kind, pod_specs, rendered, service_config_toml
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.api.health import LIVENESS, READINESS
+from service.server import LIVENESS, READINESS
 from tests.chart.support import CHART, EXAMPLES, container, of_kind, pod_specs, rendered, service_config_toml
 
 SENSITIVE_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|DSN|DATABASE_URL|API_KEY|ACCESS_KEY", re.IGNORECASE)

@@ -1,48 +1,15 @@
-"""Readiness and liveness names, the busy ratio and the stage clock of the job metrics."""
+"""The busy ratio, the stage clock of the job metrics, and fetch counters."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from grpc_health.v1 import health, health_pb2
 
-from service.api.health import LIVENESS, READINESS, HealthState
 from service.domain.errors import ErrorType, JobError
 from service.domain.progress import Progress, Stage
 from service.jobs.records import JobRecord, JobState
 from service.observability import metrics
 from service.observability.job_metrics import instrumented
 from service.observability.metrics import BusyTracker
-
-SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-async def _status(servicer: health.aio.HealthServicer, name: str) -> int:
-    class Context:
-        async def abort(self, code: object, details: str) -> None:
-            raise AssertionError(details)
-
-    reply = await servicer.Check(health_pb2.HealthCheckRequest(service=name), Context())
-    return int(reply.status)
-
-
-def test_readiness_follows_engine_store_and_drain_but_liveness_does_not() -> None:
-    async def scenario() -> list[tuple[int, int, int]]:
-        servicer = health.aio.HealthServicer()
-        state = HealthState(servicer)
-        await state.start()
-        seen = []
-        for change in ({}, {"engine": True}, {"store": False}, {"store": True}, {"draining": True}):
-            await state.update(**change)
-            seen.append((await _status(servicer, LIVENESS), await _status(servicer, READINESS),
-                         await _status(servicer, "")))
-        return seen
-
-    seen = asyncio.run(scenario())
-    assert [s[0] for s in seen] == [SERVING] * 5
-    assert [s[1] for s in seen] == [NOT_SERVING, SERVING, NOT_SERVING, SERVING, NOT_SERVING]
-    assert [s[2] for s in seen] == [s[1] for s in seen]
 
 
 def test_busy_ratio_over_the_window() -> None:

@@ -93,7 +93,7 @@ def test_jobs_running_at_a_crash_are_requeued_or_failed(tmp_path: Path, requeue:
     store = JobStore(tmp_path / "jobs.sqlite3")
     store.insert("a", "ltx-video-lora", "{}")
     store.insert("b", "ltx-video-lora", "{}")
-    assert store.claim_next().job_id == "a"  # type: ignore[union-attr]  # "a" was running at the crash
+    assert store.claim_next("old-process", 30.0).job_id == "a"  # type: ignore[union-attr]  # "a" was running at the crash
     store.close()
 
     async def scenario() -> None:
