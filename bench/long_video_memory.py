@@ -32,7 +32,7 @@ from bench.two_pass_vs_single import spec_for
 from service.config import ModelConfig
 from service.domain.geometry import Resolution
 from service.domain.progress import Progress, ProgressCallback, Stage
-from service.models import loading
+from service.engines import torch_bindings
 from service.pipelines.distilled import DistilledOptions, generate_distilled
 from service.pipelines.long_video import chunk_plan
 
@@ -40,7 +40,7 @@ MIB = 1024 * 1024
 
 
 def run_length(num_frames: int, width: int, height: int, meters: bool) -> dict[str, Any]:
-    components = loading.load_components(ModelConfig())
+    components = torch_bindings.load_components(ModelConfig())
     spec = dataclasses.replace(spec_for(width, height, num_frames), resolution=Resolution.P480)
     generate_distilled(
         components,

@@ -49,6 +49,7 @@ class LoraConfig:
     cache_dir: str = "var/lora-cache"
     allow_local_paths: bool = True  # local safetensors paths (trusted deployments only)
     allow_private_networks: bool = False  # LoRA URLs on loopback/private addresses (tests, trusted setups)
+    trusted_prefixes: tuple[str, ...] = ()  # the service's own upload URLs (set at start-up)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class WebhookConfig:
     timeout_s: float = 15.0
     max_attempts: int = 10
     first_backoff_s: float = 15.0  # doubles after every failure ...
-    max_backoff_s: float = 1800.0  # ... up to this, so 10 attempts span about 2 hours
+    max_backoff_s: float = 3600.0  # ... up to this: 10 attempts span about 2 hours
     signing_key_file: str | None = None  # Ed25519 private key (PEM); default data_dir/webhook_key.pem
     allow_private_networks: bool = False  # webhook URLs on loopback/private addresses (tests only)
     poll_s: float = 1.0

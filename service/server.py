@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ from service.security.api_keys import KeyRing, load_api_keys
 from service.security.signing import UrlSigner
 from service.storage.factory import ResultStorage, open_storage
 from service.storage.local import ResultsHttpServer
+from service.storage.uploads import UploadWriter
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
         config.auth.url_signing_key_file, config.auth.result_url_ttl_s, Path(config.data_dir) / "url-signing.key"
     )
     storage, http = open_storage(config, jwks_file(config, signer), url_signer)
+    config = trust_own_uploads(config, storage.upload_url_prefix())
     runs_jobs = config.role is not Role.GATEWAY
     if runs_jobs:
         engine = engine or create_engine(config)
@@ -115,7 +119,9 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     readiness = Readiness()
     if config.role is not Role.WORKER:
         supports = gateway_endpoints or _supports(engine)  # type: ignore[arg-type]
-        servicer = VideoGenerationServicer(queue, supports, readiness)
+        servicer = VideoGenerationServicer(
+            queue, supports, readiness, upload=lambda name: UploadWriter(storage, config.max_upload_bytes, name)
+        )
         pb_grpc.add_VideoGenerationServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     for name in FOLLOWING_READINESS:  # not SERVING until the first readiness check says so
@@ -175,6 +181,15 @@ async def _start_admin(
 def _bind_metrics(config: ServiceConfig, store: SqlJobStore) -> None:
     metrics.bind_queue_depth(store.queued_count, lambda: len(store.ids_in_state(JobState.RUNNING)))
     metrics.BUSY.configure(config.metrics.busy_window_s, config.queue.workers)
+
+
+def trust_own_uploads(config: ServiceConfig, prefix: str) -> ServiceConfig:
+    """Inputs may name the service's own upload URLs even where those are on a private address."""
+    return dataclasses.replace(
+        config,
+        media=dataclasses.replace(config.media, trusted_prefixes=(prefix,)),
+        lora=dataclasses.replace(config.lora, trusted_prefixes=(prefix,)),
+    )
 
 
 def webhook_signer(config: ServiceConfig) -> WebhookSigner:
@@ -237,6 +252,7 @@ async def _purge_expired(queue: JobQueue, storage: ResultStorage, retention_s: f
             for job_id in await asyncio.to_thread(queue.purge_expired, retention_s):
                 await asyncio.to_thread(storage.delete, job_id)
                 log.info("purged expired result", extra={"request_id": job_id})
+            await asyncio.to_thread(storage.purge_uploads, time.time() - retention_s)
         except Exception:
             log.exception("retention sweep failed; retrying")
         await asyncio.sleep(min(RETENTION_POLL_S, max(retention_s / 2, 0.5)))

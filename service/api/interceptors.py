@@ -1,8 +1,9 @@
 """Wrapping a gRPC method handler's behaviour, for the auth and metrics interceptors.
 
 A grpc.aio ServerInterceptor only sees the method name and metadata; wrapping the handler's behaviour
-also gives it the decoded request and the final status. Unary-unary and unary-stream handlers are
-wrapped (every method of the API and of health); others (reflection's bidi stream) pass through.
+also gives it the decoded request and the final status. Unary-unary, unary-stream and stream-unary
+handlers are wrapped (every method of the API and of health; a client-streaming call is wrapped as a
+unary one whose "request" is the request iterator); bidi streams (reflection) pass through.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ def rewrap(
     unary: Callable[[Unary], Unary],
     stream: Callable[[Stream], Stream],
 ) -> grpc.RpcMethodHandler:
-    if handler.request_streaming:
-        return handler
     kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.request_streaming:
+        if handler.response_streaming:
+            return handler
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **kwargs)
     return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)

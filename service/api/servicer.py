@@ -6,6 +6,7 @@ service/api/status.py are the only ones that import grpc.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
@@ -25,6 +26,7 @@ from service.domain.specs import Endpoint, spec_to_json
 from service.jobs.queue import CancelOutcome, IdempotencyConflict, JobQueue, JobView, QueueFull, input_hash
 from service.jobs.records import Priority
 from service.jobs.sql_store import NewJob
+from service.storage.uploads import UploadRejected, UploadWriter
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,10 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         supports: Callable[[Endpoint], bool],
         ready: Callable[[], bool],
         rng: random.Random | None = None,
+        upload: Callable[[str], UploadWriter] | None = None,
     ) -> None:
         self._queue = queue
+        self._upload = upload
         self._supports = supports
         self._ready = ready  # the backend's last known readiness (cheap: no probe per request)
         self._rng = rng or random.SystemRandom()
@@ -75,7 +79,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
     @unary_guard
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
         view = await self._view(request.request_id, context)
-        logs = self._queue.logs(request.request_id) if request.logs else []
+        logs = await asyncio.to_thread(self._queue.logs, request.request_id) if request.logs else []
         return events.status_response(view, logs)
 
     @unary_guard
@@ -116,6 +120,32 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
                 outcome = await self._queue.cancel(job_id)
                 log.info("Generate call ended early; job cancel %s", outcome, extra={"request_id": job_id})
 
+    @unary_guard
+    async def Upload(
+        self, request_iterator: AsyncIterator[pb.UploadRequest], context: grpc.aio.ServicerContext
+    ) -> pb.UploadResponse:
+        if self._upload is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "uploads are not enabled on this server")
+        assert self._upload is not None
+        writer: UploadWriter | None = None
+        try:
+            async for message in request_iterator:
+                if writer is None:
+                    writer = await asyncio.to_thread(self._upload, message.file_name)
+                await asyncio.to_thread(writer.write, message.chunk)
+            if writer is None:
+                raise UploadRejected("chunk", "the upload sent no data")
+            url, content_type = await asyncio.to_thread(writer.finish)
+        except UploadRejected as rejected:
+            await context.abort_with_status(bad_request_status([Violation(rejected.field, rejected.message)]))
+        except BaseException:
+            if writer is not None:
+                await asyncio.to_thread(writer.abort)
+            raise
+        assert writer is not None
+        log.info("stored upload %s (%s, %d bytes)", url.split("?")[0], content_type, writer.size)
+        return pb.UploadResponse(url=url, content_type=content_type, file_size=writer.size)
+
     # ---- helpers ----
 
     async def _submit(
@@ -151,7 +181,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         return job_id, position, endpoint
 
     async def _view(self, request_id: str, context: grpc.aio.ServicerContext) -> JobView:
-        view = self._queue.view(request_id)
+        view = await asyncio.to_thread(self._queue.view, request_id)
         if view is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no request with id {request_id!r}")
         assert view is not None
@@ -162,9 +192,9 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         between two looks at the job (a client counting steps sees every step)."""
         sent_logs = sent_reports = 0
         async for view in self._queue.follow(job_id):
-            new_logs = self._queue.logs(job_id, skip=sent_logs)
+            new_logs = await asyncio.to_thread(self._queue.logs, job_id, sent_logs)
             sent_logs += len(new_logs)
-            reports = self._queue.progress_since(job_id, skip=sent_reports)
+            reports = await asyncio.to_thread(self._queue.progress_since, job_id, sent_reports)
             sent_reports += len(reports)
             for report in reports[:-1]:
                 yield events.step_event(job_id, report)

@@ -23,8 +23,8 @@ Multiscale (two-pass) generation makes a first pass at a fraction of the size (e
     the distilled LTX-Video pipeline uses 2/3 (1280x704 -> 832x448 -> 1664x896 -> 1280x704), LTX-2.3 1/2.
 
 Frames: the output video has EXACTLY the requested number of frames. The model generates the smallest
-    legal count `8k + 1` at or above the request and the tail is trimmed:
-        89 -> 89, 90 -> 97, 121 -> 121, 160 -> 161.
+    legal count `8k + 1` at or above the request and the tail is trimmed (the frame rule, written once in
+    service/contract/frames.py): 89 -> 89, 90 -> 97, 121 -> 121, 160 -> 161.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from enum import StrEnum
 from typing import NamedTuple
 
 SPATIAL_COMPRESSION = 32  # VAE pixels per latent pixel, each side
-TEMPORAL_COMPRESSION = 8  # VAE pixel frames per latent frame, after the first
 
 # Ratios beyond these are clamped for "auto" sizes, so an odd panorama cannot ask for a 5000-pixel side.
 MAX_AUTO_ASPECT_RATIO = 21 / 9
@@ -145,25 +144,6 @@ def multiscale_sizes(output: FrameSize, first_pass_downscale: float) -> Multisca
     )
     second = FrameSize(first.width * LATENT_UPSAMPLE_FACTOR, first.height * LATENT_UPSAMPLE_FACTOR)
     return MultiscaleSizes(first_pass=first, second_pass=second, output=output)
-
-
-def frames_to_generate(num_frames: int) -> int:
-    """The smallest legal frame count `8k + 1` >= `num_frames`; the output keeps the first `num_frames`."""
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-    latent_steps = math.ceil((num_frames - 1) / TEMPORAL_COMPRESSION)
-    return latent_steps * TEMPORAL_COMPRESSION + 1
-
-
-def latent_frames(num_frames: int) -> int:
-    """Latent frames the model denoises to produce `num_frames` output frames: (F - 1) / 8 + 1."""
-    return (frames_to_generate(num_frames) - 1) // TEMPORAL_COMPRESSION + 1
-
-
-def latent_tokens(size: FrameSize, num_frames: int) -> int:
-    """Transformer tokens per clip, (H/32)(W/32)((F-1)/8+1): what memory and FLOPs scale with."""
-    per_frame = (size.width // SPATIAL_COMPRESSION) * (size.height // SPATIAL_COMPRESSION)
-    return per_frame * latent_frames(num_frames)
 
 
 def duration_seconds(num_frames: int, fps: float) -> float:

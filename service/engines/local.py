@@ -22,7 +22,8 @@ from service.domain.progress import CancelCheck, Progress, ProgressCallback, Sta
 from service.domain.specs import Endpoint
 from service.engines.endpoint_pipelines import endpoints_served, prepare_endpoint_inputs, run_endpoint
 from service.engines.job_frame import JobFrame
-from service.models.loading import bind_components, load_models
+from service.engines.torch_bindings import bind_components
+from service.models.loading import load_models
 from service.models.lora import applied_loras
 
 logger = logging.getLogger(__name__)

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # Runs one job to its output JSON in a worker thread: (record, on_progress, is_cancelled) -> output_json.
 JobRunner = Callable[[JobRecord, Callable[[Progress], None], Callable[[], bool]], str]
 IDLE_POLL_S = 1.0  # a claim attempt at least this often, in case a notification was missed
+MAX_TRACKED_JOBS = 100_000
+QUEUED_REFRESH_S = 0.2  # a queued job's watcher re-reads its position at most this often
 
 
 class QueueFull(Exception):
@@ -92,7 +94,10 @@ class JobQueue:
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self._cancel_flags: dict[str, threading.Event] = {}  # jobs running in this process
         self._changed = asyncio.Condition()
-        self._version = 0  # bumped on every change; watchers compare it to what they last saw
+        # Change counters that watchers compare with what they last saw: per job, and for the queue as a
+        # whole (a claim or an ending elsewhere moves the queue positions of every waiting job).
+        self._job_versions: dict[str, int] = {}
+        self._queue_version = 0
         self._work_available = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,8 +152,13 @@ class JobQueue:
 
     async def submit(self, endpoint: str, spec_json: str, new: NewJob | None = None) -> tuple[str, int]:
         """Queue a job: (its id, its queue position). With an idempotency key already used for the same
-        input, the first job's id instead (IdempotencyConflict for a different input)."""
-        new = new or NewJob()
+        input, the first job's id instead (IdempotencyConflict for a different input).
+
+        The store's round trips run in a thread: on PostgreSQL they wait on the network, and the event
+        loop keeps serving other calls meanwhile."""
+        return await asyncio.to_thread(self._submit_blocking, endpoint, spec_json, new or NewJob())
+
+    def _submit_blocking(self, endpoint: str, spec_json: str, new: NewJob) -> tuple[str, int]:
         if new.idempotency_key:
             existing = self._store.by_idempotency_key(new.idempotency_key)
             if existing is not None:
@@ -193,6 +203,9 @@ class JobQueue:
         return [progress_from_dict(p) for p in self._store.progress(job_id, record.runs, skip)]
 
     async def cancel(self, job_id: str) -> CancelOutcome:
+        return await asyncio.to_thread(self._cancel_blocking, job_id)
+
+    def _cancel_blocking(self, job_id: str) -> CancelOutcome:
         record = self._store.get(job_id)
         if record is None:
             return CancelOutcome.NOT_FOUND
@@ -213,11 +226,15 @@ class JobQueue:
         return CancelOutcome.REQUESTED
 
     async def follow(self, job_id: str) -> AsyncIterator[JobView]:
-        """Yield the job's view now and after every change, ending once it has finished."""
+        """Yield the job's view now and after every change, ending once it has finished.
+
+        A running job's watcher wakes for that job's own events; a queued job's watcher also for queue
+        moves, at most every QUEUED_REFRESH_S (hundreds of waiting watchers would otherwise re-read the
+        store on every claim)."""
         last: JobView | None = None
         while True:
-            version = self._version
-            view = self.view(job_id)
+            seen = (self._job_versions.get(job_id, 0), self._queue_version)
+            view = await asyncio.to_thread(self.view, job_id)
             if view is None:
                 return
             if view != last:
@@ -225,11 +242,14 @@ class JobQueue:
                 last = view
             if view.record.state.finished:
                 return
-            await self._wait_for_change(version)
+            queued = view.record.state is JobState.QUEUED
+            await self._wait_for_change(job_id, seen, queued)
+            if queued and self._job_versions.get(job_id, 0) == seen[0]:
+                await asyncio.sleep(QUEUED_REFRESH_S)
 
-    async def _wait_for_change(self, seen_version: int) -> None:
+    async def _wait_for_change(self, job_id: str, seen: tuple[int, int], queued: bool) -> None:
         def changed() -> bool:
-            return self._version != seen_version
+            return self._job_versions.get(job_id, 0) != seen[0] or (queued and self._queue_version != seen[1])
 
         async with self._changed:
             try:  # the timeout is a safety net, not the normal path
@@ -253,7 +273,12 @@ class JobQueue:
             self._work_available.set()
         elif kind == "cancel" and job_id in self._cancel_flags:
             self._cancel_flags[job_id].set()
-        self._version += 1
+        if job_id:
+            if len(self._job_versions) > MAX_TRACKED_JOBS:  # bounded: a reset only wakes watchers once
+                self._job_versions.clear()
+            self._job_versions[job_id] = self._job_versions.get(job_id, 0) + 1
+        if kind in ("new", "state"):
+            self._queue_version += 1
         asyncio.ensure_future(self._wake_watchers())
 
     async def _wake_watchers(self) -> None:

@@ -35,7 +35,7 @@ import ssl
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
@@ -61,6 +61,8 @@ class FetchLimits:
     timeout_s: float = 60.0
     allow_private_networks: bool = False  # only for trusted deployments and tests
     max_redirects: int = 5
+    # URLs the service issued itself (its Upload storage); allowed on private addresses. Set at start-up.
+    trusted_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,8 @@ def connect_checked(
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError as exc:
         raise _fail(field_path, "invalid port in URL") from exc
+    if any(url.startswith(prefix) for prefix in limits.trusted_prefixes):
+        limits = replace(limits, allow_private_networks=True)
     addresses = _resolve(parts.hostname, port, limits, field_path)
     connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
     last_error: OSError | None = None

@@ -1,4 +1,4 @@
-"""Load a preset's models and bind them to the pipeline's component Protocols.
+"""Load a preset's models (their binding to the pipeline's Protocols: service/engines/torch_bindings.py).
 
 Real checkpoints and the tiny preset go through the same objects: diffusers' `LTXVideoTransformer3DModel`
 and `AutoencoderKLLTXVideo`, transformers' T5 encoder and a tokenizer. Real weights come from a local
@@ -24,12 +24,11 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
 from service.config import ModelConfig
+from service.contract.assets import LTX_VIDEO_SCHEDULER_CONFIG
+from service.contract.geometry import ModelGeometry
 from service.models import presets
 from service.models import upsampler as upsampler_models
 from service.models.tokenizer import build_byte_tokenizer, byte_tokenizer_vocab_size
-from service.pipelines import torch_components as tc
-from service.pipelines.components import Components, ModelGeometry
-from service.pipelines.sampling import LTX_VIDEO_SCHEDULER_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -65,24 +64,6 @@ def load_models(cfg: ModelConfig) -> LoadedModels:
             _cache[cfg] = models
             logger.info("loaded model preset %s in %.2f s", cfg.preset, time.monotonic() - started)
         return _cache[cfg]
-
-
-def load_components(cfg: ModelConfig) -> Components:
-    return bind_components(load_models(cfg))
-
-
-def bind_components(models: LoadedModels) -> Components:
-    """Torch bindings of the component Protocols around `models`."""
-    geometry = model_geometry(models)
-    return Components(
-        geometry=geometry,
-        text_encoder=tc.TorchTextEncoder(models.tokenizer, models.text_encoder, geometry.text_max_length),
-        transformer=tc.TorchTransformer(models.transformer),
-        vae_decoder=tc.TorchVaeDecoder(models.vae),
-        vae_encoder=tc.TorchVaeEncoder(models.vae),
-        upsampler=tc.TorchLatentUpsampler(models.upsampler) if models.upsampler is not None else None,
-        scheduler_config=dict(models.scheduler_config),
-    )
 
 
 def model_geometry(models: LoadedModels) -> ModelGeometry:

@@ -115,6 +115,7 @@ def _download(index: int, lora: LoraSpec, cfg: LoraConfig) -> Path:
         max_bytes=cfg.max_bytes,
         timeout_s=cfg.download_timeout_s,
         allow_private_networks=cfg.allow_private_networks,
+        trusted_prefixes=cfg.trusted_prefixes,
     )
     download_to_file(lora.path, target, field=f"loras[{index}].path", limits=limits)
     return target

@@ -28,7 +28,9 @@ from typing import NamedTuple
 
 import torch
 
-FRAMES_PER_LATENT = 8  # VAE temporal compression: legal lengths are 8k + 1
+from service.contract.frames import TEMPORAL_COMPRESSION, is_legal_frame_count
+
+FRAMES_PER_LATENT = TEMPORAL_COMPRESSION  # legal lengths are 8k + 1 (contract/frames.py)
 
 
 class Chunk(NamedTuple):
@@ -56,12 +58,8 @@ class Chunk(NamedTuple):
         return slice(self.start, self.start + self.overlap)
 
 
-def is_legal_length(frames: int) -> bool:
-    return frames >= 1 and (frames - 1) % FRAMES_PER_LATENT == 0
-
-
 def _require_legal(name: str, frames: int) -> None:
-    if not is_legal_length(frames):
+    if not is_legal_frame_count(frames):
         raise ValueError(f"{name} must be 8k + 1 frames, got {frames}")
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
+from service.contract.frames import legal_frames_at_most
 from service.domain.errors import Cancelled
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.pipelines.components import Components, ModelGeometry
@@ -95,7 +96,7 @@ def legal_condition_length(
     usable = min(available_frames, target_num_frames - start_frame)
     if usable < 1:
         raise ValueError(f"a condition at frame {start_frame} is outside a {target_num_frames}-frame clip")
-    return (usable - 1) // temporal_compression * temporal_compression + 1
+    return legal_frames_at_most(usable, temporal_compression)
 
 
 def fit_to_clip(

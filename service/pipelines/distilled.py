@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
+from service.contract.frames import uint8_from_unit
 from service.domain.errors import Cancelled
 from service.domain.geometry import (
     DISTILLED_FIRST_PASS_DOWNSCALE,
@@ -290,14 +291,14 @@ def decode(
 
 def to_output_frames(video: torch.Tensor, size: FrameSize) -> np.ndarray:
     """Video [1, 3, F, H, W] in [-1, 1] -> uint8 [F, size.height, size.width, 3], resized bilinearly as LTX
-    resizes the second pass's frames, and rounded as diffusers' VideoProcessor does."""
+    resizes the second pass's frames (pixel convention: contract/frames.py)."""
     num_frames = video.shape[2]
     frames = np.empty((num_frames, size.height, size.width, 3), dtype=np.uint8)
     for start in range(0, num_frames, _FRAMES_PER_CONVERSION):
         block = video[0, :, start : start + _FRAMES_PER_CONVERSION].permute(1, 0, 2, 3).float()
         if block.shape[-2:] != (size.height, size.width):
             block = F.interpolate(block, size=(size.height, size.width), mode="bilinear", align_corners=False)
-        pixels = block.div_(2).add_(0.5).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        pixels = uint8_from_unit(block, consume=True)
         frames[start : start + len(pixels)] = pixels.permute(0, 2, 3, 1).cpu().numpy()
     return frames
 

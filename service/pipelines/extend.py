@@ -23,14 +23,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from service.contract.frames import frames_to_generate, legal_frames_at_most, uint8_frames
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, ProgressCallback
 from service.domain.specs import ExtendSpec
-from service.media.decode import legal_frame_count
 from service.pipelines.components import Components
 from service.pipelines.conditioning import ConditioningMedia
-from service.pipelines.latents import generated_frame_count, latent_shape
-from service.pipelines.media_inputs import to_uint8_frames as pixels_to_uint8
+from service.pipelines.latents import latent_shape
 from service.pipelines.multiconditioning import (
     DEFAULT_DEV_OPTIONS,
     DevClip,
@@ -61,9 +60,9 @@ def plan_extension(num_frames: int, kept: int, temporal_compression: int = 8) ->
     """The plan for an N = `num_frames` output keeping `kept` input frames (the module docstring's rule)."""
     if not 0 <= kept < num_frames:
         raise ValueError(f"kept frames ({kept}) must be in [0, {num_frames})")
-    context = legal_frame_count(min(kept, EXTEND_CONTEXT_FRAMES)) if kept else 0
+    context = legal_frames_at_most(min(kept, EXTEND_CONTEXT_FRAMES), temporal_compression) if kept else 0
     new = num_frames - kept
-    clip = generated_frame_count(context + new, temporal_compression)
+    clip = frames_to_generate(context + new, temporal_compression)
     return ExtensionPlan(kept=kept, context=context, new=new, clip=clip)
 
 
@@ -88,7 +87,7 @@ def generate_extension(
     request = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
     clip = render_dev_clip(components, request, media, generator, options, on_progress, is_cancelled)
     new_frames = clip[plan.context : plan.context + plan.new]
-    frames = np.concatenate([pixels_to_uint8(kept_pixels), new_frames])
+    frames = np.concatenate([uint8_frames(kept_pixels), new_frames])
     return GeneratedVideo(
         frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
     )

@@ -39,8 +39,9 @@ from typing import IO, NamedTuple, Protocol
 import numpy as np
 import torch
 
+from service.contract.frames import frames_to_generate, unit_from_uint8
 from service.domain.errors import Cancelled
-from service.domain.geometry import FrameSize, frames_to_generate
+from service.domain.geometry import FrameSize
 from service.domain.progress import CancelCheck
 from service.pipelines.adain import adain_filter_latent
 from service.pipelines.chunking import Chunk, plan_chunks
@@ -179,7 +180,7 @@ def _part_in_chunk(media: ConditioningMedia, chunk: Chunk, is_first: bool) -> Co
 def frames_to_pixels(frames: np.ndarray) -> torch.Tensor:
     """uint8 frames [F, H, W, 3] -> pixels [1, 3, F, H, W] in [-1, 1], as the VAE encoder takes them."""
     pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]
-    return pixels.float().div_(127.5).sub_(1.0)
+    return unit_from_uint8(pixels.float())
 
 
 class FrameSink:

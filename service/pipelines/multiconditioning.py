@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from service.contract.frames import frames_to_generate
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import MulticonditioningSpec, TextToVideoSpec
@@ -47,7 +48,7 @@ from service.pipelines.guidance import (
     perturbed_rows,
     split_passes,
 )
-from service.pipelines.latents import LatentShape, generated_frame_count, latent_shape
+from service.pipelines.latents import LatentShape, latent_shape
 from service.pipelines.schedules import DEV_13B_097_FIRST_PASS, GuidanceSchedule, linear_quadratic_sigmas
 from service.pipelines.text_to_video import (
     DecodeOptions,
@@ -231,7 +232,7 @@ def generate_multiconditioning(
     if not spec.width or not spec.height:
         raise ValueError("the spec's AUTO size must be resolved before generation")
     geometry = components.geometry
-    num_frames = generated_frame_count(spec.num_frames, geometry.temporal_compression)
+    num_frames = frames_to_generate(spec.num_frames, geometry.temporal_compression)
     shape = latent_shape(geometry, 1, num_frames, spec.height, spec.width)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(
@@ -265,7 +266,7 @@ def generate_text_to_video(
     the linear-quadratic schedule, the 7-phase CFG/STG/rescale/skip-block schedule, CFG-star), exactly
     `spec.num_frames` frames of `spec.width` x `spec.height`. Same spec, same frames."""
     geometry = components.geometry
-    num_frames = generated_frame_count(spec.num_frames, geometry.temporal_compression)
+    num_frames = frames_to_generate(spec.num_frames, geometry.temporal_compression)
     shape = latent_shape(geometry, 1, num_frames, spec.height, spec.width)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(

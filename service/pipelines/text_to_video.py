@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from service.contract.frames import uint8_frames
 from service.pipelines.components import Components
 from service.pipelines.latents import (
     LatentShape,
@@ -65,7 +66,6 @@ def decode(
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
-    """Video [1, 3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3], rounded as diffusers' VideoProcessor does."""
+    """Video [1, 3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3] (the pixel convention of contract/frames.py)."""
     # In place: at 720p x 89 frames each float copy of the video is ~1 GB.
-    pixels = video[0].float().div_(2).add_(0.5).clamp_(0, 1).mul_(255).round_()
-    return pixels.to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()
+    return uint8_frames(video[0], consume=True)

@@ -22,6 +22,12 @@ class ResultStorage(Protocol):
 
     def describe(self) -> str: ...
 
+    def upload_url_prefix(self) -> str:
+        """How the URLs of uploaded inputs start (the service trusts them as inputs)."""
+        ...
+
+    def purge_uploads(self, before: float) -> int: ...
+
 
 def open_storage(
     config: ServiceConfig, jwks_file: Path | None = None, signer: UrlSigner | None = None

@@ -48,6 +48,18 @@ class LocalStorage:
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
 
+    def upload_url_prefix(self) -> str:
+        return f"{self.base_url}/results/uploads/"
+
+    def purge_uploads(self, before: float) -> int:
+        """Delete uploads stored before `before` (wall-clock seconds)."""
+        removed = 0
+        for directory in (self.root / "uploads").glob("*"):
+            if directory.is_dir() and directory.stat().st_mtime < before:
+                shutil.rmtree(directory, ignore_errors=True)
+                removed += 1
+        return removed
+
     def describe(self) -> str:
         return f"{self.base_url}/results/ (from {self.root})"
 

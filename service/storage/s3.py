@@ -82,6 +82,21 @@ class S3Storage:
             if objects:
                 self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
 
+    def upload_url_prefix(self) -> str:
+        """Where presigned URLs of uploads start (a sample key's URL, cut before the key's last part)."""
+        sample = self.presign(self._key("uploads", "x")).split("?", 1)[0]
+        return sample[:-1]
+
+    def purge_uploads(self, before: float) -> int:
+        paginator = self._client.get_paginator("list_objects_v2")
+        removed = 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("uploads", "") + "/"):
+            old = [{"Key": o["Key"]} for o in page.get("Contents", []) if o["LastModified"].timestamp() < before]
+            if old:
+                self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": old, "Quiet": True})
+                removed += len(old)
+        return removed
+
     def head(self, job_id: str, name: str) -> dict[str, Any] | None:
         try:
             return dict(self._client.head_object(Bucket=self.bucket, Key=self._key(job_id, name)))

@@ -122,6 +122,9 @@ def test_no_key_or_a_wrong_key_is_unauthenticated(service: SecureService) -> Non
     with pytest.raises(grpc.RpcError) as caught:
         stub.Status(pb.StatusRequest(request_id="x"), timeout=10)
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as caught:  # client streaming too
+        stub.Upload(iter([pb.UploadRequest(file_name="a.png", chunk=b"\x89PNG")]), timeout=10)
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_key_not_allowed_the_endpoint_is_permission_denied(service: SecureService) -> None:

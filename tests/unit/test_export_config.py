@@ -18,8 +18,8 @@ from export.triton_config import (
     tensor_signature,
 )
 from service.config import ModelConfig
+from service.contract import pipeline as contract
 from service.domain.specs import Endpoint
-from service.engines import triton_contract as contract
 from service.models.loading import load_models, model_geometry
 
 

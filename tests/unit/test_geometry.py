@@ -1,9 +1,11 @@
-"""Sizes and frame counts: the rules of service/domain/geometry.py, checked against hand-computed tables."""
+"""Sizes and frame counts: the rules of service/domain/geometry.py and service/contract/frames.py, checked against hand-computed tables."""
 
 from __future__ import annotations
 
 import pytest
 
+from service.contract.frames import frames_to_generate, latent_tokens
+from service.contract.frames import latent_frame_count as latent_frames
 from service.domain.geometry import (
     DISTILLED_FIRST_PASS_DOWNSCALE,
     LTX2_FIRST_PASS_DOWNSCALE,
@@ -15,9 +17,6 @@ from service.domain.geometry import (
     custom_size,
     duration_seconds,
     frame_size,
-    frames_to_generate,
-    latent_frames,
-    latent_tokens,
     ltx2_preset_size,
     multiscale_sizes,
     size_for,

@@ -17,7 +17,7 @@ from service.config import ModelConfig
 from service.domain.errors import Cancelled
 from service.domain.geometry import AspectRatio, FrameSize, Resolution
 from service.domain.specs import DistilledMulticonditioningSpec
-from service.models import loading
+from service.engines import torch_bindings
 from service.pipelines.chunking import seams
 from service.pipelines.components import Components
 from service.pipelines.conditioning import ConditioningMedia
@@ -197,7 +197,7 @@ TINY_CHUNK_OPTIONS = DistilledOptions(long_video=TINY_CHUNKS)
 
 @pytest.fixture(scope="module")
 def components() -> Components:
-    return loading.load_components(ModelConfig())
+    return torch_bindings.load_components(ModelConfig())
 
 
 def test_distilled_long_video_has_exactly_the_requested_frames(components: Components) -> None:

@@ -20,7 +20,7 @@ from bench.torch_memory import LiveTensorMeter
 from service.config import ModelConfig
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.specs import DistilledMulticonditioningSpec
-from service.models import loading
+from service.engines import torch_bindings
 from service.pipelines.components import Components
 from service.pipelines.distilled import DistilledOptions, generate_distilled
 from service.pipelines.long_video import FrameStore, LongVideoOptions
@@ -76,7 +76,7 @@ def _peaks(components: Components, num_frames: int, store: FrameStore = FrameSto
 
 @pytest.fixture(scope="module")
 def components() -> Components:
-    components = loading.load_components(ModelConfig())
+    components = torch_bindings.load_components(ModelConfig())
     _peaks(components, SHORT)  # warm up lazy initialisation (kernels, dispatch caches) outside the measures
     return components
 

@@ -16,6 +16,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from service.config import LoraConfig, ModelConfig
 from service.domain.errors import ErrorType, JobError
 from service.domain.specs import LoraSpec
+from service.engines import torch_bindings
 from service.models import loading
 from service.models.lora import applied_loras
 from service.pipelines.components import Components
@@ -29,7 +30,7 @@ def models() -> loading.LoadedModels:
 
 @pytest.fixture(scope="module")
 def components(models: loading.LoadedModels) -> Components:
-    return loading.bind_components(models)
+    return torch_bindings.bind_components(models)
 
 
 @pytest.fixture(scope="module")
