@@ -6,19 +6,23 @@ request id comes from the record (`extra={"request_id": ...}`) or else from the 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
 
-from service.observability import context
+# Per-RPC context for log lines: set by the RPC interceptors, followed by the RPC's task (and copied
+# into worker threads by asyncio.to_thread).
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+api_key_name_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("api_key_name", default=None)
 
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", None):
-            record.request_id = context.request_id.get()
+            record.request_id = request_id_var.get()
         if not getattr(record, "api_key", None):
-            record.api_key = context.api_key_name.get()
+            record.api_key = api_key_name_var.get()
         return True
 
 

@@ -33,6 +33,7 @@ from service.config import Role, ServiceConfig
 from service.domain.specs import Endpoint
 from service.engines.base import Engine
 from service.engines.factory import create_engine
+from service.jobs.job_metrics import instrumented
 from service.jobs.open_store import open_store
 from service.jobs.queue import JobQueue
 from service.jobs.records import JobState
@@ -40,7 +41,6 @@ from service.jobs.runner import JobRunner
 from service.jobs.sql_store import SqlJobStore
 from service.jobs.webhooks import WebhookDispatcher, WebhookSigner
 from service.observability import metrics
-from service.observability.job_metrics import instrumented
 from service.security.api_keys import KeyRing, load_api_keys
 from service.security.signing import UrlSigner
 from service.storage.factory import ResultStorage, open_storage

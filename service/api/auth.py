@@ -16,7 +16,8 @@ import grpc
 from ltx.v1 import video_generation_pb2 as pb
 from service.api.convert import ENDPOINT_OF_INPUT
 from service.api.interceptors import Stream, Unary, rewrap
-from service.observability import context, metrics
+from service.logs import api_key_name_var
+from service.observability import metrics
 from service.security.api_keys import ApiKey, KeyRing, bearer_token
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
                 grpc.StatusCode.UNAUTHENTICATED, "missing or unknown API key (metadata authorization: Bearer <key>)"
             )
         assert key is not None
-        context.api_key_name.set(key.name)
+        api_key_name_var.set(key.name)
         endpoint = _endpoint_of(request)
         if endpoint is not None and not key.allows(endpoint):
             metrics.AUTH_CHECKS.labels(key.name, "permission_denied").inc()

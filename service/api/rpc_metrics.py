@@ -10,7 +10,8 @@ from typing import Any
 import grpc
 
 from service.api.interceptors import Stream, Unary, rewrap, split_method
-from service.observability import context, metrics
+from service.logs import request_id_var
+from service.observability import metrics
 
 
 def _code_name(context_: grpc.aio.ServicerContext, error: BaseException | None) -> str:
@@ -47,7 +48,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
     @staticmethod
     def _begin(labels: tuple[str, str], request: Any, metadata: dict[str, str]) -> float:
         metrics.RPC_STARTED.labels(*labels).inc()
-        context.request_id.set(_request_id(request, metadata))
+        request_id_var.set(_request_id(request, metadata))
         return time.perf_counter()
 
     @staticmethod

@@ -6,9 +6,9 @@ import pytest
 
 from service.domain.errors import ErrorType, JobError
 from service.domain.progress import Progress, Stage
+from service.jobs.job_metrics import instrumented
 from service.jobs.records import JobRecord, JobState
 from service.observability import metrics
-from service.observability.job_metrics import instrumented
 from service.observability.metrics import BusyTracker
 
 
