@@ -158,6 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
     started = time.time()
+    print(json.dumps({"load_average_at_start": [round(x, 1) for x in os.getloadavg()]}), flush=True)
     with tempfile.TemporaryDirectory(prefix="ltx-bench12-") as tmp:
         root = Path(tmp)
         results = {
@@ -168,6 +169,7 @@ def main() -> None:
             "identify": identify_cost(),
         }
     results["wall_s"] = round(time.time() - started, 1)
+    results["load_average"] = [round(x, 1) for x in os.getloadavg()]
     print(json.dumps(results, indent=2))
 
 
