@@ -46,8 +46,11 @@ class ModelConfig:
 class LoraConfig:
     max_bytes: int = 2 * 1024**3  # refuse LoRA downloads larger than this
     download_timeout_s: float = 60.0
-    cache_dir: str = "var/lora-cache"
-    allow_local_paths: bool = True  # local safetensors paths (trusted deployments only)
+    cache_dir: str = "lora-cache"  # a relative path is under data_dir
+    cache_max_bytes: int = 20 * 1024**3  # least recently used downloads are evicted past this
+    cache_ttl_s: float = 24 * 3600.0  # a cached download older than this is fetched again
+    allow_local_paths: bool = False  # local safetensors paths, confined to `local_roots` (trusted setups)
+    local_roots: tuple[str, ...] = ()  # directories local LoRA paths must lie in (symlinks resolved)
     allow_private_networks: bool = False  # LoRA URLs on loopback/private addresses (tests, trusted setups)
     trusted_prefixes: tuple[str, ...] = ()  # the service's own upload URLs (set at start-up)
 
@@ -97,6 +100,25 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class TransportConfig:
+    """gRPC server settings. The receive limit fits one data URI at `media.max_bytes` (base64 is 4/3 of
+    the bytes) with room for the rest of the request; each data URI is bounded at validation."""
+
+    max_receive_message_bytes: int = 400 * 1024**2
+    max_send_message_bytes: int = 64 * 1024**2
+    keepalive_time_s: float = 60.0  # the server pings idle connections this often
+    keepalive_timeout_s: float = 20.0  # and drops them when a ping goes unanswered this long
+    min_ping_interval_s: float = 10.0  # clients may ping this often (more often: GOAWAY too_many_pings)
+    max_concurrent_streams: int = 1000  # per connection (Watch streams included)
+    graceful_stop_s: float = 2.0  # open RPCs (Watch streams) get this long once the server stops
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    grace_s: float = 30.0  # SIGTERM: running jobs get this long to finish, then are cancelled and re-queued
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 50051
@@ -112,6 +134,8 @@ class ServiceConfig:
     media: FetchLimits = field(default_factory=FetchLimits)  # fetching image_url / video_url inputs
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     prompt_expansion: PromptExpansionConfig = field(default_factory=PromptExpansionConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     role: Role = Role.ALL
     database_url: str | None = None  # postgresql://...; default SQLite at data_dir/jobs.sqlite3
     storage_url: str | None = None  # s3://bucket/prefix; default the local directory data_dir/results
@@ -150,7 +174,17 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConf
             continue
         section, _, name = key.rpartition(".")
         (data.setdefault(section, {}) if section else data)[name] = value
-    return _build(ServiceConfig, data)
+    return _with_paths_under_data_dir(_build(ServiceConfig, data))
+
+
+def _with_paths_under_data_dir(config: ServiceConfig) -> ServiceConfig:
+    """Relative cache paths live in data_dir, not wherever the process happened to start."""
+    cache = Path(config.lora.cache_dir)
+    if cache.is_absolute():
+        return config
+    lora = dataclasses.replace(config.lora, cache_dir=str(Path(config.data_dir) / cache),
+                               local_roots=tuple(config.lora.local_roots))
+    return dataclasses.replace(config, lora=lora)
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:

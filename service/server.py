@@ -9,13 +9,12 @@ api/rpc_metrics.py, observability/); this module only plugs them in.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -23,13 +22,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ltx.v1 import video_generation_pb2 as pb
-from ltx.v1 import video_generation_pb2_grpc as pb_grpc
 from service.api import events
 from service.api.auth import ApiKeyInterceptor
 from service.api.rpc_metrics import RpcMetricsInterceptor
-from service.api.servicer import VideoGenerationServicer
+from service.api.servicer import VideoGenerationServicer, add_to_server
 from service.api.tls import server_credentials
-from service.config import Role, ServiceConfig
+from service.config import Role, ServiceConfig, TransportConfig
 from service.domain.specs import Endpoint
 from service.engines.base import Engine
 from service.engines.factory import create_engine
@@ -50,11 +48,13 @@ from service.storage.uploads import UploadWriter
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VideoGeneration"].full_name
-READINESS = "readiness"  # NOT_SERVING while the engine (or, for a gateway, the store) is unavailable
+READINESS = "readiness"  # NOT_SERVING while the engine or the workers cannot take jobs, or draining
 LIVENESS = "liveness"  # SERVING while the process runs; never depends on Triton or the store
 FOLLOWING_READINESS = ("", SERVICE_NAME, READINESS)
 HEALTH_POLL_S = 2.0
 RETENTION_POLL_S = 60.0
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -66,19 +66,39 @@ class RunningService:
     tasks: list[asyncio.Task[None]]
     http: ResultsHttpServer
     store: SqlJobStore
-    admin_server: grpc.aio.Server | None = None
+    health: health.aio.HealthServicer
+    readiness: Readiness
+    config: ServiceConfig = field(default_factory=ServiceConfig)
+    admin_server: grpc.aio.Server | None = None  # health on the admin port stays up through the drain
     admin_port: int | None = None
     metrics_port: int | None = None
 
-    async def stop(self, grace_s: float = 2.0) -> None:
+    async def drain(self) -> None:
+        """SIGTERM: readiness NOT_SERVING and Submit UNAVAILABLE at once, then the queue's drain."""
+        grace_s = self.config.shutdown.grace_s
+        log.info("draining: running jobs get %.0f s to finish", grace_s)
+        drain = asyncio.ensure_future(self.queue.drain(grace_s))  # sets the queue's draining flag now
+        await set_readiness(self.health, serving=False, reason="draining")
+        await drain
+
+    async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
-        await self.server.stop(grace_s)
+        await self.server.stop(self.config.transport.graceful_stop_s)
         if self.admin_server is not None:
             await self.admin_server.stop(0)
         await self.queue.stop()
         self.http.stop()
         self.store.close()
+        log.info("stopped")
+
+
+async def set_readiness(health_servicer: health.aio.HealthServicer, *, serving: bool, reason: str | None) -> None:
+    """Set every health name that follows readiness; the reason goes to the log."""
+    status = _SERVING if serving else _NOT_SERVING
+    for name in FOLLOWING_READINESS:
+        await health_servicer.set(name, status)
+    log.info("readiness: %s%s", "SERVING" if serving else "NOT_SERVING", f" ({reason})" if reason else "")
 
 
 def _supports(engine: Engine) -> Callable[[Endpoint], bool]:
@@ -87,13 +107,33 @@ def _supports(engine: Engine) -> Callable[[Endpoint], bool]:
 
 
 class Readiness:
-    """The engine's readiness as the health loop last saw it: read by Submit without probing the backend."""
+    """Whether the service can take jobs, and why not: read by Submit without probing the backend."""
 
-    def __init__(self) -> None:
-        self.ready = False
+    def __init__(self, queue: JobQueue) -> None:
+        self._queue = queue
+        self.engine_ready = False  # as the health loop last saw it
 
-    def __call__(self) -> bool:
-        return self.ready
+    def reason(self) -> str | None:
+        """None when ready, else why not (shown to clients and logged)."""
+        queue_reason = self._queue.unavailable_reason()
+        if queue_reason is not None:
+            return queue_reason
+        return None if self.engine_ready else "the inference backend is not reachable"
+
+
+def grpc_options(transport: TransportConfig) -> list[tuple[str, int]]:
+    """Channel arguments of the server: message sizes and a keepalive policy both sides can live with."""
+    return [
+        ("grpc.max_receive_message_length", transport.max_receive_message_bytes),
+        ("grpc.max_send_message_length", transport.max_send_message_bytes),
+        ("grpc.keepalive_time_ms", int(transport.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(transport.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", int(transport.min_ping_interval_s * 1000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(transport.min_ping_interval_s * 1000)),
+        ("grpc.http2.max_ping_strikes", 0),  # a client pinging within the policy is never dropped
+        ("grpc.max_concurrent_streams", transport.max_concurrent_streams),
+    ]
 
 
 async def start_service(config: ServiceConfig, engine: Engine | None = None) -> RunningService:
@@ -115,18 +155,21 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
         queue = JobQueue(store, config.queue, None)
     gateway_endpoints = GatewayEndpoints(store) if engine is None else None
     _bind_metrics(config, store)
-    server = grpc.aio.server(interceptors=_interceptors(config))
-    readiness = Readiness()
+    server = grpc.aio.server(options=grpc_options(config.transport), interceptors=_interceptors(config))
+    readiness = Readiness(queue)
     if config.role is not Role.WORKER:
         supports = gateway_endpoints or _supports(engine)  # type: ignore[arg-type]
         servicer = VideoGenerationServicer(
-            queue, supports, readiness, upload=lambda name: UploadWriter(storage, config.max_upload_bytes, name)
+            queue,
+            supports,
+            readiness.reason,
+            upload=lambda name: UploadWriter(storage, config.max_upload_bytes, name),
+            max_media_bytes=config.media.max_bytes,
         )
-        pb_grpc.add_VideoGenerationServicer_to_server(servicer, server)
+        add_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
-    for name in FOLLOWING_READINESS:  # not SERVING until the first readiness check says so
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    await set_readiness(health_servicer, serving=False, reason="starting")  # until the first check says so
+    await health_servicer.set(LIVENESS, _SERVING)
     _add_health_and_reflection(server, health_servicer)
     port = _listen(server, config)
     await server.start()
@@ -135,7 +178,7 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     await queue.start()
     probe: Callable[[], bool] = gateway_endpoints.refresh if gateway_endpoints else engine.ready  # type: ignore[union-attr]
     tasks = [
-        asyncio.create_task(_report_health(probe, health_servicer, readiness)),
+        asyncio.create_task(_report_health(probe, health_servicer, readiness, queue)),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
         asyncio.create_task(
             WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media).run_forever()
@@ -143,7 +186,8 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     ]
     log.info("%s serving gRPC on %s:%d (admin %s, metrics %s), results at %s", config.role, config.host, port,
              admin_port, metrics_port, storage.describe())
-    return RunningService(port, http.port, server, queue, tasks, http, store, admin_server, admin_port, metrics_port)
+    return RunningService(port, http.port, server, queue, tasks, http, store, health_servicer, readiness, config,
+                          admin_server, admin_port, metrics_port)
 
 
 def _interceptors(config: ServiceConfig) -> list[grpc.aio.ServerInterceptor]:
@@ -229,20 +273,18 @@ class GatewayEndpoints:
 
 
 async def _report_health(
-    probe: Callable[[], bool], health_servicer: health.aio.HealthServicer, readiness: Readiness
+    probe: Callable[[], bool], health_servicer: health.aio.HealthServicer, readiness: Readiness, queue: JobQueue
 ) -> None:
-    """SERVING while the engine can take jobs (e.g. Triton reachable; for a gateway: the store answers),
-    NOT_SERVING otherwise."""
-    last = None
-    while True:
-        ready = await asyncio.to_thread(probe)
-        readiness.ready = ready
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        if status != last:
-            for name in FOLLOWING_READINESS:
-                await health_servicer.set(name, status)
-            log.info("health: %s", health_pb2.HealthCheckResponse.ServingStatus.Name(status))
-            last = status
+    """SERVING while the engine can take jobs (e.g. Triton reachable; for a gateway: the store answers)
+    and a worker is free of store failures; NOT_SERVING, with the reason logged, otherwise. The drain
+    owns readiness once it starts."""
+    last: str | None = "starting"
+    while not queue.draining:
+        readiness.engine_ready = await asyncio.to_thread(probe)
+        reason = readiness.reason()
+        if reason != last and not queue.draining:
+            await set_readiness(health_servicer, serving=reason is None, reason=reason)
+            last = reason
         await asyncio.sleep(HEALTH_POLL_S)
 
 
@@ -258,10 +300,12 @@ async def _purge_expired(queue: JobQueue, storage: ResultStorage, retention_s: f
         await asyncio.sleep(min(RETENTION_POLL_S, max(retention_s / 2, 0.5)))
 
 
-async def serve_forever(config: ServiceConfig) -> None:
+async def serve_forever(config: ServiceConfig, stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (SIGTERM), drain, then shut down."""
     running = await start_service(config)
+    stop = stop or asyncio.Event()
     try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await running.server.wait_for_termination()
+        await stop.wait()
+        await running.drain()
     finally:
         await running.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +47,11 @@ class JobRunner:
 
     def _store(self, job_id: str, video: GeneratedVideo) -> StoredFile:
         path = self._storage.job_dir(job_id) / f"{job_id}.mp4"
-        encode_mp4(video, path)
+        # Written under a temporary name and renamed when complete: neither a crash mid-encode nor a
+        # re-run ever leaves a truncated file where the results server (or an upload) would find it.
+        partial = path.with_name(path.name + ".part")
+        encode_mp4(video, partial)
+        os.replace(partial, path)
         return self._storage.publish(job_id, path, "video/mp4")
 
 

@@ -8,7 +8,7 @@ from typing import Protocol
 from service.config import ServiceConfig
 from service.domain.outputs import StoredFile
 from service.security.signing import UrlSigner
-from service.storage.local import LocalStorage, ResultsHttpServer
+from service.storage.local import LocalStorage, ResultsHttpServer, reachable_base_url
 
 
 class ResultStorage(Protocol):
@@ -40,5 +40,5 @@ def open_storage(
         from service.storage.s3 import S3Storage
 
         return S3Storage(config.storage_url, config.s3, Path(config.data_dir) / "scratch"), http
-    base_url = config.public_base_url or f"http://{config.host}:{http.port}"
+    base_url = config.public_base_url or reachable_base_url(config.host, http.port)
     return LocalStorage(config.storage_dir, base_url, signer), http
