@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from ltx.v1 import video_generation_pb2 as pb
 from service.api.interceptors import Stream, Unary, rewrap, split_method
 from service.logs import request_id_var
 from service.observability import metrics
@@ -26,8 +28,20 @@ def _code_name(context_: grpc.aio.ServicerContext, error: BaseException | None) 
     return grpc.StatusCode.UNKNOWN.name
 
 
-def _request_id(request: Any, metadata: dict[str, str]) -> str | None:
-    return getattr(request, "request_id", None) or metadata.get("x-request-id")
+# Calls naming a job by id: small messages, parsed again here (the servicer parses requests itself) so
+# that every log line of the call carries the job's id.
+_BY_ID = {f"/{pb.DESCRIPTOR.services_by_name['VideoGeneration'].full_name}/{name}": getattr(pb, f"{name}Request")
+          for name in ("Status", "Watch", "Result", "Cancel")}
+
+
+def _request_id(method: str, request: Any, metadata: dict[str, str]) -> str | None:
+    found = getattr(request, "request_id", None)
+    if found is None and isinstance(request, bytes) and method in _BY_ID:
+        try:
+            found = _BY_ID[method].FromString(request).request_id
+        except DecodeError:
+            found = None
+    return found or metadata.get("x-request-id")
 
 
 class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -41,6 +55,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler
         labels = split_method(details.method)
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+        metadata[":method"] = details.method
         return rewrap(
             handler, lambda inner: self._unary(inner, labels, metadata), lambda inner: self._stream(inner, labels, metadata)
         )
@@ -48,7 +63,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
     @staticmethod
     def _begin(labels: tuple[str, str], request: Any, metadata: dict[str, str]) -> float:
         metrics.RPC_STARTED.labels(*labels).inc()
-        request_id_var.set(_request_id(request, metadata))
+        request_id_var.set(_request_id(metadata[":method"], request, metadata))
         return time.perf_counter()
 
     @staticmethod

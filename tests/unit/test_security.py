@@ -83,3 +83,20 @@ def test_half_configured_tls_is_refused() -> None:
         server_credentials(AuthConfig(tls_cert_file="/x.pem"))
     with pytest.raises(ValueError, match="tls_client_ca_file needs"):
         server_credentials(AuthConfig(tls_client_ca_file="/ca.pem"))
+
+
+def test_wire_scan_finds_the_endpoint_of_every_submit() -> None:
+    from ltx.v1 import video_generation_pb2 as pb
+    from service.api.oneof import ONEOF_FIELD
+    from service.api.wire import WireError, submit_endpoint
+    from service.domain.specs import Endpoint
+
+    for endpoint in Endpoint:
+        request = pb.SubmitRequest(webhook_url="https://example.com/hook", idempotency_key="k")
+        getattr(request.input, ONEOF_FIELD[endpoint]).SetInParent()
+        raw = request.SerializeToString()
+        assert submit_endpoint(raw) is endpoint
+        assert submit_endpoint(raw + raw) is endpoint  # concatenation merges messages: still that endpoint
+    assert submit_endpoint(pb.SubmitRequest(webhook_url="x").SerializeToString()) is None
+    with pytest.raises(WireError):
+        submit_endpoint(b"\x0a\x10\x0a")  # a length running past the end
