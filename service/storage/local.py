@@ -129,6 +129,8 @@ class _ResultsHandler(BaseHTTPRequestHandler):
         if path == "/.well-known/jwks.json":
             return self.jwks_file if self.jwks_file is not None and self.jwks_file.is_file() else 404
         parts = path.split("/")
+        if len(parts) == 5 and parts[2] == "uploads":  # /results/uploads/<id>/<file>: the Upload RPC's files
+            parts = ["", "results", "uploads/" + parts[3], parts[4]]
         if len(parts) != 4 or parts[0] != "" or parts[1] != "results":
             return 404
         if self.signer is not None:
@@ -136,7 +138,7 @@ class _ResultsHandler(BaseHTTPRequestHandler):
             if not self.signer.verify(url.path, url.query):
                 return 403  # missing, invalid or expired signature
         job_id, name = parts[2], parts[3]
-        if not (_SAFE_NAME.fullmatch(job_id) and _SAFE_NAME.fullmatch(name)) or name.endswith(".part"):
+        if not (_SAFE_NAME.fullmatch(job_id.removeprefix("uploads/")) and _SAFE_NAME.fullmatch(name)) or name.endswith(".part"):
             return 404
         if job_id.startswith(".") or name.startswith("."):
             return 404
