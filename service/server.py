@@ -37,13 +37,13 @@ from service.jobs.queue import JobQueue
 from service.jobs.records import JobState
 from service.jobs.runner import JobRunner
 from service.jobs.sql_store import SqlJobStore
+from service.jobs.uploads import UploadWriter
 from service.jobs.webhooks import WebhookDispatcher, WebhookSigner
 from service.observability import metrics
 from service.security.api_keys import KeyRing, load_api_keys
 from service.security.signing import UrlSigner
 from service.storage.factory import ResultStorage, open_storage
 from service.storage.local import ResultsHttpServer
-from service.storage.uploads import UploadWriter
 
 log = logging.getLogger(__name__)
 

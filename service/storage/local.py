@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlsplit
 from service.domain.outputs import StoredFile
 from service.security.signing import UrlSigner
 
+UPLOAD_ID_PREFIX = "upload-"  # uploads are stored like a job's files, under ids that no job id can take
+
 log = logging.getLogger(__name__)
 
 
@@ -66,12 +68,12 @@ class LocalStorage:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
 
     def upload_url_prefix(self) -> str:
-        return f"{self.base_url}/results/uploads/"
+        return f"{self.base_url}/results/{UPLOAD_ID_PREFIX}"
 
     def purge_uploads(self, before: float) -> int:
         """Delete uploads stored before `before` (wall-clock seconds)."""
         removed = 0
-        for directory in (self.root / "uploads").glob("*"):
+        for directory in self.root.glob(f"{UPLOAD_ID_PREFIX}*"):
             if directory.is_dir() and directory.stat().st_mtime < before:
                 shutil.rmtree(directory, ignore_errors=True)
                 removed += 1
@@ -129,8 +131,6 @@ class _ResultsHandler(BaseHTTPRequestHandler):
         if path == "/.well-known/jwks.json":
             return self.jwks_file if self.jwks_file is not None and self.jwks_file.is_file() else 404
         parts = path.split("/")
-        if len(parts) == 5 and parts[2] == "uploads":  # /results/uploads/<id>/<file>: the Upload RPC's files
-            parts = ["", "results", "uploads/" + parts[3], parts[4]]
         if len(parts) != 4 or parts[0] != "" or parts[1] != "results":
             return 404
         if self.signer is not None:
@@ -138,7 +138,7 @@ class _ResultsHandler(BaseHTTPRequestHandler):
             if not self.signer.verify(url.path, url.query):
                 return 403  # missing, invalid or expired signature
         job_id, name = parts[2], parts[3]
-        if not (_SAFE_NAME.fullmatch(job_id.removeprefix("uploads/")) and _SAFE_NAME.fullmatch(name)) or name.endswith(".part"):
+        if not (_SAFE_NAME.fullmatch(job_id) and _SAFE_NAME.fullmatch(name)) or name.endswith(".part"):
             return 404
         if job_id.startswith(".") or name.startswith("."):
             return 404

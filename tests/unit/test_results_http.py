@@ -114,7 +114,7 @@ def test_signed_urls_are_required_when_a_signer_is_set(tmp_path: Path) -> None:
     server.start()
     try:
         storage = LocalStorage(tmp_path, f"http://127.0.0.1:{server.port}", signer)
-        for job_id in ("job1", "uploads/abc"):
+        for job_id in ("job1", "upload-abc"):
             path = storage.job_dir(job_id) / "out.mp4"
             path.write_bytes(b"video")
             url = storage.publish(job_id, path, "video/mp4").url
