@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from service.media.fetch import FetchLimits
+from service.observability.config import MetricsConfig
 from service.prompting.config import PromptExpansionConfig
 from service.safety.config import SafetyConfig
+from service.security.config import AuthConfig
 
 
 class EngineKind(StrEnum):
@@ -184,6 +186,7 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     http_port: int = 8080  # serves stored results; 0 picks a free port
+    admin_port: int | None = None  # plaintext gRPC health + reflection for probes; None = main port only
     public_base_url: str | None = None  # how clients reach the HTTP server; default http://host:port
     data_dir: str = "var"  # SQLite job store and local result storage live here
     engine: EngineKind = EngineKind.LOCAL
@@ -204,6 +207,8 @@ class ServiceConfig:
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     max_upload_bytes: int = 256 * 1024**2  # the Upload RPC refuses larger files
     fast_path: FastPathConfig = field(default_factory=FastPathConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def db_path(self) -> Path:

@@ -117,17 +117,20 @@ class JobQueue:
         endpoints: Iterable[str] | None = None,
         worker_id: str | None = None,
         workers: int | None = None,
+        before_accelerator: Callable[[str], bool] | None = None,
     ) -> None:
         """`runner` None: a gateway (serves the queue, runs nothing). `endpoints`: what this process's
         workers claim (None = any). `workers`: jobs in flight at once, the stage runner's slots in all
         its stages (prepare, generate, finish) so the next job is prepared while one generates; default
-        `queue.workers`."""
+        `queue.workers`. `before_accelerator(job_id)`: whether a job of this process is still preparing
+        or waiting for the accelerator (queued, to the client: a cancel ends it at once)."""
         self._store = store
         self._config = config
         self._runner = runner
         self._endpoints = sorted(endpoints) if endpoints is not None else None
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self._worker_count = workers or config.workers
+        self._runner_before_accelerator = before_accelerator
         self._cancel_flags: dict[str, threading.Event] = {}  # jobs running in this process
         self._changed = asyncio.Condition()
         # Change counters that watchers compare with what they last saw: per job, and for the queue as a
@@ -163,12 +166,18 @@ class JobQueue:
         self._tasks.append(asyncio.create_task(self._sweep(), name="job-sweeper"))
 
     async def stop(self) -> None:
-        """Stop at once: running jobs stop at their next step and are re-queued (lease expiry, restart)."""
+        """Stop at once; jobs running here go back to the queue now (an orderly stop is not a failure, so
+        no retry is counted, and only while this worker still holds them), stopping at their next step."""
         self._draining = True
-        for flag in self._cancel_flags.values():
-            flag.set()  # running jobs stop at their next step; they are re-queued by lease expiry or restart
+        running = list(self._cancel_flags)
         for task in self._tasks:
             task.cancel()
+        for job_id in running:
+            if self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id):
+                self._store.add_log(job_id, f"{self.worker_id} stopped while running it; re-queued", "warning")
+                self._store.notify("new")
+        for flag in self._cancel_flags.values():
+            flag.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             with contextlib.suppress(Exception):  # the store may be the reason we stop
@@ -476,7 +485,8 @@ class JobQueue:
     async def _record_failure(self, job_id: str, error: BaseException, worker: str) -> None:
         if isinstance(error, JobError) and error.error_type is ErrorType.CANCELLED and job_id in self._drain_cancelled:
             await self._persist(
-                lambda: self._store.requeue(job_id, count_retry=False), "re-queueing a drained job", worker
+                lambda: self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id),
+                "re-queueing a drained job", worker,
             )
             self._best_effort(lambda: self._store.add_log(job_id, "the service is shutting down; re-queued", "warning"))
             log.info("drained job re-queued", extra={"request_id": job_id})
@@ -497,8 +507,8 @@ class JobQueue:
 
     def _before_accelerator(self, job_id: str) -> bool:
         """A job of this process's stage runner that has not reached the accelerator yet."""
-        check = getattr(self._runner, "before_accelerator", None)
-        return job_id in self._cancel_flags and callable(check) and bool(check(job_id))
+        check = self._runner_before_accelerator
+        return check is not None and job_id in self._cancel_flags and check(job_id)
 
     def _ended_here(self, job_id: str) -> bool:
         try:

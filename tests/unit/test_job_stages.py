@@ -122,7 +122,9 @@ def _queue(tmp_path: Path, stages: InterlockedStages, config: ServiceConfig) -> 
     storage = CountingStorage(tmp_path / "results", stages.stored)
     runner = JobRunner(stages, storage, config, preparer=stages)  # type: ignore[arg-type]
     store = JobStore(tmp_path / "jobs.sqlite3")
-    return JobQueue(store, config.queue, runner, workers=runner.max_in_flight), store
+    queue = JobQueue(store, config.queue, runner, workers=runner.max_in_flight,
+                     before_accelerator=runner.before_accelerator)
+    return queue, store
 
 
 async def _finished(queue: JobQueue, job_id: str) -> JobState:
