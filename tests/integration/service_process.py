@@ -45,7 +45,12 @@ class ServiceProcess:
                "--http-port", str(self.http_port), "--data-dir", str(self.data_dir), *self.extra_args]
         log = (self.data_dir / "service.log").open("ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        # Reconnect at least every second: a slow start (a loaded machine) must not leave the channel in
+        # gRPC's exponential reconnect backoff (up to 2 minutes) after the server is up.
+        self.channel = grpc.insecure_channel(
+            f"127.0.0.1:{self.grpc_port}",
+            options=[("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)],
+        )
         self._wait_serving(timeout_s)
 
     def _wait_serving(self, timeout_s: float) -> None:
