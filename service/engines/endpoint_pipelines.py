@@ -24,8 +24,7 @@ from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.distilled import generate_distilled
 from service.pipelines.extend import generate_extension
 from service.pipelines.media_inputs import prepare_conditioning_inputs, prepare_extend_input
-from service.pipelines.multiconditioning import generate_multiconditioning
-from service.pipelines.text_to_video import generate_text_to_video
+from service.pipelines.multiconditioning import generate_multiconditioning, generate_text_to_video
 from service.safety.checker import SafetyChecker
 
 CONDITIONED_ENDPOINTS = frozenset({Endpoint.MULTICONDITIONING, Endpoint.DISTILLED_MULTICONDITIONING})

@@ -1,10 +1,11 @@
 """LoRA adapters applied to the transformer for one job, and removed after it.
 
 A LoRA is a local safetensors file or an http(s) URL (downloaded once, size-capped, cached by URL hash), in
-either the original/ComfyUI key format (`diffusion_model.` prefix) or the diffusers one (`transformer.`).
-Reading, key conversion and injection are diffusers' own (`LTXPipeline.lora_state_dict`,
-`load_lora_adapter`, `set_adapters`); this module adds fetching, checks that name the failing LoRA, and the
-per-job lifecycle.
+any of the key formats LTX-Video LoRAs come in: diffusers (`transformer.`), original/ComfyUI
+(`diffusion_model.`, often with `.alpha`) and kohya (`lora_down`/`lora_up`, `.alpha`): see
+service/models/lora_keys.py, which also folds alpha/rank into the weights. Reading and injection are
+diffusers' own (`LTXPipeline.lora_state_dict`, `load_lora_adapter`, `set_adapters`); this module adds
+fetching, checks that name the failing LoRA, and the per-job lifecycle.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from service.config import LoraConfig
 from service.domain.errors import ErrorType, JobError
 from service.domain.specs import LoraSpec
 from service.media.fetch import FetchLimits, download_to_file
+from service.models.lora_keys import LoraKeyError, to_peft_weights
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +123,8 @@ def _download(index: int, lora: LoraSpec, cfg: LoraConfig) -> Path:
 def _check_keys(index: int, lora: LoraSpec, state_dict: dict[str, torch.Tensor]) -> None:
     if not state_dict:
         raise _fail(index, lora, "the file holds no tensors")
-    not_lora = [key for key in state_dict if "lora" not in key]
-    if not_lora:
-        raise _fail(
-            index, lora, f"not a LoRA: {len(not_lora)} key(s) are not LoRA weights, e.g. {not_lora[0]!r}"
-        )
+    if not any("lora" in key for key in state_dict):
+        raise _fail(index, lora, f"not a LoRA: no LoRA weights among its keys, e.g. {next(iter(state_dict))!r}")
 
 
 def _inject(
@@ -136,16 +135,13 @@ def _inject(
     metadata: dict[str, Any] | None,
     adapter_name: str,
 ) -> None:
-    layers = {key.split(".lora_")[0].removeprefix(f"{_PREFIX}.") for key in state_dict}
     modules = {name for name, _module in transformer.named_modules()}
-    unmatched = sorted(layers - modules)
-    if unmatched:
-        raise _fail(
-            index,
-            lora,
-            f"{len(unmatched)} of {len(layers)} LoRA layers match no layer of the LTX-Video transformer "
-            f"(e.g. {unmatched[0]!r}); is it a LoRA for this model?",
-        )
+    try:
+        state_dict, has_alphas = to_peft_weights(state_dict, modules, prefix=_PREFIX)
+    except LoraKeyError as error:
+        raise _fail(index, lora, f"{error}; is it a LoRA for this model?") from error
+    if has_alphas:
+        metadata = None  # the file's alphas are folded into its weights: load at alpha = rank
     try:
         with warnings.catch_warnings():
             # peft warns on every adapter after the first; stacking several LoRAs is what we mean to do.

@@ -18,8 +18,10 @@ from diffusers.models.autoencoders.autoencoder_kl_ltx import AutoencoderKLLTXVid
 from diffusers.models.transformers.transformer_ltx import LTXVideoTransformer3DModel
 from transformers import T5Config, T5EncoderModel
 
-# Tokens per prompt for LTX-Video (T5-XXL padded to 128), from the diffusers pipelines and LTX-Video configs.
-LTX_VIDEO_TEXT_MAX_LENGTH = 128
+# Tokens per prompt for LTX-Video 0.9.7: T5-XXL padded to 256, as upstream inference.py
+# (`text_encoder_max_tokens=256`) and diffusers' LTXConditionPipeline (`max_sequence_length=256`). 128 (the
+# 0.9.0 LTXPipeline default) cut the spec examples' ~110-word prompts.
+LTX_VIDEO_TEXT_MAX_LENGTH = 256
 
 
 class Preset(StrEnum):

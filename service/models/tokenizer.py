@@ -1,7 +1,7 @@
 """An offline tokenizer for the tiny presets: byte-level, deterministic, built from nothing on disk.
 
 It stands in for LTX-Video's T5 tokenizer and keeps its conventions (pad id 0, `</s>` id 1 appended to every
-prompt, 128 tokens), so prompt encoding, padding and attention masks behave as with the real model.
+prompt, 256 tokens), so prompt encoding, padding and attention masks behave as with the real model.
 """
 
 from __future__ import annotations

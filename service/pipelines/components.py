@@ -33,7 +33,7 @@ class ModelGeometry:
     patch_size: int  # transformer patch size (1 for LTX-Video)
     patch_size_t: int
     transformer_blocks: int  # the range of STG skip blocks (`Perturbation.skip_blocks`)
-    text_max_length: int  # tokens per prompt (128 for LTX-Video)
+    text_max_length: int  # tokens per prompt (256 for LTX-Video 0.9.7)
     text_dim: int  # width of the text embeddings the transformer takes
     latents_mean: tuple[float, ...]  # per-channel VAE latent statistics, for (de)normalization
     latents_std: tuple[float, ...]

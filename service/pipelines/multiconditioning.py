@@ -1,4 +1,5 @@
-"""Text + images + videos at frame positions (`ltx-video-lora/multiconditioning`, LTX-Video 0.9.7 13B dev).
+"""The LTX-Video 0.9.7 13B dev endpoints: text + images + videos at frame positions
+(`ltx-video-lora/multiconditioning`) and text to video (`ltx-video-lora`, the same recipe with no conditions).
 
 One pass of the dev model with its official guidance (configs/ltxv-13b-0.9.7-dev.yaml, first pass):
 the sigmas are LTX's linear-quadratic schedule of `num_inference_steps` steps (the sampler the dev
@@ -29,7 +30,7 @@ import torch
 
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.domain.specs import MulticonditioningSpec
+from service.domain.specs import MulticonditioningSpec, TextToVideoSpec
 from service.pipelines.components import Components, PerturbableTransformer, Perturbation
 from service.pipelines.conditioning import (
     ConditionedLatents,
@@ -49,8 +50,8 @@ from service.pipelines.guidance import (
 from service.pipelines.latents import LatentShape, generated_frame_count, latent_shape
 from service.pipelines.schedules import DEV_13B_097_FIRST_PASS, GuidanceSchedule, linear_quadratic_sigmas
 from service.pipelines.text_to_video import (
+    DecodeOptions,
     PromptEmbeddings,
-    SamplingOptions,
     decode,
     to_uint8_frames,
 )
@@ -66,8 +67,8 @@ class DevSamplingOptions:
 
     guidance: GuidanceSchedule = DEV_13B_097_FIRST_PASS.guidance
     conditioning: ConditioningOptions = field(default_factory=ConditioningOptions)
-    # Decode timestep and noise as text-to-video (ltxv-13b-0.9.7-dev.yaml); its guidance_scale is unused.
-    decoding: SamplingOptions = field(default_factory=SamplingOptions)
+    # Decode timestep and noise of ltxv-13b-0.9.7-dev.yaml.
+    decoding: DecodeOptions = field(default_factory=DecodeOptions)
 
 
 DEFAULT_DEV_OPTIONS = DevSamplingOptions()  # frozen: safe to share as a default
@@ -202,7 +203,8 @@ def render_dev_clip(
     with torch.inference_mode():
         on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
         prompts = encode_guided_prompts(components, clip.prompt, clip.negative_prompt)
-        on_progress(Progress(Stage.PREPARING_CONDITIONS, message=f"encoding {len(media)} condition(s)"))
+        if media:
+            on_progress(Progress(Stage.PREPARING_CONDITIONS, message=f"encoding {len(media)} condition(s)"))
         device = prompts.embeds.device
         state = prepare_conditioned_latents(
             components, clip.shape, media, clip.frame_rate, generator, device, options=options.conditioning
@@ -244,6 +246,39 @@ def generate_multiconditioning(
     )
     clip = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
     frames = render_dev_clip(components, clip, media, generator, options, on_progress, is_cancelled)
+    frames = frames[: spec.num_frames]
+    if spec.reverse_video:
+        frames = np.ascontiguousarray(frames[::-1])
+    return GeneratedVideo(
+        frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
+    )
+
+
+def generate_text_to_video(
+    components: Components,
+    spec: TextToVideoSpec,
+    on_progress: ProgressCallback,
+    is_cancelled: CancelCheck,
+    options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
+) -> GeneratedVideo:
+    """`ltx-video-lora`: the 13B 0.9.7-dev recipe with no conditions (ltxv-13b-0.9.7-dev.yaml first pass:
+    the linear-quadratic schedule, the 7-phase CFG/STG/rescale/skip-block schedule, CFG-star), exactly
+    `spec.num_frames` frames of `spec.width` x `spec.height`. Same spec, same frames."""
+    geometry = components.geometry
+    num_frames = generated_frame_count(spec.num_frames, geometry.temporal_compression)
+    shape = latent_shape(geometry, 1, num_frames, spec.height, spec.width)
+    generator = torch.Generator("cpu").manual_seed(spec.seed)
+    logger.info(
+        "text-to-video %dx%d, %d frames (%d generated), %d steps, %d tokens",
+        spec.width,
+        spec.height,
+        spec.num_frames,
+        num_frames,
+        spec.num_inference_steps,
+        shape.num_tokens,
+    )
+    clip = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
+    frames = render_dev_clip(components, clip, (), generator, options, on_progress, is_cancelled)
     frames = frames[: spec.num_frames]
     if spec.reverse_video:
         frames = np.ascontiguousarray(frames[::-1])

@@ -41,8 +41,11 @@ from service.pipelines.components import Components, Perturbation
 from service.pipelines.distilled import generate_distilled
 from service.pipelines.extend import generate_extension
 from service.pipelines.media_inputs import prepare_conditioning_inputs, prepare_extend_input
-from service.pipelines.multiconditioning import NO_STG_MESSAGE, generate_multiconditioning
-from service.pipelines.text_to_video import generate_text_to_video
+from service.pipelines.multiconditioning import (
+    NO_STG_MESSAGE,
+    generate_multiconditioning,
+    generate_text_to_video,
+)
 from service.pipelines.torch_components import TorchTransformer
 from tests.integration.triton_fixtures import MODEL_REPOSITORY, triton_engine, triton_server, triton_session
 from tests.unit.test_media_inputs import mp4_uri, png_uri

@@ -25,8 +25,11 @@ from service.engines.tritonserver_process import TritonServerProcess
 from service.media.fetch import FetchLimits
 from service.models.loading import load_components
 from service.pipelines.media_inputs import prepare_conditioning_inputs
-from service.pipelines.multiconditioning import NO_STG_MESSAGE, generate_multiconditioning
-from service.pipelines.text_to_video import generate_text_to_video
+from service.pipelines.multiconditioning import (
+    NO_STG_MESSAGE,
+    generate_multiconditioning,
+    generate_text_to_video,
+)
 from tests.unit.test_media_inputs import png_uri
 
 CONTAINER_SERVER = Path("/opt/tritonserver/bin/tritonserver")

@@ -157,7 +157,8 @@ def test_keys_that_match_no_layer_fail_clearly(
     path = write_lora(tmp_path / "foreign.safetensors", foreign, "diffusers")
     error = _load_error(models, [LoraSpec(str(path))], lora_config)
     assert error.error_type is ErrorType.LORA_LOAD_FAILED
-    assert "loras[0]" in error.message and "match no layer" in error.message
+    assert "loras[0]" in error.message and "names no layer" in error.message
+    assert "blocks.transformer_blocks.0.attn1" in error.message  # the key it could not place
 
 
 def test_local_paths_can_be_disabled(

@@ -56,7 +56,7 @@ def test_geometry_has_real_ltx_compression_and_comes_from_the_models() -> None:
     models = loading.load_models(ModelConfig())
     geometry = loading.bind_components(models).geometry
     assert (geometry.spatial_compression, geometry.temporal_compression) == (32, 8)
-    assert geometry.text_max_length == 128
+    assert geometry.text_max_length == 256  # upstream inference.py and LTXConditionPipeline
     assert geometry.latent_channels == models.transformer.config["in_channels"]
     assert geometry.text_dim == models.text_encoder.config.d_model
     assert geometry.latents_mean == pytest.approx(models.vae.latents_mean.tolist())
@@ -73,10 +73,10 @@ def test_tiny_vae_keeps_the_real_frame_and_size_rules() -> None:
     assert video.shape == (1, 3, 17, 64, 96)
 
 
-def test_offline_tokenizer_pads_to_128_and_ends_prompts_with_eos() -> None:
+def test_offline_tokenizer_pads_to_256_and_ends_prompts_with_eos() -> None:
     tokenizer = build_byte_tokenizer(LTX_VIDEO_TEXT_MAX_LENGTH)
-    tokens = tokenizer(["a cat", "héllo"], padding="max_length", max_length=128, return_tensors="pt")
-    assert tokens["input_ids"].shape == (2, 128)
+    tokens = tokenizer(["a cat", "héllo"], padding="max_length", max_length=256, return_tensors="pt")
+    assert tokens["input_ids"].shape == (2, 256)
     assert tokens["attention_mask"].sum(dim=1).tolist() == [len(b"a cat") + 1, len("héllo".encode()) + 1]
     assert tokens["input_ids"][0, 5].item() == tokenizer.convert_tokens_to_ids(EOS_TOKEN)
     assert tokens["input_ids"][0, 6].item() == tokenizer.convert_tokens_to_ids(PAD_TOKEN)
@@ -86,9 +86,17 @@ def test_offline_tokenizer_pads_to_128_and_ends_prompts_with_eos() -> None:
 def test_text_encoder_binding_returns_padded_embeddings_and_mask() -> None:
     components = loading.load_components(ModelConfig())
     embeds, mask = components.text_encoder.encode(["a cat", "a dog"])
-    assert embeds.shape == (2, 128, components.geometry.text_dim)
-    assert mask.shape == (2, 128)
+    assert embeds.shape == (2, 256, components.geometry.text_dim)
+    assert mask.shape == (2, 256)
     assert not torch.equal(embeds[0], embeds[1])
+
+
+def test_a_200_token_prompt_is_not_cut_at_128() -> None:
+    # Upstream encodes 256 T5 tokens; the spec examples' prompts run to ~150+ tokens.
+    components = loading.load_components(ModelConfig())
+    prompt = "a" * 199  # the byte tokenizer: one token per byte, plus </s>
+    _embeds, mask = components.text_encoder.encode([prompt])
+    assert int(mask.sum()) == 200
 
 
 def test_unknown_dtype_is_a_config_error() -> None:

@@ -1,4 +1,4 @@
-"""The text-to-video sampling loop on the tiny preset (64x64, 9-17 frames, 2-3 steps)."""
+"""Text to video (the 0.9.7-dev recipe) on the tiny preset (64x64, 9-17 frames, 2-3 steps)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
-from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
-from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 
 from service.config import ModelConfig
 from service.domain.errors import Cancelled
@@ -16,8 +13,9 @@ from service.domain.progress import Progress, Stage
 from service.domain.specs import TextToVideoSpec
 from service.models import loading
 from service.pipelines.components import Components
-from service.pipelines.sampling import make_scheduler, set_schedule
-from service.pipelines.text_to_video import SamplingOptions, generate_text_to_video
+from service.pipelines.multiconditioning import generate_text_to_video
+from service.pipelines.schedules import linear_quadratic_sigmas
+from tests.unit.test_multiconditioning import OFFICIAL_CFG, OFFICIAL_STG, RecordingTransformer, _official
 
 SPEC = TextToVideoSpec(
     prompt="a ginger cat walks along a sunny sidewalk",
@@ -105,8 +103,10 @@ def test_cancel_raises_after_at_most_one_more_step(components: Components, cance
 
 
 def test_negative_prompt_changes_the_output_under_guidance(components: Components) -> None:
-    other = _run(components, dataclasses.replace(SPEC, negative_prompt="oversaturated"))
-    assert not np.array_equal(_run(components), other)
+    # 8 steps reach the dev schedule's CFG intervals (sigma <= 0.996); 2 steps (1, 0.9875) would not.
+    spec = dataclasses.replace(SPEC, num_inference_steps=8)
+    other = _run(components, dataclasses.replace(spec, negative_prompt="oversaturated"))
+    assert not np.array_equal(_run(components, spec), other)
 
 
 def test_frame_rate_reaches_the_rope_coordinates(components: Components) -> None:
@@ -115,41 +115,13 @@ def test_frame_rate_reaches_the_rope_coordinates(components: Components) -> None
     assert not np.array_equal(_run(components, spec), slower)
 
 
-def test_matches_diffusers_ltx_condition_pipeline() -> None:
-    """The same models, prompt, seed and sigmas through diffusers' own LTX-Video 0.9.5+ pipeline give the
-    same frames (up to one level of uint8 rounding)."""
-    models = loading.load_models(ModelConfig())
-    spec = dataclasses.replace(SPEC, num_frames=9, num_inference_steps=3, frame_rate=24, seed=5)
-    ours = _run(loading.bind_components(models), spec).astype(np.float64)
-
-    # Our shifted schedule, handed to diffusers as explicit timesteps with shifting off on its side.
-    scheduler = make_scheduler(models.scheduler_config)
-    set_schedule(scheduler, spec.num_inference_steps, num_tokens=2 * 2 * 2, device=torch.device("cpu"))
-    reference = LTXConditionPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False, shift=1.0),
-        vae=models.vae,
-        text_encoder=models.text_encoder,
-        tokenizer=models.tokenizer,
-        transformer=models.transformer,
-    )
-    reference.set_progress_bar_config(disable=True)
-    options = SamplingOptions()
-    frames = reference(
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        width=spec.width,
-        height=spec.height,
-        num_frames=spec.num_frames,
-        frame_rate=spec.frame_rate,
-        num_inference_steps=spec.num_inference_steps,
-        timesteps=scheduler.timesteps.tolist(),
-        guidance_scale=options.guidance_scale,
-        decode_timestep=options.decode_timestep,
-        decode_noise_scale=options.decode_noise_scale,
-        generator=torch.Generator().manual_seed(spec.seed),
-        output_type="pt",
-    ).frames
-    expected = frames[0].permute(0, 2, 3, 1).numpy().astype(np.float64) * 255
-    assert ours.shape == expected.shape
-    assert np.abs(ours - expected).max() <= 1.0
-    assert np.abs(ours - expected).mean() < 0.5
+def test_runs_the_dev_recipe_cfg_and_stg_per_step(components: Components) -> None:
+    """ltxv-13b-0.9.7-dev.yaml: on the 30-step linear-quadratic schedule, CFG runs on the steps of the 6/8/6
+    intervals and STG on every step from the third interval on (the old loop: constant CFG, no STG)."""
+    recorder = RecordingTransformer(components.transformer, num_blocks=4)  # type: ignore[arg-type]
+    spec = dataclasses.replace(SPEC, num_inference_steps=30)
+    generate_text_to_video(dataclasses.replace(components, transformer=recorder), spec, lambda _: None, lambda: False)
+    sigmas = linear_quadratic_sigmas(30)
+    expected = [1 + (_official(s, OFFICIAL_CFG) > 1) + (_official(s, OFFICIAL_STG) > 0) for s in sigmas]
+    assert recorder.batches == expected
+    assert 3 in recorder.batches and 1 in recorder.batches  # uncond+cond+perturbed steps and cond-only ones
