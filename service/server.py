@@ -77,7 +77,9 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
 
     server = grpc.aio.server()
     readiness = Readiness()
-    servicer = VideoGenerationServicer(queue, _supports(engine), readiness)
+    servicer = VideoGenerationServicer(
+        queue, _supports(engine), readiness, precondition=getattr(engine, "precondition_failure", None)
+    )
     pb_grpc.add_VideoGenerationServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     for name in ("", SERVICE_NAME):  # not SERVING until the first readiness check says so

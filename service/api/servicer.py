@@ -58,9 +58,11 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         supports: Callable[[Endpoint], bool],
         ready: Callable[[], bool],
         rng: random.Random | None = None,
+        precondition: Callable[[Any], str | None] | None = None,  # why a spec cannot run here, or None
     ) -> None:
         self._queue = queue
         self._supports = supports
+        self._precondition = precondition or (lambda spec: None)
         self._ready = ready  # the backend's last known readiness (cheap: no probe per request)
         self._rng = rng or random.SystemRandom()
 
@@ -136,6 +138,9 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
                 grpc.StatusCode.UNAVAILABLE, "the inference backend is not reachable right now; retry later"
             )
         spec = to_spec(message, rng=self._rng)
+        failure = self._precondition(spec)
+        if failure:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, failure)
         try:
             job_id, position = await self._queue.submit(endpoint.value, spec_to_json(spec))
         except QueueFull as full:

@@ -16,6 +16,7 @@ from service.config import ServiceConfig
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, ProgressCallback, Stage
 from service.prompting import build_prompt_expander, expand_or_explain
+from service.prompting.expander import PromptExpander
 from service.safety import build_safety_checker
 from service.safety.checker import DISABLED_MESSAGE, SafetyChecker
 
@@ -29,6 +30,10 @@ class JobFrame:
     def __init__(self, config: ServiceConfig) -> None:
         self._expander = build_prompt_expander(config.prompt_expansion)
         self._safety = build_safety_checker(config.safety)
+
+    @property
+    def expander(self) -> PromptExpander | None:
+        return self._expander
 
     def prepare(self, spec: Any, on_progress: ProgressCallback) -> tuple[Any, SafetyChecker | None]:
         """The spec with its prompt expanded (when asked), and the checker the request asks for."""

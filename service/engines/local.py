@@ -12,6 +12,7 @@ Every endpoint goes through the same steps (`generate`):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,9 +20,10 @@ from typing import Any
 from service.config import ServiceConfig
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.domain.specs import Endpoint
+from service.domain.specs import CameraLora, Endpoint
 from service.engines.endpoint_pipelines import endpoints_served, prepare_endpoint_inputs, run_endpoint
 from service.engines.job_frame import JobFrame
+from service.engines.ltx2_local import Ltx2LocalRunner
 from service.models.loading import bind_components, load_models
 from service.models.lora import applied_loras
 
@@ -37,6 +39,10 @@ class LocalEngine:
         self._components = bind_components(self._models)
         self._frame = JobFrame(config)
         self._served = endpoints_served(self._components)
+        # The LTX-2.3 family has its own models (`[ltx2]`), served beside the LTX-Video ones.
+        self._ltx2 = Ltx2LocalRunner(config, self._frame.expander) if config.ltx2.preset != "none" else None
+        if self._ltx2 is not None:
+            self._served |= {Endpoint.LTX2_TEXT_TO_VIDEO}
         if Endpoint.DISTILLED_MULTICONDITIONING not in self._served:
             logger.info("no latent upsampler: %s not served", Endpoint.DISTILLED_MULTICONDITIONING)
         logger.info(
@@ -53,6 +59,13 @@ class LocalEngine:
         except ValueError:
             return False
 
+    def precondition_failure(self, spec: Any) -> str | None:
+        """Why this deployment cannot run `spec` although it serves its endpoint (FAILED_PRECONDITION)."""
+        camera = getattr(spec, "camera_lora", CameraLora.NONE)
+        if self._ltx2 is not None and not self._ltx2.camera_lora_installed(camera):
+            return f"camera_lora {camera.value}: not installed on this deployment (ltx2.camera_lora_dir)"
+        return None
+
     def ready(self) -> bool:
         return True  # the models were loaded by the constructor
 
@@ -60,6 +73,8 @@ class LocalEngine:
         if not self.supports(spec.endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"the local engine does not serve endpoint {spec.endpoint}")
+        if Endpoint(spec.endpoint) is Endpoint.LTX2_TEXT_TO_VIDEO and self._ltx2 is not None:
+            return self._generate_ltx2(spec, on_progress, is_cancelled)
         spec, checker = self._frame.prepare(spec, on_progress)
         # Fetching happens outside the model lock: it may wait on the network.
         inputs = prepare_endpoint_inputs(spec, self._config.media, checker, on_progress)
@@ -68,6 +83,16 @@ class LocalEngine:
             on_progress,
             lambda: run_endpoint(self._components, inputs, on_progress, is_cancelled),
         )
+        self._frame.check_output(video, checker, on_progress)
+        return video
+
+    def _generate_ltx2(
+        self, spec: Any, on_progress: ProgressCallback, is_cancelled: CancelCheck
+    ) -> GeneratedVideo:
+        assert self._ltx2 is not None
+        # The runner expands the prompt itself (with the resident Gemma); the frame only picks the checker.
+        _, checker = self._frame.prepare(dataclasses.replace(spec, expand_prompt=False), on_progress)
+        video = self._ltx2.generate(spec, on_progress, is_cancelled)
         self._frame.check_output(video, checker, on_progress)
         return video
 

@@ -12,6 +12,7 @@ from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
 from service.domain.progress import Progress, Stage
 from service.domain.specs import spec_from_json
 from service.engines.base import Engine
+from service.jobs.ltx2_output import chooses_container, store_video, stored_frame_rate
 from service.jobs.records import JobRecord
 from service.media.encode import encode_mp4
 from service.storage.local import LocalStorage
@@ -30,7 +31,7 @@ class JobRunner:
         spec = spec_from_json(record.endpoint, record.spec_json)
         video = self._engine.generate(spec, on_progress, is_cancelled)
         on_progress(Progress(Stage.ENCODING_VIDEO, message=f"encoding {len(video.frames)} frames as H.264"))
-        stored = self._store(record.job_id, video)
+        stored = self._store(record.job_id, spec, video)
         on_progress(Progress(Stage.STORING, message=f"stored {stored.file_name} ({stored.file_size} bytes)"))
         frames, height, width = video.frames.shape[:3]
         output = JobOutput(
@@ -42,9 +43,13 @@ class JobRunner:
             num_frames=int(frames),
             frame_rate=float(video.frame_rate),
         )
+        if chooses_container(spec):
+            output = dataclasses.replace(output, frame_rate=stored_frame_rate(spec.output_type, video.frame_rate))
         return output_to_json(output)
 
-    def _store(self, job_id: str, video: GeneratedVideo) -> StoredFile:
+    def _store(self, job_id: str, spec: Any, video: GeneratedVideo) -> StoredFile:
+        if chooses_container(spec):
+            return store_video(self._storage, job_id, spec, video)
         path = self._storage.job_dir(job_id) / f"{job_id}.mp4"
         encode_mp4(video, path)
         return self._storage.publish(job_id, path, "video/mp4")

@@ -16,7 +16,7 @@
 | high (default) | 18 | 24 | hq | 256, sierra2_4a |
 | maximum | 12 | 15 | hq, qscale 1 (finer quantiser) | 256, floyd_steinberg |
 
-`video_write_mode` (ours) trades encode time against size: x264 preset veryfast / medium / slower, VP9
+`video_write_mode` (ours) trades encode time against size: x264 preset veryfast / fast / slower, VP9
 deadline realtime+cpu-used 8 / good+4 / good+1; `small` also adds +2 to the CRF (a slower preset alone did
 not make files smaller at a fixed CRF). ProRes and GIF ignore it (intra-only / palette encoders).
 
@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -69,7 +70,11 @@ GIF_PALETTE = {
     VideoQuality.HIGH: (256, "sierra2_4a"),
     VideoQuality.MAXIMUM: (256, "floyd_steinberg"),
 }
-X264_PRESET = {VideoWriteMode.FAST: "veryfast", VideoWriteMode.BALANCED: "medium", VideoWriteMode.SMALL: "slower"}
+X264_PRESET = {
+    VideoWriteMode.FAST: "veryfast",
+    VideoWriteMode.BALANCED: "fast",
+    VideoWriteMode.SMALL: "slower",
+}
 VP9_SPEED = {
     VideoWriteMode.FAST: {"deadline": "realtime", "cpu-used": "8"},
     VideoWriteMode.BALANCED: {"deadline": "good", "cpu-used": "4"},
@@ -200,11 +205,11 @@ def _audio_stream(
         VideoOutputType.VP9_WEBM: ("libopus", 128_000),
         VideoOutputType.PRORES4444_MOV: ("pcm_s16le", 0),
     }[settings.output_type]
-    stream = container.add_stream(codec, rate=audio.sample_rate)
+    stream: Any = container.add_stream(codec, rate=audio.sample_rate)
     stream.layout = _AUDIO_LAYOUTS[channels]
     if bit_rate:
         stream.bit_rate = bit_rate
-    return stream
+    return stream  # type: ignore[no-any-return]
 
 
 def _encode_audio(container: av.container.OutputContainer, stream: av.AudioStream, audio: AudioTrack) -> None:
@@ -212,7 +217,9 @@ def _encode_audio(container: av.container.OutputContainer, stream: av.AudioStrea
     layout = _AUDIO_LAYOUTS[samples.shape[0]]
     if stream.codec_context.name == "pcm_s16le":
         pcm = np.round(samples * 32767).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm.T.reshape(1, -1)), format="s16", layout=layout)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm.T.reshape(1, -1)), format="s16", layout=layout
+        )
     else:
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
     frame.sample_rate = audio.sample_rate
@@ -236,7 +243,7 @@ def _write_gif(path: Path, chunks: Iterable[np.ndarray], fps: float, quality: Vi
         stream.width, stream.height, stream.pix_fmt = width, height, "pal8"
         stream.codec_context.time_base = 1 / rate
         graph = av.filter.Graph()
-        source = graph.add_buffer(width=width, height=height, format="rgb24", time_base=1 / rate)
+        source = graph.add_buffer(width=width, height=height, format="rgb24", time_base=1 / rate)  # type: ignore[arg-type]
         split = graph.add("split")
         palettegen = graph.add("palettegen", f"max_colors={colours}:stats_mode=full")
         paletteuse = graph.add("paletteuse", f"dither={dither}")
@@ -259,7 +266,7 @@ def _write_gif(path: Path, chunks: Iterable[np.ndarray], fps: float, quality: Vi
             except (av.error.BlockingIOError, av.error.EOFError):
                 break
             out.pts = count
-            container.mux(stream.encode(out))
+            container.mux(stream.encode(out))  # type: ignore[arg-type]
             count += 1
         container.mux(stream.encode(None))
     return WrittenVideo(count, width, height)

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from diffusers import AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, LTX2VideoTransformer3DModel
+from diffusers.models.autoencoders.autoencoder_kl_ltx2 import AutoencoderKLLTX2Video
+from diffusers.models.autoencoders.autoencoder_kl_ltx2_audio import AutoencoderKLLTX2Audio
+from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
 from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors
 from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
-from transformers import AutoTokenizer, Gemma3TextConfig, Gemma3TextModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerBase
 
 from service.config import Ltx2ModelConfig
 from service.models.tokenizer import build_byte_tokenizer, byte_tokenizer_vocab_size
@@ -60,7 +62,7 @@ TINY_TRANSFORMER_CONFIG: dict[str, Any] = {
     "audio_num_attention_heads": 2,
     "audio_attention_head_dim": 8,
     "audio_cross_attention_dim": 16,
-    "num_layers": 2,
+    "num_layers": 1,  # STG perturbs block 0: every code path, at the least CPU time
     "caption_channels": TINY_TEXT_DIM,
     "gated_attn": True,
     "cross_attn_mod": True,
@@ -99,7 +101,7 @@ TINY_CONNECTORS_CONFIG: dict[str, Any] = {
 TINY_VIDEO_VAE_CONFIG: dict[str, Any] = {
     "latent_channels": 128,
     "block_out_channels": (8, 8, 16, 16),
-    "decoder_block_out_channels": (8, 16, 16, 32),  # the real (256, 512, 512, 1024) ratios
+    "decoder_block_out_channels": (4, 8, 8, 16),  # the real (256, 512, 512, 1024) ratios
     "layers_per_block": (1, 1, 1, 1, 1),
     "decoder_layers_per_block": (1, 1, 1, 1, 1),
     "spatio_temporal_scaling": (True, True, True, True),
@@ -129,15 +131,19 @@ TINY_AUDIO_VAE_CONFIG: dict[str, Any] = {
     "mel_hop_length": 160,
 }
 
-# The vocoder's width halves per upsample stage, so hidden_channels >= 2**len(upsample_factors).
+# The vocoder's width halves per upsample stage, so hidden_channels >= 2**len(upsample_factors). Three
+# stages of 10 x 4 x 4 = 160 (the 16 kHz mel hop) and 10 x 6 x 4 = 240 for the bandwidth extension to 48 kHz
+# keep the real rates at a fraction of the real six/five stages' CPU time.
 TINY_VOCODER_CONFIG: dict[str, Any] = {
     "in_channels": 128,  # 2 output channels x 64 mel bins
-    "hidden_channels": 64,
-    "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
-    "upsample_factors": [5, 2, 2, 2, 2, 2],
+    "hidden_channels": 16,
+    "upsample_kernel_sizes": [20, 8, 8],
+    "upsample_factors": [10, 4, 4],
     "resnet_kernel_sizes": [3],
     "resnet_dilations": [[1]],
-    "bwe_hidden_channels": 32,
+    "bwe_hidden_channels": 16,
+    "bwe_upsample_kernel_sizes": [20, 12, 8],
+    "bwe_upsample_factors": [10, 6, 4],
     "bwe_resnet_kernel_sizes": [3],
     "bwe_resnet_dilations": [[1]],
 }
@@ -151,12 +157,18 @@ TINY_GEMMA_CONFIG: dict[str, Any] = {
     "num_attention_heads": 2,
     "num_key_value_heads": 1,
     "head_dim": 16,
-    "max_position_embeddings": 2048,
+    "max_position_embeddings": 8192,  # the expansion system prompt is ~3k byte tokens
     "sliding_window": 64,
     "pad_token_id": 0,
     "eos_token_id": 1,
     "bos_token_id": 2,
 }
+
+# Gemma's turn markers, in plain text: the byte tokenizer has no special tokens for them.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 
 # LTX-2.3 at real size (diffusers' conversion script, version "2.3").
 REAL_TRANSFORMER_CONFIG: dict[str, Any] = {
@@ -248,7 +260,8 @@ def build_tiny_ltx2(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         stats = torch.Generator().manual_seed(seed)
-        text_encoder = Gemma3TextModel(
+        # A causal LM (not the bare text model), so that it can also expand prompts as the real Gemma does.
+        text_encoder = Gemma3ForCausalLM(
             Gemma3TextConfig(vocab_size=byte_tokenizer_vocab_size(), **TINY_GEMMA_CONFIG)
         )
         connectors = LTX2TextConnectors(**TINY_CONNECTORS_CONFIG)
@@ -260,6 +273,7 @@ def build_tiny_ltx2(
         _tiny_statistics(vae, audio_vae, stats)
     tokenizer = build_byte_tokenizer(TINY_TEXT_MAX_LENGTH)
     tokenizer.padding_side = "left"
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
     place = _placer(device or torch.device("cpu"), dtype)
     return Ltx2Models(
         transformer=place(transformer),
@@ -275,7 +289,9 @@ def build_tiny_ltx2(
     )
 
 
-def _tiny_statistics(vae: AutoencoderKLLTX2Video, audio_vae: AutoencoderKLLTX2Audio, g: torch.Generator) -> None:
+def _tiny_statistics(
+    vae: AutoencoderKLLTX2Video, audio_vae: AutoencoderKLLTX2Audio, g: torch.Generator
+) -> None:
     # Non-trivial latent statistics, so that (de)normalisation is exercised as with real weights. The audio
     # VAE's buffers are sized `base_channels` but apply to packed tokens of latent_channels * mel_bins / 4
     # features; the two agree only at real size (128), so the tiny preset re-registers them at 128.
@@ -293,7 +309,9 @@ def build_ltx2_at_real_shapes(device: str = "meta") -> dict[str, torch.nn.Module
         return {
             "transformer": LTX2VideoTransformer3DModel(**REAL_TRANSFORMER_CONFIG),
             "connectors": LTX2TextConnectors(**REAL_CONNECTORS_CONFIG),
-            "vae": AutoencoderKLLTX2Video(**REAL_VIDEO_VAE_CONFIG | {"block_out_channels": (256, 512, 1024, 1024)}),
+            "vae": AutoencoderKLLTX2Video(
+                **REAL_VIDEO_VAE_CONFIG | {"block_out_channels": (256, 512, 1024, 1024)}
+            ),
             "audio_vae": AutoencoderKLLTX2Audio(),
             "vocoder": LTX2VocoderWithBWE(),
             "upsampler": LTX2LatentUpsamplerModel(),
@@ -344,7 +362,9 @@ def _load_checkpoint(cfg: Ltx2ModelConfig) -> Ltx2Models:
     tokenizer.padding_side = "left"
     upsampler_dir = cfg.upsampler_dir or str(Path(root) / "latent_upsampler")
     upsampler = (
-        LTX2LatentUpsamplerModel.from_pretrained(upsampler_dir, **kwargs) if Path(upsampler_dir).is_dir() else None
+        LTX2LatentUpsamplerModel.from_pretrained(upsampler_dir, **kwargs)
+        if Path(upsampler_dir).is_dir()
+        else None
     )
     distilled = Path(root) / "ltx-2.3-22b-distilled-lora-384-1.1.safetensors"
     place = _placer(device, torch.float32)  # already in `dtype`

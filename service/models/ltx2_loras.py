@@ -78,8 +78,9 @@ def check_placeable(models: Ltx2Models, state_dict: dict[str, torch.Tensor], wha
             raise JobError(ErrorType.LORA_LOAD_FAILED, f"{what}: key {key!r} names no LTX-2.3 module")
 
 
-def load_adapter(pipe: LTX2Pipeline, models: Ltx2Models, source: str | dict[str, torch.Tensor], name: str,
-                 what: str) -> None:
+def load_adapter(
+    pipe: LTX2Pipeline, models: Ltx2Models, source: str | dict[str, torch.Tensor], name: str, what: str
+) -> None:
     state_dict = read_ltx2_lora(source, what)
     check_placeable(models, state_dict, what)
     try:
@@ -120,12 +121,16 @@ def ltx2_job_adapters(
         _disable(models)
 
 
-def _resident_adapters(pipe: LTX2Pipeline, models: Ltx2Models, spec: Ltx2TextToVideoSpec) -> list[ActiveAdapter]:
+def _resident_adapters(
+    pipe: LTX2Pipeline, models: Ltx2Models, spec: Ltx2TextToVideoSpec
+) -> list[ActiveAdapter]:
     active = []
     camera = camera_lora_path(models.camera_lora_dir, spec.camera_lora)
     if spec.camera_lora is not CameraLora.NONE:
         if camera is None:  # Submit checks this; the directory may have changed since
-            raise JobError(ErrorType.LORA_LOAD_FAILED, f"camera_lora {spec.camera_lora.value} is not installed")
+            raise JobError(
+                ErrorType.LORA_LOAD_FAILED, f"camera_lora {spec.camera_lora.value} is not installed"
+            )
         name = f"camera_{spec.camera_lora.value}"
         if not _has_adapter(models, name):
             load_adapter(pipe, models, str(camera), name, f"camera_lora {spec.camera_lora.value}")
@@ -143,7 +148,9 @@ def set_stage_adapters(models: Ltx2Models, active: Sequence[ActiveAdapter], stag
     for module_name in _MODULES:
         module = getattr(models, module_name)
         present = set(getattr(module, "peft_config", {}) or {})
-        chosen = [(a.name, a.first_pass if stage == 1 else a.second_pass) for a in active if a.name in present]
+        chosen = [
+            (a.name, a.first_pass if stage == 1 else a.second_pass) for a in active if a.name in present
+        ]
         chosen = [(n, s) for n, s in chosen if s != 0]
         if not present:
             continue

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from diffusers import LTX2VideoTransformer3DModel
+from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
 
 from service.domain.specs import GuidanceSpec
 from service.pipelines.ltx2.guidance import PassPlan, guided_x0, plan_passes
@@ -136,8 +136,11 @@ class Ltx2Denoiser:
         """Leave the self-attention of a modality whose STG scale is 0 unperturbed."""
         swapped: list[tuple[Any, Any]] = []
         for index in self.stg_blocks:
-            block = self.transformer.transformer_blocks[index]
-            for attention, perturb in ((block.attn1, plan.perturb_video), (block.audio_attn1, plan.perturb_audio)):
+            block: Any = self.transformer.transformer_blocks[index]
+            for attention, perturb in (
+                (block.attn1, plan.perturb_video),
+                (block.audio_attn1, plan.perturb_audio),
+            ):
                 if not perturb:
                     swapped.append((attention, attention.processor))
                     attention.processor = UnperturbedProcessor(attention.processor)

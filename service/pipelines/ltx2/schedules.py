@@ -45,9 +45,13 @@ def ltx2_sigmas(steps: int, tokens: int) -> torch.Tensor:
     scheduler = ltx2_scheduler()
     config = scheduler.config
     mu = calculate_shift(
-        tokens, config.base_image_seq_len, config.max_image_seq_len, config.base_shift, config.max_shift
+        tokens,
+        config["base_image_seq_len"],
+        config["max_image_seq_len"],
+        config["base_shift"],
+        config["max_shift"],
     )
-    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu)
+    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps).tolist(), mu=mu)
     return scheduler.sigmas.float().cpu()
 
 

@@ -46,7 +46,8 @@ RESTART_ETA = 0.3
 RESTART_SEED_OFFSET = 1  # restart noise comes from its own generator, seeded seed + 1
 # Acceleration: run the guidance passes every k-th step (reusing the last guidance in between).
 GUIDANCE_EVERY = {Acceleration.NONE: 1, Acceleration.REGULAR: 2, Acceleration.HIGH: 3, Acceleration.FULL: 1}
-MULTISCALE_ALIGN = 64  # stage 2 = 2 x stage 1 and each stage's sides are multiples of 32
+MULTISCALE_ALIGN = 64
+PIXEL_CHUNK_FRAMES = 8  # stage 2 = 2 x stage 1 and each stage's sides are multiples of 32
 
 StageAdapters = Callable[[int], None]  # called with the stage (1 or 2) before it runs
 
@@ -71,10 +72,10 @@ def stage_sizes(width: int, height: int, multiscale: bool) -> tuple[StagePlan, S
 def ltx2_helper_pipeline(models: Ltx2Models) -> LTX2Pipeline:
     """An `LTX2Pipeline` around the models, for its helpers (prompt encoding, latents, (un)packing)."""
     return LTX2Pipeline(
-        scheduler=schedules.ltx2_scheduler(),
+        scheduler=schedules.ltx2_scheduler(),  # type: ignore[arg-type]
         vae=models.vae,
         audio_vae=models.audio_vae,
-        text_encoder=models.text_encoder,
+        text_encoder=models.text_encoder,  # type: ignore[arg-type]
         tokenizer=models.tokenizer,
         connectors=models.connectors,
         transformer=models.transformer,
@@ -121,21 +122,33 @@ def _generate(
     video_guidance = NEUTRAL if full else spec.video_guidance
     audio_guidance = NEUTRAL if full else spec.audio_guidance
     needs_negative = video_guidance.cfg_scale != 1 or audio_guidance.cfg_scale != 1
+    set_stage_adapters(1)  # before the text: the connectors carry LoRA adapters too
     on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt with Gemma-3"))
-    positive, negative = encode_text(pipe, models, spec.prompt, spec.negative_prompt if needs_negative else None)
+    positive, negative = encode_text(
+        pipe, models, spec.prompt, spec.negative_prompt if needs_negative else None
+    )
     stage1, stage2 = stage_sizes(spec.width, spec.height, spec.use_multiscale)
     frames = frames_to_generate(spec.num_frames)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     x, shape = initial_latents(pipe, models, stage1, frames, spec.fps, generator)
-    sigmas = schedules.distilled_sigmas() if full else schedules.stage1_sigmas(
-        spec.scheduler, spec.num_inference_steps, x.video.shape[1]
+    sigmas = (
+        schedules.distilled_sigmas()
+        if full
+        else schedules.stage1_sigmas(spec.scheduler, spec.num_inference_steps, x.video.shape[1])
     )
     if full:
-        logger.info("acceleration full: the distilled 8-step recipe without guidance replaces the steps and scales")
-    set_stage_adapters(1)
+        logger.info(
+            "acceleration full: the distilled 8-step recipe without guidance replaces the steps and scales"
+        )
     denoiser = Ltx2Denoiser(
-        models.transformer, positive, negative, shape, video_guidance, audio_guidance,
-        models.stg_blocks, guidance_every=GUIDANCE_EVERY[spec.acceleration],
+        models.transformer,
+        positive,
+        negative,
+        shape,
+        video_guidance,
+        audio_guidance,
+        models.stg_blocks,
+        guidance_every=GUIDANCE_EVERY[spec.acceleration],
     )
     restart = SamplerSettings(
         spec.gradient_estimation_gamma,
@@ -144,32 +157,62 @@ def _generate(
     )
     x = sample(x, sigmas, denoiser, restart, _reporter(on_progress, "stage 1"), is_cancelled)
     audio_latents = x.audio
-    video_latents, shape = pipe._unpack_latents(x.video, shape.frames, shape.height, shape.width), shape
+    video_latents = pipe._unpack_latents(x.video, shape.frames, shape.height, shape.width)
     if stage2 is not None:
         video_latents, shape = _stage2(
-            pipe, models, video_latents, x.audio, shape, positive, generator, on_progress, is_cancelled,
+            pipe,
+            models,
+            video_latents,
+            x.audio,
+            shape,
+            positive,
+            generator,
+            on_progress,
+            is_cancelled,
             set_stage_adapters,
         )
     pixels = decode_video(pipe, models, video_latents, spec.num_frames, on_progress, is_cancelled)
     if stage2 is not None:
         pixels = _center_crop(pixels, stage2.crop_width, stage2.crop_height)
-    audio = decode_audio(pipe, models, audio_latents, shape.audio_frames, spec) if spec.generate_audio else None
-    sample_rate = int(models.vocoder.config.output_sampling_rate) if audio is not None else 0
-    return GeneratedVideo(pixels, spec.fps, spec.prompt, spec.seed, audio=audio, audio_sample_rate=sample_rate)
+    audio = (
+        decode_audio(pipe, models, audio_latents, shape.audio_frames, spec) if spec.generate_audio else None
+    )
+    sample_rate = int(models.vocoder.config["output_sampling_rate"]) if audio is not None else 0
+    return GeneratedVideo(
+        pixels, spec.fps, spec.prompt, spec.seed, audio=audio, audio_sample_rate=sample_rate
+    )
 
 
 def initial_latents(
-    pipe: LTX2Pipeline, models: Ltx2Models, stage: StagePlan, frames: int, fps: float, generator: torch.Generator
+    pipe: LTX2Pipeline,
+    models: Ltx2Models,
+    stage: StagePlan,
+    frames: int,
+    fps: float,
+    generator: torch.Generator,
 ) -> tuple[AvLatents, LatentShape]:
     device = models.device
     video = pipe.prepare_latents(
-        1, models.transformer.config.in_channels, stage.height, stage.width, frames, 0.0, torch.float32, device,
+        1,
+        models.transformer.config["in_channels"],
+        stage.height,
+        stage.width,
+        frames,
+        0.0,
+        torch.float32,
+        device,
         generator,
     )
     audio_frames = audio_latent_frames(models, frames, fps)
     audio = pipe.prepare_audio_latents(
-        1, int(models.audio_vae.config.latent_channels), audio_frames, int(models.audio_vae.config.mel_bins),
-        0.0, torch.float32, device, generator,
+        1,
+        int(models.audio_vae.config["latent_channels"]),
+        audio_frames,
+        int(models.audio_vae.config["mel_bins"]),
+        0.0,
+        torch.float32,
+        device,
+        generator,
     )
     shape = LatentShape(
         frames=(frames - 1) // pipe.vae_temporal_compression_ratio + 1,
@@ -184,7 +227,9 @@ def initial_latents(
 def audio_latent_frames(models: Ltx2Models, frames: int, fps: float) -> int:
     """round(duration * latents per second): 121 frames at 24 fps -> 126 latents at 25/s."""
     config = models.audio_vae.config
-    per_second = config.sample_rate / config.mel_hop_length / float(models.audio_vae.temporal_compression_ratio)
+    per_second = (
+        config["sample_rate"] / config["mel_hop_length"] / float(models.audio_vae.temporal_compression_ratio)
+    )
     return round(frames / fps * per_second)
 
 
@@ -204,20 +249,29 @@ def _stage2(
         raise ValueError("multiscale needs the LTX-2.3 latent upsampler (ltx2.upsampler_dir)")
     on_progress(Progress(Stage.UPSAMPLING, message="x2 latent upsampler"))
     vae = models.vae
-    raw = pipe._denormalize_latents(video_latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    raw = pipe._denormalize_latents(
+        video_latents, vae.latents_mean, vae.latents_std, vae.config["scaling_factor"]
+    )
     upsampled = models.upsampler(raw.to(models.upsampler.dtype)).float()
     sigmas = schedules.stage2_sigmas()
     start = float(sigmas[0])
-    video = pipe.prepare_latents(latents=upsampled, noise_scale=start, dtype=torch.float32, device=models.device,
-                                 generator=generator)
+    video = pipe.prepare_latents(
+        latents=upsampled, noise_scale=start, dtype=torch.float32, device=models.device, generator=generator
+    )
     audio_in = audio + 0  # audio is re-noised beside the video; its stage-2 result is discarded
     noise = torch.randn(audio_in.shape, generator=generator, dtype=torch.float32).to(audio_in)
     audio_in = start * noise + (1 - start) * audio_in
     shape2 = LatentShape(shape.frames, upsampled.shape[3], upsampled.shape[4], shape.audio_frames, shape.fps)
     set_stage_adapters(2)
     denoiser = Ltx2Denoiser(models.transformer, positive, None, shape2, NEUTRAL, NEUTRAL, models.stg_blocks)
-    x = sample(AvLatents(video, audio_in), sigmas, denoiser, SamplerSettings(), _reporter(on_progress, "stage 2"),
-               is_cancelled)
+    x = sample(
+        AvLatents(video, audio_in),
+        sigmas,
+        denoiser,
+        SamplerSettings(),
+        _reporter(on_progress, "stage 2"),
+        is_cancelled,
+    )
     return pipe._unpack_latents(x.video, shape2.frames, shape2.height, shape2.width), shape2
 
 
@@ -234,25 +288,35 @@ def decode_video(
         raise Cancelled()
     on_progress(Progress(Stage.DECODING, message="decoding video latents"))
     vae = models.vae
-    raw = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
-    timestep = torch.zeros(1, device=raw.device, dtype=vae.dtype) if vae.config.timestep_conditioning else None
+    raw = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config["scaling_factor"])
+    timestep = (
+        torch.zeros(1, device=raw.device, dtype=vae.dtype) if vae.config["timestep_conditioning"] else None
+    )
     video = vae.decode(raw.to(vae.dtype), timestep, return_dict=False)[0]  # [1, 3, F, H, W] in [-1, 1]
     video = video[0, :, :num_frames]
-    pixels = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+    pixels = np.empty((video.shape[1], video.shape[2], video.shape[3], 3), dtype=np.uint8)
+    for start in range(0, video.shape[1], PIXEL_CHUNK_FRAMES):  # in place, a few frames at a time
+        chunk = video[:, start : start + PIXEL_CHUNK_FRAMES].float()
+        chunk = chunk.clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
+        pixels[start : start + chunk.shape[1]] = chunk.permute(1, 2, 3, 0).cpu().numpy()
+    return pixels
 
 
 def decode_audio(
-    pipe: LTX2Pipeline, models: Ltx2Models, latents: torch.Tensor, audio_frames: int, spec: Ltx2TextToVideoSpec
+    pipe: LTX2Pipeline,
+    models: Ltx2Models,
+    latents: torch.Tensor,
+    audio_frames: int,
+    spec: Ltx2TextToVideoSpec,
 ) -> np.ndarray:
     """float32 [channels, samples] at the vocoder's rate, exactly `num_frames / fps` long."""
     audio_vae = models.audio_vae
     raw = pipe._denormalize_audio_latents(latents, audio_vae.latents_mean, audio_vae.latents_std)
-    mel_bins = int(audio_vae.config.mel_bins) // pipe.audio_vae_mel_compression_ratio
+    mel_bins = int(audio_vae.config["mel_bins"]) // pipe.audio_vae_mel_compression_ratio
     raw = pipe._unpack_audio_latents(raw, audio_frames, num_mel_bins=mel_bins)
     mel = audio_vae.decode(raw.to(audio_vae.dtype), return_dict=False)[0]
     waveform = models.vocoder(mel.to(models.vocoder.dtype))[0].float().clamp(-1, 1).cpu().numpy()
-    rate = int(models.vocoder.config.output_sampling_rate)
+    rate = int(models.vocoder.config["output_sampling_rate"])
     return fit_audio(waveform, audio_samples(spec.num_frames, spec.fps, rate))
 
 
