@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--triton-url", help="Triton gRPC address HOST:PORT (with --engine triton)")
     p.add_argument("--preset", help="model preset: tiny (default) or ltx-video-0.9.7")
     p.add_argument("--model-dir", help="local checkpoint directory (diffusers layout) for real presets")
+    p.add_argument("--ltx2-preset", help="LTX-2.3 family: tiny-ltx2 (default), ltx-2.3 (with --ltx2-model-dir) or none")
+    p.add_argument("--ltx2-model-dir", help="local LTX-2.3 checkpoint directory (diffusers layout)")
     p.add_argument("--workers", type=int, help="jobs run at once")
     p.add_argument("--max-queued", type=int, help="queued jobs before Submit answers RESOURCE_EXHAUSTED")
     p.add_argument("--retention-s", type=float, help="how long finished jobs and results are kept")
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         **{
             "model.preset": args.preset,
             "model.model_dir": args.model_dir,
+            "ltx2.preset": args.ltx2_preset,
+            "ltx2.model_dir": args.ltx2_model_dir,
             "queue.workers": args.workers,
             "queue.max_queued": args.max_queued,
             "queue.retention_s": args.retention_s,
