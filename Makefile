@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/ltx/v1/*.proto)
 GEN_STAMP := ltx/v1/.generated
 
-.PHONY: setup proto run test test-slow test-unit bench lint clean
+.PHONY: setup proto postgres run test test-slow test-unit bench lint clean
 
 setup: $(STAMP) $(GEN_STAMP)
 
@@ -33,7 +33,13 @@ proto: $(GEN_STAMP)
 run: setup
 	$(BIN)/ltx-serve
 
-test: setup
+# The integration tests start a real PostgreSQL; install it where the image lacks it (as root, Debian).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } || \
+		echo "PostgreSQL not installed: its tests will be skipped"
+
+test: setup postgres
 	$(BIN)/python -m pytest -q
 
 # The suites marked slow (deselected by `make test`).

@@ -26,9 +26,10 @@ from typing import Any, cast
 import torch
 
 from service.config import ModelConfig
-from service.domain.geometry import AspectRatio, FrameSize, Resolution, latent_tokens
+from service.contract.frames import latent_tokens
+from service.domain.geometry import AspectRatio, FrameSize, Resolution
 from service.domain.specs import DistilledMulticonditioningSpec
-from service.models import loading
+from service.engines import torch_bindings
 from service.pipelines import distilled
 from service.pipelines.components import Components
 from service.pipelines.conditioning import denoise_conditioned, generated_tokens, prepare_conditioned_latents
@@ -72,7 +73,8 @@ def single_pass(components: Components, spec: DistilledMulticonditioningSpec, st
         sigmas = linear_quadratic_sigmas(steps)
         tokens = denoise_conditioned(state, sigmas, velocity, generator, lambda _: None, lambda: False)
         latents = unpack(generated_tokens(tokens, state.num_extra_tokens), shape, components.geometry)
-        video = distilled.decode(components, latents, generator, 0.0, distilled.DistilledOptions())
+        chunks = distilled.decode(components, latents, generator, 0.0, distilled.DistilledOptions())
+        video = torch.cat([chunk.video for chunk in chunks], dim=1)[None]
         return distilled.to_output_frames(video, FrameSize(spec.width, spec.height))
 
 
@@ -99,7 +101,7 @@ TIMED_COMPONENTS = ("transformer", "upsampler", "vae_decoder")
 
 
 def run_variant(variant: str, spec: DistilledMulticonditioningSpec) -> dict[str, Any]:
-    loaded = loading.load_components(ModelConfig())
+    loaded = torch_bindings.load_components(ModelConfig())
     timed = {name: Timed(getattr(loaded, name)) for name in TIMED_COMPONENTS}
     components = dataclasses.replace(loaded, **cast(dict[str, Any], timed))
     timesteps = distilled.clip_geometry(components, spec, spec.num_frames).timesteps
@@ -164,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(run_variant(args.variant, spec)))
         return
     rows = [_in_subprocess(variant, args) for variant in VARIANTS]
-    clip = distilled.clip_geometry(loading.load_components(ModelConfig()), spec, spec.num_frames)
+    clip = distilled.clip_geometry(torch_bindings.load_components(ModelConfig()), spec, spec.num_frames)
     tokens = {
         "two-pass": f"{latent_tokens(clip.sizes.first_pass, spec.num_frames)} + "
         f"{latent_tokens(clip.sizes.second_pass, spec.num_frames)}",

@@ -19,8 +19,8 @@ from pathlib import Path
 from export.components import ExportableComponent
 from export.triton_config import ComponentBackend, component_config, pipeline_config, write_config
 from service.config import ModelConfig
-from service.engines import triton_contract as contract
-from service.engines.triton_backend.assets import PipelineAssets, save_assets
+from service.contract import pipeline as contract
+from service.models.assets import PipelineAssets, save_assets
 
 log = logging.getLogger(__name__)
 

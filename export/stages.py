@@ -29,7 +29,7 @@ from export.fp8 import FP8_COMPONENTS, FP8_TOLERANCE
 from export.parity import ParityResult, Tolerance, check_parity, require_parity
 from export.shapes import BATCH, LATENT_FRAMES, LATENT_HEIGHT, LATENT_WIDTH
 from service.config import ServiceConfig
-from service.engines.triton_backend.assets import PipelineAssets, load_assets, save_assets
+from service.models.assets import PipelineAssets, load_assets, save_assets
 
 if TYPE_CHECKING:
     from service.models.loading import LoadedModels

@@ -40,6 +40,53 @@ class ModelConfig:
     device: str = "cpu"
 
 
+class AttentionBackend(StrEnum):
+    DEFAULT = "default"  # torch's own choice per call
+    MATH = "math"
+    FLASH = "flash"
+    EFFICIENT = "efficient"
+    CUDNN = "cudnn"
+
+
+FAST_PATH_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class FastPathConfig:
+    """PyTorch speed-ups of the transformer (service/models/fast_path.py; `python -m bench.gpu` measures
+    each on a GPU). All off by default, which is right on a CPU."""
+
+    dtype: str | None = None  # dtype of the models, overriding model.dtype ("bfloat16" on a GPU)
+    attention_backend: AttentionBackend = AttentionBackend.DEFAULT  # SDPA backend tried first
+    compile: bool = False  # regional torch.compile: one block's compiled code, reused by every block
+    fp8: bool = False  # block linears in FP8 (e4m3 weights and activations) through torch._scaled_mm
+    cuda_graphs: bool = False  # capture the transformer forward per input shape, replay it (CUDA only)
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in FAST_PATH_DTYPES:
+            raise ValueError(f"fast_path.dtype: {self.dtype!r} is not one of {', '.join(FAST_PATH_DTYPES)}")
+        try:
+            object.__setattr__(self, "attention_backend", AttentionBackend(self.attention_backend))
+        except ValueError:
+            known = ", ".join(b.value for b in AttentionBackend)
+            raise ValueError(
+                f"fast_path.attention_backend: {self.attention_backend!r} is not one of {known}"
+            ) from None
+        for name in ("compile", "fp8", "cuda_graphs"):
+            if type(getattr(self, name)) is not bool:
+                raise ValueError(f"fast_path.{name}: {getattr(self, name)!r} is not a boolean")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything changes the transformer (the dtype is applied when the models load)."""
+        return (
+            self.attention_backend is not AttentionBackend.DEFAULT
+            or self.compile
+            or self.fp8
+            or self.cuda_graphs
+        )
+
+
 @dataclass(frozen=True)
 class Ltx2ModelConfig:
     """The LTX-2.3 model family (`ltx-2.3-22b/text-to-video/lora`), served beside the LTX-Video models.
@@ -66,9 +113,13 @@ class Ltx2ModelConfig:
 class LoraConfig:
     max_bytes: int = 2 * 1024**3  # refuse LoRA downloads larger than this
     download_timeout_s: float = 60.0
-    cache_dir: str = "var/lora-cache"
-    allow_local_paths: bool = True  # local safetensors paths (trusted deployments only)
+    cache_dir: str = "lora-cache"  # a relative path is under data_dir
+    cache_max_bytes: int = 20 * 1024**3  # least recently used downloads are evicted past this
+    cache_ttl_s: float = 24 * 3600.0  # a cached download older than this is fetched again
+    allow_local_paths: bool = False  # local safetensors paths, confined to `local_roots` (trusted setups)
+    local_roots: tuple[str, ...] = ()  # directories local LoRA paths must lie in (symlinks resolved)
     allow_private_networks: bool = False  # LoRA URLs on loopback/private addresses (tests, trusted setups)
+    trusted_prefixes: tuple[str, ...] = ()  # the service's own upload URLs (set at start-up)
 
 
 @dataclass(frozen=True)
@@ -77,6 +128,61 @@ class QueueConfig:
     workers: int = 1  # jobs run at once (one per accelerator)
     retention_s: float = 24 * 3600.0  # how long finished jobs and their files are kept
     requeue_interrupted: bool = True  # on restart: re-run jobs that were running (else fail them)
+    max_retries: int = 2  # re-queues of an interrupted job before it fails as retries_exhausted
+    lease_s: float = 30.0  # a running job's lease; a worker silent this long loses the job to the queue
+    heartbeat_s: float = 5.0  # how often workers renew their leases (and sweep expired ones)
+    worker_id: str | None = None  # this worker's name in leases and logs (e.g. the pod name); default random
+
+
+class Role(StrEnum):
+    ALL = "all"  # one process: API and jobs (the embedded default)
+    GATEWAY = "gateway"  # the API from the shared store; runs no jobs
+    WORKER = "worker"  # claims and runs jobs; serves only health
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """S3-compatible result storage (`storage_url = "s3://bucket/prefix"`). Unset credentials and region
+    come from boto3's standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION, profiles,
+    instance roles)."""
+
+    endpoint_url: str | None = None  # e.g. http://minio:9000; None = AWS
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    url_expiry_s: int = 24 * 3600  # presigned GET URLs of results; at most 7 days (S3's limit)
+    multipart_threshold_bytes: int = 8 * 1024**2
+    multipart_chunk_bytes: int = 8 * 1024**2
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    timeout_s: float = 15.0
+    max_attempts: int = 10
+    first_backoff_s: float = 15.0  # doubles after every failure ...
+    max_backoff_s: float = 3600.0  # ... up to this: 10 attempts span about 2 hours
+    signing_key_file: str | None = None  # Ed25519 private key (PEM); default data_dir/webhook_key.pem
+    allow_private_networks: bool = False  # webhook URLs on loopback/private addresses (tests only)
+    poll_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """gRPC server settings. The receive limit fits one data URI at `media.max_bytes` (base64 is 4/3 of
+    the bytes) with room for the rest of the request; each data URI is bounded at validation."""
+
+    max_receive_message_bytes: int = 400 * 1024**2
+    max_send_message_bytes: int = 64 * 1024**2
+    keepalive_time_s: float = 60.0  # the server pings idle connections this often
+    keepalive_timeout_s: float = 20.0  # and drops them when a ping goes unanswered this long
+    min_ping_interval_s: float = 10.0  # clients may ping this often (more often: GOAWAY too_many_pings)
+    max_concurrent_streams: int = 1000  # per connection (Watch streams included)
+    graceful_stop_s: float = 2.0  # open RPCs (Watch streams) get this long once the server stops
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    grace_s: float = 30.0  # SIGTERM: running jobs get this long to finish, then are cancelled and re-queued
 
 
 @dataclass(frozen=True)
@@ -95,6 +201,15 @@ class ServiceConfig:
     media: FetchLimits = field(default_factory=FetchLimits)  # fetching image_url / video_url inputs
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     prompt_expansion: PromptExpansionConfig = field(default_factory=PromptExpansionConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    role: Role = Role.ALL
+    database_url: str | None = None  # postgresql://...; default SQLite at data_dir/jobs.sqlite3
+    storage_url: str | None = None  # s3://bucket/prefix; default the local directory data_dir/results
+    s3: S3Config = field(default_factory=S3Config)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    max_upload_bytes: int = 256 * 1024**2  # the Upload RPC refuses larger files
+    fast_path: FastPathConfig = field(default_factory=FastPathConfig)
 
     @property
     def db_path(self) -> Path:
@@ -113,7 +228,7 @@ class ServiceConfig:
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConfig:
     """Defaults, then the TOML file at `path` (sections `model`, `lora`, `queue`, `media`, `safety`,
-    `prompt_expansion`), then `overrides`.
+    `prompt_expansion`, `fast_path`), then `overrides`.
 
     Overrides with value None are ignored, so CLI flags that were not given change nothing. Nested
     settings are overridden with dotted keys, e.g. `**{"model.preset": "tiny"}`.
@@ -126,7 +241,17 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConf
             continue
         section, _, name = key.rpartition(".")
         (data.setdefault(section, {}) if section else data)[name] = value
-    return _build(ServiceConfig, data)
+    return _with_paths_under_data_dir(_build(ServiceConfig, data))
+
+
+def _with_paths_under_data_dir(config: ServiceConfig) -> ServiceConfig:
+    """Relative cache paths live in data_dir, not wherever the process happened to start."""
+    cache = Path(config.lora.cache_dir)
+    if cache.is_absolute():
+        return config
+    lora = dataclasses.replace(config.lora, cache_dir=str(Path(config.data_dir) / cache),
+                               local_roots=tuple(config.lora.local_roots))
+    return dataclasses.replace(config, lora=lora)
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:
@@ -141,6 +266,8 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
             kwargs[name] = _build(nested_types[name], value)
         elif name == "engine":
             kwargs[name] = EngineKind(value)
+        elif name == "role":
+            kwargs[name] = Role(value)
         else:
             kwargs[name] = value
     return cls(**kwargs)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import signal
 
 from service.config import ServiceConfig, load_config
 from service.logs import configure_logging
 from service.server import serve_forever
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +32,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="jobs run at once")
     p.add_argument("--max-queued", type=int, help="queued jobs before Submit answers RESOURCE_EXHAUSTED")
     p.add_argument("--retention-s", type=float, help="how long finished jobs and results are kept")
+    p.add_argument("--shutdown-grace-s", type=float, help="SIGTERM: seconds running jobs get to finish")
+    p.add_argument("--max-retries", type=int, help="re-runs of an interrupted job before it fails")
+    p.add_argument("--role", choices=["all", "gateway", "worker"],
+                   help="all (default: one process), gateway (API only) or worker (runs jobs)")
+    p.add_argument("--database-url", default=os.environ.get("LTX_DATABASE_URL"),
+                   help="job store: postgresql://USER:PASS@HOST/DB (env LTX_DATABASE_URL); default SQLite in data-dir")
+    p.add_argument("--storage-url", default=os.environ.get("LTX_STORAGE_URL"),
+                   help="results: s3://BUCKET/PREFIX (env LTX_STORAGE_URL; credentials from the AWS_* chain)")
+    p.add_argument("--s3-endpoint-url", default=os.environ.get("LTX_S3_ENDPOINT_URL"),
+                   help="S3-compatible endpoint, e.g. http://minio:9000 (env LTX_S3_ENDPOINT_URL)")
+    p.add_argument("--webhook-signing-key-file", default=os.environ.get("LTX_WEBHOOK_SIGNING_KEY_FILE"),
+                   help="Ed25519 private key (PEM) signing webhooks; the same file on every replica "
+                        "(env LTX_WEBHOOK_SIGNING_KEY_FILE; default data-dir/webhook_key.pem, created)")
+    p.add_argument("--worker-id", help="this worker's name in leases and logs (default: random)")
+    p.add_argument("--lease-s", type=float, help="a running job's lease; silent workers lose jobs after it")
+    p.add_argument("--heartbeat-s", type=float, help="how often workers renew leases and sweep the queue")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -44,7 +64,15 @@ def main(argv: list[str] | None = None) -> None:
         data_dir=args.data_dir,
         engine=args.engine,
         triton_url=args.triton_url,
+        role=args.role,
+        database_url=args.database_url,
+        storage_url=args.storage_url,
         **{
+            "s3.endpoint_url": args.s3_endpoint_url,
+            "queue.lease_s": args.lease_s,
+            "queue.worker_id": args.worker_id,
+            "webhooks.signing_key_file": args.webhook_signing_key_file,
+            "queue.heartbeat_s": args.heartbeat_s,
             "model.preset": args.preset,
             "model.model_dir": args.model_dir,
             "ltx2.preset": args.ltx2_preset,
@@ -52,20 +80,40 @@ def main(argv: list[str] | None = None) -> None:
             "queue.workers": args.workers,
             "queue.max_queued": args.max_queued,
             "queue.retention_s": args.retention_s,
+            "queue.max_retries": args.max_retries,
+            "shutdown.grace_s": args.shutdown_grace_s,
         },
     )
     asyncio.run(_run(config))
+    # Everything durable is closed by now (store, results, gRPC). Tearing down the interpreter with
+    # torch, onnxruntime and grpc loaded takes seconds of native finalizers on a busy machine, which
+    # would break the shutdown deadline (grace + a few seconds): leave at once.
+    log.info("exiting")
+    logging.shutdown()
+    os._exit(0)
 
 
 async def _run(config: ServiceConfig) -> None:
-    task = asyncio.create_task(serve_forever(config))
+    """The first SIGTERM/SIGINT starts the drain (see serve_forever); a second one stops at once.
+
+    The signal only sets an event: the shutdown code runs in the serving task, which nothing cancels.
+    """
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_forever(config, stop))
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: stopping without waiting for running jobs")
+            task.cancel()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, on_signal)
     try:
         await task
     except asyncio.CancelledError:
-        pass  # a signal asked us to stop; serve_forever has shut down cleanly
+        pass  # stopped hard; jobs still running are re-queued on the next start
 
 
 if __name__ == "__main__":

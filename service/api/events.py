@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ltx.v1 import video_generation_pb2 as pb
-from service.api.convert import output_to_pb
+from service.api.convert import output_to_json, output_to_pb
 from service.api.oneof import ONEOF_FIELD
 from service.domain.progress import Progress
 from service.domain.specs import Endpoint
@@ -49,6 +51,27 @@ def generation_output(record: JobRecord) -> pb.GenerationOutput | None:
     return pb.GenerationOutput(**{ONEOF_FIELD[endpoint]: message})
 
 
+def webhook_payload(record: JobRecord) -> dict[str, object] | None:
+    """A succeeded job's output in the spec's JSON form (the webhook's `payload`)."""
+    message = generation_output(record)
+    if message is None:
+        return None
+    return output_to_json(getattr(message, ONEOF_FIELD[Endpoint(record.endpoint)]))
+
+
+def webhook_delivery(record: JobRecord, delivery: dict[str, Any] | None) -> pb.WebhookDelivery | None:
+    if not record.webhook_url:
+        return None
+    if delivery is None:
+        return pb.WebhookDelivery(url=record.webhook_url, state="waiting")
+    return pb.WebhookDelivery(
+        url=delivery["url"], state=delivery["state"], attempts=delivery["attempts"],
+        last_error=delivery["last_error"] or "",
+        next_attempt_at=timestamp(delivery["next_attempt_at"]) if delivery["state"] == "pending" else None,
+        delivered_at=timestamp(delivery["delivered_at"]),
+    )
+
+
 def progress(report: Progress | None) -> pb.Progress | None:
     if report is None:
         return None
@@ -68,6 +91,8 @@ def status_response(view: JobView, logs: list[LogEntry]) -> pb.StatusResponse:
         created_at=timestamp(record.created_at),
         started_at=timestamp(record.started_at),
         completed_at=timestamp(record.completed_at),
+        retries=record.retries,
+        webhook=webhook_delivery(record, view.webhook),
     )
 
 

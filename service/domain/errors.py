@@ -12,6 +12,8 @@ class ErrorType(StrEnum):
     CONTENT_POLICY_VIOLATION = "content_policy_violation"
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"
+    START_TIMEOUT = "start_timeout"  # waited in the queue past its start timeout; never started
+    RETRIES_EXHAUSTED = "retries_exhausted"  # interrupted more often than queue.max_retries
 
 
 class JobError(Exception):

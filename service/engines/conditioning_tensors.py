@@ -3,7 +3,7 @@
 The service fetches, decodes and checks the media (service/pipelines/media_inputs.py); Triton's pipeline
 model gets the result. Decoded pixels are exactly `uint8 / 127.5 - 1` (the decoders and the CRF
 re-compression both produce them so), so they cross as uint8 frames, a quarter of the bytes of float32, and
-come back bit for bit. Tensor names: service/engines/triton_contract.py. An empty list (no conditions, or an
+come back bit for bit. Tensor names: service/contract/pipeline.py. An empty list (no conditions, or an
 extension that keeps no frame) sends no tensor at all: the inputs are optional.
 """
 
@@ -14,17 +14,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from service.engines import triton_contract as contract
+from service.contract import pipeline as contract
+from service.contract.frames import uint8_frames
 from service.media.decode import pixels_from_frames
 from service.pipelines.conditioning import ConditioningMedia
-from service.pipelines.media_inputs import to_uint8_frames
 
 
 def media_to_arrays(media: Sequence[ConditioningMedia]) -> dict[str, np.ndarray]:
     """The condition tensors of `media` (all at one size, as media_inputs decodes them)."""
     if not media:
         return {}
-    frames = [to_uint8_frames(item.pixels[0]) for item in media]
+    frames = [uint8_frames(item.pixels[0]) for item in media]
     sizes = {f.shape[1:] for f in frames}
     if len(sizes) != 1:
         raise ValueError(f"conditioning media must share one frame size to be sent, got {sorted(sizes)}")
@@ -69,7 +69,7 @@ def kept_to_arrays(kept_pixels: torch.Tensor) -> dict[str, np.ndarray]:
     """Extend's kept input frames ([3, K, H, W]); none for K = 0."""
     if kept_pixels.shape[1] == 0:
         return {}
-    return {contract.KEPT_FRAMES: to_uint8_frames(kept_pixels)}
+    return {contract.KEPT_FRAMES: uint8_frames(kept_pixels)}
 
 
 def kept_from_arrays(arrays: Mapping[str, np.ndarray], width: int, height: int) -> torch.Tensor:

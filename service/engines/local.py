@@ -24,7 +24,8 @@ from service.domain.specs import CameraLora, Endpoint
 from service.engines.endpoint_pipelines import endpoints_served, prepare_endpoint_inputs, run_endpoint
 from service.engines.job_frame import JobFrame
 from service.engines.ltx2_local import Ltx2LocalRunner
-from service.models.loading import bind_components, load_models
+from service.engines.torch_bindings import bind_components
+from service.models.loading import load_models
 from service.models.lora import applied_loras
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class LocalEngine:
 
     def __init__(self, config: ServiceConfig) -> None:
         self._config = config
-        self._models = load_models(config.model)
+        self._models = load_models(config.model, config.fast_path)
         self._components = bind_components(self._models)
         self._frame = JobFrame(config)
         self._served = endpoints_served(self._components)

@@ -8,7 +8,7 @@ FINAL flag. Cancelling the job cancels the stream, which Triton turns into `requ
 the model.
 
 Which endpoints are served depends on the repository's component models: `ltx_pipeline`'s config names
-them (triton_contract.COMPONENTS_PARAMETER), and `supports` answers from it once Triton has been reached.
+them (contract.pipeline.COMPONENTS_PARAMETER), and `supports` answers from it once Triton has been reached.
 
 Triton being down never hangs a job: connecting has a short timeout, and a stream that stays silent for
 longer than `response_timeout_s` (no progress, no result) is treated as a lost backend.
@@ -28,11 +28,11 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from service.config import ServiceConfig
+from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, RunnerUnavailable
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint, spec_to_json
-from service.engines import triton_contract as contract
 from service.engines.conditioning_tensors import kept_to_arrays, media_to_arrays
 from service.engines.endpoint_pipelines import EndpointInputs, prepare_endpoint_inputs
 from service.engines.job_frame import JobFrame
@@ -40,7 +40,7 @@ from service.engines.job_frame import JobFrame
 log = logging.getLogger(__name__)
 
 # A stream error with one of these gRPC statuses means the server went away (killed, restarted, network),
-# not that the job is bad; other errors carry the model's own message (triton_contract).
+# not that the job is bad; other errors carry the model's own message (service/contract/pipeline.py).
 _LOST_BACKEND_STATUSES = frozenset(
     {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,13 +16,13 @@ from service.engines.base import Engine
 from service.jobs.ltx2_output import chooses_container, store_video, stored_frame_rate
 from service.jobs.records import JobRecord
 from service.media.encode import encode_mp4
-from service.storage.local import LocalStorage
+from service.storage.factory import ResultStorage
 
 log = logging.getLogger(__name__)
 
 
 class JobRunner:
-    def __init__(self, engine: Engine, storage: LocalStorage) -> None:
+    def __init__(self, engine: Engine, storage: ResultStorage) -> None:
         self._engine = engine
         self._storage = storage
 
@@ -51,7 +52,11 @@ class JobRunner:
         if chooses_container(spec):
             return store_video(self._storage, job_id, spec, video)
         path = self._storage.job_dir(job_id) / f"{job_id}.mp4"
-        encode_mp4(video, path)
+        # Written under a temporary name and renamed when complete: neither a crash mid-encode nor a
+        # re-run ever leaves a truncated file where the results server (or an upload) would find it.
+        partial = path.with_name(path.name + ".part")
+        encode_mp4(video, partial)
+        os.replace(partial, path)
         return self._storage.publish(job_id, path, "video/mp4")
 
 

@@ -1,167 +1,69 @@
-"""Durable job records in SQLite, so a killed and restarted service loses no accepted job.
+"""Durable job records in SQLite (the embedded default), so a killed and restarted service loses no
+accepted job.
 
 Every state change is committed before it is acknowledged (WAL mode: a process kill loses nothing that
-was committed). Calls are short; the queue calls them from its event loop.
+was committed). One process owns the file, so notifications stay in-process.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from service.jobs.records import JobRecord, JobState, LogEntry
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- queue order
-    job_id TEXT UNIQUE NOT NULL,
-    endpoint TEXT NOT NULL,
-    spec_json TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    completed_at REAL,
-    error_type TEXT,
-    error_message TEXT,
-    output_json TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
-CREATE TABLE IF NOT EXISTS logs (
-    job_id TEXT NOT NULL,
-    timestamp REAL NOT NULL,
-    level TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS logs_by_job ON logs (job_id);
-"""
-
-_COLUMNS = (
-    "job_id, endpoint, spec_json, state, created_at, started_at, completed_at, "
-    "error_type, error_message, output_json, cancel_requested"
-)
+from service.jobs.migrations import MIGRATIONS as _MIGRATIONS
+from service.jobs.migrations import Dialect, statements
+from service.jobs.sql_store import SqlJobStore
 
 
-class JobStore:
+class SqliteJobStore(SqlJobStore):
+    dialect = Dialect.SQLITE
+    shared = False
+    _log_order = "rowid"
+
     def __init__(self, path: Path) -> None:
+        super().__init__()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()  # one connection, used from the loop and from worker threads
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+            applied = {r[0] for r in self._db.execute("SELECT version FROM schema_version")}
+            for version, _ in _MIGRATIONS:
+                if version in applied:
+                    continue
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql in statements(Dialect.SQLITE, version):
+                        self._db.execute(sql)
+                    self._db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    def schema_versions(self) -> list[int]:
+        return [r[0] for r in self._rows("SELECT version FROM schema_version ORDER BY version")]
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], int]:
+        with self._lock:
+            cur = self._db.execute(sql, tuple(params))
+            rows = cur.fetchall()
+            return rows, cur.rowcount
+
+    def notify(self, kind: str, job_id: str = "") -> None:
+        self._deliver(kind, job_id)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def insert(self, job_id: str, endpoint: str, spec_json: str) -> JobRecord:
-        now = time.time()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs (job_id, endpoint, spec_json, state, created_at) VALUES (?, ?, ?, ?, ?)",
-                (job_id, endpoint, spec_json, JobState.QUEUED.value, now),
-            )
-        return JobRecord(job_id, endpoint, spec_json, JobState.QUEUED, now)
 
-    def get(self, job_id: str) -> JobRecord | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return _record(row) if row else None
-
-    def queued_ids(self) -> list[str]:
-        """Queued jobs in the order they will run."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT job_id FROM jobs WHERE state = ? ORDER BY seq", (JobState.QUEUED.value,)
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def ids_in_state(self, state: JobState) -> list[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT job_id FROM jobs WHERE state = ? ORDER BY seq", (state.value,))
-            return [r[0] for r in rows.fetchall()]
-
-    def claim_next(self) -> JobRecord | None:
-        """Atomically move the oldest queued job to RUNNING and return it."""
-        with self._lock:
-            row = self._db.execute(
-                "UPDATE jobs SET state = ?, started_at = ? WHERE seq = "
-                "(SELECT seq FROM jobs WHERE state = ? ORDER BY seq LIMIT 1) RETURNING " + _COLUMNS,
-                (JobState.RUNNING.value, time.time(), JobState.QUEUED.value),
-            ).fetchone()
-        return _record(row) if row else None
-
-    def requeue(self, job_id: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET state = ?, started_at = NULL WHERE job_id = ?", (JobState.QUEUED.value, job_id)
-            )
-
-    def finish(
-        self,
-        job_id: str,
-        state: JobState,
-        *,
-        output_json: str | None = None,
-        error_type: str | None = None,
-        error_message: str | None = None,
-    ) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET state = ?, completed_at = ?, output_json = ?, error_type = ?, "
-                "error_message = ? WHERE job_id = ?",
-                (state.value, time.time(), output_json, error_type, error_message, job_id),
-            )
-
-    def finish_if_queued(self, job_id: str, state: JobState, error_type: str, message: str) -> bool:
-        """Finish a job only if it is still queued (a cancel racing a worker's claim loses cleanly)."""
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE jobs SET state = ?, completed_at = ?, error_type = ?, error_message = ? "
-                "WHERE job_id = ? AND state = ?",
-                (state.value, time.time(), error_type, message, job_id, JobState.QUEUED.value),
-            )
-        return cur.rowcount == 1
-
-    def mark_cancel_requested(self, job_id: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
-
-    def add_log(self, job_id: str, message: str, level: str = "info") -> LogEntry:
-        entry = LogEntry(time.time(), level, message)
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO logs (job_id, timestamp, level, message) VALUES (?, ?, ?, ?)",
-                (job_id, entry.timestamp, level, message),
-            )
-        return entry
-
-    def logs(self, job_id: str, skip: int = 0) -> list[LogEntry]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT timestamp, level, message FROM logs WHERE job_id = ? ORDER BY rowid LIMIT -1 OFFSET ?",
-                (job_id, skip),
-            ).fetchall()
-        return [LogEntry(*r) for r in rows]
-
-    def expired(self, before: float) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT job_id FROM jobs WHERE completed_at IS NOT NULL AND completed_at < ?", (before,)
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def delete(self, job_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM logs WHERE job_id = ?", (job_id,))
-            self._db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
-
-
-def _record(row: tuple) -> JobRecord:
-    (job_id, endpoint, spec_json, state, created, started, completed, etype, emsg, out, cancel) = row
-    return JobRecord(
-        job_id, endpoint, spec_json, JobState(state), created, started, completed, etype, emsg, out, bool(cancel)
-    )
+JobStore = SqliteJobStore  # the name the first release used

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from service.contract.frames import legal_frames_at_most, unit_from_uint8
 from service.domain.errors import ErrorType, JobError
 from service.media.fetch import FetchedMedia
 from service.media.sniff import MediaKind
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 # Refuse sources larger than this before decoding pixels (decompression bombs): 8K is 33 MP.
 MAX_SOURCE_PIXELS = 64 * 1024 * 1024
-_FRAMES_PER_LATENT = 8  # legal lengths are 8k + 1
 _RESAMPLE = Image.Resampling.BICUBIC  # what Image.resize defaults to, and so what LTX's loader gets
 _EXIF_ORIENTATION = 0x0112
 _EXIF_QUARTER_TURNS = {5, 6, 7, 8}  # orientations that swap width and height
@@ -51,11 +51,6 @@ class MediaInfo(NamedTuple):
 
 def _fail(field: str, reason: str) -> JobError:
     return JobError(ErrorType.INPUT_FETCH_FAILED, f"{field}: {reason}")
-
-
-def legal_frame_count(frames: int) -> int:
-    """The longest 8k + 1 length that is at most `frames` (at least 1)."""
-    return max(frames - 1, 0) // _FRAMES_PER_LATENT * _FRAMES_PER_LATENT + 1
 
 
 def _cover_box(
@@ -86,9 +81,9 @@ def _to_tensor(frames: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
 
 def pixels_from_frames(frames: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 [F, H, W, 3] -> [3, F, H, W] in [-1, 1]: every decoded input's pixels are exactly these values
-    (media_inputs.to_uint8_frames is the inverse)."""
+    (the pixel convention of service/contract/frames.py)."""
     stacked = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.uint8))
-    return (stacked.permute(3, 0, 1, 2).to(dtype) / 127.5 - 1.0).contiguous()
+    return unit_from_uint8(stacked.permute(3, 0, 1, 2).to(dtype)).contiguous()
 
 
 def _check_target(width: int, height: int) -> None:
@@ -191,7 +186,7 @@ def decode_video(
     if not kept:
         raise _fail(field, "video has no frames")
     if legal_length:
-        kept = kept[: legal_frame_count(len(kept))]
+        kept = kept[: legal_frames_at_most(len(kept))]
     logger.debug("decoded %s: %d frames at %dx%d", field, len(kept), width, height)
     return _to_tensor(kept, dtype)
 

@@ -23,6 +23,8 @@ import av
 import numpy as np
 import torch
 
+from service.contract.frames import uint8_from_unit
+
 logger = logging.getLogger(__name__)
 
 MAX_CRF = 51  # x264's range is 0..51
@@ -32,7 +34,7 @@ _NOMINAL_FPS = 24  # irrelevant to the result: every frame is coded on its own
 
 def _to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
     """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
-    pixels = ((frames.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    pixels = uint8_from_unit(frames.detach().cpu())
     return pixels.permute(1, 2, 3, 0).numpy()
 
 

@@ -1,4 +1,4 @@
-"""Load a preset's models and bind them to the pipeline's component Protocols.
+"""Load a preset's models (their binding to the pipeline's Protocols: service/engines/torch_bindings.py).
 
 Real checkpoints and the tiny preset go through the same objects: diffusers' `LTXVideoTransformer3DModel`
 and `AutoencoderKLLTXVideo`, transformers' T5 encoder and a tokenizer. Real weights come from a local
@@ -8,6 +8,7 @@ diffusers-layout directory (`from_pretrained`) or from the original single-file 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -23,13 +24,13 @@ from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsampler
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
-from service.config import ModelConfig
+from service.config import FastPathConfig, ModelConfig
+from service.contract.assets import LTX_VIDEO_SCHEDULER_CONFIG
+from service.contract.geometry import ModelGeometry
 from service.models import presets
 from service.models import upsampler as upsampler_models
+from service.models.fast_path import apply_fast_path
 from service.models.tokenizer import build_byte_tokenizer, byte_tokenizer_vocab_size
-from service.pipelines import torch_components as tc
-from service.pipelines.components import Components, ModelGeometry
-from service.pipelines.sampling import LTX_VIDEO_SCHEDULER_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -51,38 +52,26 @@ class LoadedModels:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_cache: dict[ModelConfig, LoadedModels] = {}
+_cache: dict[tuple[ModelConfig, FastPathConfig], LoadedModels] = {}
 _cache_lock = threading.Lock()
 
 
-def load_models(cfg: ModelConfig) -> LoadedModels:
-    """The models of `cfg`, built or loaded once per process and config."""
+def load_models(cfg: ModelConfig, fast_path: FastPathConfig | None = None) -> LoadedModels:
+    """The models of `cfg` with `fast_path` applied, built or loaded once per process and configs."""
+    fast_path = fast_path or FastPathConfig()
     with _cache_lock:
-        if cfg not in _cache:
+        key = (cfg, fast_path)
+        if key not in _cache:
             started = time.monotonic()
-            models = _build_tiny(cfg) if cfg.preset == presets.Preset.TINY else _load_checkpoint(cfg)
+            model_cfg = dataclasses.replace(cfg, dtype=fast_path.dtype) if fast_path.dtype else cfg
+            tiny = model_cfg.preset == presets.Preset.TINY
+            models = _build_tiny(model_cfg) if tiny else _load_checkpoint(model_cfg)
             _check_compatible(models)
-            _cache[cfg] = models
+            if fast_path.enabled:
+                apply_fast_path(models.transformer, fast_path)
+            _cache[key] = models
             logger.info("loaded model preset %s in %.2f s", cfg.preset, time.monotonic() - started)
-        return _cache[cfg]
-
-
-def load_components(cfg: ModelConfig) -> Components:
-    return bind_components(load_models(cfg))
-
-
-def bind_components(models: LoadedModels) -> Components:
-    """Torch bindings of the component Protocols around `models`."""
-    geometry = model_geometry(models)
-    return Components(
-        geometry=geometry,
-        text_encoder=tc.TorchTextEncoder(models.tokenizer, models.text_encoder, geometry.text_max_length),
-        transformer=tc.TorchTransformer(models.transformer),
-        vae_decoder=tc.TorchVaeDecoder(models.vae),
-        vae_encoder=tc.TorchVaeEncoder(models.vae),
-        upsampler=tc.TorchLatentUpsampler(models.upsampler) if models.upsampler is not None else None,
-        scheduler_config=dict(models.scheduler_config),
-    )
+        return _cache[key]
 
 
 def model_geometry(models: LoadedModels) -> ModelGeometry:

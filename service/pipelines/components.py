@@ -5,13 +5,9 @@ this process; the Triton model `ltx_pipeline` binds them to BLS calls on the com
 plans on a GPU). One pipeline, two bindings. All tensors are torch tensors on the pipeline's device.
 
 Tensor names used here are the names used everywhere (ONNX graphs, TensorRT profiles, config.pbtxt):
-  text encoder:  input_ids [B, L] int64, attention_mask [B, L] int64 -> text_embeds [B, L, D]
-  transformer:   hidden_states [B, N, C], timestep [B, N], video_coords [B, 3, N],
-                 encoder_hidden_states [B, L, D], encoder_attention_mask [B, L] -> velocity [B, N, C]
-  vae decoder:   latents [B, C, f, h, w] (denormalized), decode_timestep [B] -> video [B, 3, F, H, W]
-  vae encoder:   video [B, 3, F, H, W] in [-1, 1] -> latents [B, C, f, h, w] (not normalized)
-  upsampler:     latents [B, C, f, h, w] -> upsampled_latents [B, C, f, 2h, 2w] (both denormalized)
-  STG (optional transformer inputs): stg_skip_blocks [num_blocks] bool, stg_rows [B] bool
+the component declarations of service/contract/components.py, which also define `Perturbation` (STG's
+two optional transformer inputs). `ModelGeometry` is the contract's too; both are re-exported here because
+every pipeline needs them with the Protocols.
 """
 
 from __future__ import annotations
@@ -22,23 +18,20 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from service.contract.components import Perturbation
+from service.contract.geometry import ModelGeometry
 
-@dataclass(frozen=True)
-class ModelGeometry:
-    """Fixed facts about a model family that pipelines need for shapes and normalization."""
-
-    latent_channels: int
-    spatial_compression: int  # pixels per latent cell, each side (32 for LTX)
-    temporal_compression: int  # frames per latent frame after the first (8 for LTX)
-    patch_size: int  # transformer patch size (1 for LTX-Video)
-    patch_size_t: int
-    transformer_blocks: int  # the range of STG skip blocks (`Perturbation.skip_blocks`)
-    text_max_length: int  # tokens per prompt (256 for LTX-Video 0.9.7)
-    text_dim: int  # width of the text embeddings the transformer takes
-    latents_mean: tuple[float, ...]  # per-channel VAE latent statistics, for (de)normalization
-    latents_std: tuple[float, ...]
-    scaling_factor: float
-    decode_timestep_conditioning: bool  # the 0.9.5+ VAE decoder takes a timestep and adds noise
+__all__ = [
+    "Components",
+    "LatentUpsampler",
+    "ModelGeometry",
+    "PerturbableTransformer",
+    "Perturbation",
+    "TextEncoder",
+    "Transformer",
+    "VaeDecoder",
+    "VaeEncoder",
+]
 
 
 class TextEncoder(Protocol):
@@ -58,14 +51,6 @@ class Transformer(Protocol):
     ) -> torch.Tensor:
         """One denoiser call on packed latents; `timestep` is per token in [0, 1]."""
         ...
-
-
-@dataclass(frozen=True, eq=False)
-class Perturbation:
-    """Spatio-temporal guidance (STG): self-attention of `skip_blocks` perturbed for the rows in `rows`."""
-
-    skip_blocks: tuple[int, ...]  # transformer block indices, each in [0, num_blocks)
-    rows: torch.Tensor  # bool [B]: the batch rows of the perturbed pass; other rows are left exact
 
 
 @runtime_checkable

@@ -23,18 +23,16 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from service.contract.frames import frames_to_generate, legal_frames_at_most, uint8_frames
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, ProgressCallback
 from service.domain.specs import ExtendSpec
-from service.media.decode import legal_frame_count
 from service.pipelines.components import Components
 from service.pipelines.conditioning import ConditioningMedia
-from service.pipelines.latents import generated_frame_count, latent_shape
-from service.pipelines.media_inputs import to_uint8_frames as pixels_to_uint8
 from service.pipelines.multiconditioning import (
     DEFAULT_DEV_OPTIONS,
-    DevClip,
     DevSamplingOptions,
+    dev_clip,
     render_dev_clip,
 )
 
@@ -61,9 +59,9 @@ def plan_extension(num_frames: int, kept: int, temporal_compression: int = 8) ->
     """The plan for an N = `num_frames` output keeping `kept` input frames (the module docstring's rule)."""
     if not 0 <= kept < num_frames:
         raise ValueError(f"kept frames ({kept}) must be in [0, {num_frames})")
-    context = legal_frame_count(min(kept, EXTEND_CONTEXT_FRAMES)) if kept else 0
+    context = legal_frames_at_most(min(kept, EXTEND_CONTEXT_FRAMES), temporal_compression) if kept else 0
     new = num_frames - kept
-    clip = generated_frame_count(context + new, temporal_compression)
+    clip = frames_to_generate(context + new, temporal_compression)
     return ExtensionPlan(kept=kept, context=context, new=new, clip=clip)
 
 
@@ -78,17 +76,16 @@ def generate_extension(
     """`spec.num_frames` frames: `kept_pixels` ([3, K, H, W] in [-1, 1], at the output size) then new ones."""
     geometry = components.geometry
     plan = plan_extension(spec.num_frames, int(kept_pixels.shape[1]), geometry.temporal_compression)
-    shape = latent_shape(geometry, 1, plan.clip, spec.height, spec.width)
+    request = dev_clip(components, spec, plan.clip)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info("extend %dx%d: %s, %d steps", spec.width, spec.height, plan, spec.num_inference_steps)
     media = []
     if plan.context:
         context = kept_pixels[:, plan.kept - plan.context : plan.kept]
         media.append(ConditioningMedia(pixels=context[None], start_frame=0, strength=spec.video.strength))
-    request = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
     clip = render_dev_clip(components, request, media, generator, options, on_progress, is_cancelled)
     new_frames = clip[plan.context : plan.context + plan.new]
-    frames = np.concatenate([pixels_to_uint8(kept_pixels), new_frames])
+    frames = np.concatenate([uint8_frames(kept_pixels), new_frames])
     return GeneratedVideo(
         frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
     )

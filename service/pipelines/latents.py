@@ -7,13 +7,13 @@ bindings of the pipeline share one implementation.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
 from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
 
+from service.contract.frames import is_legal_frame_count, latent_frame_count
 from service.pipelines.components import ModelGeometry
 
 
@@ -31,11 +31,6 @@ class LatentShape(NamedTuple):
         return self.frames * self.height * self.width
 
 
-def generated_frame_count(num_frames: int, temporal_compression: int) -> int:
-    """The smallest legal clip length (k * temporal + 1) that holds `num_frames` frames."""
-    return temporal_compression * math.ceil((num_frames - 1) / temporal_compression) + 1
-
-
 def latent_shape(
     geometry: ModelGeometry, batch: int, num_frames: int, height: int, width: int
 ) -> LatentShape:
@@ -44,12 +39,12 @@ def latent_shape(
         raise ValueError(
             f"height and width must be multiples of {geometry.spatial_compression}, got {height}x{width}"
         )
-    if (num_frames - 1) % geometry.temporal_compression:
+    if not is_legal_frame_count(num_frames, geometry.temporal_compression):
         raise ValueError(f"num_frames must be {geometry.temporal_compression}k+1, got {num_frames}")
     return LatentShape(
         batch=batch,
         channels=geometry.latent_channels,
-        frames=(num_frames - 1) // geometry.temporal_compression + 1,
+        frames=latent_frame_count(num_frames, geometry.temporal_compression),
         height=height // geometry.spatial_compression,
         width=width // geometry.spatial_compression,
     )

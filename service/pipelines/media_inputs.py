@@ -20,9 +20,9 @@ import logging
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
+from service.contract.frames import frames_to_generate, uint8_frames
 from service.domain.geometry import AspectRatio
 from service.domain.progress import Progress, ProgressCallback, Stage
 from service.domain.specs import (
@@ -38,12 +38,9 @@ from service.media.fetch import FetchedMedia, FetchLimits, fetch_media
 from service.media.recompress import recompress
 from service.media.sniff import MediaKind
 from service.pipelines.conditioning import ConditioningMedia
-from service.pipelines.latents import generated_frame_count
 from service.safety.checker import SafetyChecker
 
 logger = logging.getLogger(__name__)
-
-_TEMPORAL_COMPRESSION = 8  # LTX-Video's VAE: legal clip lengths are 8k + 1
 
 
 class PreparedInputs(NamedTuple):
@@ -65,12 +62,6 @@ def video_field(index: int) -> str:
     return f"videos[{index}].video_url"
 
 
-def to_uint8_frames(pixels: torch.Tensor) -> np.ndarray:
-    """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]; exact inverse of the decoders' x / 127.5 - 1."""
-    scaled = ((pixels.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return scaled.permute(1, 2, 3, 0).contiguous().cpu().numpy()
-
-
 def prepare_conditioning_inputs(
     spec: AutoSizedSpec,
     limits: FetchLimits,
@@ -84,7 +75,7 @@ def prepare_conditioning_inputs(
         message = f"fetched {len(fetched)} conditioning input(s)"
         on_progress(Progress(Stage.PREPARING_CONDITIONS, message=message))
     spec = _resolve_size(spec, fetched)
-    clip_frames = generated_frame_count(spec.num_frames, _TEMPORAL_COMPRESSION)
+    clip_frames = frames_to_generate(spec.num_frames)
     crf = spec.constant_rate_factor if isinstance(spec, DistilledMulticonditioningSpec) else 0
     media = tuple(_prepare_one(item, spec.width, spec.height, clip_frames, safety, crf) for item in fetched)
     return PreparedInputs(spec=spec, media=media)
@@ -153,7 +144,7 @@ def decode_condition_video(
 
 def check_pixels(safety: SafetyChecker, pixels: torch.Tensor, field: str) -> None:
     """Safety-check decoded media [3, F, H, W]: one frame as an image, more as sampled video frames."""
-    frames = to_uint8_frames(pixels)
+    frames = uint8_frames(pixels)
     if frames.shape[0] == 1:
         safety.check_image(frames[0], field=field)
     else:

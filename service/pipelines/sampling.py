@@ -15,20 +15,9 @@ import torch
 from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 
-# scheduler_config.json of LTX-Video 0.9.x in diffusers layout: resolution-dependent ("dynamic") shifting.
-# Used when a checkpoint brings no scheduler config of its own.
-LTX_VIDEO_SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "use_dynamic_shifting": True,
-    "base_shift": 0.95,
-    "max_shift": 2.05,
-    "base_image_seq_len": 1024,
-    "max_image_seq_len": 4096,
-    "shift_terminal": 0.1,
-    "invert_sigmas": False,
-}
+from service.contract.assets import LTX_VIDEO_SCHEDULER_CONFIG
 
+__all__ = ["LTX_VIDEO_SCHEDULER_CONFIG", "classifier_free_guidance", "euler_step", "make_scheduler", "set_schedule"]
 
 def make_scheduler(config: Mapping[str, Any] | None) -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler.from_config(dict(config or LTX_VIDEO_SCHEDULER_CONFIG))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.external_servers import MotoServer, PostgresServer, postgres_bin_dir
 from tests.integration.service_process import ServiceProcess
 
 
@@ -27,3 +28,28 @@ def fresh_service(tmp_path: Path) -> Iterator[ServiceProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the session (skipped, saying why, where it is not installed)."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb) not found; `make test` installs postgresql")
+    server = PostgresServer(bin_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoServer]:
+    """moto's S3 server mode in its own process, reached over HTTP."""
+    server = MotoServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

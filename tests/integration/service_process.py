@@ -32,6 +32,7 @@ def free_port() -> int:
 class ServiceProcess:
     data_dir: Path
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     grpc_port: int = 0
     http_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
@@ -43,7 +44,7 @@ class ServiceProcess:
         cmd = [sys.executable, "-m", "service.main", "--port", str(self.grpc_port),
                "--http-port", str(self.http_port), "--data-dir", str(self.data_dir), *self.extra_args]
         log = (self.data_dir / "service.log").open("ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         self._wait_serving(timeout_s)
 

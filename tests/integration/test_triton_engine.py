@@ -18,6 +18,7 @@ from tritonclient.utils import np_to_triton_dtype
 from export.components import SampleSize, TransformerComponent
 from export.triton_config import read_config
 from service.config import ModelConfig, ServiceConfig
+from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.outputs import GeneratedVideo
@@ -31,12 +32,13 @@ from service.domain.specs import (
     TextToVideoSpec,
     VideoConditionSpec,
 )
-from service.engines import triton_contract as contract
+from service.engines.torch_bindings import load_components
 from service.engines.triton import TritonEngine, served_by_repository
 from service.engines.triton_backend.params import model_config_from
 from service.engines.tritonserver_process import TritonServerProcess
 from service.media.fetch import FetchLimits
-from service.models.loading import load_components, load_models
+from service.models.loading import load_models
+from service.models.torch_components import TorchTransformer
 from service.pipelines.components import Components, Perturbation
 from service.pipelines.distilled import generate_distilled
 from service.pipelines.extend import generate_extension
@@ -46,7 +48,6 @@ from service.pipelines.multiconditioning import (
     generate_multiconditioning,
     generate_text_to_video,
 )
-from service.pipelines.torch_components import TorchTransformer
 from tests.integration.triton_fixtures import MODEL_REPOSITORY, triton_engine, triton_server, triton_session
 from tests.unit.test_media_inputs import mp4_uri, png_uri
 

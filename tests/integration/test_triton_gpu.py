@@ -20,10 +20,10 @@ from service.config import ModelConfig, ServiceConfig
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.progress import Progress, Stage
 from service.domain.specs import Endpoint, ImageConditionSpec, MulticonditioningSpec, TextToVideoSpec
+from service.engines.torch_bindings import load_components
 from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import TritonServerProcess
 from service.media.fetch import FetchLimits
-from service.models.loading import load_components
 from service.pipelines.media_inputs import prepare_conditioning_inputs
 from service.pipelines.multiconditioning import (
     NO_STG_MESSAGE,

@@ -7,6 +7,7 @@ import torch
 from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
 
 from service.config import ModelConfig
+from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.components import Components
 from service.pipelines.conditioning import (
@@ -33,7 +34,7 @@ TOKENS_PER_FRAME = (SIZE // 32) ** 2  # the tiny VAE keeps the real 32x compress
 
 @pytest.fixture(scope="module")
 def components() -> Components:
-    return loading.load_components(ModelConfig())
+    return torch_bindings.load_components(ModelConfig())
 
 
 def _pixels(frames: int, seed: int) -> torch.Tensor:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from service.contract import pipeline as contract
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.specs import ExtendSpec, ImageConditionSpec, MulticonditioningSpec, VideoConditionSpec
-from service.engines import triton_contract as contract
 from service.engines.conditioning_tensors import (
     kept_from_arrays,
     kept_to_arrays,

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from service.contract.frames import legal_frames_at_most as legal_frame_count
 from service.domain.errors import ErrorType, JobError
-from service.media.decode import aspect_ratio_of, decode_image, decode_video, legal_frame_count, probe
+from service.media.decode import aspect_ratio_of, decode_image, decode_video, probe
 from service.media.fetch import FetchedMedia
 from service.media.sniff import MediaKind
 

@@ -11,18 +11,18 @@ import pytest
 import torch
 
 from service.config import ModelConfig
+from service.contract.frames import latent_tokens
 from service.domain.errors import Cancelled
 from service.domain.geometry import (
     DISTILLED_FIRST_PASS_DOWNSCALE,
     AspectRatio,
     FrameSize,
     Resolution,
-    latent_tokens,
     multiscale_sizes,
 )
 from service.domain.progress import Progress, Stage
 from service.domain.specs import DistilledMulticonditioningSpec
-from service.models import loading
+from service.engines import torch_bindings
 from service.pipelines import distilled
 from service.pipelines.components import Components
 from service.pipelines.conditioning import ConditioningMedia
@@ -53,7 +53,7 @@ SPEC = DistilledMulticonditioningSpec(
 
 @pytest.fixture(scope="module")
 def components() -> Components:
-    return loading.load_components(ModelConfig())
+    return torch_bindings.load_components(ModelConfig())
 
 
 class TransformerSpy:
@@ -161,8 +161,8 @@ def test_upsampled_latents_are_adain_normalized_to_the_first_pass(
     seen: dict[str, torch.Tensor] = {}
     real_upsample, real_prepare = distilled.upsample_latents, distilled.prepare_conditioned_latents
 
-    def upsample_spy(components: Components, latents: torch.Tensor) -> torch.Tensor:
-        seen["first_pass"], seen["upsampled"] = latents.clone(), real_upsample(components, latents)
+    def upsample_spy(components: Components, latents: torch.Tensor, *args: Any) -> torch.Tensor:
+        seen["first_pass"], seen["upsampled"] = latents.clone(), real_upsample(components, latents, *args)
         return seen["upsampled"]
 
     def prepare_spy(*args: Any, **kwargs: Any) -> Any:

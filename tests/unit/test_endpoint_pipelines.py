@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from service.config import ModelConfig
+from service.contract import pipeline as contract
 from service.domain.specs import Endpoint
-from service.engines import triton_contract as contract
 from service.engines.endpoint_pipelines import endpoints_served
-from service.models.loading import load_components
+from service.engines.torch_bindings import load_components
 
 
 def test_endpoints_follow_the_optional_components() -> None:

@@ -57,8 +57,8 @@ def test_transformer_graph_carries_stg(stages: ExportStages) -> None:
     import onnxruntime
     import torch
 
+    from service.models.torch_components import TorchTransformer
     from service.pipelines.components import Perturbation
-    from service.pipelines.torch_components import TorchTransformer
 
     (component,) = [c for c in stages.components if c.name == "transformer"]
     models = stages.models()

@@ -10,7 +10,7 @@ import torch
 
 from service.config import ModelConfig
 from service.domain.specs import ExtendSpec, VideoConditionSpec
-from service.models import loading
+from service.engines import torch_bindings
 from service.pipelines import multiconditioning
 from service.pipelines.components import Components
 from service.pipelines.extend import EXTEND_CONTEXT_FRAMES, ExtensionPlan, generate_extension, plan_extension
@@ -30,7 +30,7 @@ SPEC = ExtendSpec(
 
 @pytest.fixture(scope="module")
 def components() -> Components:
-    return loading.load_components(ModelConfig())
+    return torch_bindings.load_components(ModelConfig())
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def test_jobs_running_at_a_crash_are_requeued_or_failed(tmp_path: Path, requeue:
     store = JobStore(tmp_path / "jobs.sqlite3")
     store.insert("a", "ltx-video-lora", "{}")
     store.insert("b", "ltx-video-lora", "{}")
-    assert store.claim_next().job_id == "a"  # type: ignore[union-attr]  # "a" was running at the crash
+    assert store.claim_next("old-process", 30.0).job_id == "a"  # type: ignore[union-attr]  # "a" was running at the crash
     store.close()
 
     async def scenario() -> None:
@@ -122,5 +122,21 @@ def test_finished_jobs_are_purged_after_retention(tmp_path: Path) -> None:
         assert queue.purge_expired(retention_s=0) == [job_id]
         assert store.get(job_id) is None and store.logs(job_id) == []
         await queue.stop()
+
+    asyncio.run(scenario())
+
+
+def test_stopping_a_worker_requeues_its_running_job_without_a_retry(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        runner = FakeRunner(steps=50)
+        queue, store = make_queue(tmp_path, runner)
+        await queue.start()
+        job_id, _ = await queue.submit("ltx-video-lora", "{}")
+        await asyncio.to_thread(runner.started.wait, 10)
+        await queue.stop()
+        runner.release.set()
+        record = store.get(job_id)
+        assert record is not None and record.state is JobState.QUEUED and record.retries == 0
+        assert any("re-queued" in e.message for e in store.logs(job_id))
 
     asyncio.run(scenario())

@@ -32,7 +32,8 @@ SPEC = TextToVideoSpec(
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> LocalEngine:
     cache = tmp_path_factory.mktemp("lora-cache")
-    return LocalEngine(ServiceConfig(lora=LoraConfig(cache_dir=str(cache))))
+    lora = LoraConfig(cache_dir=str(cache), allow_local_paths=True, local_roots=(str(tmp_path_factory.getbasetemp()),))
+    return LocalEngine(ServiceConfig(lora=lora))
 
 
 def _generate(engine: LocalEngine, spec: TextToVideoSpec) -> tuple[np.ndarray, list[Progress]]:

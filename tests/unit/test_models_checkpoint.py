@@ -13,6 +13,7 @@ from diffusers.loaders.single_file_utils import (
 )
 
 from service.config import ModelConfig
+from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.components import Components
 from tests.fixtures_checkpoint import original_checkpoint, write_single_file
@@ -56,7 +57,7 @@ def test_diffusers_layout_loads_the_same_models(tiny: loading.LoadedModels, diff
         _assert_same_weights(getattr(tiny, name), getattr(loaded, name))
     assert loaded.scheduler_config["use_dynamic_shifting"] is True
     assert loaded.scheduler_config["shift_terminal"] == tiny.scheduler_config["shift_terminal"]
-    ours, theirs = loading.bind_components(tiny), loading.bind_components(loaded)
+    ours, theirs = torch_bindings.bind_components(tiny), torch_bindings.bind_components(loaded)
     assert theirs.geometry == ours.geometry
     assert torch.equal(_velocity(theirs), _velocity(ours))
 

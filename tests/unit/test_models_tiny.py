@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from service.config import ModelConfig
+from service.engines import torch_bindings
 from service.models import loading
 from service.models.presets import LTX_VIDEO_TEXT_MAX_LENGTH
 from service.models.tokenizer import EOS_TOKEN, PAD_TOKEN, build_byte_tokenizer
@@ -54,7 +55,7 @@ def test_models_are_cached_per_config() -> None:
 
 def test_geometry_has_real_ltx_compression_and_comes_from_the_models() -> None:
     models = loading.load_models(ModelConfig())
-    geometry = loading.bind_components(models).geometry
+    geometry = torch_bindings.bind_components(models).geometry
     assert (geometry.spatial_compression, geometry.temporal_compression) == (32, 8)
     assert geometry.text_max_length == 256  # upstream inference.py and LTXConditionPipeline
     assert geometry.latent_channels == models.transformer.config["in_channels"]
@@ -84,7 +85,7 @@ def test_offline_tokenizer_pads_to_256_and_ends_prompts_with_eos() -> None:
 
 
 def test_text_encoder_binding_returns_padded_embeddings_and_mask() -> None:
-    components = loading.load_components(ModelConfig())
+    components = torch_bindings.load_components(ModelConfig())
     embeds, mask = components.text_encoder.encode(["a cat", "a dog"])
     assert embeds.shape == (2, 256, components.geometry.text_dim)
     assert mask.shape == (2, 256)
@@ -93,7 +94,7 @@ def test_text_encoder_binding_returns_padded_embeddings_and_mask() -> None:
 
 def test_a_200_token_prompt_is_not_cut_at_128() -> None:
     # Upstream encodes 256 T5 tokens; the spec examples' prompts run to ~150+ tokens.
-    components = loading.load_components(ModelConfig())
+    components = torch_bindings.load_components(ModelConfig())
     prompt = "a" * 199  # the byte tokenizer: one token per byte, plus </s>
     _embeds, mask = components.text_encoder.encode([prompt])
     assert int(mask.sum()) == 200
@@ -112,7 +113,7 @@ def test_transformer_attention_runs_on_torch_sdpa(monkeypatch: pytest.MonkeyPatc
         calls.append(tuple(query.shape))
         return sdpa(query, *args, **kwargs)  # type: ignore[arg-type]
 
-    components = loading.load_components(ModelConfig())
+    components = torch_bindings.load_components(ModelConfig())
     embeds, mask = components.text_encoder.encode(["a cat"])
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting_sdpa)
     tokens = 8

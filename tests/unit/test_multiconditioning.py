@@ -15,7 +15,7 @@ from service.domain.geometry import AspectRatio, Resolution
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, ProgressCallback
 from service.domain.specs import ImageConditionSpec, MulticonditioningSpec
-from service.models import loading
+from service.engines import torch_bindings
 from service.pipelines.components import Components, PerturbableTransformer, Perturbation
 from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.multiconditioning import NO_STG_MESSAGE, generate_multiconditioning, map_skip_blocks
@@ -42,7 +42,7 @@ OFFICIAL_STG = (0, 0, 4, 4, 4, 2, 1)
 
 @pytest.fixture(scope="module")
 def components() -> Components:
-    return loading.load_components(ModelConfig())
+    return torch_bindings.load_components(ModelConfig())
 
 
 class RecordingTransformer:

@@ -18,6 +18,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 
 from service.config import ModelConfig
 from service.domain.specs import TextToVideoSpec
+from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.components import Components
 from service.pipelines.guidance import GuidancePass, apply_guidance, split_passes
@@ -62,7 +63,7 @@ def models() -> loading.LoadedModels:
 
 
 def test_text_to_video_matches_ltx_condition_pipeline(models: loading.LoadedModels) -> None:
-    components: Components = loading.bind_components(models)
+    components: Components = torch_bindings.bind_components(models)
     recorder = RecordingDecoder(components.vae_decoder)
     options = DevSamplingOptions(guidance=CONSTANT_CFG_3, decoding=DecodeOptions(decode_noise_scale=0.0))
     generate_text_to_video(

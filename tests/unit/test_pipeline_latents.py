@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from service.config import ModelConfig
-from service.models import loading
+from service.contract.frames import frames_to_generate
+from service.engines import torch_bindings
 from service.pipelines import latents
 from service.pipelines.components import ModelGeometry
 from service.pipelines.sampling import LTX_VIDEO_SCHEDULER_CONFIG, make_scheduler, set_schedule
@@ -14,12 +15,12 @@ from service.pipelines.sampling import LTX_VIDEO_SCHEDULER_CONFIG, make_schedule
 
 @pytest.fixture(scope="module")
 def geometry() -> ModelGeometry:
-    return loading.load_components(ModelConfig()).geometry
+    return torch_bindings.load_components(ModelConfig()).geometry
 
 
 @pytest.mark.parametrize(("requested", "generated"), [(1, 1), (4, 9), (9, 9), (10, 17), (89, 89), (90, 97)])
 def test_generated_frame_count_is_the_next_8k_plus_1(requested: int, generated: int) -> None:
-    assert latents.generated_frame_count(requested, 8) == generated
+    assert frames_to_generate(requested, 8) == generated
 
 
 def test_latent_shape_of_the_720p_example(geometry: ModelGeometry) -> None:

@@ -11,7 +11,7 @@ from service.config import ModelConfig
 from service.domain.errors import Cancelled
 from service.domain.progress import Progress, Stage
 from service.domain.specs import TextToVideoSpec
-from service.models import loading
+from service.engines import torch_bindings
 from service.pipelines.components import Components
 from service.pipelines.multiconditioning import generate_text_to_video
 from service.pipelines.schedules import linear_quadratic_sigmas
@@ -31,7 +31,7 @@ SPEC = TextToVideoSpec(
 
 @pytest.fixture(scope="module")
 def components() -> Components:
-    return loading.load_components(ModelConfig())
+    return torch_bindings.load_components(ModelConfig())
 
 
 def _run(components: Components, spec: TextToVideoSpec = SPEC, **kwargs: object) -> np.ndarray:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from service.config import ModelConfig
-from service.engines.triton_backend.assets import assets_from_models, load_assets, save_assets
 from service.engines.triton_backend.params import model_config_from, model_parameters, resolve_path
-from service.pipelines.torch_components import tokenize
+from service.models.assets import assets_from_models, load_assets, save_assets
+from service.models.torch_components import tokenize
 
 
 def test_parameters_become_a_typed_model_config() -> None:

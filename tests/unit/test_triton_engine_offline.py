@@ -8,11 +8,11 @@ from typing import Self
 import pytest
 
 from service.config import ServiceConfig
+from service.contract.pipeline import error_message_for, exception_from_message
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
 from service.domain.specs import Endpoint, TextToVideoSpec
 from service.engines import triton as triton_module
 from service.engines.triton import TritonEngine
-from service.engines.triton_contract import error_message_for, exception_from_message
 from service.engines.tritonserver_process import free_port
 
 SPEC = TextToVideoSpec(

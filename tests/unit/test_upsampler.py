@@ -10,9 +10,10 @@ import torch
 from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
 
 from service.config import ModelConfig
+from service.engines import torch_bindings
 from service.models import loading
 from service.models import upsampler as upsampler_models
-from service.pipelines.torch_components import TorchLatentUpsampler
+from service.models.torch_components import TorchLatentUpsampler
 
 REAL_PRESET = "ltx-video-0.9.7"
 
@@ -46,7 +47,7 @@ def test_tiny_preset_has_an_upsampler_for_the_tiny_vae_latents(tiny: loading.Loa
 def test_the_binding_doubles_height_and_width_and_keeps_channels_and_frames(
     tiny: loading.LoadedModels,
 ) -> None:
-    components = loading.bind_components(tiny)
+    components = torch_bindings.bind_components(tiny)
     assert components.upsampler is not None
     channels = components.geometry.latent_channels
     latents = _latents(channels)
@@ -83,7 +84,7 @@ def test_real_preset_loads_the_upsampler_next_to_the_model(
     loaded = loading._load_checkpoint(ModelConfig(preset=REAL_PRESET, model_dir=str(model_dir)))
     assert tiny.upsampler is not None and loaded.upsampler is not None
     _assert_same_weights(tiny.upsampler, loaded.upsampler)
-    assert loading.bind_components(loaded).upsampler is not None
+    assert torch_bindings.bind_components(loaded).upsampler is not None
 
 
 def test_a_configured_upsampler_dir_wins_and_may_be_a_pipeline_dir(
@@ -106,7 +107,7 @@ def test_without_an_upsampler_directory_the_component_is_absent(
     loading.save_diffusers_layout(dataclasses.replace(tiny, upsampler=None), tmp_path / "model")
     loaded = loading._load_checkpoint(ModelConfig(preset=REAL_PRESET, model_dir=str(tmp_path / "model")))
     assert loaded.upsampler is None
-    assert loading.bind_components(loaded).upsampler is None
+    assert torch_bindings.bind_components(loaded).upsampler is None
 
 
 def test_a_configured_upsampler_dir_that_does_not_exist_is_refused(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ The model.py files of model_repository/ are thin shims that put the project on s
   pipeline_model   `ltx_pipeline`: the decoupled model that runs the project's pipelines
   component_model  text_encoder / transformer / vae_decoder / vae_encoder on torch (the CPU repository)
   bls              the component Protocols bound to BLS calls on the component models
-  assets           what the pipeline needs besides the components: tokenizer, geometry, scheduler config
   params           config.pbtxt parameters -> typed settings
-Modules that import `triton_python_backend_utils` can only be imported inside a stub.
+Modules that import `triton_python_backend_utils` can only be imported inside a stub. What these models
+and the service agree on (tensor names, declarations, assets, the error codec) is in service/contract/.
 """

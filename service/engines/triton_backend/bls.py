@@ -1,7 +1,7 @@
 """The component Protocols bound to BLS calls on Triton's component models: the Triton half of
-"one pipeline, two bindings" (the torch half is service/pipelines/torch_components.py).
+"one pipeline, two bindings" (the torch half is service/models/torch_components.py).
 
-Tensor names and dtypes come from the component declarations (export/components.py), the same ones the
+Tensor names and dtypes come from the component declarations (service/contract/components.py), the same ones the
 component models' config.pbtxt, ONNX graphs and TensorRT profiles are generated from. Tensors cross as
 numpy on the CPU and as DLPack on a GPU, so TensorRT outputs stay on the device.
 """
@@ -14,24 +14,26 @@ import torch
 import triton_python_backend_utils as pb_utils  # only importable inside a Triton Python-backend stub
 from transformers import PreTrainedTokenizerBase
 
-from export.components import (
-    ExportableComponent,
-    LatentUpsamplerComponent,
-    TensorDecl,
-    TextEncoderComponent,
-    TransformerComponent,
-    VaeDecoderComponent,
-    VaeEncoderComponent,
+from service.contract.components import (
+    ComponentDecl,
+    LatentUpsamplerDecl,
+    Perturbation,
+    TextEncoderDecl,
+    TransformerDecl,
+    VaeDecoderDecl,
+    VaeEncoderDecl,
 )
-from service.engines.triton_backend.assets import PipelineAssets
-from service.pipelines.components import Components, Perturbation
-from service.pipelines.torch_components import tokenize
+from service.contract.tensors import TensorDecl
+from service.models.assets import PipelineAssets
+from service.models.component_modules import torch_dtype_of
+from service.models.torch_components import tokenize
+from service.pipelines.components import Components
 
 
 class BlsModel:
     """One component model, called with its declared inputs; returns its one output on `device`."""
 
-    def __init__(self, component: ExportableComponent, device: torch.device) -> None:
+    def __init__(self, component: ComponentDecl, device: torch.device) -> None:
         self.component = component
         self.device = device
 
@@ -52,7 +54,7 @@ class BlsModel:
 
 
 def _to_triton(declared: TensorDecl, tensor: torch.Tensor) -> pb_utils.Tensor:
-    tensor = tensor.detach().to(declared.dtype.torch).contiguous()
+    tensor = tensor.detach().to(torch_dtype_of(declared.dtype)).contiguous()
     if tensor.is_cuda:
         return pb_utils.Tensor.from_dlpack(declared.name, torch.utils.dlpack.to_dlpack(tensor))
     return pb_utils.Tensor(declared.name, tensor.numpy())
@@ -140,20 +142,20 @@ def bls_components(assets: PipelineAssets, device: torch.device, component_names
     ones (VAE encoder, latent upsampler) only when the repository has their models (`component_names`)."""
     geometry = assets.geometry
 
-    def model(component_type: type[ExportableComponent]) -> BlsModel:
+    def model(component_type: type[ComponentDecl]) -> BlsModel:
         return BlsModel(component_type(geometry), device)
 
-    def present(component_type: type[ExportableComponent]) -> bool:
+    def present(component_type: type[ComponentDecl]) -> bool:
         return component_type.name in component_names
 
     return Components(
         geometry=geometry,
-        text_encoder=BlsTextEncoder(assets.tokenizer, geometry.text_max_length, model(TextEncoderComponent)),
-        transformer=BlsTransformer(model(TransformerComponent), geometry.transformer_blocks),
-        vae_decoder=BlsVaeDecoder(model(VaeDecoderComponent)),
-        vae_encoder=BlsVaeEncoder(model(VaeEncoderComponent)) if present(VaeEncoderComponent) else None,
+        text_encoder=BlsTextEncoder(assets.tokenizer, geometry.text_max_length, model(TextEncoderDecl)),
+        transformer=BlsTransformer(model(TransformerDecl), geometry.transformer_blocks),
+        vae_decoder=BlsVaeDecoder(model(VaeDecoderDecl)),
+        vae_encoder=BlsVaeEncoder(model(VaeEncoderDecl)) if present(VaeEncoderDecl) else None,
         upsampler=(
-            BlsLatentUpsampler(model(LatentUpsamplerComponent)) if present(LatentUpsamplerComponent) else None
+            BlsLatentUpsampler(model(LatentUpsamplerDecl)) if present(LatentUpsamplerDecl) else None
         ),
         scheduler_config=assets.scheduler_config,
     )

@@ -1,6 +1,6 @@
 """`ltx_pipeline`: a decoupled Triton Python model that runs the project's pipelines on BLS components.
 
-One request per job (tensor names in service/engines/triton_contract.py): the endpoint id, the spec as
+One request per job (tensor names in service/contract/pipeline.py): the endpoint id, the spec as
 JSON and, for the conditioned endpoints, the media the service decoded (conditioning_tensors). The model
 runs the endpoint's pipeline (`run_endpoint`, what LocalEngine runs), streams a progress response per
 pipeline stage and denoising step, checks the request's cancellation between steps (the pipeline raises
@@ -22,14 +22,13 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils  # only importable inside a Triton Python-backend stub
 
+from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, ErrorType, JobError
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback
 from service.domain.specs import Endpoint, spec_from_json
-from service.engines import triton_contract as contract
 from service.engines.conditioning_tensors import kept_from_arrays, media_from_arrays
 from service.engines.endpoint_pipelines import EndpointInputs, run_endpoint
-from service.engines.triton_backend.assets import assets_from_models, load_assets
 from service.engines.triton_backend.bls import bls_components
 from service.engines.triton_backend.params import (
     model_config_from,
@@ -37,6 +36,7 @@ from service.engines.triton_backend.params import (
     resolve_path,
     version_dir,
 )
+from service.models.assets import assets_from_models, load_assets
 
 log = logging.getLogger("ltx_pipeline")
 
@@ -171,7 +171,7 @@ def _send_final_error(sender: Any, exc: Exception, request_id: str) -> None:
 
 
 def _triton_error(exc: Exception) -> Any:
-    """A TritonError whose text the client turns back into the job error (triton_contract)."""
+    """A TritonError whose text the client turns back into the job error (service/contract/pipeline.py)."""
     codes = pb_utils.TritonError
     if isinstance(exc, Cancelled):
         code = getattr(codes, "CANCELLED", codes.INTERNAL)

@@ -1,8 +1,8 @@
 """What `TritonEngine` and the Triton model `ltx_pipeline` agree on: model name, tensor names, errors.
 
 Imported by the client side (service/engines/triton.py), by the model itself
-(model_repository/ltx_pipeline/1/model.py) and by the config generator (export/triton_config.py), so the
-names are written once. Nothing here imports tritonclient, torch or the python_backend utilities.
+(service/engines/triton_backend/pipeline_model.py) and by the config generator (export/triton_config.py),
+so the names are written once.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from service.domain.specs import Endpoint
 
 PIPELINE_MODEL = "ltx_pipeline"
 
-# The component models each endpoint's pipeline calls (names of export/components.py). `ltx_pipeline` can
+# The component models each endpoint's pipeline calls (names of service/contract/components.py). `ltx_pipeline` can
 # run all of these endpoints; a repository serves those whose components it has.
 _TEXT_TO_VIDEO_COMPONENTS = frozenset({"text_encoder", "transformer", "vae_decoder"})
 ENDPOINT_COMPONENTS: dict[Endpoint, frozenset[str]] = {
@@ -52,7 +52,6 @@ PROMPT = "prompt"  # BYTES [1], the prompt actually used
 
 PROGRESS_OUTPUTS = (STAGE, STEP, TOTAL, MESSAGE)
 RESULT_OUTPUTS = (FRAMES, FRAME_RATE, SEED, PROMPT)
-
 
 
 def served_endpoints(component_names: str | frozenset[str] | set[str]) -> frozenset[Endpoint]:

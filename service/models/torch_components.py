@@ -1,9 +1,10 @@
 """Torch bindings of the component Protocols: the in-process half of "one pipeline, two bindings".
 
 Each `*Adapter` is an `nn.Module` whose `forward` has exactly the component contract (tensor names and
-units of `service.pipelines.components`), so the same module is what ONNX export traces for Triton. Each
-`Torch*` class binds an adapter to its Protocol: casts inputs to the module's device and dtype and runs
-under `torch.inference_mode()`.
+units of service/contract/components.py), so the same module is what ONNX export traces for Triton and
+what the CPU repository's component models run (component_modules.py). Each `Torch*` class implements its
+pipeline Protocol (service/pipelines/components.py, matched structurally: models does not import
+pipelines): casts inputs to the module's device and dtype and runs under `torch.inference_mode()`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsampler
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from service.contract.components import Perturbation
 from service.models.stg_attention import perturbed_self_attention, perturbed_self_attention_masked
-from service.pipelines.components import Perturbation
 
 # The pipeline speaks timesteps as sigmas in [0, 1]; diffusers' LTX transformer embeds them on the
 # training scale 0..1000 (its scheduler's `num_train_timesteps`), as its pipelines pass `t = sigma * 1000`.
