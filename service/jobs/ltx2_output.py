@@ -8,6 +8,7 @@ the service keeps no downloadable copy (the result itself lives in the job recor
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from service.domain.outputs import GeneratedVideo, StoredFile
 from service.domain.specs import VideoOutputType
 from service.media.container import AudioTrack, EncodeSettings, write_video
-from service.storage.local import LocalStorage
+from service.storage.factory import ResultStorage
 
 CHUNK_FRAMES = 16  # frames handed to the encoder at a time
 
@@ -36,13 +37,16 @@ def stored_frame_rate(output_type: VideoOutputType, fps: float) -> float:
     return fps
 
 
-def store_video(storage: LocalStorage, job_id: str, spec: Any, video: GeneratedVideo) -> StoredFile:
+def store_video(storage: ResultStorage, job_id: str, spec: Any, video: GeneratedVideo) -> StoredFile:
     settings = encode_settings(spec)
     path = storage.job_dir(job_id) / f"{job_id}{settings.container.extension}"
     audio = None
     if video.audio is not None and settings.output_type is not VideoOutputType.GIF:
         audio = AudioTrack(video.audio, video.audio_sample_rate)
-    write_video(path, _chunks(video.frames), video.frame_rate, settings, audio)
+    # Written under a temporary name and renamed when complete, as the MP4 path does.
+    partial = path.with_name(path.name + ".part")
+    write_video(partial, _chunks(video.frames), video.frame_rate, settings, audio)
+    os.replace(partial, path)
     stored = storage.publish(job_id, path, settings.container.content_type)
     if getattr(spec, "sync_mode", False):
         stored = _inline(stored, path)

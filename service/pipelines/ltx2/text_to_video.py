@@ -28,8 +28,9 @@ import torch
 from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
 from diffusers.pipelines.ltx2.utils import conditioning_frame_rate
 
+from service.contract.frames import frames_to_generate
 from service.domain.errors import Cancelled
-from service.domain.geometry import audio_samples, frames_to_generate
+from service.domain.geometry import audio_samples
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Acceleration, Ltx2TextToVideoSpec
