@@ -34,8 +34,8 @@ from service.domain.geometry import audio_samples
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Acceleration, Ltx2TextToVideoSpec
-from service.models.ltx2 import Ltx2Models
 from service.pipelines.ltx2 import schedules
+from service.pipelines.ltx2.components import Ltx2Models
 from service.pipelines.ltx2.denoiser import LatentShape, Ltx2Denoiser, TextContext
 from service.pipelines.ltx2.guidance import NEUTRAL
 from service.pipelines.ltx2.sampler import AvLatents, SamplerSettings, sample
