@@ -50,7 +50,10 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ltx2_service(tmp_path_factory: pytest.TempPathFactory, lora_dir: Path) -> Iterator[ServiceProcess]:
     data_dir = tmp_path_factory.mktemp("ltx2-service")
     config = data_dir / "service.toml"
-    config.write_text(f'[ltx2]\ncamera_lora_dir = "{lora_dir / "camera"}"\n')
+    config.write_text(
+        f'[ltx2]\ncamera_lora_dir = "{lora_dir / "camera"}"\n'
+        f'[lora]\nallow_local_paths = true\nlocal_roots = ["{lora_dir}"]\n'
+    )
     proc = ServiceProcess(data_dir, ["--config", str(config)])
     proc.start()
     try:

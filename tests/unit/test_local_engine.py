@@ -42,12 +42,12 @@ def _generate(engine: LocalEngine, spec: TextToVideoSpec) -> tuple[np.ndarray, l
     return video.frames, events
 
 
-def test_is_ready_and_serves_the_ltx_video_endpoints(engine: LocalEngine) -> None:
+def test_is_ready_and_serves_both_model_families(engine: LocalEngine) -> None:
     assert engine.ready() is True
     assert engine.supports(Endpoint.TEXT_TO_VIDEO)
     assert engine.supports("ltx-video-lora")
     assert engine.supports(Endpoint.MULTICONDITIONING) and engine.supports(Endpoint.EXTEND)
-    assert not engine.supports(Endpoint.LTX2_TEXT_TO_VIDEO)
+    assert engine.supports(Endpoint.LTX2_TEXT_TO_VIDEO)  # the tiny-ltx2 preset is the default [ltx2]
     assert not engine.supports("no-such-endpoint")
 
 
