@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
 
-from service.config import LoraConfig
 from service.domain.errors import ErrorType, JobError
 from service.domain.specs import CameraLora, Ltx2TextToVideoSpec
-from service.models.lora import fetch_lora
+from service.models.lora import FetchedLora
 from service.models.ltx2 import Ltx2Models
 
 logger = logging.getLogger(__name__)
@@ -99,21 +98,18 @@ class ActiveAdapter:
 
 @contextmanager
 def ltx2_job_adapters(
-    pipe: LTX2Pipeline, models: Ltx2Models, spec: Ltx2TextToVideoSpec, cfg: LoraConfig
+    pipe: LTX2Pipeline, models: Ltx2Models, spec: Ltx2TextToVideoSpec, loras: Sequence[FetchedLora]
 ) -> Iterator[list[ActiveAdapter]]:
     """Load the job's LoRAs (and camera/distilled ones not yet resident); yields the per-stage scales.
     The job's own adapters are deleted on exit, however the block ends."""
     loaded: list[str] = []
     active: list[ActiveAdapter] = []
     try:
-        for index, lora in enumerate(spec.loras):
-            if not lora.path:
-                logger.info("loras[%d] has an empty path: skipped (no LoRA)", index)
-                continue
-            name = f"job_lora_{index}"
-            load_adapter(pipe, models, str(fetch_lora(index, lora, cfg)), name, f"loras[{index}]")
+        for fetched in loras:  # the prepare stage resolved them to local files (empty paths skipped)
+            name = f"job_lora_{fetched.position}"
+            load_adapter(pipe, models, str(fetched.path), name, f"loras[{fetched.position}]")
             loaded.append(name)
-            active.append(ActiveAdapter(name, lora.scale, lora.scale))
+            active.append(ActiveAdapter(name, fetched.spec.scale, fetched.spec.scale))
         active += _resident_adapters(pipe, models, spec)
         yield active
     finally:
