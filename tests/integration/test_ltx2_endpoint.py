@@ -55,7 +55,7 @@ def ltx2_service(tmp_path_factory: pytest.TempPathFactory, lora_dir: Path) -> It
         f'[lora]\nallow_local_paths = true\nlocal_roots = ["{lora_dir}"]\n'
     )
     proc = ServiceProcess(data_dir, ["--config", str(config)])
-    proc.start()
+    proc.start(timeout_s=300)  # two model families load, on a shared CPU
     try:
         yield proc
     finally:
