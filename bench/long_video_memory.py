@@ -30,6 +30,7 @@ from typing import Any
 from bench.torch_memory import LiveTensorMeter
 from bench.two_pass_vs_single import spec_for
 from service.config import ModelConfig
+from service.domain.context import JobContext
 from service.domain.geometry import Resolution
 from service.domain.progress import Progress, ProgressCallback, Stage
 from service.engines import torch_bindings
@@ -42,13 +43,7 @@ MIB = 1024 * 1024
 def run_length(num_frames: int, width: int, height: int, meters: bool) -> dict[str, Any]:
     components = torch_bindings.load_components(ModelConfig())
     spec = dataclasses.replace(spec_for(width, height, num_frames), resolution=Resolution.P480)
-    generate_distilled(
-        components,
-        dataclasses.replace(spec, width=64, height=64, num_frames=9),
-        (),
-        lambda _: None,
-        lambda: False,
-    )  # warm-up: kernels, lazy init
+    generate_distilled(components, dataclasses.replace(spec, width=64, height=64, num_frames=9), (), JobContext.detached())  # warm-up: kernels, lazy init
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     meter = LiveTensorMeter()
     with ExitStack() as stack:
@@ -57,7 +52,7 @@ def run_length(num_frames: int, width: int, height: int, meters: bool) -> dict[s
             tracemalloc.start()
         rss_by_chunk: list[float] = []  # peak RSS so far, as each chunk starts decoding and at the end
         started = time.perf_counter()
-        video = generate_distilled(components, spec, (), _rss_recorder(rss_by_chunk), lambda: False)
+        video = generate_distilled(components, spec, (), JobContext("test", _rss_recorder(rss_by_chunk), lambda: False))
         rss_by_chunk.append(_max_rss_mib())
         seconds = time.perf_counter() - started
         traced_peak = tracemalloc.get_traced_memory()[1] if meters else 0

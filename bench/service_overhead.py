@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ltx.v1 import video_generation_pb2 as pb
-from service.api.convert import input_from_json, to_spec
+from service.api.endpoints import input_from_json, to_spec
 from service.client.cli import build_request
 from service.config import ServiceConfig
+from service.domain.context import JobContext
 from service.engines.local import LocalEngine
 from service.media.encode import encode_mp4
 from tests.integration.service_process import ServiceProcess
@@ -46,7 +47,7 @@ def bare_latency(engine: LocalEngine, request: dict[str, Any], repeats: int) -> 
     with tempfile.TemporaryDirectory() as out:
         for _ in range(repeats):
             start = time.perf_counter()
-            video = engine.generate(spec, lambda _p: None, lambda: False)
+            video = engine.generate(spec, JobContext.detached())
             middle = time.perf_counter()
             encode_mp4(video, Path(out) / "bare.mp4")
             pipeline.append(middle - start)

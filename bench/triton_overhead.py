@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.api.convert import input_from_json, to_spec
+from service.api.endpoints import input_from_json, to_spec
 from service.config import ServiceConfig
+from service.domain.context import JobContext
 from service.engines.local import LocalEngine
 from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import TritonServerProcess
@@ -42,7 +43,7 @@ def median_latency(engine: object, request: dict[str, object], repeats: int) -> 
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        engine.generate(spec, lambda _p: None, lambda: False)  # type: ignore[attr-defined]
+        engine.generate(spec, JobContext.detached())  # type: ignore[attr-defined]
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -18,9 +18,9 @@ import grpc
 from ltx.v1 import video_generation_pb2 as pb
 from ltx.v1 import video_generation_pb2_grpc as pb_grpc
 from service.api import events
-from service.api.convert import ENDPOINT_OF_INPUT, to_spec
+from service.api.endpoints import for_input, to_spec, validate
 from service.api.status import bad_request_status
-from service.api.validation import Violation, validate
+from service.api.validation import Violation
 from service.domain.specs import Endpoint, spec_to_json
 from service.jobs.queue import CancelOutcome, IdempotencyConflict, JobQueue, JobView, QueueFull, input_hash
 from service.jobs.records import Priority
@@ -129,7 +129,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         violations = validate(message)
         if violations:
             await context.abort_with_status(bad_request_status(violations))
-        endpoint = ENDPOINT_OF_INPUT[type(message)]
+        endpoint = for_input(message).endpoint
         if not self._supports(endpoint):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, f"endpoint {endpoint.value} is not served by this deployment"

@@ -10,11 +10,12 @@ checker off.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from service.config import ServiceConfig
+from service.domain.context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import Progress, ProgressCallback, Stage
+from service.domain.progress import Stage
+from service.domain.specs import Spec
 from service.prompting import build_prompt_expander, expand_or_explain
 from service.safety import build_safety_checker
 from service.safety.checker import DISABLED_MESSAGE, SafetyChecker
@@ -30,21 +31,20 @@ class JobFrame:
         self._expander = build_prompt_expander(config.prompt_expansion)
         self._safety = build_safety_checker(config.safety)
 
-    def prepare(self, spec: Any, on_progress: ProgressCallback) -> tuple[Any, SafetyChecker | None]:
+    def prepare(self, spec: Spec, ctx: JobContext) -> tuple[Spec, SafetyChecker | None]:
         """The spec with its prompt expanded (when asked), and the checker the request asks for."""
         if getattr(spec, "expand_prompt", False):
-            spec = dataclasses.replace(spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress))
+            prompt = expand_or_explain(self._expander, spec.prompt, ctx.on_progress)
+            spec = dataclasses.replace(spec, prompt=prompt)
         if not getattr(spec, "enable_safety_checker", True):
             return spec, None
         if self._safety is None:
-            on_progress(Progress(Stage.DECODING, message=DISABLED_MESSAGE))
+            ctx.report(Stage.DECODING, DISABLED_MESSAGE)
         return spec, self._safety
 
-    def check_output(
-        self, video: GeneratedVideo, checker: SafetyChecker | None, on_progress: ProgressCallback
-    ) -> None:
+    def check_output(self, video: GeneratedVideo, checker: SafetyChecker | None, ctx: JobContext) -> None:
         """Raise JobError(content_policy_violation) if the checker flags the output."""
         if checker is None:
             return
         checker.check_frames(video.frames, field=OUTPUT_FIELD)
-        on_progress(Progress(Stage.DECODING, message=SAFETY_PASSED_MESSAGE))
+        ctx.report(Stage.DECODING, SAFETY_PASSED_MESSAGE)

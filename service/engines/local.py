@@ -3,8 +3,8 @@ weights from a local directory on a GPU).
 
 Every endpoint goes through the same steps (`generate`):
   1. the job frame (service/engines/job_frame.py) expands the prompt and picks the safety checker;
-  2. conditioning media are fetched, decoded, checked and re-compressed (service/engines/endpoint_pipelines.py,
-     the same step TritonEngine runs), which also resolves `aspect_ratio: auto`;
+  2. conditioning media are fetched, decoded, checked and re-compressed (the endpoint's `prepare`,
+     service/engines/endpoints.py, the same step TritonEngine runs), which also resolves `aspect_ratio: auto`;
   3. LoRAs are applied to the shared transformer for the job and removed afterwards, under the model lock;
   4. the endpoint's pipeline runs (`run_endpoint`, the same call Triton's `ltx_pipeline` makes);
   5. the job frame checks the output frames.
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from service.config import ServiceConfig
+from service.domain.context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.domain.specs import Endpoint
-from service.engines.endpoint_pipelines import endpoints_served, prepare_endpoint_inputs, run_endpoint
+from service.domain.progress import Stage
+from service.domain.specs import Endpoint, Spec
+from service.engines.endpoints import InputLimits, endpoints_served, prepare_inputs, run_endpoint
 from service.engines.job_frame import JobFrame
 from service.engines.torch_bindings import bind_components
 from service.models.loading import load_models
@@ -57,28 +57,22 @@ class LocalEngine:
     def ready(self) -> bool:
         return True  # the models were loaded by the constructor
 
-    def generate(self, spec: Any, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> GeneratedVideo:
+    def generate(self, spec: Spec, ctx: JobContext) -> GeneratedVideo:
         if not self.supports(spec.endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"the local engine does not serve endpoint {spec.endpoint}")
-        spec, checker = self._frame.prepare(spec, on_progress)
+        spec, checker = self._frame.prepare(spec, ctx)
         # Fetching happens outside the model lock: it may wait on the network.
-        inputs = prepare_endpoint_inputs(spec, self._config.media, checker, on_progress)
-        video = self._run_locked(
-            inputs.spec,
-            on_progress,
-            lambda: run_endpoint(self._components, inputs, on_progress, is_cancelled),
-        )
-        self._frame.check_output(video, checker, on_progress)
+        inputs = prepare_inputs(spec, InputLimits(self._config.media, checker), ctx)
+        video = self._run_locked(inputs.spec, ctx, lambda: run_endpoint(self._components, inputs, ctx))
+        self._frame.check_output(video, checker, ctx)
         return video
 
-    def _run_locked(
-        self, spec: Any, on_progress: ProgressCallback, run: Callable[[], GeneratedVideo]
-    ) -> GeneratedVideo:
+    def _run_locked(self, spec: Spec, ctx: JobContext, run: Callable[[], GeneratedVideo]) -> GeneratedVideo:
         # One job at a time on these modules: LoRAs are applied to the shared transformer in place.
         loras = getattr(spec, "loras", ())
         with self._models.lock:
             if loras:
-                on_progress(Progress(Stage.LOADING, message=f"applying {len(loras)} LoRA(s)"))
+                ctx.report(Stage.LOADING, f"applying {len(loras)} LoRA(s)")
             with applied_loras(self._models.transformer, loras, self._config.lora):
                 return run()

@@ -1,7 +1,7 @@
 """`TritonEngine`: runs a spec on the decoupled Triton model `ltx_pipeline` over gRPC streaming.
 
 The job frame (prompt expansion, safety checks) and the conditioning media (fetch, decode, check: the
-same `prepare_endpoint_inputs` LocalEngine runs) stay in this process. One stream per job: the request
+same `prepare` step of the endpoint registry LocalEngine runs) stay in this process. One stream per job: the request
 carries the endpoint id, the spec as JSON and the decoded media as tensors (conditioning_tensors); the
 model answers with a progress response per pipeline stage and denoising step, then the frames with the
 FINAL flag. Cancelling the job cancels the stream, which Triton turns into `request.is_cancelled()` inside
@@ -20,7 +20,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from typing import Any
 
 import numpy as np
@@ -29,12 +28,19 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from service.config import ServiceConfig
 from service.contract import pipeline as contract
+from service.domain.context import JobContext
 from service.domain.errors import Cancelled, RunnerUnavailable
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.domain.specs import Endpoint, spec_to_json
+from service.domain.progress import Progress, Stage
+from service.domain.specs import Endpoint, Spec, spec_to_json
 from service.engines.conditioning_tensors import kept_to_arrays, media_to_arrays
-from service.engines.endpoint_pipelines import EndpointInputs, prepare_endpoint_inputs
+from service.engines.endpoints import (
+    PIPELINE_SUPPORTED,
+    EndpointInputs,
+    InputLimits,
+    prepare_inputs,
+    served_endpoints,
+)
 from service.engines.job_frame import JobFrame
 
 log = logging.getLogger(__name__)
@@ -81,7 +87,7 @@ class TritonEngine:
             endpoint = Endpoint(endpoint)
         except ValueError:
             return False
-        if endpoint not in contract.SUPPORTED_ENDPOINTS:
+        if endpoint not in PIPELINE_SUPPORTED:
             return False
         if self._served is None:
             self.ready()  # learns the served endpoints when Triton is up (cached for ready_cache_s)
@@ -96,28 +102,26 @@ class TritonEngine:
                 self._ready_checked_at = time.monotonic()
             return self._ready_answer
 
-    def generate(self, spec: Any, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> GeneratedVideo:
+    def generate(self, spec: Spec, ctx: JobContext) -> GeneratedVideo:
         """The job frame the in-process engine has (prompt expansion, safety check of the output) around
         the pipeline, which runs in Triton."""
         if not self.supports(spec.endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"{contract.PIPELINE_MODEL} does not serve endpoint {spec.endpoint}")
-        spec, checker = self._frame.prepare(spec, on_progress)
-        inputs = prepare_endpoint_inputs(spec, self._media_limits, checker, on_progress)
-        video = self._run_pipeline(inputs, on_progress, is_cancelled)
-        self._frame.check_output(video, checker, on_progress)
+        spec, checker = self._frame.prepare(spec, ctx)
+        inputs = prepare_inputs(spec, InputLimits(self._media_limits, checker), ctx)
+        video = self._run_pipeline(inputs, ctx)
+        self._frame.check_output(video, checker, ctx)
         return video
 
-    def _run_pipeline(
-        self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-    ) -> GeneratedVideo:
-        """One `ltx_pipeline` request over a gRPC stream of its own."""
-        if is_cancelled():
-            raise Cancelled()
+    def _run_pipeline(self, inputs: EndpointInputs[Spec], ctx: JobContext) -> GeneratedVideo:
+        """One `ltx_pipeline` request over a gRPC stream of its own; its Triton request id is the job's
+        request id, so tritonserver's log lines about it carry the same id as the service's."""
+        ctx.raise_if_cancelled()
         spec = inputs.spec
         events: queue.Queue[StreamEvent] = queue.Queue()
         client = grpcclient.InferenceServerClient(self._url)
-        request_id = uuid.uuid4().hex
+        request_id = ctx.request_id
         try:
             self._require_pipeline_ready(client)
             client.start_stream(callback=lambda result, error: events.put((result, error)))
@@ -128,7 +132,7 @@ class TritonEngine:
                 enable_empty_final_response=True,
             )
             log.info("triton request %s started (%s)", request_id, spec.endpoint)
-            return self._collect(events, on_progress, is_cancelled, request_id)
+            return self._collect(events, ctx)
         except InferenceServerException as exc:
             raise RunnerUnavailable(f"Triton at {self._url} failed: {exc.message()}") from exc
         finally:
@@ -136,18 +140,13 @@ class TritonEngine:
             client.stop_stream(cancel_requests=True)
             client.close()
 
-    def _collect(
-        self,
-        events: queue.Queue[StreamEvent],
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
-        request_id: str,
-    ) -> GeneratedVideo:
+    def _collect(self, events: queue.Queue[StreamEvent], ctx: JobContext) -> GeneratedVideo:
         """Relay progress until the final response; return its video or raise the job's error."""
         video: GeneratedVideo | None = None
+        request_id = ctx.request_id
         silent_since = time.monotonic()
         while True:
-            if is_cancelled():
+            if ctx.is_cancelled():
                 log.info("triton request %s cancelled by the client", request_id)
                 raise Cancelled()
             try:
@@ -163,7 +162,7 @@ class TritonEngine:
                 raise self._error_from_stream(error)
             progress = _progress_of(result)
             if progress is not None:
-                on_progress(progress)
+                ctx.progress(progress)
             video = _video_of(result) or video
             if _is_final(result):
                 if video is None:
@@ -206,7 +205,7 @@ def served_by_repository(client: grpcclient.InferenceServerClient, timeout_s: fl
     config = client.get_model_config(contract.PIPELINE_MODEL, as_json=True, client_timeout=timeout_s)
     parameters = config.get("config", {}).get("parameters", {})
     names = parameters.get(contract.COMPONENTS_PARAMETER, {}).get("string_value", "")
-    served = contract.served_endpoints(names)
+    served = served_endpoints(names)
     if not served:
         # E.g. a repository generated before its component models carried STG inputs and this parameter.
         log.warning(
@@ -219,7 +218,7 @@ def served_by_repository(client: grpcclient.InferenceServerClient, timeout_s: fl
     return served
 
 
-def _request_inputs(inputs: EndpointInputs) -> list[grpcclient.InferInput]:
+def _request_inputs(inputs: EndpointInputs[Spec]) -> list[grpcclient.InferInput]:
     spec = inputs.spec
     tensors = []
     for name, text in ((contract.ENDPOINT, str(spec.endpoint)), (contract.SPEC_JSON, spec_to_json(spec))):

@@ -8,11 +8,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from service.domain.context import JobContext
 from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
 from service.domain.progress import Progress, Stage
 from service.domain.specs import spec_from_json
 from service.engines.base import Engine
 from service.jobs.records import JobRecord
+from service.logs import request_scope
 from service.media.encode import encode_mp4
 from service.storage.factory import ResultStorage
 
@@ -27,11 +29,16 @@ class JobRunner:
     def __call__(
         self, record: JobRecord, on_progress: Callable[[Progress], None], is_cancelled: Callable[[], bool]
     ) -> str:
+        # Every log line of this job, from any module, carries its request id (service/logs.py).
+        with request_scope(record.job_id):
+            return self._run(record, JobContext(record.job_id, on_progress, is_cancelled))
+
+    def _run(self, record: JobRecord, ctx: JobContext) -> str:
         spec = spec_from_json(record.endpoint, record.spec_json)
-        video = self._engine.generate(spec, on_progress, is_cancelled)
-        on_progress(Progress(Stage.ENCODING_VIDEO, message=f"encoding {len(video.frames)} frames as H.264"))
+        video = self._engine.generate(spec, ctx)
+        ctx.report(Stage.ENCODING_VIDEO, f"encoding {len(video.frames)} frames as H.264")
         stored = self._store(record.job_id, video)
-        on_progress(Progress(Stage.STORING, message=f"stored {stored.file_name} ({stored.file_size} bytes)"))
+        ctx.report(Stage.STORING, f"stored {stored.file_name} ({stored.file_size} bytes)")
         frames, height, width = video.frames.shape[:3]
         output = JobOutput(
             prompt=video.prompt,

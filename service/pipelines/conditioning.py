@@ -41,8 +41,8 @@ from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from service.contract.frames import legal_frames_at_most
-from service.domain.errors import Cancelled
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.context import JobContext
+from service.domain.progress import Stage
 from service.pipelines.components import Components, ModelGeometry
 from service.pipelines.latents import LatentShape, normalize, pack, video_coords
 
@@ -250,12 +250,11 @@ def denoise_conditioned(
     state: ConditionedLatents,
     sigmas: Sequence[float],
     velocity: VelocityFn,
-    generator: torch.Generator,
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     options: ConditioningOptions = ConditioningOptions(),
 ) -> torch.Tensor:
-    """Runs one Euler step per entry of `sigmas` (descending; the last step goes to 0).
+    """Runs one Euler step per entry of `sigmas` (descending; the last step goes to 0), re-noising the
+    hard conditions from `ctx`'s generator, reporting each step and checking for cancellation before it.
 
     Returns all tokens [1, E + N, C]; `generated_tokens` drops the keyframes.
     """
@@ -265,9 +264,9 @@ def denoise_conditioned(
     renoise = options.image_cond_noise_scale > 0 and bool(hard.any())
     latents = state.tokens
     total = len(sigmas)
+    generator = ctx.require_generator()
     for step in range(total):
-        if is_cancelled():
-            raise Cancelled()
+        ctx.raise_if_cancelled()
         sigma, next_sigma = schedule[step], schedule[step + 1]
         if renoise:
             noise = randn_tensor(
@@ -278,7 +277,7 @@ def denoise_conditioned(
         guided = velocity(latents, model_timesteps(sigma, state.strength), step).float()
         stepped = latents + (next_sigma - sigma) * guided
         latents = torch.where(tokens_to_update(sigma, state.strength)[..., None], stepped, latents)
-        on_progress(Progress(Stage.DENOISING, step=step + 1, total=total))
+        ctx.report(Stage.DENOISING, step=step + 1, total=total)
     return latents
 
 

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
 from service.contract.frames import uint8_from_unit
-from service.domain.errors import Cancelled
+from service.domain.context import JobContext
 from service.domain.geometry import (
     DISTILLED_FIRST_PASS_DOWNSCALE,
     FrameSize,
@@ -48,7 +48,7 @@ from service.domain.geometry import (
     multiscale_sizes,
 )
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Stage
 from service.domain.specs import DistilledMulticonditioningSpec
 from service.pipelines.adain import adain_filter_latent
 from service.pipelines.components import Components
@@ -136,8 +136,7 @@ def generate_distilled(
     components: Components,
     spec: DistilledMulticonditioningSpec,
     conditions: Sequence[ConditioningMedia],
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     options: DistilledOptions = DistilledOptions(),
 ) -> GeneratedVideo:
     """Exactly `spec.num_frames` frames of `spec.width` x `spec.height`; same spec and inputs, same frames.
@@ -148,11 +147,9 @@ def generate_distilled(
         raise ValueError("the spec's AUTO size must be resolved (specs.resolve_auto_size) before generating")
     if components.upsampler is None:
         raise ValueError("the distilled pipeline needs a latent upsampler component")
-    on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
+    ctx.report(Stage.ENCODING_PROMPT, "encoding the prompt")
     embeds, mask = components.text_encoder.encode([spec.prompt])
-    renderer = DistilledClipRenderer(
-        components, spec, PromptEmbeddings(embeds, mask), options, on_progress, is_cancelled
-    )
+    renderer = DistilledClipRenderer(components, spec, PromptEmbeddings(embeds, mask), options, ctx)
     request = LongVideoRequest(
         num_frames=spec.num_frames,
         size=FrameSize(spec.width, spec.height),
@@ -161,7 +158,7 @@ def generate_distilled(
         reverse=spec.reverse_video,
     )
     with torch.inference_mode():
-        frames = generate_long_video(renderer, request, conditions, is_cancelled, options.long_video)
+        frames = generate_long_video(renderer, request, conditions, ctx, options.long_video)
     return GeneratedVideo(
         frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
     )
@@ -176,15 +173,13 @@ class DistilledClipRenderer:
         spec: DistilledMulticonditioningSpec,
         prompts: PromptEmbeddings,
         options: DistilledOptions,
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
+        ctx: JobContext,
     ) -> None:
         self.components = components
         self.spec = spec
         self.prompts = prompts
         self.options = options
-        self.on_progress = on_progress
-        self.is_cancelled = is_cancelled
+        self.ctx = ctx  # each chunk draws from its own generator (ClipRequest.generator)
 
     def latents(self, request: ClipRequest) -> torch.Tensor:
         """Final normalized latents [1, C, f, h, w] at the second-pass size."""
@@ -207,9 +202,8 @@ class DistilledClipRenderer:
         return latents
 
     def frames(self, latents: torch.Tensor, request: ClipRequest) -> np.ndarray:
-        if self.is_cancelled():
-            raise Cancelled()
-        self.on_progress(Progress(Stage.DECODING, message=_message("decoding latents to frames", request)))
+        self.ctx.raise_if_cancelled()
+        self.ctx.report(Stage.DECODING, _message("decoding latents to frames", request))
         video = decode(
             self.components, latents, request.generator, self.spec.tone_map_compression_ratio, self.options
         )
@@ -247,17 +241,16 @@ class DistilledClipRenderer:
             state,
             sigmas,
             velocity,
-            request.generator,
-            lambda progress: self.on_progress(dataclasses.replace(progress, message=message)),
-            self.is_cancelled,
+            self.ctx.with_generator(request.generator).with_progress(
+                lambda progress: self.ctx.progress(dataclasses.replace(progress, message=message))
+            ),
             self.options.conditioning,
         )
         return unpack(generated_tokens(tokens, state.num_extra_tokens), shape, components.geometry)
 
     def _upsample(self, latents: torch.Tensor, request: ClipRequest) -> torch.Tensor:
-        if self.is_cancelled():
-            raise Cancelled()
-        self.on_progress(Progress(Stage.UPSAMPLING, message=_message("upsampling latents 2x", request)))
+        self.ctx.raise_if_cancelled()
+        self.ctx.report(Stage.UPSAMPLING, _message("upsampling latents 2x", request))
         upsampled = upsample_latents(self.components, latents)
         return adain_filter_latent(upsampled, latents, self.options.upsampled_adain_factor)
 

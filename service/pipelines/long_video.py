@@ -40,9 +40,8 @@ import numpy as np
 import torch
 
 from service.contract.frames import frames_to_generate, unit_from_uint8
-from service.domain.errors import Cancelled
+from service.domain.context import JobContext
 from service.domain.geometry import FrameSize
-from service.domain.progress import CancelCheck
 from service.pipelines.adain import adain_filter_latent
 from service.pipelines.chunking import Chunk, plan_chunks
 from service.pipelines.conditioning import ConditioningMedia
@@ -110,7 +109,7 @@ def generate_long_video(
     renderer: ClipRenderer,
     request: LongVideoRequest,
     conditions: Sequence[ConditioningMedia],
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     options: LongVideoOptions = LongVideoOptions(),
 ) -> np.ndarray:
     """Exactly `request.num_frames` uint8 frames [F, H, W, 3], generated chunk by chunk."""
@@ -126,8 +125,7 @@ def generate_long_video(
     reference: torch.Tensor | None = None  # the first chunk's final latents, for temporal AdaIN
     tail: np.ndarray | None = None  # the previous chunk's last `overlap` frames
     for index, chunk in enumerate(chunks):
-        if is_cancelled():
-            raise Cancelled()
+        ctx.raise_if_cancelled()
         clip = ClipRequest(
             chunk_index=index,
             num_chunks=len(chunks),

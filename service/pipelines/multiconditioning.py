@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from service.contract.frames import frames_to_generate
+from service.domain.context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Stage
 from service.domain.specs import MulticonditioningSpec, TextToVideoSpec
 from service.pipelines.components import Components, PerturbableTransformer, Perturbation
 from service.pipelines.conditioning import (
@@ -49,6 +50,7 @@ from service.pipelines.guidance import (
     split_passes,
 )
 from service.pipelines.latents import LatentShape, latent_shape
+from service.pipelines.sampling import seeded
 from service.pipelines.schedules import DEV_13B_097_FIRST_PASS, GuidanceSchedule, linear_quadratic_sigmas
 from service.pipelines.text_to_video import (
     DecodeOptions,
@@ -94,7 +96,7 @@ class GuidedVelocity:
         prompts: PromptEmbeddings,
         coords: torch.Tensor,
         settings_per_step: Sequence[GuidanceSettings],
-        on_progress: ProgressCallback,
+        ctx: JobContext,
     ) -> None:
         if prompts.embeds.shape[0] != 2:
             raise ValueError("guided sampling needs [negative, positive] prompt embeddings")
@@ -105,7 +107,7 @@ class GuidedVelocity:
         if not isinstance(self._transformer, PerturbableTransformer):
             if any(s.uses_stg for s in self._settings):
                 logger.warning(NO_STG_MESSAGE)
-                on_progress(Progress(Stage.DENOISING, message=NO_STG_MESSAGE))
+                ctx.report(Stage.DENOISING, message=NO_STG_MESSAGE)
             self._settings = [replace(s, stg_scale=0.0) for s in self._settings]
         self.calls = 0
         self.perturbed_steps: list[int] = []
@@ -162,19 +164,15 @@ def sample_dev(
     state: ConditionedLatents,
     prompts: PromptEmbeddings,
     num_inference_steps: int,
-    generator: torch.Generator,
     options: DevSamplingOptions,
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
 ) -> tuple[torch.Tensor, GuidedVelocity]:
     """Conditioned, guided sampling of `state`; returns the generated grid's tokens and the guidance."""
     sigmas = linear_quadratic_sigmas(num_inference_steps)
     velocity = GuidedVelocity(
-        components, prompts, state.coords, options.guidance.settings_per_step(sigmas), on_progress
+        components, prompts, state.coords, options.guidance.settings_per_step(sigmas), ctx
     )
-    tokens = denoise_conditioned(
-        state, sigmas, velocity, generator, on_progress, is_cancelled, options.conditioning
-    )
+    tokens = denoise_conditioned(state, sigmas, velocity, ctx, options.conditioning)
     logger.info("STG ran on %d of %d steps", len(velocity.perturbed_steps), len(sigmas))
     return generated_tokens(tokens, state.num_extra_tokens), velocity
 
@@ -194,26 +192,24 @@ def render_dev_clip(
     components: Components,
     clip: DevClip,
     media: Sequence[ConditioningMedia],
-    generator: torch.Generator,
     options: DevSamplingOptions,
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
 ) -> np.ndarray:
     """Prompt encoding, conditioning, guided sampling and decoding of one clip: uint8 [F, H, W, 3] with
-    all of the clip's generated frames (callers trim). Shared by multiconditioning and extend."""
+    all of the clip's generated frames (callers trim). Shared by the dev endpoints; the noise comes from
+    `ctx`'s generator."""
+    generator = ctx.require_generator()
     with torch.inference_mode():
-        on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
+        ctx.report(Stage.ENCODING_PROMPT, "encoding the prompt")
         prompts = encode_guided_prompts(components, clip.prompt, clip.negative_prompt)
         if media:
-            on_progress(Progress(Stage.PREPARING_CONDITIONS, message=f"encoding {len(media)} condition(s)"))
+            ctx.report(Stage.PREPARING_CONDITIONS, f"encoding {len(media)} condition(s)")
         device = prompts.embeds.device
         state = prepare_conditioned_latents(
             components, clip.shape, media, clip.frame_rate, generator, device, options=options.conditioning
         )
-        tokens, _ = sample_dev(
-            components, state, prompts, clip.num_inference_steps, generator, options, on_progress, is_cancelled
-        )
-        on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
+        tokens, _ = sample_dev(components, state, prompts, clip.num_inference_steps, options, ctx)
+        ctx.report(Stage.DECODING, "decoding latents to frames")
         return to_uint8_frames(decode(components, tokens, clip.shape, generator, options.decoding))
 
 
@@ -221,8 +217,7 @@ def generate_multiconditioning(
     components: Components,
     spec: MulticonditioningSpec,
     media: Sequence[ConditioningMedia],
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
 ) -> GeneratedVideo:
     """Exactly `spec.num_frames` frames of `spec.width` x `spec.height`, conditioned on `media`.
@@ -234,7 +229,6 @@ def generate_multiconditioning(
     geometry = components.geometry
     num_frames = frames_to_generate(spec.num_frames, geometry.temporal_compression)
     shape = latent_shape(geometry, 1, num_frames, spec.height, spec.width)
-    generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(
         "multiconditioning %dx%d, %d frames (%d generated), %d steps, %d images, %d videos",
         spec.width,
@@ -246,7 +240,7 @@ def generate_multiconditioning(
         len(spec.videos),
     )
     clip = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
-    frames = render_dev_clip(components, clip, media, generator, options, on_progress, is_cancelled)
+    frames = render_dev_clip(components, clip, media, options, seeded(ctx, spec.seed))
     frames = frames[: spec.num_frames]
     if spec.reverse_video:
         frames = np.ascontiguousarray(frames[::-1])
@@ -258,8 +252,7 @@ def generate_multiconditioning(
 def generate_text_to_video(
     components: Components,
     spec: TextToVideoSpec,
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
 ) -> GeneratedVideo:
     """`ltx-video-lora`: the 13B 0.9.7-dev recipe with no conditions (ltxv-13b-0.9.7-dev.yaml first pass:
@@ -268,7 +261,6 @@ def generate_text_to_video(
     geometry = components.geometry
     num_frames = frames_to_generate(spec.num_frames, geometry.temporal_compression)
     shape = latent_shape(geometry, 1, num_frames, spec.height, spec.width)
-    generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(
         "text-to-video %dx%d, %d frames (%d generated), %d steps, %d tokens",
         spec.width,
@@ -279,7 +271,7 @@ def generate_text_to_video(
         shape.num_tokens,
     )
     clip = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
-    frames = render_dev_clip(components, clip, (), generator, options, on_progress, is_cancelled)
+    frames = render_dev_clip(components, clip, (), options, seeded(ctx, spec.seed))
     frames = frames[: spec.num_frames]
     if spec.reverse_video:
         frames = np.ascontiguousarray(frames[::-1])

@@ -19,6 +19,7 @@ from export.components import SampleSize, TransformerComponent
 from export.triton_config import read_config
 from service.config import ModelConfig, ServiceConfig
 from service.contract import pipeline as contract
+from service.domain.context import JobContext
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.outputs import GeneratedVideo
@@ -32,6 +33,7 @@ from service.domain.specs import (
     TextToVideoSpec,
     VideoConditionSpec,
 )
+from service.engines.endpoints import PIPELINE_SUPPORTED
 from service.engines.torch_bindings import load_components
 from service.engines.triton import TritonEngine, served_by_repository
 from service.engines.triton_backend.params import model_config_from
@@ -73,10 +75,21 @@ def never() -> bool:
     return False
 
 
+def test_the_job_request_id_is_the_triton_request_id(
+    triton_server: TritonServerProcess, triton_engine: TritonEngine
+) -> None:
+    """One job can be followed from the service log into tritonserver's: ltx_pipeline logs the same id."""
+    triton_engine.generate(SPEC, JobContext("job-trace-7f3a", lambda _: None, never))
+    deadline = time.monotonic() + 10
+    while "request job-trace-7f3a: done" not in triton_server.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "ltx_pipeline never logged the job's request id"
+        time.sleep(0.2)
+
+
 def test_generates_frames_and_a_progress_event_per_step(triton_engine: TritonEngine) -> None:
     events: list[Progress] = []
 
-    video = triton_engine.generate(SPEC, events.append, never)
+    video = triton_engine.generate(SPEC, JobContext("test", events.append, never))
 
     assert video.frames.shape == (9, 64, 64, 3) and video.frames.dtype == np.uint8
     assert (video.frame_rate, video.seed, video.prompt) == (24.0, 1234, SPEC.prompt)
@@ -108,8 +121,8 @@ def assert_same_frames(actual: np.ndarray, expected: np.ndarray) -> None:
 def test_served_endpoints_are_read_from_the_repository(triton_server: TritonServerProcess) -> None:
     # The checked-in repository has every component model: all four LTX-Video endpoints.
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
-        assert served_by_repository(client, 5.0) == contract.SUPPORTED_ENDPOINTS
-    assert len(contract.SUPPORTED_ENDPOINTS) == 4
+        assert served_by_repository(client, 5.0) == PIPELINE_SUPPORTED
+    assert len(PIPELINE_SUPPORTED) == 4
 
 
 def test_same_frames_through_triton_as_in_process(
@@ -117,8 +130,8 @@ def test_same_frames_through_triton_as_in_process(
 ) -> None:
     spec = dataclasses.replace(SPEC, width=96, height=64, num_frames=12, num_inference_steps=3, seed=99)
 
-    expected = generate_text_to_video(repository_components, spec, lambda _: None, never)
-    actual = triton_engine.generate(spec, lambda _: None, never)
+    expected = generate_text_to_video(repository_components, spec, JobContext.detached())
+    actual = triton_engine.generate(spec, JobContext.detached())
 
     assert actual.frames.shape == (12, 64, 96, 3)
     assert_same_frames(actual.frames, expected.frames)
@@ -136,13 +149,13 @@ def test_cancel_stops_the_triton_request(
 
     before = _transformer_executions(triton_server)
     with pytest.raises(Cancelled):
-        triton_engine.generate(spec, on_progress, cancelled.is_set)
+        triton_engine.generate(spec, JobContext("test", on_progress, cancelled.is_set))
     settled = _settled_transformer_executions(triton_server)
 
     # The model saw the cancellation between steps and stopped, far short of the requested steps.
     assert 2 <= settled - before < LONG_STEPS / 2
     # And the model serves the next request.
-    assert triton_engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
+    assert triton_engine.generate(SPEC, JobContext.detached()).frames.shape == (9, 64, 64, 3)
 
 
 def test_a_bad_request_fails_alone(triton_engine: TritonEngine, triton_server: TritonServerProcess) -> None:
@@ -151,10 +164,10 @@ def test_a_bad_request_fails_alone(triton_engine: TritonEngine, triton_server: T
 
     with pytest.raises(JobError) as raised:
         lora_spec = dataclasses.replace(SPEC, loras=(LoraSpec(path="/nonexistent.safetensors"),))
-        triton_engine.generate(lora_spec, lambda _: None, never)
+        triton_engine.generate(lora_spec, JobContext.detached())
     assert raised.value.error_type is ErrorType.LORA_LOAD_FAILED
 
-    assert triton_engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
+    assert triton_engine.generate(SPEC, JobContext.detached()).frames.shape == (9, 64, 64, 3)
 
 
 def test_killed_server_fails_the_job_and_a_restart_recovers(triton_server: TritonServerProcess) -> None:
@@ -167,13 +180,13 @@ def test_killed_server_fails_the_job_and_a_restart_recovers(triton_server: Trito
 
     started = time.monotonic()
     with pytest.raises(RunnerUnavailable):
-        engine.generate(spec, kill_midway, never)
+        engine.generate(spec, JobContext("test", kill_midway, never))
     assert time.monotonic() - started < 60  # failed promptly, did not wait out the job
     assert not engine.ready()
 
     triton_server.start()  # same ports
     assert engine.ready()
-    assert engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
+    assert engine.generate(SPEC, JobContext.detached()).frames.shape == (9, 64, 64, 3)
 
 
 # An image at frame 0 and a weaker one at the last frame (a keyframe): both conditioning paths.
@@ -236,20 +249,20 @@ def _multiconditioning(components: Components, spec: object, on_progress: Callab
     assert isinstance(spec, MulticonditioningSpec)
     inputs = prepare_conditioning_inputs(spec, FetchLimits(), None, on_progress)
     assert isinstance(inputs.spec, MulticonditioningSpec)
-    return generate_multiconditioning(components, inputs.spec, inputs.media, on_progress, never)
+    return generate_multiconditioning(components, inputs.spec, inputs.media, JobContext("test", on_progress, never))
 
 
 def _distilled(components: Components, spec: object, on_progress: Callable[[Progress], None]) -> GeneratedVideo:
     assert isinstance(spec, DistilledMulticonditioningSpec)
     inputs = prepare_conditioning_inputs(spec, FetchLimits(), None, on_progress)
     assert isinstance(inputs.spec, DistilledMulticonditioningSpec)
-    return generate_distilled(components, inputs.spec, inputs.media, on_progress, never)
+    return generate_distilled(components, inputs.spec, inputs.media, JobContext("test", on_progress, never))
 
 
 def _extend(components: Components, spec: object, on_progress: Callable[[Progress], None]) -> GeneratedVideo:
     assert isinstance(spec, ExtendSpec)
     kept = prepare_extend_input(spec, FetchLimits(), None, on_progress)
-    return generate_extension(components, spec, kept, on_progress, never)
+    return generate_extension(components, spec, kept, JobContext("test", on_progress, never))
 
 
 def _denoising(events: list[Progress]) -> list[tuple[int, int]]:
@@ -277,7 +290,7 @@ def test_same_frames_and_steps_through_triton_as_in_process(
     expected = in_process(repository_components, spec, expected_events.append)
     events: list[Progress] = []
 
-    actual = triton_engine.generate(spec, events.append, never)
+    actual = triton_engine.generate(spec, JobContext("test", events.append, never))
 
     assert actual.frames.shape == shape
     assert_same_frames(actual.frames, expected.frames)
@@ -305,7 +318,7 @@ def test_stg_perturbed_pass_runs_on_triton(
     no_stg_frames = _multiconditioning(without_stg, MULTICONDITIONING, no_stg_events.append).frames
     events: list[Progress] = []
 
-    actual = triton_engine.generate(MULTICONDITIONING, events.append, never)
+    actual = triton_engine.generate(MULTICONDITIONING, JobContext("test", events.append, never))
 
     # The STG step changes the video by far more than the one-level tolerance...
     assert NO_STG_MESSAGE in [e.message for e in no_stg_events]

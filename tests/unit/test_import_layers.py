@@ -25,13 +25,14 @@ _BASE = {"domain", "contract", "logs"}
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     "logs": set(),
+    "config_types": set(),
     "contract": {"domain"},
     "media": _BASE,
     "storage": _BASE | {"config"},
     "prompting": _BASE,
     "safety": _BASE | {"media"},
     # Each config section is declared next to the code it configures (so config sits above those).
-    "config": _BASE | {"media", "safety", "prompting"},
+    "config": _BASE | {"config_types", "media", "safety", "prompting"},
     "pipelines": _BASE,
     "models": _BASE | {"config", "media"},  # media: LoRA downloads
     "inputs": _BASE | {"config", "media", "safety", "prompting", "models", "pipelines"},

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from service.config import LoraConfig, ServiceConfig
+from service.domain.context import JobContext
 from service.domain.errors import Cancelled, ErrorType, JobError
 from service.domain.progress import Progress
 from service.domain.specs import Endpoint, LoraSpec, TextToVideoSpec
@@ -37,7 +38,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> LocalEngine:
 
 def _generate(engine: LocalEngine, spec: TextToVideoSpec) -> tuple[np.ndarray, list[Progress]]:
     events: list[Progress] = []
-    video = engine.generate(spec, events.append, lambda: False)
+    video = engine.generate(spec, JobContext("test", events.append, lambda: False))
     return video.frames, events
 
 
@@ -69,20 +70,20 @@ def test_bad_lora_fails_the_job_and_leaves_the_engine_usable(engine: LocalEngine
     before, _ = _generate(engine, SPEC)
     spec = dataclasses.replace(SPEC, loras=(LoraSpec(str(tmp_path / "missing.safetensors")),))
     with pytest.raises(JobError) as caught:
-        engine.generate(spec, lambda _: None, lambda: False)
+        engine.generate(spec, JobContext.detached())
     assert caught.value.error_type is ErrorType.LORA_LOAD_FAILED
     assert np.array_equal(_generate(engine, SPEC)[0], before)
 
 
 def test_cancelled_job_raises_cancelled(engine: LocalEngine) -> None:
     with pytest.raises(Cancelled):
-        engine.generate(SPEC, lambda _: None, lambda: True)
+        engine.generate(SPEC, JobContext("test", lambda _: None, lambda: True))
 
 
 def test_unconfigured_expansion_is_reported_plainly(engine: LocalEngine) -> None:
     spec = dataclasses.replace(SPEC, expand_prompt=True)
     events: list[Progress] = []
-    video = engine.generate(spec, events.append, lambda: False)
+    video = engine.generate(spec, JobContext("test", events.append, lambda: False))
     assert NOT_CONFIGURED_MESSAGE in [event.message for event in events]
     assert video.prompt == SPEC.prompt
     assert np.array_equal(video.frames, _generate(engine, SPEC)[0])  # the prompt was used as given
@@ -94,4 +95,4 @@ def test_unsupported_spec_is_refused(engine: LocalEngine) -> None:
         endpoint = Endpoint.LTX2_TEXT_TO_VIDEO
 
     with pytest.raises(ValueError, match="does not serve"):
-        engine.generate(Ltx2Spec(), lambda _: None, lambda: False)
+        engine.generate(Ltx2Spec(), JobContext.detached())

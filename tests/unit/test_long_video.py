@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from service.config import ModelConfig
+from service.domain.context import JobContext
 from service.domain.errors import Cancelled
 from service.domain.geometry import AspectRatio, FrameSize, Resolution
 from service.domain.specs import DistilledMulticonditioningSpec
@@ -64,7 +65,7 @@ def _generate(
 ) -> np.ndarray:
     settings = {"seed": 0, "temporal_adain_factor": 0.0, **request}
     video_request = LongVideoRequest(num_frames=num_frames, size=SIZE, **settings)  # type: ignore[arg-type]
-    return generate_long_video(renderer, video_request, conditions, lambda: False, options)
+    return generate_long_video(renderer, video_request, conditions, JobContext.detached(), options)
 
 
 def test_exact_frame_count_and_seams_where_chunking_says() -> None:
@@ -169,7 +170,7 @@ def test_cancel_between_chunks() -> None:
     renderer = LabelledRenderer()
     request = LongVideoRequest(num_frames=33, size=SIZE, seed=0, temporal_adain_factor=0.0)
     with pytest.raises(Cancelled):
-        generate_long_video(renderer, request, (), lambda: len(renderer.requests) >= 1, TINY_CHUNKS)
+        generate_long_video(renderer, request, (), JobContext("test", lambda _: None, lambda: len(renderer.requests) >= 1), TINY_CHUNKS)
     assert len(renderer.requests) == 1
 
 
@@ -201,9 +202,9 @@ def components() -> Components:
 
 
 def test_distilled_long_video_has_exactly_the_requested_frames(components: Components) -> None:
-    video = generate_distilled(components, SPEC, (), lambda _: None, lambda: False, TINY_CHUNK_OPTIONS)
+    video = generate_distilled(components, SPEC, (), JobContext.detached(), TINY_CHUNK_OPTIONS)
     assert video.frames.shape == (49, 64, 64, 3)
     # Chunk 0 is seeded with the request's seed and sees no AdaIN: its frames are a one-clip run's.
     one_clip = dataclasses.replace(SPEC, num_frames=17)
-    alone = generate_distilled(components, one_clip, (), lambda _: None, lambda: False, TINY_CHUNK_OPTIONS)
+    alone = generate_distilled(components, one_clip, (), JobContext.detached(), TINY_CHUNK_OPTIONS)
     assert np.array_equal(video.frames[:17], alone.frames)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from service.config import ServiceConfig
+from service.domain.context import JobContext
 from service.domain.errors import ErrorType, JobError
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.outputs import GeneratedVideo
@@ -87,7 +88,7 @@ def _engine(monkeypatch: pytest.MonkeyPatch, *, expander: bool = False, flag: bo
 
 
 def _run(engine: LocalEngine, spec: object, events: list[Progress] | None = None) -> GeneratedVideo:
-    return engine.generate(spec, (events if events is not None else []).append, lambda: False)
+    return engine.generate(spec, JobContext("test", (events if events is not None else []).append, lambda: False))
 
 
 def test_serves_the_conditioned_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:

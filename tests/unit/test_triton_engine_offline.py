@@ -9,6 +9,7 @@ import pytest
 
 from service.config import ServiceConfig
 from service.contract.pipeline import error_message_for, exception_from_message
+from service.domain.context import JobContext
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
 from service.domain.specs import Endpoint, TextToVideoSpec
 from service.engines import triton as triton_module
@@ -58,7 +59,7 @@ def test_unreachable_triton_fails_fast_with_runner_unavailable() -> None:
     started = time.monotonic()
 
     with pytest.raises(RunnerUnavailable, match="127.0.0.1"):
-        engine.generate(SPEC, lambda _: None, lambda: False)
+        engine.generate(SPEC, JobContext.detached())
 
     assert time.monotonic() - started < 10
     assert engine.ready() is False

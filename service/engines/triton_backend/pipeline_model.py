@@ -23,12 +23,13 @@ import torch
 import triton_python_backend_utils as pb_utils  # only importable inside a Triton Python-backend stub
 
 from service.contract import pipeline as contract
+from service.domain.context import JobContext
 from service.domain.errors import Cancelled, ErrorType, JobError
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback
-from service.domain.specs import Endpoint, spec_from_json
+from service.domain.progress import Progress
+from service.domain.specs import Endpoint, Spec, spec_from_json
 from service.engines.conditioning_tensors import kept_from_arrays, media_from_arrays
-from service.engines.endpoint_pipelines import EndpointInputs, run_endpoint
+from service.engines.endpoints import EndpointInputs, pipeline_endpoint, run_endpoint, served_endpoints
 from service.engines.triton_backend.bls import bls_components
 from service.engines.triton_backend.params import (
     model_config_from,
@@ -36,6 +37,7 @@ from service.engines.triton_backend.params import (
     resolve_path,
     version_dir,
 )
+from service.logs import request_scope
 from service.models.assets import assets_from_models, load_assets
 
 log = logging.getLogger("ltx_pipeline")
@@ -55,7 +57,7 @@ class PipelineModel:
         names = parameters.get(contract.COMPONENTS_PARAMETER, "")
         component_names = frozenset(name.strip() for name in names.split(",") if name.strip())
         self.components = bls_components(assets, device, component_names)
-        self.served = contract.served_endpoints(component_names)
+        self.served = served_endpoints(component_names)
         log.info(
             "ltx_pipeline ready: preset %s, assets %s, device %s, endpoints %s",
             model_config.preset,
@@ -75,7 +77,11 @@ class PipelineModel:
     def _serve(self, request: Any) -> None:
         """Run one request to its FINAL response; its failure is its own (the others go on)."""
         sender = request.get_response_sender()
-        request_id = request.request_id()
+        request_id = request.request_id() or "unnamed"  # the service sends the job's request id
+        with request_scope(request_id):
+            self._serve_in_scope(request, sender, request_id)
+
+    def _serve_in_scope(self, request: Any, sender: Any, request_id: str) -> None:
         try:
             inputs = _read_inputs(request, self.served)
             log.info("request %s: %s", request_id, inputs.spec.endpoint)
@@ -83,7 +89,7 @@ class PipelineModel:
             def on_progress(progress: Progress) -> None:
                 sender.send(_progress_response(progress))
 
-            video = self._generate(inputs, on_progress, request.is_cancelled)
+            video = self._generate(inputs, JobContext(request_id, on_progress, request.is_cancelled))
             sender.send(_result_response(video), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
             log.info("request %s: done, %d frames", request_id, len(video.frames))
         except Exception as exc:  # any failure ends this request, never the model
@@ -93,13 +99,11 @@ class PipelineModel:
                 log.exception("request %s failed", request_id)
             _send_final_error(sender, exc, request_id)
 
-    def _generate(
-        self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-    ) -> GeneratedVideo:
+    def _generate(self, inputs: EndpointInputs[Spec], ctx: JobContext) -> GeneratedVideo:
         # Prompt expansion, media fetching and the safety checks run in the service (TritonEngine).
         if getattr(inputs.spec, "loras", ()):
             raise JobError(ErrorType.LORA_LOAD_FAILED, NO_LORA)
-        return run_endpoint(self.components, inputs, on_progress, is_cancelled)
+        return run_endpoint(self.components, inputs, ctx)
 
 
 class BadRequest(ValueError):
@@ -107,7 +111,7 @@ class BadRequest(ValueError):
     error)."""
 
 
-def _read_inputs(request: Any, served: frozenset[Endpoint]) -> EndpointInputs:
+def _read_inputs(request: Any, served: frozenset[Endpoint]) -> EndpointInputs[Spec]:
     try:
         endpoint = _text_input(request, contract.ENDPOINT)
         spec = spec_from_json(endpoint, _text_input(request, contract.SPEC_JSON))
@@ -122,7 +126,8 @@ def _read_inputs(request: Any, served: frozenset[Endpoint]) -> EndpointInputs:
             arrays[name] = tensor.as_numpy().copy()  # the buffer is the request's shared memory
     try:
         media = media_from_arrays(arrays)
-        kept = kept_from_arrays(arrays, spec.width, spec.height) if spec.endpoint is Endpoint.EXTEND else None
+        takes_kept = pipeline_endpoint(spec.endpoint).takes_kept_frames
+        kept = kept_from_arrays(arrays, spec.width, spec.height) if takes_kept else None
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     return EndpointInputs(spec, media=media, kept_pixels=kept)
