@@ -22,6 +22,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from ltx.v1 import endpoints_pb2 as pb
+from ltx.v1 import video_generation_pb2 as gen_pb
 from service.api import convert
 from service.api import validation as v
 from service.domain.outputs import JobOutput
@@ -51,6 +52,18 @@ class ApiEndpoint(Generic[InputT]):
         spec_type = SPEC_TYPES.get(self.endpoint)
         if spec_type is None:
             raise ValueError(f"endpoint {self.endpoint} has no spec type in service.domain.specs.SPEC_TYPES")
+
+    def input_container(self, message: InputT) -> gen_pb.GenerationInput:
+        """`message` in its GenerationInput oneof field."""
+        container = gen_pb.GenerationInput()
+        getattr(container, self.oneof_field).CopyFrom(message)
+        return container
+
+    def output_container(self, message: Message) -> gen_pb.GenerationOutput:
+        """`message` (this endpoint's Output) in its GenerationOutput oneof field."""
+        container = gen_pb.GenerationOutput()
+        getattr(container, self.oneof_field).CopyFrom(message)
+        return container
 
 
 API_ENDPOINTS: tuple[ApiEndpoint[Any], ...] = (

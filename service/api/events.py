@@ -46,8 +46,7 @@ def generation_output(record: JobRecord) -> pb.GenerationOutput | None:
     if record.state is not JobState.SUCCEEDED or record.output_json is None:
         return None
     entry = api_endpoint(record.endpoint)
-    message = entry.output(output_from_json(record.output_json))
-    return pb.GenerationOutput(**{entry.oneof_field: message})
+    return entry.output_container(entry.output(output_from_json(record.output_json)))
 
 
 def webhook_payload(record: JobRecord) -> dict[str, object] | None:

@@ -30,7 +30,7 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 
 def build_request(endpoint_id: str, data: dict[str, Any]) -> pb.SubmitRequest:
     message = input_from_json(endpoint_id, data)
-    return pb.SubmitRequest(input=pb.GenerationInput(**{api_endpoint(endpoint_id).oneof_field: message}))
+    return pb.SubmitRequest(input=api_endpoint(endpoint_id).input_container(message))
 
 
 def run(stub: pb_grpc.VideoGenerationStub, endpoint_id: str, data: dict[str, Any], out_dir: Path) -> dict[str, Any]:
