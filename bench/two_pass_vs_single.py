@@ -27,7 +27,6 @@ import torch
 
 from service.config import ModelConfig
 from service.contract.frames import latent_tokens
-from service.domain.context import JobContext
 from service.domain.geometry import AspectRatio, FrameSize, Resolution
 from service.domain.specs import DistilledMulticonditioningSpec
 from service.engines import torch_bindings
@@ -72,9 +71,10 @@ def single_pass(components: Components, spec: DistilledMulticonditioningSpec, st
             return components.transformer.velocity(latents, timestep, state.coords, embeds, mask)
 
         sigmas = linear_quadratic_sigmas(steps)
-        tokens = denoise_conditioned(state, sigmas, velocity, JobContext("test", generator=generator))
+        tokens = denoise_conditioned(state, sigmas, velocity, generator, lambda _: None, lambda: False)
         latents = unpack(generated_tokens(tokens, state.num_extra_tokens), shape, components.geometry)
-        video = distilled.decode(components, latents, generator, 0.0, distilled.DistilledOptions())
+        chunks = distilled.decode(components, latents, generator, 0.0, distilled.DistilledOptions())
+        video = torch.cat([chunk.video for chunk in chunks], dim=1)[None]
         return distilled.to_output_frames(video, FrameSize(spec.width, spec.height))
 
 
@@ -109,7 +109,7 @@ def run_variant(variant: str, spec: DistilledMulticonditioningSpec) -> dict[str,
 
     def generate(target: DistilledMulticonditioningSpec) -> Any:
         if variant == "two-pass":
-            return distilled.generate_distilled(components, target, (), JobContext.detached()).frames
+            return distilled.generate_distilled(components, target, (), lambda _: None, lambda: False).frames
         return single_pass(components, target, steps)
 
     generate(dataclasses.replace(spec, width=64, height=64, num_frames=9))  # warm-up: kernels, lazy init

@@ -17,8 +17,10 @@ from typing import Any
 
 from service.config_types import build
 from service.media.fetch import FetchLimits
+from service.observability.config import MetricsConfig
 from service.prompting.config import PromptExpansionConfig
 from service.safety.config import SafetyConfig
+from service.security.config import AuthConfig
 
 
 class EngineKind(StrEnum):
@@ -40,13 +42,64 @@ class ModelConfig:
     device: str = "cpu"
 
 
+class AttentionBackend(StrEnum):
+    DEFAULT = "default"  # torch's own choice per call
+    MATH = "math"
+    FLASH = "flash"
+    EFFICIENT = "efficient"
+    CUDNN = "cudnn"
+
+
+FAST_PATH_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class FastPathConfig:
+    """PyTorch speed-ups of the transformer (service/models/fast_path.py; `python -m bench.gpu` measures
+    each on a GPU). All off by default, which is right on a CPU."""
+
+    dtype: str | None = None  # dtype of the models, overriding model.dtype ("bfloat16" on a GPU)
+    attention_backend: AttentionBackend = AttentionBackend.DEFAULT  # SDPA backend tried first
+    compile: bool = False  # regional torch.compile: one block's compiled code, reused by every block
+    fp8: bool = False  # block linears in FP8 (e4m3 weights and activations) through torch._scaled_mm
+    cuda_graphs: bool = False  # capture the transformer forward per input shape, replay it (CUDA only)
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in FAST_PATH_DTYPES:
+            raise ValueError(f"fast_path.dtype: {self.dtype!r} is not one of {', '.join(FAST_PATH_DTYPES)}")
+        try:
+            object.__setattr__(self, "attention_backend", AttentionBackend(self.attention_backend))
+        except ValueError:
+            known = ", ".join(b.value for b in AttentionBackend)
+            raise ValueError(
+                f"fast_path.attention_backend: {self.attention_backend!r} is not one of {known}"
+            ) from None
+        for name in ("compile", "fp8", "cuda_graphs"):
+            if type(getattr(self, name)) is not bool:
+                raise ValueError(f"fast_path.{name}: {getattr(self, name)!r} is not a boolean")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything changes the transformer (the dtype is applied when the models load)."""
+        return (
+            self.attention_backend is not AttentionBackend.DEFAULT
+            or self.compile
+            or self.fp8
+            or self.cuda_graphs
+        )
+
+
 @dataclass(frozen=True)
 class LoraConfig:
     max_bytes: int = 2 * 1024**3  # refuse LoRA downloads larger than this
     download_timeout_s: float = 60.0
-    cache_dir: str = "var/lora-cache"
-    allow_local_paths: bool = True  # local safetensors paths (trusted deployments only)
+    cache_dir: str = "lora-cache"  # a relative path is under data_dir
+    cache_max_bytes: int = 20 * 1024**3  # least recently used downloads are evicted past this
+    cache_ttl_s: float = 24 * 3600.0  # a cached download older than this is fetched again
+    allow_local_paths: bool = False  # local safetensors paths, confined to `local_roots` (trusted setups)
+    local_roots: tuple[str, ...] = ()  # directories local LoRA paths must lie in (symlinks resolved)
     allow_private_networks: bool = False  # LoRA URLs on loopback/private addresses (tests, trusted setups)
+    trusted_prefixes: tuple[str, ...] = ()  # the service's own upload URLs (set at start-up)
 
 
 @dataclass(frozen=True)
@@ -87,10 +140,45 @@ class WebhookConfig:
     timeout_s: float = 15.0
     max_attempts: int = 10
     first_backoff_s: float = 15.0  # doubles after every failure ...
-    max_backoff_s: float = 1800.0  # ... up to this, so 10 attempts span about 2 hours
+    max_backoff_s: float = 3600.0  # ... up to this: 10 attempts span about 2 hours
     signing_key_file: str | None = None  # Ed25519 private key (PEM); default data_dir/webhook_key.pem
     allow_private_networks: bool = False  # webhook URLs on loopback/private addresses (tests only)
     poll_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class StagesConfig:
+    """Worker pools of the job stages around the accelerator (`queue.workers` is its slot count):
+    while one job generates, up to `prepare_workers` next jobs are prepared (fetch, decode, safety, LoRA
+    download) and up to `finish_workers` earlier ones are checked, encoded and stored."""
+
+    prepare_workers: int = 1
+    finish_workers: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("prepare_workers", "finish_workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"stages.{name} must be an integer of at least 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """gRPC server settings. The receive limit fits one data URI at `media.max_bytes` (base64 is 4/3 of
+    the bytes) with room for the rest of the request; each data URI is bounded at validation."""
+
+    max_receive_message_bytes: int = 400 * 1024**2
+    max_send_message_bytes: int = 64 * 1024**2
+    keepalive_time_s: float = 60.0  # the server pings idle connections this often
+    keepalive_timeout_s: float = 20.0  # and drops them when a ping goes unanswered this long
+    min_ping_interval_s: float = 10.0  # clients may ping this often (more often: GOAWAY too_many_pings)
+    max_concurrent_streams: int = 1000  # per connection (Watch streams included)
+    graceful_stop_s: float = 2.0  # open RPCs (Watch streams) get this long once the server stops
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    grace_s: float = 30.0  # SIGTERM: running jobs get this long to finish, then are cancelled and re-queued
 
 
 @dataclass(frozen=True)
@@ -98,6 +186,7 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     http_port: int = 8080  # serves stored results; 0 picks a free port
+    admin_port: int | None = None  # plaintext gRPC health + reflection for probes; None = main port only
     public_base_url: str | None = None  # how clients reach the HTTP server; default http://host:port
     data_dir: str = "var"  # SQLite job store and local result storage live here
     engine: EngineKind = EngineKind.LOCAL
@@ -105,15 +194,21 @@ class ServiceConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
     media: FetchLimits = field(default_factory=FetchLimits)  # fetching image_url / video_url inputs
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     prompt_expansion: PromptExpansionConfig = field(default_factory=PromptExpansionConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     role: Role = Role.ALL
     database_url: str | None = None  # postgresql://...; default SQLite at data_dir/jobs.sqlite3
     storage_url: str | None = None  # s3://bucket/prefix; default the local directory data_dir/results
     s3: S3Config = field(default_factory=S3Config)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     max_upload_bytes: int = 256 * 1024**2  # the Upload RPC refuses larger files
+    fast_path: FastPathConfig = field(default_factory=FastPathConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def db_path(self) -> Path:
@@ -130,8 +225,8 @@ class ServiceConfig:
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConfig:
-    """Defaults, then the TOML file at `path` (sections `model`, `lora`, `queue`, `media`, `safety`,
-    `prompt_expansion`), then `overrides`.
+    """Defaults, then the TOML file at `path` (sections `model`, `lora`, `queue`, `stages`, `media`,
+    `safety`, `prompt_expansion`, `fast_path`), then `overrides`.
 
     Overrides with value None are ignored, so CLI flags that were not given change nothing. Nested
     settings are overridden with dotted keys, e.g. `**{"model.preset": "tiny"}`. Every value is checked
@@ -145,4 +240,14 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConf
             continue
         section, _, name = key.rpartition(".")
         (data.setdefault(section, {}) if section else data)[name] = value
-    return build(ServiceConfig, data)
+    return _with_paths_under_data_dir(build(ServiceConfig, data))
+
+
+def _with_paths_under_data_dir(config: ServiceConfig) -> ServiceConfig:
+    """Relative cache paths live in data_dir, not wherever the process happened to start."""
+    cache = Path(config.lora.cache_dir)
+    if cache.is_absolute():
+        return config
+    lora = dataclasses.replace(config.lora, cache_dir=str(Path(config.data_dir) / cache),
+                               local_roots=tuple(config.lora.local_roots))
+    return dataclasses.replace(config, lora=lora)

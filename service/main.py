@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 
@@ -11,6 +12,8 @@ from service.config import ServiceConfig, load_config
 from service.config_types import ConfigError
 from service.logs import configure_logging
 from service.server import serve_forever
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="jobs run at once")
     p.add_argument("--max-queued", type=int, help="queued jobs before Submit answers RESOURCE_EXHAUSTED")
     p.add_argument("--retention-s", type=float, help="how long finished jobs and results are kept")
+    p.add_argument("--shutdown-grace-s", type=float, help="SIGTERM: seconds running jobs get to finish")
+    p.add_argument("--max-retries", type=int, help="re-runs of an interrupted job before it fails")
     p.add_argument("--role", choices=["all", "gateway", "worker"],
                    help="all (default: one process), gateway (API only) or worker (runs jobs)")
     p.add_argument("--database-url", default=os.environ.get("LTX_DATABASE_URL"),
@@ -39,10 +44,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="results: s3://BUCKET/PREFIX (env LTX_STORAGE_URL; credentials from the AWS_* chain)")
     p.add_argument("--s3-endpoint-url", default=os.environ.get("LTX_S3_ENDPOINT_URL"),
                    help="S3-compatible endpoint, e.g. http://minio:9000 (env LTX_S3_ENDPOINT_URL)")
+    p.add_argument("--webhook-signing-key-file", default=os.environ.get("LTX_WEBHOOK_SIGNING_KEY_FILE"),
+                   help="Ed25519 private key (PEM) signing webhooks; the same file on every replica "
+                        "(env LTX_WEBHOOK_SIGNING_KEY_FILE; default data-dir/webhook_key.pem, created)")
     p.add_argument("--worker-id", help="this worker's name in leases and logs (default: random)")
     p.add_argument("--lease-s", type=float, help="a running job's lease; silent workers lose jobs after it")
     p.add_argument("--heartbeat-s", type=float, help="how often workers renew leases and sweep the queue")
+    p.add_argument("--admin-port", type=int, help="plaintext gRPC port for health and reflection (probes)")
+    p.add_argument("--metrics-port", type=int, help="HTTP port serving Prometheus /metrics")
+    p.add_argument("--api-keys-file", help="TOML file of API keys; set = every API call needs a key")
+    p.add_argument("--tls-cert-file", help="server certificate chain (PEM); with --tls-key-file = TLS")
+    p.add_argument("--tls-key-file", help="server private key (PEM)")
+    p.add_argument("--tls-client-ca-file", help="CA bundle for client certificates (PEM) = mTLS")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object per line")
     return p.parse_args(argv)
 
 
@@ -55,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     config = load_config(
         args.config,
         host=args.host,
@@ -68,10 +83,12 @@ def _main(argv: list[str] | None = None) -> None:
         role=args.role,
         database_url=args.database_url,
         storage_url=args.storage_url,
+        admin_port=args.admin_port,
         **{
             "s3.endpoint_url": args.s3_endpoint_url,
             "queue.lease_s": args.lease_s,
             "queue.worker_id": args.worker_id,
+            "webhooks.signing_key_file": args.webhook_signing_key_file,
             "queue.heartbeat_s": args.heartbeat_s,
             "model.preset": args.preset,
             "model.model_dir": args.model_dir,
@@ -80,20 +97,45 @@ def _main(argv: list[str] | None = None) -> None:
             "queue.workers": args.workers,
             "queue.max_queued": args.max_queued,
             "queue.retention_s": args.retention_s,
+            "queue.max_retries": args.max_retries,
+            "shutdown.grace_s": args.shutdown_grace_s,
+            "metrics.port": args.metrics_port,
+            "auth.api_keys_file": args.api_keys_file,
+            "auth.tls_cert_file": args.tls_cert_file,
+            "auth.tls_key_file": args.tls_key_file,
+            "auth.tls_client_ca_file": args.tls_client_ca_file,
         },
     )
     asyncio.run(_run(config))
+    # Everything durable is closed by now (store, results, gRPC). Tearing down the interpreter with
+    # torch, onnxruntime and grpc loaded takes seconds of native finalizers on a busy machine, which
+    # would break the shutdown deadline (grace + a few seconds): leave at once.
+    log.info("exiting")
+    logging.shutdown()
+    os._exit(0)
 
 
 async def _run(config: ServiceConfig) -> None:
-    task = asyncio.create_task(serve_forever(config))
+    """The first SIGTERM/SIGINT starts the drain (see serve_forever); a second one stops at once.
+
+    The signal only sets an event: the shutdown code runs in the serving task, which nothing cancels.
+    """
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_forever(config, stop))
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: stopping without waiting for running jobs")
+            task.cancel()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, on_signal)
     try:
         await task
     except asyncio.CancelledError:
-        pass  # a signal asked us to stop; serve_forever has shut down cleanly
+        pass  # stopped hard; jobs still running are re-queued on the next start
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ An endpoint is added with one edit per layer (the LTX-2.3 endpoint's files in br
   2. domain: an `Endpoint` id, its frozen spec and its `SPEC_TYPES` entry (service/domain/specs.py);
   3. api: a validator (validation.py, `check_<name>`), a converter (convert.py, `<name>_spec`), an Output
      builder (convert.py), spec defaults (defaults.py) and an `ApiEndpoint` in `API_ENDPOINTS` below;
-  4. engines: a `PipelineEndpoint` in service/engines/endpoints.py: the pipeline, its input preparation
-     and the component models it needs (which decides whether a deployment serves it).
+  4. engines: a `PipelineEndpoint` in service/engines/endpoint_pipelines.py: the pipeline and the
+     component models it needs (which decides whether a deployment serves it);
+  5. inputs: its input preparation (media fetch/decode/checks) in service/inputs/prepare.py.
 Nothing else names endpoints: the servicer, the events, the client and the job runner look them up here.
 """
 
@@ -133,9 +134,11 @@ def for_input(message: Message) -> ApiEndpoint[Any]:
     return entry
 
 
-def validate(message: Message) -> list[v.Violation]:
-    """Every violation in `message`, one of the endpoint Input messages (empty when it is valid)."""
-    return v.run_checks(message, for_input(message).validator)
+def validate(message: Message, *, max_media_bytes: int | None = None) -> list[v.Violation]:
+    """Every violation in `message`, one of the endpoint Input messages (empty when it is valid), at most
+    validation.MAX_VIOLATIONS of them plus one counting the rest. `max_media_bytes` bounds each data
+    URI's decoded size (the service's media fetch limit)."""
+    return v.run_checks(message, for_input(message).validator, max_media_bytes=max_media_bytes)
 
 
 def to_spec(message: Message, *, rng: random.Random) -> Spec:

@@ -1,30 +1,44 @@
 """The gRPC servicer: protobuf in, validation, domain specs to the queue, protobuf out.
 
 Thin on purpose: validation, conversion and job handling live in their own modules. This module and
-service/api/status.py are the only ones that import grpc.
+service/api/status.py are the only ones that import grpc. Every RPC, unary or streaming, goes through
+a guard: errors the API raises map to their status (`status_of`), anything else is a bug, answered
+INTERNAL with an incident id that the log line carries too. Requests arrive as raw bytes and are parsed
+here, so malformed protobuf is INVALID_ARGUMENT instead of grpc's UNKNOWN.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from ltx.v1 import video_generation_pb2 as pb
 from ltx.v1 import video_generation_pb2_grpc as pb_grpc
 from service.api import events
 from service.api.endpoints import for_input, to_spec, validate
-from service.api.status import bad_request_status
-from service.api.validation import Violation
+from service.api.status import (
+    BackendUnavailable,
+    InvalidRequest,
+    NotServed,
+    RequestNotFound,
+    bad_request_status,
+    status_of,
+)
+from service.api.validation import URL_SHOWN_CHARS, Violation
 from service.domain.specs import Endpoint, spec_to_json
-from service.jobs.queue import CancelOutcome, IdempotencyConflict, JobQueue, JobView, QueueFull, input_hash
+from service.jobs.queue import CancelOutcome, JobQueue, JobView, input_hash
 from service.jobs.records import Priority
 from service.jobs.sql_store import NewJob
+from service.jobs.uploads import UploadRejected, UploadWriter
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +48,25 @@ _CANCEL_STATUS = {
     CancelOutcome.ALREADY_COMPLETED: pb.ALREADY_COMPLETED,
     CancelOutcome.NOT_FOUND: pb.NOT_FOUND,
 }
+SERVICE = pb.DESCRIPTOR.services_by_name["VideoGeneration"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+G = TypeVar("G", bound=Callable[..., AsyncIterator[Any]])
+
+
+async def _abort_for(error: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(error, InvalidRequest):
+        await context.abort_with_status(bad_request_status(error.violations))
+    code = status_of(error)
+    if code is grpc.StatusCode.INTERNAL:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("bug in %s (incident %s)", method, incident, extra={"request_id": incident})
+        await context.abort(code, f"internal error in {method} (incident {incident}); see the service log")
+    await context.abort(code, str(error))
 
 
 def unary_guard(method: F) -> F:
-    """Bugs become INTERNAL with a logged id; deliberate aborts pass through untouched."""
+    """Errors become their status; deliberate aborts pass through untouched."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -47,11 +74,92 @@ def unary_guard(method: F) -> F:
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            log.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the service log")
+        except Exception as error:  # noqa: BLE001 - mapped by status_of; bugs are logged there
+            await _abort_for(error, method.__name__, context)
 
     return wrapper  # type: ignore[return-value]
+
+
+def stream_guard(method: G) -> G:
+    """`unary_guard` for server-streaming RPCs (async generators)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # noqa: BLE001 - mapped by status_of; bugs are logged there
+            await _abort_for(error, method.__name__, context)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= URL_SHOWN_CHARS else text[:URL_SHOWN_CHARS] + "...")
+
+
+async def _parse(raw: bytes, message_class: type[Message], context: grpc.aio.ServicerContext) -> Message:
+    try:
+        return message_class.FromString(raw)
+    except (DecodeError, RuntimeError, ValueError):  # upb raises DecodeError; bad UTF-8 too
+        name = message_class.DESCRIPTOR.full_name
+        violation = Violation("request", f"is not a valid {name} protobuf message ({len(raw)} bytes)")
+        await context.abort_with_status(bad_request_status([violation]))
+        raise  # abort_with_status raises; this satisfies the type checker
+
+
+def add_to_server(servicer: VideoGenerationServicer, server: grpc.aio.Server) -> None:
+    """Register the servicer with requests deserialized here (see the module docstring)."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request_class = getattr(pb, method.input_type.name)
+        serializer = getattr(pb, method.output_type.name).SerializeToString
+        behavior = getattr(servicer, method.name)
+        if method.client_streaming:
+            factory = grpc.stream_stream_rpc_method_handler if method.server_streaming else (
+                grpc.stream_unary_rpc_method_handler
+            )
+            handlers[method.name] = factory(_parsing_requests(behavior, request_class), response_serializer=serializer)
+        elif method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _parsing_stream(behavior, request_class), response_serializer=serializer
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _parsing_unary(behavior, request_class), response_serializer=serializer
+            )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+
+
+def _parsing_requests(behavior: Callable[..., Any], request_class: type[Message]) -> Callable[..., Any]:
+    """Client-streaming RPCs: each message of the stream is parsed as it arrives."""
+
+    async def handle(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+        async def parsed() -> AsyncIterator[Message]:
+            async for raw in raw_requests:
+                yield await _parse(raw, request_class, context)
+
+        return await behavior(parsed(), context)
+
+    return handle
+
+
+def _parsing_unary(behavior: Callable[..., Awaitable[Any]], request_class: type[Message]) -> Callable[..., Any]:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        return await behavior(await _parse(raw, request_class, context), context)
+
+    return handle
+
+
+def _parsing_stream(behavior: Callable[..., AsyncIterator[Any]], request_class: type[Message]) -> Callable[..., Any]:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        request = await _parse(raw, request_class, context)
+        async for item in behavior(request, context):
+            yield item
+
+    return handle
 
 
 class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
@@ -59,34 +167,36 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         self,
         queue: JobQueue,
         supports: Callable[[Endpoint], bool],
-        ready: Callable[[], bool],
+        unavailable: Callable[[], str | None],
         rng: random.Random | None = None,
+        upload: Callable[[str], UploadWriter] | None = None,
+        *,
+        max_media_bytes: int | None = None,
     ) -> None:
         self._queue = queue
+        self._upload = upload
         self._supports = supports
-        self._ready = ready  # the backend's last known readiness (cheap: no probe per request)
+        self._unavailable = unavailable  # why the service cannot take jobs (cheap: no probe per request)
         self._rng = rng or random.SystemRandom()
+        self._max_media_bytes = max_media_bytes
 
     @unary_guard
     async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> pb.SubmitResponse:
-        job_id, position, endpoint = await self._submit(request, context)
+        job_id, position, endpoint = await self._submit(request)
         return pb.SubmitResponse(request_id=job_id, endpoint_id=endpoint.value, queue_position=position)
 
     @unary_guard
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
-        view = await self._view(request.request_id, context)
-        logs = self._queue.logs(request.request_id) if request.logs else []
+        view = await self._view(request.request_id)
+        logs = await asyncio.to_thread(self._queue.logs, request.request_id) if request.logs else []
         return events.status_response(view, logs)
 
     @unary_guard
     async def Result(self, request: pb.ResultRequest, context: grpc.aio.ServicerContext) -> pb.ResultResponse:
-        view = await self._view(request.request_id, context)
+        view = await self._view(request.request_id)
         if not view.record.state.finished:
             state = events.status_response(view, []).status
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"request {request.request_id} is {pb.JobStatus.Name(state)}; its result is not ready",
-            )
+            raise NotServed(f"request {request.request_id} is {pb.JobStatus.Name(state)}; its result is not ready")
         return pb.ResultResponse(
             request_id=request.request_id,
             output=events.generation_output(view.record),
@@ -98,14 +208,16 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         outcome = await self._queue.cancel(request.request_id)
         return pb.CancelResponse(status=_CANCEL_STATUS[outcome])
 
+    @stream_guard
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
-        await self._view(request.request_id, context)
+        await self._view(request.request_id)
         # A client that goes away only ends this stream: the job keeps running.
         async for event in self._events(request.request_id):
             yield event
 
+    @stream_guard
     async def Generate(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
-        job_id, _, _ = await self._submit(request, context)
+        job_id, _, _ = await self._submit(request)
         finished = False
         try:
             async for event in self._events(job_id):
@@ -116,45 +228,59 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
                 outcome = await self._queue.cancel(job_id)
                 log.info("Generate call ended early; job cancel %s", outcome, extra={"request_id": job_id})
 
+    @unary_guard
+    async def Upload(
+        self, request_iterator: AsyncIterator[pb.UploadRequest], context: grpc.aio.ServicerContext
+    ) -> pb.UploadResponse:
+        if self._upload is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "uploads are not enabled on this server")
+        assert self._upload is not None
+        writer: UploadWriter | None = None
+        try:
+            async for message in request_iterator:
+                if writer is None:
+                    writer = await asyncio.to_thread(self._upload, message.file_name)
+                await asyncio.to_thread(writer.write, message.chunk)
+            if writer is None:
+                raise UploadRejected("chunk", "the upload sent no data")
+            url, content_type = await asyncio.to_thread(writer.finish)
+        except UploadRejected as rejected:
+            await context.abort_with_status(bad_request_status([Violation(rejected.field, rejected.message)]))
+        except BaseException:
+            if writer is not None:
+                await asyncio.to_thread(writer.abort)
+            raise
+        assert writer is not None
+        log.info("stored upload %s (%s, %d bytes)", url.split("?")[0], content_type, writer.size)
+        return pb.UploadResponse(url=url, content_type=content_type, file_size=writer.size)
+
     # ---- helpers ----
 
-    async def _submit(
-        self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext
-    ) -> tuple[str, int, Endpoint]:
+    async def _submit(self, request: pb.SubmitRequest) -> tuple[str, int, Endpoint]:
         which = request.input.WhichOneof("input")
         if which is None:
-            violation = Violation("input", "must set exactly one endpoint's input (e.g. text_to_video)")
-            await context.abort_with_status(bad_request_status([violation]))
+            raise InvalidRequest([Violation("input", "must set exactly one endpoint's input (e.g. text_to_video)")])
         message = getattr(request.input, which)
-        violations = validate(message)
+        violations = validate(message, max_media_bytes=self._max_media_bytes)
         if violations:
-            await context.abort_with_status(bad_request_status(violations))
+            raise InvalidRequest(violations)
         endpoint = for_input(message).endpoint
         if not self._supports(endpoint):
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, f"endpoint {endpoint.value} is not served by this deployment"
-            )
-        if not self._ready():
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, "the inference backend is not reachable right now; retry later"
-            )
+            raise NotServed(f"endpoint {endpoint.value} is not served by this deployment")
+        reason = self._unavailable()
+        if reason is not None:
+            raise BackendUnavailable(f"the service cannot take jobs right now ({reason}); retry later")
         queue_violations = validate_queue_options(request)
         if queue_violations:
-            await context.abort_with_status(bad_request_status(queue_violations))
+            raise InvalidRequest(queue_violations)
         spec = to_spec(message, rng=self._rng)
-        try:
-            job_id, position = await self._queue.submit(endpoint.value, spec_to_json(spec), new_job(request))
-        except QueueFull as full:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(full))
-        except IdempotencyConflict as conflict:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(conflict))
+        job_id, position = await self._queue.submit(endpoint.value, spec_to_json(spec), new_job(request))
         return job_id, position, endpoint
 
-    async def _view(self, request_id: str, context: grpc.aio.ServicerContext) -> JobView:
-        view = self._queue.view(request_id)
+    async def _view(self, request_id: str) -> JobView:
+        view = await asyncio.to_thread(self._queue.view, request_id)
         if view is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no request with id {request_id!r}")
-        assert view is not None
+            raise RequestNotFound(f"no request with id {_shown(request_id)}")
         return view
 
     async def _events(self, job_id: str) -> AsyncIterator[pb.JobEvent]:
@@ -162,9 +288,9 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         between two looks at the job (a client counting steps sees every step)."""
         sent_logs = sent_reports = 0
         async for view in self._queue.follow(job_id):
-            new_logs = self._queue.logs(job_id, skip=sent_logs)
+            new_logs = await asyncio.to_thread(self._queue.logs, job_id, sent_logs)
             sent_logs += len(new_logs)
-            reports = self._queue.progress_since(job_id, skip=sent_reports)
+            reports = await asyncio.to_thread(self._queue.progress_since, job_id, sent_reports)
             sent_reports += len(reports)
             for report in reports[:-1]:
                 yield events.step_event(job_id, report)

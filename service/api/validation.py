@@ -50,7 +50,7 @@ MAX_PROMPT_CHARS = 10_000  # far above what the text encoders read; stops megaby
 MAX_LORAS = 5  # each LoRA is fused into the transformer at load time and costs memory
 MAX_IMAGE_CONDITIONS = 10
 MAX_VIDEO_CONDITIONS = 4  # every condition video is fetched, decoded and encoded by the VAE
-MAX_URL_CHARS = 4096  # http(s) URLs; data URIs are bounded by the gRPC message size instead
+MAX_URL_CHARS = 4096  # http(s) URLs and LoRA paths; data URIs are bounded by the media byte limit
 MEDIA_URL_SCHEMES = ("http", "https", "data")
 LORA_URL_SCHEMES = ("http", "https")  # or a path on the server, which has no scheme
 SEED = Bounds(0, 2**32 - 1)  # what the output's uint32 seed can report
@@ -60,7 +60,10 @@ LTX2_STEPS = Bounds(1, 50)
 GUIDANCE_SCALE = Bounds(0, 20)  # CFG, STG and modality scales
 GRADIENT_ESTIMATION_GAMMA = Bounds(0, 10)
 CUSTOM_SIDE = Bounds(64, 2048)  # ImageSize sides, before rounding down to a multiple of 32
-URL_SHOWN_CHARS = 60  # a rejected URL is quoted this far, so a data URI cannot flood the error
+URL_SHOWN_CHARS = 60  # a rejected value is quoted this far, so a data URI cannot flood the error
+# At most this many violations are listed (then one that counts the rest): the details travel in a
+# trailer, and clients drop trailers over 8-16 KiB (the bound keeps BadRequest well under that).
+MAX_VIOLATIONS = 20
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,23 @@ class Violation:
     description: str  # the rule broken, naming the bound or the allowed values
 
 
-def run_checks(message: InputT, check: Callable[[InputT, Checks], None]) -> list[Violation]:
-    """Every violation `check` finds in `message` (empty when it is valid); the endpoint registry
-    (service/api/endpoints.py) picks the check for each endpoint's Input message."""
-    checks = Checks()
+def run_checks(
+    message: InputT, check: Callable[[InputT, Checks], None], *, max_media_bytes: int | None = None
+) -> list[Violation]:
+    """Every violation `check` finds in `message` (empty when it is valid), at most MAX_VIOLATIONS of them
+    plus one counting the rest; the endpoint registry (service/api/endpoints.py) picks the check for each
+    endpoint's Input message. `max_media_bytes` bounds each data URI's decoded size."""
+    checks = Checks(max_media_bytes)
     check(message, checks)
-    return checks.violations
+    return bounded(checks.violations)
+
+
+def bounded(violations: list[Violation]) -> list[Violation]:
+    """The first MAX_VIOLATIONS violations, then one saying how many more there were."""
+    if len(violations) <= MAX_VIOLATIONS:
+        return violations
+    rest = len(violations) - MAX_VIOLATIONS
+    return [*violations[:MAX_VIOLATIONS], Violation("input", f"and {rest} more violations not listed")]
 
 
 def _fmt(value: float) -> str:
@@ -88,8 +102,9 @@ def _quoted(text: str) -> str:
 class Checks:
     """Collects violations; each method checks one rule of one field."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_media_bytes: int | None = None) -> None:
         self.violations: list[Violation] = []
+        self.max_media_bytes = max_media_bytes
 
     def fail(self, field: str, description: str) -> None:
         self.violations.append(Violation(field, description))
@@ -109,7 +124,7 @@ class Checks:
     def one_of(self, field: str, value: str, allowed: Iterable[str]) -> None:
         names = [str(a) for a in allowed]
         if value not in names:
-            self.fail(field, f"must be one of {', '.join(names)}; got {value!r}")
+            self.fail(field, f"must be one of {', '.join(names)}; got {_quoted(value)}")
 
     def count(self, field: str, items: Sequence[Any], maximum: int) -> None:
         if len(items) > maximum:
@@ -118,15 +133,25 @@ class Checks:
     def media_url(self, field: str, url: str) -> None:
         if not url:
             self.fail(field, "is required and must not be empty")
-        elif url.startswith("data:"):
-            if "," not in url:
-                self.fail(field, "must be a data URI of the form data:<type>;base64,<data>")
+        elif url[:5].lower() == "data:":
+            self.data_uri(field, url)
         elif not _is_web_url(url):
             self.fail(field, f"must be an http, https or data URL, got {_quoted(url)}")
+
+    def data_uri(self, field: str, url: str) -> None:
+        head, comma, payload = url.partition(",")
+        if not comma or not head.lower().endswith(";base64"):
+            self.fail(field, "must be a data URI of the form data:<type>;base64,<data>")
+            return
+        decoded = len(payload) // 4 * 3  # base64: 3 bytes per 4 characters (whitespace aside)
+        if self.max_media_bytes is not None and decoded > self.max_media_bytes:
+            self.fail(field, f"data URI holds about {decoded} bytes, more than the limit of {self.max_media_bytes}")
 
     def lora_path(self, field: str, path: str) -> None:
         if not path:
             self.fail(field, "is required and must not be empty")
+        elif len(path) > MAX_URL_CHARS:
+            self.fail(field, f"must be at most {MAX_URL_CHARS} characters, got {len(path)}")
         elif "\0" in path:
             self.fail(field, "must not contain NUL characters")
         elif "://" in path and not _is_web_url(path):
@@ -134,10 +159,16 @@ class Checks:
 
 
 def _is_web_url(url: str) -> bool:
+    """An http(s) URL with a host that parses (brackets, port in 0-65535) and fits MAX_URL_CHARS."""
     if len(url) > MAX_URL_CHARS:
         return False
-    parts = urlsplit(url)
-    return parts.scheme in LORA_URL_SCHEMES and bool(parts.netloc)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError when out of range or not a number
+        host = parts.hostname
+    except ValueError:  # "http://[::1", "http://[abc]/x", "http://h:99999/"
+        return False
+    return parts.scheme.lower() in LORA_URL_SCHEMES and bool(host)
 
 
 def _if_set(message: Any, name: str) -> Any:
@@ -171,6 +202,9 @@ def _check_loras(checks: Checks, loras: Sequence[Any], *, empty_path_means_none:
         prefix = f"loras[{index}]."
         if lora.path or not empty_path_means_none:
             checks.lora_path(prefix + "path", lora.path)
+        name = lora.weight_name
+        if name and (name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > 255):
+            checks.fail(prefix + "weight_name", "must be a file name of at most 255 characters (no '/', '\\', '..')")
         _optional_within(checks, lora, "scale", LORA_SCALE, prefix)
 
 

@@ -3,6 +3,10 @@
     ltx-client run ltx-video-lora --input request.json --out results/
     ltx-client status REQUEST_ID --logs
     ltx-client cancel REQUEST_ID
+    ltx-client upload cat.png
+
+Local files named as inputs (`"image_url": "./cat.png"`, relative to the current directory) are
+uploaded with the Upload RPC before the request is submitted.
 """
 
 from __future__ import annotations
@@ -33,8 +37,46 @@ def build_request(endpoint_id: str, data: dict[str, Any]) -> pb.SubmitRequest:
     return pb.SubmitRequest(input=api_endpoint(endpoint_id).input_container(message))
 
 
-def run(stub: pb_grpc.VideoGenerationStub, endpoint_id: str, data: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Generate with a live progress bar; print log lines; download the video. Returns the output JSON."""
+UPLOADABLE_KEYS = ("image_url", "video_url", "path")  # `path`: a LoRA's weights
+UPLOAD_CHUNK = 1024 * 1024
+
+
+def upload_file(stub: pb_grpc.VideoGenerationStub, path: Path) -> str:
+    """Stream a local file through the Upload RPC; returns the URL the service accepts as an input."""
+
+    def chunks() -> Any:
+        with path.open("rb") as f:
+            first = True
+            while (chunk := f.read(UPLOAD_CHUNK)) or first:
+                yield pb.UploadRequest(file_name=path.name if first else "", chunk=chunk)
+                first = False
+
+    return str(stub.Upload(chunks(), timeout=600).url)
+
+
+def upload_local_files(stub: pb_grpc.VideoGenerationStub, data: Any, base_dir: Path) -> Any:
+    """The request with every local file named as an input (`"image_url": "./cat.png"`) uploaded first
+    and replaced by its URL. URLs and data: URIs are left as they are."""
+    if isinstance(data, list):
+        return [upload_local_files(stub, item, base_dir) for item in data]
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for key, value in data.items():
+        if key in UPLOADABLE_KEYS and isinstance(value, str) and value and "://" not in value \
+                and not value.startswith("data:") and (base_dir / value).is_file():
+            out[key] = upload_file(stub, base_dir / value)
+            print(f"uploaded {value} -> {out[key].split('?')[0]}", file=sys.stderr)
+        else:
+            out[key] = upload_local_files(stub, value, base_dir)
+    return out
+
+
+def run(stub: pb_grpc.VideoGenerationStub, endpoint_id: str, data: dict[str, Any], out_dir: Path,
+        base_dir: Path | None = None) -> dict[str, Any]:
+    """Upload local input files; generate with a live progress bar; print log lines; download the video.
+    Returns the output JSON."""
+    data = upload_local_files(stub, data, base_dir or Path.cwd())
     request = build_request(endpoint_id, data)
     bar: tqdm | None = None
     last: pb.JobEvent | None = None
@@ -82,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "status":
                 status = stub.Status(pb.StatusRequest(request_id=args.request_id, logs=args.logs))
                 print(json_format.MessageToJson(status, preserving_proto_field_name=True))
+            elif args.command == "upload":
+                print(upload_file(stub, Path(args.file)))
             elif args.command == "cancel":
                 response = stub.Cancel(pb.CancelRequest(request_id=args.request_id))
                 print(pb.CancelStatus.Name(response.status))
@@ -111,6 +155,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     s = sub.add_parser("status", help="show a request's status")
     s.add_argument("request_id")
     s.add_argument("--logs", action="store_true")
+    u = sub.add_parser("upload", help="upload an input file; prints its URL")
+    u.add_argument("file")
     c = sub.add_parser("cancel", help="cancel a request")
     c.add_argument("request_id")
     return p.parse_args(argv)

@@ -9,28 +9,62 @@ Nothing here depends on which store it is: the same code runs a single process a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import errno
+import functools
 import hashlib
 import logging
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from service.config import QueueConfig
 from service.domain.errors import ErrorType, JobError
 from service.domain.progress import Progress, Stage
 from service.jobs.records import JobRecord, JobState, LogEntry
 from service.jobs.sql_store import NewJob, SqlJobStore
+from service.media.fetch import current_cancel_check
 
 log = logging.getLogger(__name__)
 
 # Runs one job to its output JSON in a worker thread: (record, on_progress, is_cancelled) -> output_json.
 JobRunner = Callable[[JobRecord, Callable[[Progress], None], Callable[[], bool]], str]
 IDLE_POLL_S = 1.0  # a claim attempt at least this often, in case a notification was missed
+T = TypeVar("T")
+
+# Store writes that fail (a full disk, a database down) are retried with this backoff for as long as
+# the service runs: a worker never dies of them, and readiness says why it is stuck meanwhile.
+STORE_RETRY_FIRST_S = 0.2
+STORE_RETRY_MAX_S = 10.0
+# After the drain's grace period a cancelled job gets this long to stop at its next step.
+DRAIN_CANCEL_WAIT_S = 2.0
+
+
+def _is_store_error(error: BaseException) -> bool:
+    """A failure of the store itself (SQLite full or locked, PostgreSQL unreachable), not of a job."""
+    if isinstance(error, sqlite3.Error | OSError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(error, psycopg.Error)
+
+
+class StoreUnavailable(Exception):
+    """The job store refused a write (e.g. the disk is full): the API answers UNAVAILABLE."""
+
+
+class Draining(Exception):
+    """The service is shutting down and takes no new jobs: the API answers UNAVAILABLE."""
+MAX_TRACKED_JOBS = 100_000
+QUEUED_REFRESH_S = 0.2  # a queued job's watcher re-reads its position at most this often
 
 
 class QueueFull(Exception):
@@ -82,19 +116,33 @@ class JobQueue:
         *,
         endpoints: Iterable[str] | None = None,
         worker_id: str | None = None,
+        workers: int | None = None,
+        before_accelerator: Callable[[str], bool] | None = None,
     ) -> None:
         """`runner` None: a gateway (serves the queue, runs nothing). `endpoints`: what this process's
-        workers claim (None = any)."""
+        workers claim (None = any). `workers`: jobs in flight at once, the stage runner's slots in all
+        its stages (prepare, generate, finish) so the next job is prepared while one generates; default
+        `queue.workers`. `before_accelerator(job_id)`: whether a job of this process is still preparing
+        or waiting for the accelerator (queued, to the client: a cancel ends it at once)."""
         self._store = store
         self._config = config
         self._runner = runner
         self._endpoints = sorted(endpoints) if endpoints is not None else None
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
+        self._worker_count = workers or config.workers
+        self._runner_before_accelerator = before_accelerator
         self._cancel_flags: dict[str, threading.Event] = {}  # jobs running in this process
         self._changed = asyncio.Condition()
-        self._version = 0  # bumped on every change; watchers compare it to what they last saw
+        # Change counters that watchers compare with what they last saw: per job, and for the queue as a
+        # whole (a claim or an ending elsewhere moves the queue positions of every waiting job).
+        self._job_versions: dict[str, int] = {}
+        self._queue_version = 0
         self._work_available = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._workers: list[asyncio.Task[None]] = []
+        self._drain_cancelled: set[str] = set()  # stopped by the drain, not the client: re-queue them
+        self._stuck: dict[str, str] = {}  # worker name -> why it cannot take jobs right now
+        self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -108,21 +156,69 @@ class JobQueue:
         self._store.listen(self._on_store_event)
         if self._runner is not None:
             if not self._store.shared:
-                self._recover_interrupted()
+                await self._persist(self._recover_interrupted, "recovering interrupted jobs")
             self._work_available.set()
-            for i in range(self._config.workers):
-                self._tasks.append(asyncio.create_task(self._worker(), name=f"job-worker-{i}"))
+            for i in range(self._worker_count):
+                name = f"job-worker-{i}"
+                self._workers.append(asyncio.create_task(self._worker(name), name=name))
+            self._tasks.extend(self._workers)
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="job-heartbeat"))
         self._tasks.append(asyncio.create_task(self._sweep(), name="job-sweeper"))
 
     async def stop(self) -> None:
-        for flag in self._cancel_flags.values():
-            flag.set()  # running jobs stop at their next step; they are re-queued by lease expiry or restart
+        """Stop at once; jobs running here go back to the queue now (an orderly stop is not a failure, so
+        no retry is counted, and only while this worker still holds them), stopping at their next step."""
+        self._draining = True
+        running = list(self._cancel_flags)
         for task in self._tasks:
             task.cancel()
+        for job_id in running:
+            if self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id):
+                self._store.add_log(job_id, f"{self.worker_id} stopped while running it; re-queued", "warning")
+                self._store.notify("new")
+        for flag in self._cancel_flags.values():
+            flag.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
-            await asyncio.to_thread(self._store.unregister_worker, self.worker_id)
+            with contextlib.suppress(Exception):  # the store may be the reason we stop
+                await asyncio.to_thread(self._store.unregister_worker, self.worker_id)
+
+    async def drain(self, grace_s: float) -> None:
+        """SIGTERM: take no new job; running jobs get `grace_s` to finish, then are cancelled and
+        re-queued without counting a retry (a result that completes meanwhile is still stored).
+        Returns within about grace_s + DRAIN_CANCEL_WAIT_S, whatever the jobs do."""
+        self._draining = True
+        self._work_available.set()  # idle workers wake up and exit
+        pending = [t for t in self._workers if not t.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=max(grace_s, 0.0))
+            pending = list(still)
+        if pending:
+            for job_id, flag in list(self._cancel_flags.items()):
+                self._drain_cancelled.add(job_id)
+                flag.set()
+            _, still = await asyncio.wait(pending, timeout=DRAIN_CANCEL_WAIT_S)
+            pending = list(still)
+        for task in pending:  # stuck past every bound (e.g. in a codec): re-queue it from here
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for job_id in list(self._cancel_flags):
+            self._best_effort(functools.partial(self._store.requeue, job_id, count_retry=False))
+            self._cancel_flags.pop(job_id, None)
+            log.warning("job did not stop within the drain; re-queued", extra={"request_id": job_id})
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def unavailable_reason(self) -> str | None:
+        """Why this process cannot take jobs right now (None while at least one worker can)."""
+        if self._draining:
+            return "the service is shutting down"
+        alive = [t for t in self._workers if not t.done()]
+        if self._workers and len(self._stuck) >= len(alive):
+            return "; ".join(sorted(set(self._stuck.values()))) or "no job worker is running"
+        return None
 
     def _recover_interrupted(self) -> None:
         """One process owns this store: jobs RUNNING now belonged to a process that died. They are
@@ -147,8 +243,23 @@ class JobQueue:
 
     async def submit(self, endpoint: str, spec_json: str, new: NewJob | None = None) -> tuple[str, int]:
         """Queue a job: (its id, its queue position). With an idempotency key already used for the same
-        input, the first job's id instead (IdempotencyConflict for a different input)."""
-        new = new or NewJob()
+        input, the first job's id instead (IdempotencyConflict for a different input).
+
+        The store's round trips run in a thread: on PostgreSQL they wait on the network, and the event
+        loop keeps serving other calls meanwhile."""
+        if self._draining:
+            raise Draining("the service is shutting down; retry on another replica or later")
+        try:
+            return await asyncio.to_thread(self._submit_blocking, endpoint, spec_json, new or NewJob())
+        except (QueueFull, IdempotencyConflict):
+            raise
+        except Exception as exc:
+            if not _is_store_error(exc):
+                raise
+            log.error("job store refused a new job: %s", exc)
+            raise StoreUnavailable("the job store cannot record new jobs right now; retry later") from exc
+
+    def _submit_blocking(self, endpoint: str, spec_json: str, new: NewJob) -> tuple[str, int]:
         if new.idempotency_key:
             existing = self._store.by_idempotency_key(new.idempotency_key)
             if existing is not None:
@@ -162,7 +273,7 @@ class JobQueue:
             existing = self._store.by_idempotency_key(new.idempotency_key or "")
             assert existing is not None
             return self._same_input_or_conflict(existing, new)
-        self._store.add_log(job_id, f"queued for {endpoint} (priority {new.priority})")
+        self._best_effort(lambda: self._store.add_log(job_id, f"queued for {endpoint} (priority {new.priority})"))
         log.info("job queued", extra={"request_id": job_id})
         self._store.notify("new")
         return job_id, self._store.queue_position(job_id)
@@ -193,6 +304,14 @@ class JobQueue:
         return [progress_from_dict(p) for p in self._store.progress(job_id, record.runs, skip)]
 
     async def cancel(self, job_id: str) -> CancelOutcome:
+        try:
+            return await asyncio.to_thread(self._cancel_blocking, job_id)
+        except Exception as exc:
+            if not _is_store_error(exc):
+                raise
+            raise StoreUnavailable("the job store cannot record the cancellation right now; retry") from exc
+
+    def _cancel_blocking(self, job_id: str) -> CancelOutcome:
         record = self._store.get(job_id)
         if record is None:
             return CancelOutcome.NOT_FOUND
@@ -201,6 +320,16 @@ class JobQueue:
         if record.state is JobState.QUEUED and self._store.finish_if_queued(
             job_id, JobState.CANCELLED, ErrorType.CANCELLED, "cancelled by the client while queued"
         ):
+            self._store.add_log(job_id, "cancelled while queued")
+            self._store.notify("state", job_id)
+            return CancelOutcome.CANCELLED
+        if self._before_accelerator(job_id) and self._store.finish(
+            job_id, JobState.CANCELLED, worker_id=self.worker_id, error_type=ErrorType.CANCELLED,
+            error_message="cancelled by the client while queued",
+        ):
+            # Claimed here but still preparing or waiting for the accelerator: queued, as the client sees
+            # it, so it ends now; its thread stops at its next cancel check and finds it ended.
+            self._cancel_flags[job_id].set()
             self._store.add_log(job_id, "cancelled while queued")
             self._store.notify("state", job_id)
             return CancelOutcome.CANCELLED
@@ -213,11 +342,15 @@ class JobQueue:
         return CancelOutcome.REQUESTED
 
     async def follow(self, job_id: str) -> AsyncIterator[JobView]:
-        """Yield the job's view now and after every change, ending once it has finished."""
+        """Yield the job's view now and after every change, ending once it has finished.
+
+        A running job's watcher wakes for that job's own events; a queued job's watcher also for queue
+        moves, at most every QUEUED_REFRESH_S (hundreds of waiting watchers would otherwise re-read the
+        store on every claim)."""
         last: JobView | None = None
         while True:
-            version = self._version
-            view = self.view(job_id)
+            seen = (self._job_versions.get(job_id, 0), self._queue_version)
+            view = await asyncio.to_thread(self.view, job_id)
             if view is None:
                 return
             if view != last:
@@ -225,11 +358,14 @@ class JobQueue:
                 last = view
             if view.record.state.finished:
                 return
-            await self._wait_for_change(version)
+            queued = view.record.state is JobState.QUEUED
+            await self._wait_for_change(job_id, seen, queued)
+            if queued and self._job_versions.get(job_id, 0) == seen[0]:
+                await asyncio.sleep(QUEUED_REFRESH_S)
 
-    async def _wait_for_change(self, seen_version: int) -> None:
+    async def _wait_for_change(self, job_id: str, seen: tuple[int, int], queued: bool) -> None:
         def changed() -> bool:
-            return self._version != seen_version
+            return self._job_versions.get(job_id, 0) != seen[0] or (queued and self._queue_version != seen[1])
 
         async with self._changed:
             try:  # the timeout is a safety net, not the normal path
@@ -253,7 +389,12 @@ class JobQueue:
             self._work_available.set()
         elif kind == "cancel" and job_id in self._cancel_flags:
             self._cancel_flags[job_id].set()
-        self._version += 1
+        if job_id:
+            if len(self._job_versions) > MAX_TRACKED_JOBS:  # bounded: a reset only wakes watchers once
+                self._job_versions.clear()
+            self._job_versions[job_id] = self._job_versions.get(job_id, 0) + 1
+        if kind in ("new", "state"):
+            self._queue_version += 1
         asyncio.ensure_future(self._wake_watchers())
 
     async def _wake_watchers(self) -> None:
@@ -262,30 +403,68 @@ class JobQueue:
 
     # ---- workers ----
 
-    async def _worker(self) -> None:
+    async def _persist(self, write: Callable[[], T], what: str, worker: str | None = None) -> T:
+        """Run a store write, retrying with backoff while the store fails (full disk, database down).
+
+        Meanwhile the worker counts as stuck, so readiness turns NOT_SERVING with the reason.
+        """
+        delay = STORE_RETRY_FIRST_S
         while True:
             try:
-                record = self._store.claim_next(self.worker_id, self._config.lease_s, self._endpoints)
-            except Exception:  # the store is unreachable for a moment: try again, never die
-                log.exception("claiming a job failed; retrying")
-                await asyncio.sleep(IDLE_POLL_S)
+                result = write()
+            except Exception as exc:
+                if not _is_store_error(exc):
+                    raise
+                reason = f"the job store rejects writes ({exc}) while {what}"
+                if worker is not None:
+                    self._stuck[worker] = reason
+                log.error("%s; retrying in %.1f s", reason, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX_S)
                 continue
-            if record is None:
-                self._work_available.clear()
-                try:
-                    await asyncio.wait_for(self._work_available.wait(), IDLE_POLL_S)
-                except TimeoutError:
-                    pass
-                continue
-            await self._run(record)
+            if worker is not None and self._stuck.pop(worker, None) is not None:
+                log.info("%s: the job store accepts writes again", worker)
+            return result
 
-    async def _run(self, record: JobRecord) -> None:
+    def _best_effort(self, write: Callable[[], object]) -> None:
+        """A write whose loss costs only a log line or a progress report."""
+        try:
+            write()
+        except Exception as exc:
+            if not _is_store_error(exc):
+                raise
+            log.warning("job store write dropped: %s", exc)
+
+    async def _worker(self, name: str) -> None:
+        """Claims and runs jobs until the drain; nothing a job or the store does ends this loop."""
+        while not self._draining:
+            try:
+                record = await self._persist(
+                    lambda: self._store.claim_next(self.worker_id, self._config.lease_s, self._endpoints),
+                    "claiming the next job",
+                    name,
+                )
+                if record is None:
+                    self._work_available.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._work_available.wait(), IDLE_POLL_S)
+                    continue
+                await self._run(record, name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in the queue itself: log it, keep the worker alive
+                log.exception("%s: unexpected error; continuing", name)
+                self._stuck[name] = "a job worker hit an unexpected error"
+                await asyncio.sleep(IDLE_POLL_S)
+                self._stuck.pop(name, None)
+
+    async def _run(self, record: JobRecord, worker: str) -> None:
         job_id = record.job_id
         flag = self._cancel_flags.setdefault(job_id, threading.Event())
         if record.cancel_requested:
             flag.set()
-        self._store.add_log(job_id, f"started on {self.worker_id} (run {record.runs})")
-        self._store.notify("state", job_id)
+        self._best_effort(lambda: self._store.add_log(job_id, f"started on {self.worker_id} (run {record.runs})"))
+        self._best_effort(lambda: self._store.notify("state", job_id))
         loop = asyncio.get_running_loop()
 
         def on_progress(progress: Progress) -> None:  # called from the worker thread
@@ -293,38 +472,74 @@ class JobQueue:
 
         assert self._runner is not None
         try:
-            output_json = await asyncio.to_thread(self._runner, record, on_progress, flag.is_set)
-        except JobError as error:
-            state = JobState.CANCELLED if error.error_type is ErrorType.CANCELLED else JobState.FAILED
-            self._end(job_id, state, f"{error.error_type}: {error.message}", "error",
-                      error_type=error.error_type, error_message=error.message)
+            output_json = await _in_daemon_thread(self._runner, record, on_progress, flag.is_set)
         except asyncio.CancelledError:
-            raise  # shutting down: the job stays RUNNING until its lease expires (or the next start)
-        except Exception:
-            log.exception("job failed with a bug", extra={"request_id": job_id})
-            message = f"internal error (request id {job_id}); the service log has the details"
-            self._end(job_id, JobState.FAILED, message, "error", error_type=ErrorType.INTERNAL_ERROR,
-                      error_message=message)
+            raise  # stopped hard: the job stays RUNNING until its lease expires (or the next start)
+        except BaseException as error:  # noqa: BLE001 - every failure of a job ends that job, not the worker
+            await self._record_failure(job_id, error, worker)
         else:
-            self._end(job_id, JobState.SUCCEEDED, "completed", "info", output_json=output_json)
-        finally:
-            self._cancel_flags.pop(job_id, None)
+            await self._end(job_id, JobState.SUCCEEDED, "completed", "info", worker, output_json=output_json)
+        self._cancel_flags.pop(job_id, None)
+        self._drain_cancelled.discard(job_id)
 
-    def _end(self, job_id: str, state: JobState, line: str, level: str, **fields: Any) -> None:
+    async def _record_failure(self, job_id: str, error: BaseException, worker: str) -> None:
+        if isinstance(error, JobError) and error.error_type is ErrorType.CANCELLED and job_id in self._drain_cancelled:
+            await self._persist(
+                lambda: self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id),
+                "re-queueing a drained job", worker,
+            )
+            self._best_effort(lambda: self._store.add_log(job_id, "the service is shutting down; re-queued", "warning"))
+            log.info("drained job re-queued", extra={"request_id": job_id})
+            return
+        if isinstance(error, JobError):
+            error_type, message = error.error_type, error.message
+        elif isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            log.error("job failed: the disk is full", extra={"request_id": job_id})
+            error_type = ErrorType.INTERNAL_ERROR
+            message = f"the service ran out of disk space (request id {job_id}); retry later"
+        else:
+            log.error("job failed with a bug", exc_info=error, extra={"request_id": job_id})
+            error_type = ErrorType.INTERNAL_ERROR
+            message = f"internal error (request id {job_id}); the service log has the details"
+        state = JobState.CANCELLED if error_type is ErrorType.CANCELLED else JobState.FAILED
+        await self._end(job_id, state, f"{error_type}: {message}", "error", worker,
+                        error_type=error_type, error_message=message)
+
+    def _before_accelerator(self, job_id: str) -> bool:
+        """A job of this process's stage runner that has not reached the accelerator yet."""
+        check = self._runner_before_accelerator
+        return check is not None and job_id in self._cancel_flags and check(job_id)
+
+    def _ended_here(self, job_id: str) -> bool:
+        try:
+            record = self._store.get(job_id)
+        except Exception:  # noqa: BLE001 (the store is unreachable: report the takeover as before)
+            return False
+        return record is not None and record.state.finished and record.worker_id == self.worker_id
+
+    async def _end(self, job_id: str, state: JobState, line: str, level: str, worker: str, **fields: Any) -> None:
         """Finish the job if this worker still holds it; a worker whose lease was taken over drops its
-        result, so every job completes exactly once."""
-        if self._store.finish(job_id, state, worker_id=self.worker_id, **fields):
-            self._store.add_log(job_id, line, level)
+        result, so every job completes exactly once. The write is retried until the store takes it."""
+        owned = await self._persist(
+            lambda: self._store.finish(job_id, state, worker_id=self.worker_id, **fields), "recording a job's end", worker
+        )
+        if owned:
+            self._best_effort(lambda: self._store.add_log(job_id, line, level))
+        elif await asyncio.to_thread(self._ended_here, job_id):
+            pass  # e.g. cancelled while it waited for the accelerator: already ended, by this process
         else:
             log.warning("job was taken over by another worker; dropping this run's ending (%s)", state,
                         extra={"request_id": job_id})
-        self._store.notify("state", job_id)
+        self._best_effort(lambda: self._store.notify("state", job_id))
 
     def _record_progress(self, job_id: str, run: int, progress: Progress) -> None:
-        self._store.add_progress(job_id, run, progress_to_dict(progress))
-        if progress.message:
-            self._store.add_log(job_id, progress.message)
-        self._store.notify("progress", job_id)
+        def write() -> None:
+            self._store.add_progress(job_id, run, progress_to_dict(progress))
+            if progress.message:
+                self._store.add_log(job_id, progress.message)
+            self._store.notify("progress", job_id)
+
+        self._best_effort(write)
 
     async def _heartbeat(self) -> None:
         """Renew the leases of this process's running jobs; stop those it lost or that were cancelled."""
@@ -363,3 +578,34 @@ class JobQueue:
             self._store.add_log(job_id, "retries_exhausted: interrupted too many times", "error")
         for job_id in requeued + exhausted:
             self._store.notify("state", job_id)
+
+
+def _in_daemon_thread(
+    runner: JobRunner, record: JobRecord, on_progress: Callable[[Progress], None], is_cancelled: Callable[[], bool]
+) -> asyncio.Future[str]:
+    """Run a job in a daemon thread: unlike `asyncio.to_thread`, a job stuck in a fetch or a codec
+    cannot hold the process past its shutdown deadline. Its fetches see its cancel check."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str] = loop.create_future()
+
+    def settle(result: str | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or "")
+
+    def body() -> None:
+        current_cancel_check.set(is_cancelled)
+        result: str | None = None
+        failure: BaseException | None = None
+        try:
+            result = runner(record, on_progress, is_cancelled)
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting worker
+            failure = error
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
+            loop.call_soon_threadsafe(settle, result, failure)
+
+    threading.Thread(target=body, name=f"job-{record.job_id[:8]}", daemon=True).start()
+    return future

@@ -32,6 +32,7 @@ from service.domain.errors import JobError
 from service.jobs.records import JobRecord, JobState
 from service.jobs.sql_store import SqlJobStore
 from service.media.fetch import FetchLimits, connect_checked
+from service.observability.metrics import WEBHOOK_DELIVERIES
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,11 @@ def verify(jwks: dict[str, Any], headers: dict[str, str], body: bytes) -> bool:
     return False
 
 
+def backoff_s(config: WebhookConfig, failed_attempts: int) -> float:
+    """The wait after the n-th failed attempt: doubling from first_backoff_s, capped at max_backoff_s."""
+    return float(min(config.first_backoff_s * 2 ** (failed_attempts - 1), config.max_backoff_s))
+
+
 def webhook_body(record: JobRecord, payload: dict[str, Any] | None) -> dict[str, Any]:
     ok = record.state is JobState.SUCCEEDED
     error = None if ok else f"{record.error_type}: {record.error_message}"
@@ -136,8 +142,9 @@ class WebhookDispatcher:
         tries = attempts + 1
         next_at = None
         if error is not None and tries < self._config.max_attempts:
-            next_at = time.time() + min(self._config.first_backoff_s * 2 ** (tries - 1), self._config.max_backoff_s)
+            next_at = time.time() + backoff_s(self._config, tries)
         self._store.record_webhook_attempt(record.job_id, delivered=error is None, error=error, next_attempt_at=next_at)
+        WEBHOOK_DELIVERIES.labels("delivered" if error is None else "failed").inc()
         outcome = "delivered" if error is None else f"attempt {tries} failed ({error})"
         self._store.add_log(record.job_id, f"webhook {outcome}", "info" if error is None else "warning")
         self._store.notify("state", record.job_id)

@@ -7,13 +7,17 @@ Client-supplied URLs are fetched with these guards:
 - Size: at most `max_bytes`. A larger Content-Length is refused before the body is read; the body is
   streamed and dropped as soon as it passes the limit (servers may lie or send no length). A data URI
   is size-checked before it is decoded.
-- Time: `timeout_s` bounds the whole fetch, redirects included (name resolution aside: the system
-  resolver takes no timeout).
+- Time: `timeout_s` bounds the whole fetch: connect, headers and body, redirects included (name
+  resolution aside: the system resolver takes no timeout). A watchdog thread shuts the socket down at
+  the deadline, so a server that drips its headers a byte at a time cannot stretch it; the same
+  watchdog ends the fetch as soon as the job is cancelled (`is_cancelled`, or the job's cancel check
+  set in `current_cancel_check` by the job runner).
 - Content (media inputs): the first bytes must be an image or video container (service/media/sniff.py),
   whatever the server's Content-Type says; with `expect`, of that kind.
 - Network: unless `allow_private_networks`, every address a host resolves to must be public: loopback,
   private, link-local, shared (CGNAT), reserved, multicast and unspecified addresses, their IPv6
-  equivalents, and IPv6 forms embedding such an IPv4 address (mapped, 6to4, NAT64) are refused. The host
+  equivalents, site-local fec0::/10 and every IPv6 form embedding an IPv4 address (compatible, mapped,
+  translated, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4, Teredo) are refused. The host
   is resolved once and the connection goes to the checked address, so a second DNS answer cannot
   redirect it (DNS rebinding); TLS still verifies the certificate against the host name. Each redirect
   is checked the same way.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import contextvars
 import http.client
 import io
 import ipaddress
@@ -33,25 +38,49 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
 
-from service.domain.errors import ErrorType, JobError
+from service.domain.errors import Cancelled, ErrorType, JobError
 from service.media.sniff import SNIFF_BYTES, MediaKind, sniff_media_type
+from service.observability.metrics import counted_fetch
 
 logger = logging.getLogger(__name__)
 
 _READ_CHUNK = 64 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _USER_AGENT = "ltx-video-service"
-# NAT64 well-known prefix: the last 32 bits of such an address are an IPv4 address.
-_NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 ranges refused outright, whatever `is_global` says: every form that carries an IPv4 address
+# (IPv4-compatible, IPv4-mapped, IPv4-translated, NAT64 well-known and local-use, 6to4, Teredo) and the
+# deprecated site-local range. A public IPv4 host is fetched over IPv4, never through these.
+_FORBIDDEN_IPV6 = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "::/96",  # IPv4-compatible (deprecated): ::a.b.c.d
+        "::ffff:0:0/96",  # IPv4-mapped
+        "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
+        "64:ff9b::/96",  # NAT64 well-known prefix
+        "64:ff9b:1::/48",  # NAT64 local-use prefix
+        "2002::/16",  # 6to4
+        "2001::/32",  # Teredo
+        "fec0::/10",  # site-local (deprecated)
+    )
+)
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+CancelCheck = Callable[[], bool]
+_WATCH_INTERVAL_S = 0.1
+
+# The running job's cancel check, set by the job runner in the job's thread, so that every fetch a job
+# makes (media, LoRA) stops on Cancel without each layer passing the check down.
+current_cancel_check: contextvars.ContextVar[CancelCheck | None] = contextvars.ContextVar(
+    "current_cancel_check", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +89,8 @@ class FetchLimits:
     timeout_s: float = 60.0
     allow_private_networks: bool = False  # only for trusted deployments and tests
     max_redirects: int = 5
+    # URLs the service issued itself (its Upload storage); allowed on private addresses. Set at start-up.
+    trusted_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,39 +102,65 @@ class FetchedMedia:
 
 
 class _Deadline:
-    def __init__(self, seconds: float) -> None:
+    """The fetch's total deadline and cancel check, enforced by a watchdog on the open socket."""
+
+    def __init__(self, seconds: float, is_cancelled: CancelCheck | None = None) -> None:
         self.seconds = seconds
         self._end = time.monotonic() + seconds
+        self._is_cancelled = is_cancelled or current_cancel_check.get() or (lambda: False)
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self.cancelled = False
+        self.expired = False
+        self._watchdog = threading.Thread(target=self._watch, name="fetch-watchdog", daemon=True)
+        self._watchdog.start()
 
     def remaining(self) -> float:
+        self.check()
         left = self._end - time.monotonic()
         if left <= 0:
             raise TimeoutError
         return left
+
+    def check(self) -> None:
+        if self.cancelled or self._is_cancelled():
+            self.cancelled = True
+            raise Cancelled("cancelled by the client while fetching an input")
+        if self.expired:
+            raise TimeoutError
+
+    def guard(self, sock: socket.socket | None) -> None:
+        """The socket the watchdog shuts down when the time is up or the job is cancelled."""
+        with self._lock:
+            self._socket = sock
+
+    def close(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.wait(_WATCH_INTERVAL_S):
+            if self._is_cancelled():
+                self.cancelled = True
+            elif time.monotonic() >= self._end:
+                self.expired = True
+            else:
+                continue
+            with self._lock:
+                if self._socket is not None:
+                    with contextlib.suppress(OSError):
+                        self._socket.shutdown(socket.SHUT_RDWR)
+            return
 
 
 def _fail(field_path: str, reason: str) -> JobError:
     return JobError(ErrorType.INPUT_FETCH_FAILED, f"{field_path}: {reason}")
 
 
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]  # the client's address
-    if address in _NAT64_PREFIX:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
 def is_forbidden_address(address: IpAddress) -> bool:
     """True for every address that is not plainly public unicast (see the module docstring)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(address)
-        if embedded is not None and is_forbidden_address(embedded):
-            return True
+    if isinstance(address, ipaddress.IPv6Address) and any(address in net for net in _FORBIDDEN_IPV6):
+        return True
     # `is_global` is False for private, loopback, link-local, shared, reserved and unspecified
     # ranges; multicast is checked apart because Python counts some multicast ranges as global.
     return not address.is_global or address.is_multicast
@@ -164,6 +221,8 @@ def connect_checked(
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError as exc:
         raise _fail(field_path, "invalid port in URL") from exc
+    if any(url.startswith(prefix) for prefix in limits.trusted_prefixes):
+        limits = replace(limits, allow_private_networks=True)
     addresses = _resolve(parts.hostname, port, limits, field_path)
     connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
     last_error: OSError | None = None
@@ -183,6 +242,7 @@ def connect_checked(
 
 def _open(url: str, limits: FetchLimits, field_path: str, deadline: _Deadline) -> http.client.HTTPConnection:
     conn, path, host_header = connect_checked(url, limits, field_path, deadline.remaining())
+    deadline.guard(conn.sock)  # from here the watchdog can cut the connection at the deadline or on Cancel
     conn.request(
         "GET",
         path,
@@ -214,6 +274,8 @@ def _copy_limited(
             conn.sock.settimeout(deadline.remaining())
         chunk = response.read1(_READ_CHUNK)
         if not chunk:
+            if declared is not None and declared.strip().isdigit() and received != int(declared):
+                raise _fail(field_path, f"the download stopped after {received} of {int(declared)} bytes")
             return received
         received += len(chunk)
         if received > limits.max_bytes:
@@ -221,21 +283,37 @@ def _copy_limited(
         sink.write(chunk)
 
 
-def _fetch_http(url: str, limits: FetchLimits, field_path: str, sink: BinaryIO) -> int:
+def _fetch_http(
+    url: str, limits: FetchLimits, field_path: str, sink: BinaryIO, is_cancelled: CancelCheck | None = None
+) -> int:
     """Copy the body at `url` into `sink`, following redirects, each one checked like the first URL."""
-    deadline = _Deadline(limits.timeout_s)
+    deadline = _Deadline(limits.timeout_s, is_cancelled)
+    try:
+        return _follow_redirects(url, limits, field_path, sink, deadline)
+    except (OSError, http.client.HTTPException, ValueError):
+        deadline.check()  # a socket shut down by the watchdog: say why instead of "connection reset"
+        raise
+    finally:
+        deadline.close()
+
+
+def _follow_redirects(url: str, limits: FetchLimits, field_path: str, sink: BinaryIO, deadline: _Deadline) -> int:
     current = url
     for _ in range(limits.max_redirects + 1):
         conn = _open(current, limits, field_path, deadline)
         try:
             response = conn.getresponse()
+            deadline.check()
             if response.status in _REDIRECT_STATUSES and response.getheader("Location"):
                 current = urljoin(current, response.getheader("Location", ""))
                 continue
             if not 200 <= response.status < 300:
                 raise _fail(field_path, f"HTTP {response.status} {response.reason} from {_describe(current)}")
-            return _copy_limited(conn, response, limits, field_path, deadline, sink)
+            size = _copy_limited(conn, response, limits, field_path, deadline, sink)
+            deadline.check()
+            return size
         finally:
+            deadline.guard(None)
             conn.close()
     raise _fail(field_path, f"more than {limits.max_redirects} redirects")
 
@@ -251,9 +329,14 @@ def _network_errors(field_path: str, limits: FetchLimits) -> Iterator[None]:
         raise _fail(field_path, f"TLS error: {exc.reason or exc}") from exc
     except (OSError, http.client.HTTPException) as exc:
         raise _fail(field_path, f"download failed: {exc.__class__.__name__}: {exc}") from exc
+    except ValueError as exc:  # a redirect to an unparsable URL ("http://[::1")
+        raise _fail(field_path, "download failed: the server redirected to an invalid URL") from exc
 
 
-def download_to_file(url: str, target: Path, *, field: str, limits: FetchLimits) -> int:
+@counted_fetch("download")
+def download_to_file(
+    url: str, target: Path, *, field: str, limits: FetchLimits, is_cancelled: CancelCheck | None = None
+) -> int:
     """Stream an http(s) URL into `target` with every guard of this module but the content check.
 
     The body goes to a temporary file beside `target` that is renamed into place only when complete, so
@@ -264,7 +347,7 @@ def download_to_file(url: str, target: Path, *, field: str, limits: FetchLimits)
     handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
     try:
         with os.fdopen(handle, "wb") as sink, _network_errors(field, limits):
-            size = _fetch_http(url, limits, field, sink)
+            size = _fetch_http(url, limits, field, sink, is_cancelled)
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
@@ -296,8 +379,14 @@ def _describe(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}" if host else f"{parts.scheme}: URL"
 
 
+@counted_fetch("media")
 def fetch_media(
-    url: str, *, field: str, limits: FetchLimits, expect: MediaKind | None = None
+    url: str,
+    *,
+    field: str,
+    limits: FetchLimits,
+    expect: MediaKind | None = None,
+    is_cancelled: CancelCheck | None = None,
 ) -> FetchedMedia:
     """Fetches one media input; `field` names it in errors, e.g. "images[1].image_url"."""
     is_data_uri = url[:5].lower() == "data:"
@@ -306,7 +395,7 @@ def fetch_media(
     else:
         body = io.BytesIO()
         with _network_errors(field, limits):
-            _fetch_http(url, limits, field, body)
+            _fetch_http(url, limits, field, body, is_cancelled)
         data = body.getvalue()
     media_type = sniff_media_type(data[:SNIFF_BYTES])
     if media_type is None:

@@ -41,8 +41,8 @@ from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from service.contract.frames import legal_frames_at_most
-from service.domain.context import JobContext
-from service.domain.progress import Stage
+from service.domain.errors import Cancelled
+from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.pipelines.components import Components, ModelGeometry
 from service.pipelines.latents import LatentShape, normalize, pack, video_coords
 
@@ -67,6 +67,14 @@ class ConditioningMedia:
     @property
     def num_frames(self) -> int:
         return int(self.pixels.shape[2])
+
+
+class LatentCondition(NamedTuple):
+    """Normalized latents [1, C, k, h, w] added as extra tokens at the clip's latent frames 0..k-1 (a long
+    video's window continuing the previous windows' tail, service/pipelines/long_video.py)."""
+
+    latents: torch.Tensor
+    strength: float
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,7 @@ def prepare_conditioned_latents(
     initial_latents: torch.Tensor | None = None,
     initial_sigma: float = 1.0,
     options: ConditioningOptions = ConditioningOptions(),
+    latent_conditions: Sequence[LatentCondition] = (),
 ) -> ConditionedLatents:
     """Noise (or `initial_latents` noised to `initial_sigma`) with `media` blended in or appended.
 
@@ -160,7 +169,12 @@ def prepare_conditioned_latents(
         latents = encode_media(components, item.pixels, device)
         keyframe = _place(grid, frame_strength, latents, item, geometry, options)
         if keyframe is not None:
-            extra.append(_keyframe_tokens(keyframe, item, shape, geometry, generator, frame_rate))
+            extra.append(
+                _keyframe_tokens(keyframe, item.start_frame, item.strength, shape, geometry, generator, frame_rate)
+            )
+    for condition in latent_conditions:
+        latents = condition.latents.to(device, torch.float32)
+        extra.append(_keyframe_tokens(latents, 0, condition.strength, shape, geometry, generator, frame_rate))
     coords = video_coords(shape, geometry, frame_rate, device)
     strength = frame_strength.repeat_interleave(shape.height * shape.width)[None]
     tokens = pack(grid, geometry)
@@ -205,14 +219,15 @@ def _place(
 
 def _keyframe_tokens(
     latents: torch.Tensor,
-    item: ConditioningMedia,
+    start_frame: int,
+    strength: float,
     grid_shape: LatentShape,
     geometry: ModelGeometry,
     generator: torch.Generator,
     frame_rate: float,
 ) -> _Keyframe:
     noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    blended = torch.lerp(noise, latents, item.strength)
+    blended = torch.lerp(noise, latents, strength)
     shape = grid_shape._replace(frames=latents.shape[2])
     ids = LTXConditionPipeline._prepare_video_ids(
         1, shape.frames, shape.height, shape.width, geometry.patch_size, geometry.patch_size_t, latents.device
@@ -221,13 +236,12 @@ def _keyframe_tokens(
         ids,
         scale_factor=geometry.spatial_compression,
         scale_factor_t=geometry.temporal_compression,
-        frame_index=item.start_frame,
+        frame_index=start_frame,
         device=latents.device,
     ).float()
     coords[:, 0] = coords[:, 0] * (1.0 / frame_rate)
     tokens = pack(blended, geometry)
-    strength = torch.full(tokens.shape[:2], item.strength, device=latents.device)
-    return _Keyframe(tokens, coords, strength)
+    return _Keyframe(tokens, coords, torch.full(tokens.shape[:2], strength, device=latents.device))
 
 
 def model_timesteps(sigma: float | torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
@@ -250,11 +264,12 @@ def denoise_conditioned(
     state: ConditionedLatents,
     sigmas: Sequence[float],
     velocity: VelocityFn,
-    ctx: JobContext,
+    generator: torch.Generator,
+    on_progress: ProgressCallback,
+    is_cancelled: CancelCheck,
     options: ConditioningOptions = ConditioningOptions(),
 ) -> torch.Tensor:
-    """Runs one Euler step per entry of `sigmas` (descending; the last step goes to 0), re-noising the
-    hard conditions from `ctx`'s generator, reporting each step and checking for cancellation before it.
+    """Runs one Euler step per entry of `sigmas` (descending; the last step goes to 0).
 
     Returns all tokens [1, E + N, C]; `generated_tokens` drops the keyframes.
     """
@@ -264,9 +279,9 @@ def denoise_conditioned(
     renoise = options.image_cond_noise_scale > 0 and bool(hard.any())
     latents = state.tokens
     total = len(sigmas)
-    generator = ctx.require_generator()
     for step in range(total):
-        ctx.raise_if_cancelled()
+        if is_cancelled():
+            raise Cancelled()
         sigma, next_sigma = schedule[step], schedule[step + 1]
         if renoise:
             noise = randn_tensor(
@@ -277,7 +292,7 @@ def denoise_conditioned(
         guided = velocity(latents, model_timesteps(sigma, state.strength), step).float()
         stepped = latents + (next_sigma - sigma) * guided
         latents = torch.where(tokens_to_update(sigma, state.strength)[..., None], stepped, latents)
-        ctx.report(Stage.DENOISING, step=step + 1, total=total)
+        on_progress(Progress(Stage.DENOISING, step=step + 1, total=total))
     return latents
 
 

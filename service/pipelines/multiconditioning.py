@@ -15,7 +15,7 @@ transformer binding without STG support (not a `PerturbableTransformer`) runs CF
 says so; the torch and the Triton bindings both support it.
 
 Conditioning (service/pipelines/conditioning.py): the media arrive decoded at the output size
-(service/pipelines/media_inputs.py), are trimmed to legal lengths and blended in or appended as keyframe
+(service/inputs/media.py), are trimmed to legal lengths and blended in or appended as keyframe
 tokens; the keyframe tokens are dropped before decoding.
 """
 
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from service.contract.frames import frames_to_generate
-from service.domain.context import JobContext
+from service.domain.geometry import FrameSize
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import Stage
-from service.domain.specs import MulticonditioningSpec, TextToVideoSpec
+from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.specs import ExtendSpec, MulticonditioningSpec, TextToVideoSpec
 from service.pipelines.components import Components, PerturbableTransformer, Perturbation
 from service.pipelines.conditioning import (
     ConditionedLatents,
@@ -50,7 +50,7 @@ from service.pipelines.guidance import (
     split_passes,
 )
 from service.pipelines.latents import LatentShape, latent_shape
-from service.pipelines.sampling import seeded
+from service.pipelines.padding import crop_frames, generated_size, pad_media
 from service.pipelines.schedules import DEV_13B_097_FIRST_PASS, GuidanceSchedule, linear_quadratic_sigmas
 from service.pipelines.text_to_video import (
     DecodeOptions,
@@ -96,7 +96,7 @@ class GuidedVelocity:
         prompts: PromptEmbeddings,
         coords: torch.Tensor,
         settings_per_step: Sequence[GuidanceSettings],
-        ctx: JobContext,
+        on_progress: ProgressCallback,
     ) -> None:
         if prompts.embeds.shape[0] != 2:
             raise ValueError("guided sampling needs [negative, positive] prompt embeddings")
@@ -107,7 +107,7 @@ class GuidedVelocity:
         if not isinstance(self._transformer, PerturbableTransformer):
             if any(s.uses_stg for s in self._settings):
                 logger.warning(NO_STG_MESSAGE)
-                ctx.report(Stage.DENOISING, message=NO_STG_MESSAGE)
+                on_progress(Progress(Stage.DENOISING, message=NO_STG_MESSAGE))
             self._settings = [replace(s, stg_scale=0.0) for s in self._settings]
         self.calls = 0
         self.perturbed_steps: list[int] = []
@@ -164,15 +164,19 @@ def sample_dev(
     state: ConditionedLatents,
     prompts: PromptEmbeddings,
     num_inference_steps: int,
+    generator: torch.Generator,
     options: DevSamplingOptions,
-    ctx: JobContext,
+    on_progress: ProgressCallback,
+    is_cancelled: CancelCheck,
 ) -> tuple[torch.Tensor, GuidedVelocity]:
     """Conditioned, guided sampling of `state`; returns the generated grid's tokens and the guidance."""
     sigmas = linear_quadratic_sigmas(num_inference_steps)
     velocity = GuidedVelocity(
-        components, prompts, state.coords, options.guidance.settings_per_step(sigmas), ctx
+        components, prompts, state.coords, options.guidance.settings_per_step(sigmas), on_progress
     )
-    tokens = denoise_conditioned(state, sigmas, velocity, ctx, options.conditioning)
+    tokens = denoise_conditioned(
+        state, sigmas, velocity, generator, on_progress, is_cancelled, options.conditioning
+    )
     logger.info("STG ran on %d of %d steps", len(velocity.perturbed_steps), len(sigmas))
     return generated_tokens(tokens, state.num_extra_tokens), velocity
 
@@ -183,6 +187,7 @@ class DevClip:
 
     prompt: str
     negative_prompt: str
+    size: FrameSize  # the output frame; `shape` is the generated one, padded up to the latent grid
     shape: LatentShape
     frame_rate: float
     num_inference_steps: int
@@ -192,43 +197,61 @@ def render_dev_clip(
     components: Components,
     clip: DevClip,
     media: Sequence[ConditioningMedia],
+    generator: torch.Generator,
     options: DevSamplingOptions,
-    ctx: JobContext,
+    on_progress: ProgressCallback,
+    is_cancelled: CancelCheck,
 ) -> np.ndarray:
     """Prompt encoding, conditioning, guided sampling and decoding of one clip: uint8 [F, H, W, 3] with
-    all of the clip's generated frames (callers trim). Shared by the dev endpoints; the noise comes from
-    `ctx`'s generator."""
-    generator = ctx.require_generator()
+    all of the clip's generated frames (callers trim), cropped to `clip.size`; `media` are at that size.
+    Shared by text to video, multiconditioning and extend."""
+    media = [pad_media(item, clip.size) for item in media]
     with torch.inference_mode():
-        ctx.report(Stage.ENCODING_PROMPT, "encoding the prompt")
+        on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
         prompts = encode_guided_prompts(components, clip.prompt, clip.negative_prompt)
         if media:
-            ctx.report(Stage.PREPARING_CONDITIONS, f"encoding {len(media)} condition(s)")
+            on_progress(Progress(Stage.PREPARING_CONDITIONS, message=f"encoding {len(media)} condition(s)"))
         device = prompts.embeds.device
         state = prepare_conditioned_latents(
             components, clip.shape, media, clip.frame_rate, generator, device, options=options.conditioning
         )
-        tokens, _ = sample_dev(components, state, prompts, clip.num_inference_steps, options, ctx)
-        ctx.report(Stage.DECODING, "decoding latents to frames")
-        return to_uint8_frames(decode(components, tokens, clip.shape, generator, options.decoding))
+        tokens, _ = sample_dev(
+            components, state, prompts, clip.num_inference_steps, generator, options, on_progress, is_cancelled
+        )
+        on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
+        frames = to_uint8_frames(decode(components, tokens, clip.shape, generator, options.decoding))
+        return np.ascontiguousarray(crop_frames(frames, clip.size))
+
+
+def dev_clip(
+    components: Components, spec: MulticonditioningSpec | TextToVideoSpec | ExtendSpec, num_frames: int
+) -> DevClip:
+    """The clip for `spec`: `num_frames` (8k + 1) frames at its size padded up to the latent grid."""
+    size = FrameSize(spec.width, spec.height)
+    generated = generated_size(size)
+    shape = latent_shape(components.geometry, 1, num_frames, generated.height, generated.width)
+    return DevClip(
+        spec.prompt, spec.negative_prompt, size, shape, spec.frame_rate, spec.num_inference_steps
+    )
 
 
 def generate_multiconditioning(
     components: Components,
     spec: MulticonditioningSpec,
     media: Sequence[ConditioningMedia],
-    ctx: JobContext,
+    on_progress: ProgressCallback,
+    is_cancelled: CancelCheck,
     options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
 ) -> GeneratedVideo:
     """Exactly `spec.num_frames` frames of `spec.width` x `spec.height`, conditioned on `media`.
 
-    `spec`'s size must be resolved (media_inputs does it for AUTO) and `media` decoded at that size.
+    `spec`'s size must be resolved (service/inputs/media.py does it for AUTO) and `media` decoded at that size.
     """
     if not spec.width or not spec.height:
         raise ValueError("the spec's AUTO size must be resolved before generation")
-    geometry = components.geometry
-    num_frames = frames_to_generate(spec.num_frames, geometry.temporal_compression)
-    shape = latent_shape(geometry, 1, num_frames, spec.height, spec.width)
+    num_frames = frames_to_generate(spec.num_frames, components.geometry.temporal_compression)
+    clip = dev_clip(components, spec, num_frames)
+    generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(
         "multiconditioning %dx%d, %d frames (%d generated), %d steps, %d images, %d videos",
         spec.width,
@@ -239,8 +262,7 @@ def generate_multiconditioning(
         len(spec.images),
         len(spec.videos),
     )
-    clip = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
-    frames = render_dev_clip(components, clip, media, options, seeded(ctx, spec.seed))
+    frames = render_dev_clip(components, clip, media, generator, options, on_progress, is_cancelled)
     frames = frames[: spec.num_frames]
     if spec.reverse_video:
         frames = np.ascontiguousarray(frames[::-1])
@@ -252,15 +274,16 @@ def generate_multiconditioning(
 def generate_text_to_video(
     components: Components,
     spec: TextToVideoSpec,
-    ctx: JobContext,
+    on_progress: ProgressCallback,
+    is_cancelled: CancelCheck,
     options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
 ) -> GeneratedVideo:
     """`ltx-video-lora`: the 13B 0.9.7-dev recipe with no conditions (ltxv-13b-0.9.7-dev.yaml first pass:
     the linear-quadratic schedule, the 7-phase CFG/STG/rescale/skip-block schedule, CFG-star), exactly
     `spec.num_frames` frames of `spec.width` x `spec.height`. Same spec, same frames."""
-    geometry = components.geometry
-    num_frames = frames_to_generate(spec.num_frames, geometry.temporal_compression)
-    shape = latent_shape(geometry, 1, num_frames, spec.height, spec.width)
+    num_frames = frames_to_generate(spec.num_frames, components.geometry.temporal_compression)
+    clip = dev_clip(components, spec, num_frames)
+    generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(
         "text-to-video %dx%d, %d frames (%d generated), %d steps, %d tokens",
         spec.width,
@@ -268,10 +291,9 @@ def generate_text_to_video(
         spec.num_frames,
         num_frames,
         spec.num_inference_steps,
-        shape.num_tokens,
+        clip.shape.num_tokens,
     )
-    clip = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
-    frames = render_dev_clip(components, clip, (), options, seeded(ctx, spec.seed))
+    frames = render_dev_clip(components, clip, (), generator, options, on_progress, is_cancelled)
     frames = frames[: spec.num_frames]
     if spec.reverse_video:
         frames = np.ascontiguousarray(frames[::-1])

@@ -16,24 +16,8 @@ from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_times
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 
 from service.contract.assets import LTX_VIDEO_SCHEDULER_CONFIG
-from service.domain.context import JobContext
 
-__all__ = [
-    "LTX_VIDEO_SCHEDULER_CONFIG",
-    "classifier_free_guidance",
-    "euler_step",
-    "make_scheduler",
-    "seeded",
-    "set_schedule",
-]
-
-
-def seeded(ctx: JobContext, seed: int) -> JobContext:
-    """`ctx` with a CPU generator seeded with `seed`, unless it brings its own (the engines seed it with
-    the spec's seed; CPU, so a seed gives the same noise on every device)."""
-    if ctx.generator is not None:
-        return ctx
-    return ctx.with_generator(torch.Generator("cpu").manual_seed(seed))
+__all__ = ["LTX_VIDEO_SCHEDULER_CONFIG", "classifier_free_guidance", "euler_step", "make_scheduler", "set_schedule"]
 
 def make_scheduler(config: Mapping[str, Any] | None) -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler.from_config(dict(config or LTX_VIDEO_SCHEDULER_CONFIG))

@@ -7,7 +7,8 @@ from typing import Protocol
 
 from service.config import ServiceConfig
 from service.domain.outputs import StoredFile
-from service.storage.local import LocalStorage, ResultsHttpServer
+from service.security.signing import UrlSigner
+from service.storage.local import LocalStorage, ResultsHttpServer, reachable_base_url
 
 
 class ResultStorage(Protocol):
@@ -21,14 +22,23 @@ class ResultStorage(Protocol):
 
     def describe(self) -> str: ...
 
+    def upload_url_prefix(self) -> str:
+        """How the URLs of uploaded inputs start (the service trusts them as inputs)."""
+        ...
 
-def open_storage(config: ServiceConfig, jwks_file: Path | None = None) -> tuple[ResultStorage, ResultsHttpServer]:
-    """The storage, and the HTTP server for the local directory's results (empty with S3) and the JWKS."""
-    http = ResultsHttpServer(config.storage_dir, config.host, config.http_port, jwks_file)
+    def purge_uploads(self, before: float) -> int: ...
+
+
+def open_storage(
+    config: ServiceConfig, jwks_file: Path | None = None, signer: UrlSigner | None = None
+) -> tuple[ResultStorage, ResultsHttpServer]:
+    """The storage, and the HTTP server for the local directory's results (empty with S3) and the JWKS.
+    With `signer`, local result URLs carry an expiring HMAC token (S3 URLs are presigned instead)."""
+    http = ResultsHttpServer(config.storage_dir, config.host, config.http_port, jwks_file, signer)
     http.start()
     if config.storage_url:
         from service.storage.s3 import S3Storage
 
         return S3Storage(config.storage_url, config.s3, Path(config.data_dir) / "scratch"), http
-    base_url = config.public_base_url or f"http://{config.host}:{http.port}"
-    return LocalStorage(config.storage_dir, base_url), http
+    base_url = config.public_base_url or reachable_base_url(config.host, http.port)
+    return LocalStorage(config.storage_dir, base_url, signer), http

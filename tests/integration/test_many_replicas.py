@@ -33,21 +33,18 @@ def download(url: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def reference_bytes(tmp_path_factory: pytest.TempPathFactory) -> dict[int, bytes]:
-    """What the single-process default (SQLite, local files) makes for each seed."""
-    single = ServiceProcess(tmp_path_factory.mktemp("single"))
-    single.start()
-    try:
-        out = {}
-        for seed in SEEDS:
-            reply = single.submit(T2V, {**SMALL, "seed": seed})
-            status = single.wait_completed(reply.request_id)
-            assert not status.HasField("error"), status.error
-            result = single.stub.Result(pb.ResultRequest(request_id=reply.request_id))
-            out[seed] = download(result.output.text_to_video.video.url)
-        return out
-    finally:
-        single.stop()
+def reference_bytes(fleet: dict[str, ServiceProcess]) -> dict[int, bytes]:
+    """What the single-process default (SQLite, local files), started beside the fleet, makes per seed."""
+    single = fleet["single"]
+    out = {}
+    for seed in SEEDS:
+        reply = single.submit(T2V, {**SMALL, "seed": seed})
+        status = single.wait_completed(reply.request_id)
+        assert not status.HasField("error"), status.error
+        result = single.stub.Result(pb.ResultRequest(request_id=reply.request_id))
+        out[seed] = download(result.output.text_to_video.video.url)
+    single.stop()  # frees its CPU for the fleet
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +56,8 @@ def fleet(
     boto3.client("s3", endpoint_url=moto_s3.url, **_boto_credentials()).create_bucket(Bucket=bucket)
     shared = ["--database-url", database_url, "--storage-url", f"s3://{bucket}/ltx",
               "--s3-endpoint-url", moto_s3.url, "--lease-s", "3", "--heartbeat-s", "0.5"]
-    procs = {
+    procs = {"single": ServiceProcess(tmp_path_factory.mktemp("single"))}
+    procs |= {
         name: ServiceProcess(tmp_path_factory.mktemp(name), [*shared, "--role", role, *extra], env=S3_ENV)
         for name, role, extra in (
             ("gateway-a", "gateway", []), ("gateway-b", "gateway", []),
@@ -72,7 +70,8 @@ def fleet(
             thread.start()
         for thread in starts:
             thread.join()
-        assert all(proc.proc is not None and proc.proc.poll() is None for proc in procs.values())
+        assert all(proc.proc is not None and proc.proc.poll() is None for proc in procs.values()), \
+            {name: proc.log_tail() for name, proc in procs.items()}
         yield procs
     finally:
         for proc in procs.values():
@@ -160,3 +159,6 @@ def test_cancel_through_either_gateway_stops_the_running_job(fleet: dict[str, Se
     with pytest.raises(grpc.RpcError) as missing:
         canceller.stub.Status(pb.StatusRequest(request_id="no-such-id"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as on_worker:  # a worker serves health only, not the API
+        fleet["worker-2"].stub.Status(pb.StatusRequest(request_id=request_id))
+    assert on_worker.value.code() == grpc.StatusCode.UNIMPLEMENTED

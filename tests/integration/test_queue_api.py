@@ -9,15 +9,16 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import grpc
 import pytest
 
 from ltx.v1 import video_generation_pb2 as pb
 from service.api.status import field_violations
-from service.client.cli import build_request
+from service.client.cli import build_request, upload_file, upload_local_files
 from service.jobs.webhooks import verify
-from tests.integration.service_process import ServiceProcess
+from tests.integration.service_process import ServiceProcess, free_port
 
 T2V = "ltx-video-lora"
 SMALL = {"prompt": "a red ball", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
@@ -65,8 +66,9 @@ class Receiver:
 def queue_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     data = tmp_path_factory.mktemp("queue-api")
     config = data / "config.toml"
-    config.write_text("[webhooks]\nallow_private_networks = true\nfirst_backoff_s = 0.3\npoll_s = 0.2\n")
-    proc = ServiceProcess(data, ["--config", str(config), "--heartbeat-s", "0.3"])
+    config.write_text("max_upload_bytes = 300000\n"
+                      "[webhooks]\nallow_private_networks = true\nfirst_backoff_s = 0.3\npoll_s = 0.2\n")
+    proc = ServiceProcess(data, ["--config", str(config), "--heartbeat-s", "0.3", "--metrics-port", str(free_port())])
     proc.start()
     try:
         yield proc
@@ -104,6 +106,10 @@ def test_webhook_is_retried_then_delivered_once_and_verifies_with_the_jwks(queue
         status = queue_service.stub.Status(pb.StatusRequest(request_id=request_id))
         assert status.webhook.state == "delivered" and status.webhook.attempts == 3
         assert status.webhook.last_error == ""
+        metrics_port = queue_service.extra_args[queue_service.extra_args.index("--metrics-port") + 1]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        assert 'ltx_webhook_deliveries_total{outcome="delivered"} 1.0' in text
+        assert 'ltx_webhook_deliveries_total{outcome="failed"} 2.0' in text
     finally:
         receiver.stop()
 
@@ -146,3 +152,38 @@ def test_priority_orders_claims_and_start_timeout_never_starts(queue_service: Se
         submit(queue_service, SMALL, start_timeout_s=-1.0)
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [field for field, _ in field_violations(bad.value)] == ["start_timeout_s"]
+
+
+def test_upload_of_a_local_image_feeds_a_multiconditioning_request(
+    queue_service: ServiceProcess, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(tmp_path / "cat.png")
+    request = {"prompt": "a red card", "resolution": "480p", "aspect_ratio": "auto", "number_of_frames": 9,
+               "number_of_steps": 2, "seed": 3, "images": [{"image_url": "./cat.png", "start_frame_number": 0}]}
+    sent = upload_local_files(queue_service.stub, request, tmp_path)
+    url = sent["images"][0]["image_url"]
+    assert url.startswith(f"http://127.0.0.1:{queue_service.http_port}/results/upload-")
+    assert download_bytes(url) == (tmp_path / "cat.png").read_bytes()
+    reply = queue_service.stub.Submit(build_request("ltx-video-lora/multiconditioning", sent), timeout=10)
+    status = queue_service.wait_completed(reply.request_id)
+    assert not status.HasField("error"), status.error  # fetched from its own (loopback) upload URL
+
+
+def test_upload_refuses_non_media_and_oversized_files(queue_service: ServiceProcess, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(grpc.RpcError) as not_media:
+        upload_file(queue_service.stub, tmp_path / "notes.txt")
+    assert not_media.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not an image, a video or a safetensors" in field_violations(not_media.value)[0][1]
+    (tmp_path / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(400_000))
+    with pytest.raises(grpc.RpcError) as too_big:
+        upload_file(queue_service.stub, tmp_path / "big.png")
+    assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "300000 bytes" in field_violations(too_big.value)[0][1]
+
+
+def download_bytes(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()

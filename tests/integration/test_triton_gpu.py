@@ -17,20 +17,20 @@ from export.repository import write_gpu_repository
 from export.stages import ExportStages, Precision
 from export.tensorrt_build import tensorrt_available
 from service.config import ModelConfig, ServiceConfig
-from service.domain.context import JobContext
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.progress import Progress, Stage
 from service.domain.specs import Endpoint, ImageConditionSpec, MulticonditioningSpec, TextToVideoSpec
 from service.engines.torch_bindings import load_components
 from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import TritonServerProcess
+from service.inputs.media import prepare_conditioning_inputs
 from service.media.fetch import FetchLimits
-from service.pipelines.media_inputs import prepare_conditioning_inputs
 from service.pipelines.multiconditioning import (
     NO_STG_MESSAGE,
     generate_multiconditioning,
     generate_text_to_video,
 )
+from tests.engine_in_line import EngineInLine
 from tests.unit.test_media_inputs import png_uri
 
 CONTAINER_SERVER = Path("/opt/tritonserver/bin/tritonserver")
@@ -75,7 +75,7 @@ MULTICONDITIONING = MulticonditioningSpec(
 
 
 @pytest.fixture(scope="module")
-def gpu_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonEngine]:
+def gpu_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineInLine]:
     """The GPU repository (bf16 TensorRT plans of every component) served by the container's tritonserver."""
     root = tmp_path_factory.mktemp("gpu")
     stages = ExportStages(ServiceConfig(), root / "cache", DEFAULT_COMPONENTS, precision=Precision.BF16)
@@ -84,7 +84,8 @@ def gpu_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonEngin
     server = TritonServerProcess(repository, root / "server", binary=CONTAINER_SERVER)
     try:
         server.start(timeout_s=300)
-        yield TritonEngine(ServiceConfig(triton_url=server.grpc_url))
+        config = ServiceConfig(triton_url=server.grpc_url)
+        yield EngineInLine(TritonEngine(config), config)
     finally:
         server.stop()
 
@@ -93,10 +94,10 @@ def _mean_difference(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(actual.astype(np.int16) - expected.astype(np.int16)).mean())
 
 
-def test_gpu_repository_generates_what_torch_generates(gpu_engine: TritonEngine) -> None:
+def test_gpu_repository_generates_what_torch_generates(gpu_engine: EngineInLine) -> None:
     events: list[Progress] = []
-    video = gpu_engine.generate(SPEC, JobContext("test", events.append, lambda: False))
-    expected = generate_text_to_video(load_components(ModelConfig()), SPEC, JobContext.detached())
+    video = gpu_engine.generate(SPEC, events.append, lambda: False)
+    expected = generate_text_to_video(load_components(ModelConfig()), SPEC, lambda _: None, lambda: False)
 
     assert video.frames.shape == expected.frames.shape == (9, 480, 480, 3)
     assert [e.step for e in events if e.stage is Stage.DENOISING] == [1, 2]
@@ -105,12 +106,14 @@ def test_gpu_repository_generates_what_torch_generates(gpu_engine: TritonEngine)
     assert _mean_difference(video.frames, expected.frames) < 4.0
 
 
-def test_gpu_repository_runs_multiconditioning_with_stg(gpu_engine: TritonEngine) -> None:
+def test_gpu_repository_runs_multiconditioning_with_stg(gpu_engine: EngineInLine) -> None:
     assert gpu_engine.supports(Endpoint.DISTILLED_MULTICONDITIONING)  # every component model is there
     events: list[Progress] = []
-    video = gpu_engine.generate(MULTICONDITIONING, JobContext("test", events.append, lambda: False))
+    video = gpu_engine.generate(MULTICONDITIONING, events.append, lambda: False)
     inputs = prepare_conditioning_inputs(MULTICONDITIONING, FetchLimits(), None, lambda _: None)
-    expected = generate_multiconditioning(load_components(ModelConfig()), MULTICONDITIONING, inputs.media, JobContext.detached())
+    expected = generate_multiconditioning(
+        load_components(ModelConfig()), MULTICONDITIONING, inputs.media, lambda _: None, lambda: False
+    )
 
     assert video.frames.shape == expected.frames.shape == (9, 480, 480, 3)
     assert NO_STG_MESSAGE not in [e.message for e in events]

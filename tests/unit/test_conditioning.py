@@ -7,7 +7,6 @@ import torch
 from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
 
 from service.config import ModelConfig
-from service.domain.context import JobContext
 from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.components import Components
@@ -77,7 +76,7 @@ def _constant_velocity(value: float = 1.0) -> tuple[VelocityFn, list[torch.Tenso
 def _run(state: ConditionedLatents, sigmas: list[float], seed: int = 5) -> torch.Tensor:
     velocity, _ = _constant_velocity()
     generator = torch.Generator().manual_seed(seed)
-    return denoise_conditioned(state, sigmas, velocity, JobContext("test", generator=generator), NO_RENOISE)
+    return denoise_conditioned(state, sigmas, velocity, generator, lambda _: None, lambda: False, NO_RENOISE)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +131,7 @@ def test_partial_strength_waits_until_sigma_falls_below_one_minus_strength(compo
     velocity, calls = _constant_velocity(1.0)
     generator = torch.Generator().manual_seed(0)
     sigmas = [1.0, 0.75, 0.4]
-    out = denoise_conditioned(state, sigmas, velocity, JobContext("test", generator=generator), NO_RENOISE)
+    out = denoise_conditioned(state, sigmas, velocity, generator, lambda _: None, lambda: False, NO_RENOISE)
     conditioned = slice(0, TOKENS_PER_FRAME)
     # The model sees min(sigma, 1 - 0.5) on the conditioned frame and sigma elsewhere.
     assert [float(c[0, 0]) for c in calls] == pytest.approx([0.5, 0.5, 0.4])
@@ -175,7 +174,9 @@ def test_keyframe_changes_the_output_near_its_frame(components: Components) -> N
     outputs = []
     for state in (free, keyed):
         generator = torch.Generator().manual_seed(0)
-        tokens = denoise_conditioned(state, [1.0, 0.5], attention_like, JobContext("test", generator=generator), NO_RENOISE)
+        tokens = denoise_conditioned(
+            state, [1.0, 0.5], attention_like, generator, lambda _: None, lambda: False, NO_RENOISE
+        )
         outputs.append(generated_tokens(tokens, state.num_extra_tokens))
     last_frame = slice(2 * TOKENS_PER_FRAME, 3 * TOKENS_PER_FRAME)  # latent frame 2 holds frames 9..16
     assert outputs[0].shape == outputs[1].shape
@@ -204,7 +205,9 @@ def test_hard_tokens_are_renoised_by_a_small_amount(components: Components) -> N
     shape = _shape(components, 9)
     state = prepare_conditioned_latents(components, shape, media, FRAME_RATE, generator, CPU, options=options)
     velocity, _ = _constant_velocity()
-    out = denoise_conditioned(state, [1.0, 0.2], velocity, JobContext("test", generator=torch.Generator().manual_seed(1)), options)
+    out = denoise_conditioned(
+        state, [1.0, 0.2], velocity, torch.Generator().manual_seed(1), lambda _: None, lambda: False, options
+    )
     drift = (out[:, :TOKENS_PER_FRAME] - state.tokens[:, :TOKENS_PER_FRAME]).abs()
     # Last step at sigma 0.2: noise * 0.15 * 0.2^2 = 0.006 * noise, so well under 0.006 * 6 sigma.
     assert 0 < drift.max() < 0.006 * 6

@@ -7,22 +7,16 @@ import pytest
 import torch
 
 from service.contract import pipeline as contract
-from service.domain.context import JobContext
 from service.domain.geometry import AspectRatio, Resolution
-from service.domain.specs import (
-    ExtendSpec,
-    ImageConditionSpec,
-    MulticonditioningSpec,
-    Spec,
-    VideoConditionSpec,
-)
+from service.domain.specs import ExtendSpec, ImageConditionSpec, MulticonditioningSpec, VideoConditionSpec
 from service.engines.conditioning_tensors import (
     kept_from_arrays,
     kept_to_arrays,
     media_from_arrays,
     media_to_arrays,
 )
-from service.engines.endpoints import EndpointInputs, InputLimits, prepare_inputs
+from service.engines.endpoint_pipelines import EndpointInputs
+from service.inputs import prepare_endpoint_inputs
 from service.media.fetch import FetchLimits
 from service.pipelines.conditioning import ConditioningMedia
 from tests.unit.test_media_inputs import mp4_uri, png_uri
@@ -44,8 +38,8 @@ SPEC = MulticonditioningSpec(
 )
 
 
-def _prepared() -> EndpointInputs[Spec]:
-    return prepare_inputs(SPEC, InputLimits(FetchLimits(), None), JobContext.detached())
+def _prepared() -> EndpointInputs:
+    return prepare_endpoint_inputs(SPEC, FetchLimits(), None, lambda _: None)
 
 
 def test_decoded_media_round_trip_bit_for_bit() -> None:
@@ -98,7 +92,7 @@ def test_kept_frames_round_trip_and_none_kept() -> None:
         seed=0,
         video=VideoConditionSpec(mp4_uri(12), start_frame=8),
     )
-    kept = prepare_inputs(spec, InputLimits(FetchLimits(), None), JobContext.detached()).kept_pixels
+    kept = prepare_endpoint_inputs(spec, FetchLimits(), None, lambda _: None).kept_pixels
     assert kept is not None and kept.shape == (3, 8, 32, 64)
 
     assert torch.equal(kept_from_arrays(kept_to_arrays(kept), 64, 32), kept)

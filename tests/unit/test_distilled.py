@@ -12,7 +12,6 @@ import torch
 
 from service.config import ModelConfig
 from service.contract.frames import latent_tokens
-from service.domain.context import JobContext
 from service.domain.errors import Cancelled
 from service.domain.geometry import (
     DISTILLED_FIRST_PASS_DOWNSCALE,
@@ -91,7 +90,7 @@ def _run(
     on_progress: Callable[[Progress], None] = lambda _: None,
     is_cancelled: Callable[[], bool] = lambda: False,
 ) -> np.ndarray:
-    return distilled.generate_distilled(components, spec, conditions, JobContext("test", on_progress, is_cancelled)).frames
+    return distilled.generate_distilled(components, spec, conditions, on_progress, is_cancelled).frames
 
 
 def _pass_tokens(spec: DistilledMulticonditioningSpec) -> tuple[int, int]:
@@ -104,7 +103,7 @@ def test_output_has_exactly_the_requested_size_and_frames(
     components: Components, num_frames: int, width: int, height: int
 ) -> None:
     spec = dataclasses.replace(SPEC, num_frames=num_frames, width=width, height=height)
-    video = distilled.generate_distilled(components, spec, (), JobContext.detached())
+    video = distilled.generate_distilled(components, spec, (), lambda _: None, lambda: False)
     assert video.frames.shape == (num_frames, height, width, 3)
     assert video.frames.dtype == np.uint8
     assert (video.frame_rate, video.prompt, video.seed) == (24.0, SPEC.prompt, SPEC.seed)
@@ -162,8 +161,8 @@ def test_upsampled_latents_are_adain_normalized_to_the_first_pass(
     seen: dict[str, torch.Tensor] = {}
     real_upsample, real_prepare = distilled.upsample_latents, distilled.prepare_conditioned_latents
 
-    def upsample_spy(components: Components, latents: torch.Tensor) -> torch.Tensor:
-        seen["first_pass"], seen["upsampled"] = latents.clone(), real_upsample(components, latents)
+    def upsample_spy(components: Components, latents: torch.Tensor, *args: Any) -> torch.Tensor:
+        seen["first_pass"], seen["upsampled"] = latents.clone(), real_upsample(components, latents, *args)
         return seen["upsampled"]
 
     def prepare_spy(*args: Any, **kwargs: Any) -> Any:

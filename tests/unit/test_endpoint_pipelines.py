@@ -6,7 +6,7 @@ import dataclasses
 
 from service.config import ModelConfig
 from service.domain.specs import Endpoint
-from service.engines.endpoints import PIPELINE_SUPPORTED, endpoints_served, served_endpoints
+from service.engines.endpoint_pipelines import PIPELINE_SUPPORTED, endpoints_served, served_endpoints
 from service.engines.torch_bindings import load_components
 
 

@@ -8,7 +8,7 @@ from ltx.v1 import video_generation_pb2 as pb
 from service.api.endpoints import API_ENDPOINTS, api_endpoint
 from service.contract.components import COMPONENT_DECLS
 from service.domain.specs import SPEC_TYPES, Endpoint
-from service.engines.endpoints import PIPELINE_ENDPOINTS, pipeline_endpoint, served_endpoints
+from service.engines.endpoint_pipelines import PIPELINE_ENDPOINTS, pipeline_endpoint, served_endpoints
 
 
 def test_every_endpoint_has_one_api_descriptor() -> None:

@@ -20,7 +20,7 @@ from export.triton_config import (
 from service.config import ModelConfig
 from service.contract import pipeline as contract
 from service.domain.specs import Endpoint
-from service.engines.endpoints import served_endpoints
+from service.engines.endpoint_pipelines import served_endpoints
 from service.models.loading import load_models, model_geometry
 
 
@@ -57,9 +57,9 @@ def test_pipeline_config_is_decoupled_and_names_the_contract_tensors() -> None:
     required = [t.name for t in config.input if not t.optional]
     optional = [t.name for t in config.input if t.optional]
     assert required == [contract.ENDPOINT, contract.SPEC_JSON]
-    assert optional == [*contract.CONDITION_INPUTS, contract.KEPT_FRAMES]
+    assert optional == [*contract.CONDITION_INPUTS, contract.KEPT_FRAMES, contract.MAX_RESPONSE_BYTES]
     outputs = {t.name for t in config.output}
-    assert outputs == set(contract.PROGRESS_OUTPUTS) | set(contract.RESULT_OUTPUTS)
+    assert outputs == set(contract.PROGRESS_OUTPUTS) | set(contract.FRAMES_OUTPUTS) | set(contract.RESULT_OUTPUTS)
 
 
 def test_checked_in_pipeline_serves_every_ltx_video_endpoint() -> None:
@@ -106,14 +106,15 @@ def test_tensorrt_config_uses_the_same_tensors(components: list[ExportableCompon
 def test_profiles_follow_the_api_ranges(components: list[ExportableComponent]) -> None:
     by_name = {c.name: c for c in components}
     ranges = by_name["transformer"].axis_ranges()
-    # Tokens = (H/32)(W/32)((F-1)/8+1): fewest at 480x480 and 9 frames (15*15*2), the endpoint's default
-    # 1280x704 and 89 frames (40*22*12) as optimum, most at 1280x704 and 257 frames (40*22*33).
-    assert ranges["tokens"] == AxisRange(450, 10560, 29040)
+    # Tokens = (H/32)(W/32)((F-1)/8+1) of the generated frame (padded up to 32): fewest at 480x480 and 9
+    # frames (15*15*2), the endpoint's default 1280x720 (1280x736) and 89 frames (40*23*12) as optimum,
+    # most at 1280x736 and 257 frames (40*23*33).
+    assert ranges["tokens"] == AxisRange(450, 11040, 30360)
     # Negative + positive prompt at best, with STG's perturbed pass a third row.
     assert ranges["batch"] == AxisRange(1, 2, 3)
     assert by_name["text_encoder"].axis_ranges()["batch"] == AxisRange(1, 2, 2)
     latents = by_name["vae_decoder"].profile()["latents"]
-    assert latents == ((1, 8, 2, 15, 15), (1, 8, 12, 22, 40), (1, 8, 33, 40, 40))
+    assert latents == ((1, 8, 2, 15, 15), (1, 8, 12, 23, 40), (1, 8, 33, 40, 40))
 
 
 def test_serving_ranges_cover_conditioning_and_the_distilled_passes() -> None:
@@ -121,14 +122,15 @@ def test_serving_ranges_cover_conditioning_and_the_distilled_passes() -> None:
     names = DEFAULT_COMPONENTS  # every component: all four endpoints
     by_name = {c.name: c for c in declare(names, geometry, ApiRanges.serving(names))}
     transformer = by_name["transformer"].axis_ranges()
-    # The distilled first pass of 480x480 is 320x320 (10x10 cells, 9 frames: 2 latent frames); its second
-    # pass of 1280x704 is 1664x896 (52x28 cells, 896x1664 turned); 257 frames are 33 latent frames, and up
-    # to 10 images plus 4 videos x 2 latent frames of keyframe tokens ride along.
-    assert transformer["tokens"] == AxisRange(10 * 10 * 2, 10560, 52 * 28 * (33 + 18))
+    # The distilled first pass of 480x480 is 288x288 (int(480 * 0.6666666) = 319, floored to 32: 9x9 cells,
+    # 9 frames: 2 latent frames); its second pass of 1280x720 (generated 1280x736, first pass 832x480) is
+    # 1664x960 (52x30 cells, 960x1664 turned); 257 frames are 33 latent frames, and up to 10 images plus
+    # 4 videos x 2 latent frames of keyframe tokens ride along.
+    assert transformer["tokens"] == AxisRange(9 * 9 * 2, 11040, 52 * 30 * (33 + 18))
     assert by_name["vae_decoder"].profile()["latents"][2] == (1, 8, 33, 52, 52)
     # An image condition is one frame: the VAE encoder's profile starts there.
-    assert by_name["vae_encoder"].profile()["video"][0] == (1, 3, 1, 320, 320)
-    assert by_name["latent_upsampler"].profile()["latents"][0] == (1, 8, 2, 10, 10)
+    assert by_name["vae_encoder"].profile()["video"][0] == (1, 3, 1, 288, 288)
+    assert by_name["latent_upsampler"].profile()["latents"][0] == (1, 8, 2, 9, 9)
 
 
 def test_keyframe_bound_follows_validation() -> None:
@@ -136,7 +138,7 @@ def test_keyframe_bound_follows_validation() -> None:
     from service.pipelines.conditioning import DEFAULT_PREFIX_LATENT_FRAMES
 
     expected = MAX_IMAGE_CONDITIONS + MAX_VIDEO_CONDITIONS * DEFAULT_PREFIX_LATENT_FRAMES
-    assert expected == CONDITIONING_KEYFRAME_LATENT_FRAMES
+    assert CONDITIONING_KEYFRAME_LATENT_FRAMES == expected
 
 
 def test_parameters_and_shims() -> None:

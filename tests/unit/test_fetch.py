@@ -182,7 +182,17 @@ def test_data_uris() -> None:
         ("64:ff9b::a9fe:a9fe", True),  # NAT64 of 169.254.169.254
         ("8.8.8.8", False),
         ("2606:4700:4700::1111", False),
-        ("64:ff9b::808:808", False),  # NAT64 of 8.8.8.8
+        # Every IPv4 form inside IPv6 is refused, even of a public address (issue 8: [::127.0.0.1] was
+        # connected to), and so are NAT64 local-use and site-local ranges.
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        ("::127.0.0.1", True),  # IPv4-compatible loopback
+        ("::8.8.8.8", True),
+        ("::ffff:0:7f00:1", True),  # IPv4-translated loopback
+        ("::ffff:8.8.8.8", True),
+        ("64:ff9b:1::7f00:1", True),  # NAT64 local-use
+        ("64:ff9b:1::808:808", True),
+        ("fec0::1", True),  # site-local
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True),  # Teredo
     ],
 )
 def test_address_policy(address: str, forbidden: bool) -> None:

@@ -18,9 +18,8 @@ from service.domain.errors import ErrorType, JobError
 from service.domain.specs import LoraSpec
 from service.engines import torch_bindings
 from service.models import loading
-from service.models.lora import applied_loras
 from service.pipelines.components import Components
-from tests.fixtures_lora import tiny_lora_weights, write_lora
+from tests.fixtures_lora import applied_loras, tiny_lora_weights, write_lora
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +42,14 @@ def lora_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def lora_config(tmp_path: Path) -> LoraConfig:
+def lora_config(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> LoraConfig:
     # The test server is on 127.0.0.1, which production configs refuse.
-    return LoraConfig(cache_dir=str(tmp_path / "cache"), allow_private_networks=True)
+    return LoraConfig(
+        cache_dir=str(tmp_path / "cache"),
+        allow_private_networks=True,
+        allow_local_paths=True,
+        local_roots=(str(tmp_path_factory.getbasetemp()),),  # the test's LoRA files live there
+    )
 
 
 def _velocity(components: Components) -> torch.Tensor:
@@ -134,10 +138,9 @@ def test_missing_file_names_the_lora(
     models: loading.LoadedModels, tmp_path: Path, lora_config: LoraConfig
 ) -> None:
     error = _load_error(models, [LoraSpec(str(tmp_path / "absent.safetensors"))], lora_config)
-    assert error.error_type is ErrorType.LORA_LOAD_FAILED
-    assert (
-        "loras[0]" in error.message and "absent.safetensors" in error.message and "not found" in error.message
-    )
+    # Not getting the file is input_fetch_failed, from a path as from a URL (issue 8: they differed).
+    assert error.error_type is ErrorType.INPUT_FETCH_FAILED
+    assert "loras[0]" in error.message and "absent.safetensors" in error.message and "not found" in error.message
 
 
 def test_file_that_is_not_safetensors_fails_clearly(
@@ -167,7 +170,7 @@ def test_local_paths_can_be_disabled(
 ) -> None:
     cfg = LoraConfig(cache_dir=str(tmp_path), allow_local_paths=False)
     error = _load_error(models, [LoraSpec(str(lora_files["diffusers"]))], cfg)
-    assert error.error_type is ErrorType.LORA_LOAD_FAILED and "local LoRA paths are disabled" in error.message
+    assert error.error_type is ErrorType.INPUT_FETCH_FAILED and "local LoRA paths are disabled" in error.message
 
 
 class _Files(BaseHTTPRequestHandler):

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from service.config import ModelConfig
-from service.domain.context import JobContext
 from service.domain.errors import Cancelled
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.outputs import GeneratedVideo
@@ -108,7 +107,7 @@ def _generate(
     events: list[Progress] | None = None,
 ) -> GeneratedVideo:
     sink: ProgressCallback = events.append if events is not None else (lambda _: None)
-    return generate_multiconditioning(components, spec, list(media), JobContext("test", sink, lambda: False))
+    return generate_multiconditioning(components, spec, list(media), sink, lambda: False)
 
 
 @pytest.mark.parametrize(
@@ -196,5 +195,5 @@ def test_cancel_is_checked_between_steps(components: Components) -> None:
     calls = iter([False, False, True])  # cancelled after the second step
     events: list[Progress] = []
     with pytest.raises(Cancelled):
-        generate_multiconditioning(components, SPEC, [], JobContext("test", events.append, lambda: next(calls)))
+        generate_multiconditioning(components, SPEC, [], events.append, lambda: next(calls))
     assert [event.step for event in events if event.stage == "denoising"] == [1, 2]

@@ -17,7 +17,6 @@ from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 
 from service.config import ModelConfig
-from service.domain.context import JobContext
 from service.domain.specs import TextToVideoSpec
 from service.engines import torch_bindings
 from service.models import loading
@@ -67,7 +66,9 @@ def test_text_to_video_matches_ltx_condition_pipeline(models: loading.LoadedMode
     components: Components = torch_bindings.bind_components(models)
     recorder = RecordingDecoder(components.vae_decoder)
     options = DevSamplingOptions(guidance=CONSTANT_CFG_3, decoding=DecodeOptions(decode_noise_scale=0.0))
-    generate_text_to_video(dataclasses.replace(components, vae_decoder=recorder), SPEC, JobContext.detached(), options)
+    generate_text_to_video(
+        dataclasses.replace(components, vae_decoder=recorder), SPEC, lambda _: None, lambda: False, options
+    )
     reference = LTXConditionPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False, shift=1.0),
         vae=models.vae,

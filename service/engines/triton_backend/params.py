@@ -5,20 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
-from service.config import ModelConfig
-from service.config_types import build
+from service.config import FastPathConfig, ModelConfig
 
 
 def model_parameters(args: dict[str, str]) -> dict[str, str]:
     """The `parameters` of the model's config.pbtxt, from the `args` Triton passes to `initialize`."""
-    config = json.loads(args["model_config"])
+    config: dict[str, Any] = json.loads(args["model_config"])
     return {key: str(value.get("string_value", "")) for key, value in config.get("parameters", {}).items()}
 
 
 def model_config_from(parameters: dict[str, str]) -> ModelConfig:
     """A ModelConfig from the parameters named like its fields; absent or empty ones keep their defaults."""
-    values: dict[str, str | int] = {}
+    values: dict[str, Any] = {}
     for field in dataclasses.fields(ModelConfig):
         raw = parameters.get(field.name, "").strip()
         if not raw:
@@ -27,7 +27,24 @@ def model_config_from(parameters: dict[str, str]) -> ModelConfig:
             values[field.name] = int(raw) if isinstance(field.default, int) else raw
         except ValueError:
             raise ValueError(f"config.pbtxt parameter {field.name}: {raw!r} is not an integer") from None
-    return build(ModelConfig, values)  # type-checked like the service's own config
+    return ModelConfig(**values)
+
+
+def fast_path_config_from(parameters: dict[str, str]) -> FastPathConfig:
+    """A FastPathConfig from the parameters `fast_path.<field>` (booleans "true"/"false"); absent: defaults."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(FastPathConfig):
+        name = f"fast_path.{field.name}"
+        raw = parameters.get(name, "").strip()
+        if not raw:
+            continue
+        if isinstance(field.default, bool):
+            if raw.lower() not in ("true", "false"):
+                raise ValueError(f"config.pbtxt parameter {name}: {raw!r} is not true or false")
+            values[field.name] = raw.lower() == "true"
+        else:
+            values[field.name] = raw
+    return FastPathConfig(**values)
 
 
 def version_dir(args: dict[str, str]) -> Path:
