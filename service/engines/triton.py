@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -54,7 +53,7 @@ _LOST_BACKEND_STATUSES = frozenset(
     {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
 )
 
-StreamEvent = tuple[Any, InferenceServerException | None]  # (InferResult | None, error | None)
+StreamEvent = tuple[grpcclient.InferResult | None, InferenceServerException | None]
 
 
 class TritonEngine:
@@ -254,7 +253,7 @@ def _request_inputs(inputs: EndpointInputs, max_response_bytes: int | None) -> l
     return tensors
 
 
-def _progress_of(result: Any) -> Progress | None:
+def _progress_of(result: grpcclient.InferResult) -> Progress | None:
     stage = result.as_numpy(contract.STAGE)
     if stage is None:
         return None
@@ -267,7 +266,7 @@ def _progress_of(result: Any) -> Progress | None:
     )
 
 
-def _video_of(result: Any, frames: np.ndarray) -> GeneratedVideo:
+def _video_of(result: grpcclient.InferResult, frames: np.ndarray) -> GeneratedVideo:
     return GeneratedVideo(
         frames=frames,
         frame_rate=float(result.as_numpy(contract.FRAME_RATE)[0]),
@@ -286,7 +285,7 @@ class FrameReceiver:
         self._sink: FrameSink | None = None
         self._received = 0
 
-    def add(self, result: Any) -> None:
+    def add(self, result: grpcclient.InferResult) -> None:
         piece = result.as_numpy(contract.FRAMES)
         if piece is None:
             return
@@ -310,7 +309,7 @@ class FrameReceiver:
         return self._sink.result()
 
 
-def _is_final(result: Any) -> bool:
+def _is_final(result: grpcclient.InferResult) -> bool:
     parameters = result.get_response().parameters
     return "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
 

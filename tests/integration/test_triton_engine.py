@@ -39,6 +39,7 @@ from service.engines.triton import TritonEngine, served_by_repository
 from service.engines.triton_backend.params import model_config_from
 from service.engines.tritonserver_process import TritonServerProcess
 from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
+from service.logs import request_scope
 from service.media.fetch import FetchLimits
 from service.models.loading import load_models
 from service.models.torch_components import TorchTransformer
@@ -74,6 +75,19 @@ LONG_STEPS = 1000  # far more steps than a test waits for: only a cancelled or k
 
 def never() -> bool:
     return False
+
+
+def test_the_job_request_id_is_the_triton_request_id(
+    triton_server: TritonServerProcess, triton_engine: EngineInLine
+) -> None:
+    """One job can be followed from the service log into tritonserver's: inside the job runner's scope
+    TritonEngine sends the job's id, and ltx_pipeline logs its lines under it."""
+    with request_scope("job-trace-7f3a"):
+        triton_engine.generate(SPEC, lambda _: None, never)
+    deadline = time.monotonic() + 10
+    while "request job-trace-7f3a:" not in triton_server.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "ltx_pipeline never logged the job's request id"
+        time.sleep(0.2)
 
 
 def test_generates_frames_and_a_progress_event_per_step(triton_engine: EngineInLine) -> None:
