@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from service.config import ServiceConfig
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.domain.specs import CameraLora, Endpoint
+from service.domain.specs import CameraLora, Endpoint, Ltx2TextToVideoSpec, Spec
 from service.engines.endpoint_pipelines import EndpointInputs, endpoints_served, run_endpoint
 from service.engines.ltx2_local import Ltx2LocalRunner
 from service.engines.torch_bindings import bind_components
@@ -57,7 +56,7 @@ class LocalEngine:
         except ValueError:
             return False
 
-    def precondition_failure(self, spec: Any) -> str | None:
+    def precondition_failure(self, spec: Spec) -> str | None:
         """Why this deployment cannot run `spec` although it serves its endpoint (FAILED_PRECONDITION)."""
         camera = getattr(spec, "camera_lora", CameraLora.NONE)
         if self._ltx2 is not None and not self._ltx2.camera_lora_installed(camera):
@@ -77,7 +76,7 @@ class LocalEngine:
         if not self.supports(inputs.spec.endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"the local engine does not serve endpoint {inputs.spec.endpoint}")
-        if self._ltx2 is not None and Endpoint(inputs.spec.endpoint) is Endpoint.LTX2_TEXT_TO_VIDEO:
+        if self._ltx2 is not None and isinstance(inputs.spec, Ltx2TextToVideoSpec):
             return self._ltx2.generate(inputs.spec, loras, on_progress, is_cancelled)
         # One job at a time on these modules: LoRAs are applied to the shared transformer in place.
         with self._models.lock:
