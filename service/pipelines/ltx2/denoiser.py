@@ -168,7 +168,7 @@ class UnperturbedProcessor:
         perturbation_mask: torch.Tensor | None = None,
         all_perturbed: bool | None = None,
     ) -> torch.Tensor:
-        return self.inner(  # type: ignore[no-any-return]
+        return self.inner(
             attn,
             hidden_states,
             encoder_hidden_states=encoder_hidden_states,

@@ -76,7 +76,7 @@ def ltx2_helper_pipeline(models: Ltx2Models) -> LTX2Pipeline:
         scheduler=schedules.ltx2_scheduler(),  # type: ignore[arg-type]
         vae=models.vae,
         audio_vae=models.audio_vae,
-        text_encoder=models.text_encoder,  # type: ignore[arg-type]
+        text_encoder=models.text_encoder,
         tokenizer=models.tokenizer,
         connectors=models.connectors,
         transformer=models.transformer,
