@@ -10,12 +10,12 @@ import dataclasses
 import hashlib
 import json
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from service.config_types import build
 from service.media.fetch import FetchLimits
 from service.observability.config import MetricsConfig
 from service.prompting.config import PromptExpansionConfig
@@ -87,6 +87,28 @@ class FastPathConfig:
             or self.fp8
             or self.cuda_graphs
         )
+
+
+@dataclass(frozen=True)
+class Ltx2ModelConfig:
+    """The LTX-2.3 model family (`ltx-2.3-22b/text-to-video/lora`), served beside the LTX-Video models.
+
+    `tiny-ltx2` builds seeded random weights in the 2.3 layout; `ltx-2.3` loads a local diffusers-layout
+    directory (`model_dir`: transformer/, connectors/, vae/, audio_vae/, vocoder/, text_encoder/,
+    tokenizer/, latent_upsampler/), or the original single file with a local config (`config_dir`);
+    `none` leaves the endpoint unserved (Submit answers FAILED_PRECONDITION).
+    """
+
+    preset: str = "tiny-ltx2"  # "tiny-ltx2", "ltx-2.3" or "none"
+    model_dir: str | None = None
+    single_file: str | None = None  # original LTX-2.3 checkpoint, loaded with `config_dir`
+    config_dir: str | None = None
+    upsampler_dir: str | None = None  # default model_dir/latent_upsampler
+    distilled_lora: str | None = None  # default model_dir/ltx-2.3-22b-distilled-lora-384-1.1.safetensors
+    camera_lora_dir: str | None = None  # the seven camera-control LoRAs (see service/models/ltx2_loras.py)
+    seed: int = 0  # seed of the tiny preset's random weights
+    dtype: str = "float32"  # "bfloat16" on a GPU
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -192,6 +214,7 @@ class ServiceConfig:
     engine: EngineKind = EngineKind.LOCAL
     triton_url: str = "127.0.0.1:8001"
     model: ModelConfig = field(default_factory=ModelConfig)
+    ltx2: Ltx2ModelConfig = field(default_factory=Ltx2ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
@@ -220,7 +243,8 @@ class ServiceConfig:
 
     def model_hash(self) -> str:
         """Stable hash of the model settings; keys caches such as built engines."""
-        blob = json.dumps(dataclasses.asdict(self.model), sort_keys=True).encode()
+        models = {"model": dataclasses.asdict(self.model), "ltx2": dataclasses.asdict(self.ltx2)}
+        blob = json.dumps(models, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -229,7 +253,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConf
     `safety`, `prompt_expansion`, `fast_path`), then `overrides`.
 
     Overrides with value None are ignored, so CLI flags that were not given change nothing. Nested
-    settings are overridden with dotted keys, e.g. `**{"model.preset": "tiny"}`.
+    settings are overridden with dotted keys, e.g. `**{"model.preset": "tiny"}`. Every value is checked
+    against its field's type (service/config_types.py): ConfigError names the key and the expected type.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -239,7 +264,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConf
             continue
         section, _, name = key.rpartition(".")
         (data.setdefault(section, {}) if section else data)[name] = value
-    return _with_paths_under_data_dir(_build(ServiceConfig, data))
+    return _with_paths_under_data_dir(build(ServiceConfig, data))
 
 
 def _with_paths_under_data_dir(config: ServiceConfig) -> ServiceConfig:
@@ -250,22 +275,3 @@ def _with_paths_under_data_dir(config: ServiceConfig) -> ServiceConfig:
     lora = dataclasses.replace(config.lora, cache_dir=str(Path(config.data_dir) / cache),
                                local_roots=tuple(config.lora.local_roots))
     return dataclasses.replace(config, lora=lora)
-
-
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} settings: {', '.join(sorted(unknown))}")
-    kwargs: dict[str, Any] = {}
-    nested_types = typing.get_type_hints(ServiceConfig)
-    for name, value in data.items():
-        if isinstance(value, dict) and dataclasses.is_dataclass(nested_types.get(name)):
-            kwargs[name] = _build(nested_types[name], value)
-        elif name == "engine":
-            kwargs[name] = EngineKind(value)
-        elif name == "role":
-            kwargs[name] = Role(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)

@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from ltx.v1 import video_generation_pb2 as pb
 from ltx.v1 import video_generation_pb2_grpc as pb_grpc
 from service.api import events
-from service.api.convert import ENDPOINT_OF_INPUT, to_spec
+from service.api.endpoints import for_input, to_spec, validate
 from service.api.status import (
     BackendUnavailable,
     InvalidRequest,
@@ -33,7 +33,7 @@ from service.api.status import (
     bad_request_status,
     status_of,
 )
-from service.api.validation import URL_SHOWN_CHARS, Violation, validate
+from service.api.validation import URL_SHOWN_CHARS, Violation
 from service.domain.specs import Endpoint, spec_to_json
 from service.jobs.queue import CancelOutcome, JobQueue, JobView, input_hash
 from service.jobs.records import Priority
@@ -172,10 +172,12 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         upload: Callable[[str], UploadWriter] | None = None,
         *,
         max_media_bytes: int | None = None,
+        precondition: Callable[[Any], str | None] | None = None,  # why a spec cannot run here, or None
     ) -> None:
         self._queue = queue
         self._upload = upload
         self._supports = supports
+        self._precondition = precondition or (lambda spec: None)
         self._unavailable = unavailable  # why the service cannot take jobs (cheap: no probe per request)
         self._rng = rng or random.SystemRandom()
         self._max_media_bytes = max_media_bytes
@@ -264,7 +266,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         violations = validate(message, max_media_bytes=self._max_media_bytes)
         if violations:
             raise InvalidRequest(violations)
-        endpoint = ENDPOINT_OF_INPUT[type(message)]
+        endpoint = for_input(message).endpoint
         if not self._supports(endpoint):
             raise NotServed(f"endpoint {endpoint.value} is not served by this deployment")
         reason = self._unavailable()
@@ -274,6 +276,9 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         if queue_violations:
             raise InvalidRequest(queue_violations)
         spec = to_spec(message, rng=self._rng)
+        failure = self._precondition(spec)
+        if failure:
+            raise NotServed(failure)
         job_id, position = await self._queue.submit(endpoint.value, spec_to_json(spec), new_job(request))
         return job_id, position, endpoint
 
