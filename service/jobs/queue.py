@@ -513,7 +513,7 @@ class JobQueue:
     def _ended_here(self, job_id: str) -> bool:
         try:
             record = self._store.get(job_id)
-        except Exception:  # noqa: BLE001 (the store is unreachable: report the takeover as before)
+        except Exception:  # the store is unreachable: report the takeover as before
             return False
         return record is not None and record.state.finished and record.worker_id == self.worker_id
 

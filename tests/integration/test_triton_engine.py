@@ -259,7 +259,7 @@ def test_a_request_queued_inside_triton_gets_heartbeats_not_a_timeout(
         def run_second() -> None:
             try:
                 result.append(second.generate(SPEC, on_second_progress, never))
-            except BaseException as exc:  # noqa: BLE001 (reported by the assertions below)
+            except BaseException as exc:  # reported by the assertions below
                 result.append(exc)
 
         waiter = threading.Thread(target=run_second)
