@@ -149,8 +149,10 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     if runs_jobs:
         engine = engine or create_engine(config)
         served = [e.value for e in Endpoint if _supports(engine)(e)]
-        queue = JobQueue(store, config.queue, instrumented(JobRunner(engine, storage)), endpoints=served,
-                         worker_id=config.queue.worker_id)
+        runner = JobRunner(engine, storage, config)
+        queue = JobQueue(store, config.queue, instrumented(runner), endpoints=served,
+                         worker_id=config.queue.worker_id, workers=runner.max_in_flight,
+                         before_accelerator=runner.before_accelerator)
     else:
         queue = JobQueue(store, config.queue, None)
     gateway_endpoints = GatewayEndpoints(store) if engine is None else None
