@@ -172,6 +172,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         upload: Callable[[str], UploadWriter] | None = None,
         *,
         max_media_bytes: int | None = None,
+        supports_loras: bool = True,
     ) -> None:
         self._queue = queue
         self._upload = upload
@@ -179,6 +180,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         self._unavailable = unavailable  # why the service cannot take jobs (cheap: no probe per request)
         self._rng = rng or random.SystemRandom()
         self._max_media_bytes = max_media_bytes
+        self._supports_loras = supports_loras
 
     @unary_guard
     async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> pb.SubmitResponse:
@@ -267,6 +269,8 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         endpoint = ENDPOINT_OF_INPUT[type(message)]
         if not self._supports(endpoint):
             raise NotServed(f"endpoint {endpoint.value} is not served by this deployment")
+        if not self._supports_loras and any(lora.path for lora in getattr(message, "loras", ())):
+            raise NotServed("LoRAs are not supported by this deployment's engine (Triton); send no loras")
         reason = self._unavailable()
         if reason is not None:
             raise BackendUnavailable(f"the service cannot take jobs right now ({reason}); retry later")

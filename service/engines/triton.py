@@ -51,6 +51,8 @@ StreamEvent = tuple[Any, InferenceServerException | None]  # (InferResult | None
 class TritonEngine:
     """The Engine Protocol over Triton's `ltx_pipeline` (see module docstring)."""
 
+    supports_loras = False  # the TensorRT plans are built without adapters: Submit refuses LoRAs up front
+
     def __init__(
         self,
         config: ServiceConfig,

@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from service.domain.errors import Cancelled
 from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
 from service.domain.progress import Progress, Stage
 from service.domain.specs import spec_from_json
@@ -30,6 +31,8 @@ class JobRunner:
     ) -> str:
         spec = spec_from_json(record.endpoint, record.spec_json)
         video = self._engine.generate(spec, on_progress, is_cancelled)
+        if is_cancelled():  # cancelled during the decode: the client was told CANCELLATION_REQUESTED
+            raise Cancelled("cancelled by the client")
         on_progress(Progress(Stage.ENCODING_VIDEO, message=f"encoding {len(video.frames)} frames as H.264"))
         stored = self._store(record.job_id, video)
         on_progress(Progress(Stage.STORING, message=f"stored {stored.file_name} ({stored.file_size} bytes)"))

@@ -139,6 +139,7 @@ def decode_condition_video(
         max_frames=max_frames,
         legal_length=True,
         target_fps=fps,
+        dtype=torch.uint8,  # a quarter of float32; the VAE encode converts one video at a time
     )
 
 
