@@ -2,10 +2,11 @@
 
     python -m bench.long_video_memory [--lengths 121 241 1441] [--width 832 --height 480] [--no-meters]
 
-Each length runs the distilled pipeline (tiny preset, default chunking: 121-frame chunks overlapping by
-25) in its own fresh subprocess after a small warm-up run, and reports:
+Each length runs the distilled pipeline (tiny preset, default latent windows: 16 latent frames (121
+frames) overlapping by 3, decode tiles of 16 overlapping by 4) in its own fresh subprocess after a small
+warm-up run, and reports:
   - peak RSS (ru_maxrss) and its rise over the RSS after the warm-up, the process's whole footprint,
-    and for the longest request its high-water mark after each chunk (flat once a chunk has run);
+    and for the longest request its high-water mark when decoding starts and at the end;
   - peak live torch tensor bytes and the largest tensor (bench.torch_memory.LiveTensorMeter);
   - tracemalloc's peak (numpy arrays and Python objects);
   - wall time (with the meters on, which cost a few percent; --no-meters for the time alone);
@@ -30,11 +31,12 @@ from typing import Any
 from bench.torch_memory import LiveTensorMeter
 from bench.two_pass_vs_single import spec_for
 from service.config import ModelConfig
+from service.contract.frames import latent_frame_count
 from service.domain.geometry import Resolution
 from service.domain.progress import Progress, ProgressCallback, Stage
 from service.engines import torch_bindings
 from service.pipelines.distilled import DistilledOptions, generate_distilled
-from service.pipelines.long_video import chunk_plan
+from service.pipelines.long_video import window_plan
 
 MIB = 1024 * 1024
 
@@ -55,7 +57,7 @@ def run_length(num_frames: int, width: int, height: int, meters: bool) -> dict[s
         if meters:
             stack.enter_context(meter)
             tracemalloc.start()
-        rss_by_chunk: list[float] = []  # peak RSS so far, as each chunk starts decoding and at the end
+        rss_by_chunk: list[float] = []  # peak RSS so far, as decoding starts and at the end
         started = time.perf_counter()
         video = generate_distilled(components, spec, (), _rss_recorder(rss_by_chunk), lambda: False)
         rss_by_chunk.append(_max_rss_mib())
@@ -63,11 +65,11 @@ def run_length(num_frames: int, width: int, height: int, meters: bool) -> dict[s
         traced_peak = tracemalloc.get_traced_memory()[1] if meters else 0
     assert video.frames.shape == (num_frames, height, width, 3), video.frames.shape
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # A chunk's peak is its decode: the RSS high-water mark as chunk i starts decoding covers chunks < i.
-    rss_by_chunk = rss_by_chunk[1:]
     return {
         "num_frames": num_frames,
-        "chunks": len(chunk_plan(num_frames, DistilledOptions().long_video)),
+        "chunks": len(
+            window_plan(latent_frame_count(num_frames), DistilledOptions().long_video)
+        ),
         "seconds": seconds,
         "peak_rss_mib": peak_kib / 1024,
         "rss_rise_mib": (peak_kib - baseline_kib) / 1024,
@@ -126,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.width}x{args.height}, tiny preset, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
     print(
-        "| frames | chunks | wall time (s) | peak RSS (MiB) | RSS rise (MiB) | torch peak (MiB) "
+        "| frames | windows | wall time (s) | peak RSS (MiB) | RSS rise (MiB) | torch peak (MiB) "
         "| largest tensor (MiB) | tracemalloc peak (MiB) | output (MiB, in) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
@@ -138,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     last = rows[-1]
     after = ", ".join(f"{mib:.0f}" for mib in last["peak_rss_after_chunk_mib"])
-    print(f"{last['num_frames']} frames, peak RSS (MiB) after each of its {last['chunks']} chunks: {after}")
+    print(
+        f"{last['num_frames']} frames ({last['chunks']} windows), peak RSS (MiB) as decoding starts, at the end: {after}"
+    )
     for row in rows[:-1]:
         print(
             f"{last['num_frames']} vs {row['num_frames']} frames: peak RSS "

@@ -73,7 +73,8 @@ def single_pass(components: Components, spec: DistilledMulticonditioningSpec, st
         sigmas = linear_quadratic_sigmas(steps)
         tokens = denoise_conditioned(state, sigmas, velocity, generator, lambda _: None, lambda: False)
         latents = unpack(generated_tokens(tokens, state.num_extra_tokens), shape, components.geometry)
-        video = distilled.decode(components, latents, generator, 0.0, distilled.DistilledOptions())
+        chunks = distilled.decode(components, latents, generator, 0.0, distilled.DistilledOptions())
+        video = torch.cat([chunk.video for chunk in chunks], dim=1)[None]
         return distilled.to_output_frames(video, FrameSize(spec.width, spec.height))
 
 

@@ -40,6 +40,53 @@ class ModelConfig:
     device: str = "cpu"
 
 
+class AttentionBackend(StrEnum):
+    DEFAULT = "default"  # torch's own choice per call
+    MATH = "math"
+    FLASH = "flash"
+    EFFICIENT = "efficient"
+    CUDNN = "cudnn"
+
+
+FAST_PATH_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class FastPathConfig:
+    """PyTorch speed-ups of the transformer (service/models/fast_path.py; `python -m bench.gpu` measures
+    each on a GPU). All off by default, which is right on a CPU."""
+
+    dtype: str | None = None  # dtype of the models, overriding model.dtype ("bfloat16" on a GPU)
+    attention_backend: AttentionBackend = AttentionBackend.DEFAULT  # SDPA backend tried first
+    compile: bool = False  # regional torch.compile: one block's compiled code, reused by every block
+    fp8: bool = False  # block linears in FP8 (e4m3 weights and activations) through torch._scaled_mm
+    cuda_graphs: bool = False  # capture the transformer forward per input shape, replay it (CUDA only)
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in FAST_PATH_DTYPES:
+            raise ValueError(f"fast_path.dtype: {self.dtype!r} is not one of {', '.join(FAST_PATH_DTYPES)}")
+        try:
+            object.__setattr__(self, "attention_backend", AttentionBackend(self.attention_backend))
+        except ValueError:
+            known = ", ".join(b.value for b in AttentionBackend)
+            raise ValueError(
+                f"fast_path.attention_backend: {self.attention_backend!r} is not one of {known}"
+            ) from None
+        for name in ("compile", "fp8", "cuda_graphs"):
+            if type(getattr(self, name)) is not bool:
+                raise ValueError(f"fast_path.{name}: {getattr(self, name)!r} is not a boolean")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything changes the transformer (the dtype is applied when the models load)."""
+        return (
+            self.attention_backend is not AttentionBackend.DEFAULT
+            or self.compile
+            or self.fp8
+            or self.cuda_graphs
+        )
+
+
 @dataclass(frozen=True)
 class LoraConfig:
     max_bytes: int = 2 * 1024**3  # refuse LoRA downloads larger than this
@@ -139,6 +186,7 @@ class ServiceConfig:
     s3: S3Config = field(default_factory=S3Config)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     max_upload_bytes: int = 256 * 1024**2  # the Upload RPC refuses larger files
+    fast_path: FastPathConfig = field(default_factory=FastPathConfig)
 
     @property
     def db_path(self) -> Path:
@@ -156,7 +204,7 @@ class ServiceConfig:
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConfig:
     """Defaults, then the TOML file at `path` (sections `model`, `lora`, `queue`, `media`, `safety`,
-    `prompt_expansion`), then `overrides`.
+    `prompt_expansion`, `fast_path`), then `overrides`.
 
     Overrides with value None are ignored, so CLI flags that were not given change nothing. Nested
     settings are overridden with dotted keys, e.g. `**{"model.preset": "tiny"}`.

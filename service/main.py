@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="results: s3://BUCKET/PREFIX (env LTX_STORAGE_URL; credentials from the AWS_* chain)")
     p.add_argument("--s3-endpoint-url", default=os.environ.get("LTX_S3_ENDPOINT_URL"),
                    help="S3-compatible endpoint, e.g. http://minio:9000 (env LTX_S3_ENDPOINT_URL)")
+    p.add_argument("--webhook-signing-key-file", default=os.environ.get("LTX_WEBHOOK_SIGNING_KEY_FILE"),
+                   help="Ed25519 private key (PEM) signing webhooks; the same file on every replica "
+                        "(env LTX_WEBHOOK_SIGNING_KEY_FILE; default data-dir/webhook_key.pem, created)")
     p.add_argument("--worker-id", help="this worker's name in leases and logs (default: random)")
     p.add_argument("--lease-s", type=float, help="a running job's lease; silent workers lose jobs after it")
     p.add_argument("--heartbeat-s", type=float, help="how often workers renew leases and sweep the queue")
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
             "s3.endpoint_url": args.s3_endpoint_url,
             "queue.lease_s": args.lease_s,
             "queue.worker_id": args.worker_id,
+            "webhooks.signing_key_file": args.webhook_signing_key_file,
             "queue.heartbeat_s": args.heartbeat_s,
             "model.preset": args.preset,
             "model.model_dir": args.model_dir,

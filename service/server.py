@@ -30,10 +30,10 @@ from service.jobs.open_store import open_store
 from service.jobs.queue import JobQueue
 from service.jobs.runner import JobRunner
 from service.jobs.sql_store import SqlJobStore
+from service.jobs.uploads import UploadWriter
 from service.jobs.webhooks import WebhookDispatcher, WebhookSigner
 from service.storage.factory import ResultStorage, open_storage
 from service.storage.local import ResultsHttpServer
-from service.storage.uploads import UploadWriter
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from service.domain.geometry import (
     Resolution,
     frame_size,
     multiscale_sizes,
+    padded_to_latent_grid,
 )
 
 PROMPTS_PER_CALL = AxisRange(1, 2, 2)  # one prompt, or negative + positive with guidance
@@ -39,8 +40,11 @@ CONDITIONING_KEYFRAME_LATENT_FRAMES = 10 * 1 + 4 * 2
 
 
 def _api_frame_sizes() -> tuple[FrameSize, ...]:
+    """The frames the model generates for the API's sizes: each padded up to the latent grid."""
     ratios = (AspectRatio.R16_9, AspectRatio.R1_1, AspectRatio.R9_16)
-    return tuple(frame_size(resolution, ratio) for resolution in Resolution for ratio in ratios)
+    return tuple(
+        padded_to_latent_grid(frame_size(resolution, ratio)) for resolution in Resolution for ratio in ratios
+    )
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,9 @@ class ApiRanges:
     """What clients may ask for; it bounds every shape a component sees (dev text-to-video models)."""
 
     frame_sizes: tuple[FrameSize, ...] = field(default_factory=_api_frame_sizes)
-    default_size: FrameSize = field(default_factory=lambda: frame_size(Resolution.P720, AspectRatio.R16_9))
+    default_size: FrameSize = field(
+        default_factory=lambda: padded_to_latent_grid(frame_size(Resolution.P720, AspectRatio.R16_9))
+    )
     min_frames: int = 9
     default_frames: int = 89  # the endpoint's default `number_of_frames`: what profiles optimize for
     max_frames: int = 257

@@ -4,11 +4,12 @@ The LTX VAEs compress 32x spatially and 8x temporally, so a model can only make 
 multiples of 32, and only `8k + 1` frames (one latent frame for the first pixel frame, one per 8 after).
 
 Size, LTX-Video 0.9.7 endpoints (`resolution` + `aspect_ratio`):
-    The nominal frame has the resolution's short side (480 or 720) and the long side given by the ratio
-    (480p 16:9 = 854x480, 720p 16:9 = 1280x720, 1:1 = 480x480 / 720x720, 9:16 = the 16:9 frame swapped).
-    Each side is rounded DOWN to a multiple of 32:
-        480p: 16:9 -> 832x480, 9:16 -> 480x832, 1:1 -> 480x480
-        720p: 16:9 -> 1280x704, 9:16 -> 704x1280, 1:1 -> 704x704
+    The output has the nominal frame: the resolution's short side (480 or 720) and the long side given
+    by the ratio, rounded to an even number (480p 16:9 = 854x480, 720p 16:9 = 1280x720, 1:1 = 480x480 /
+    720x720, 9:16 = the 16:9 frame swapped). As upstream `inference.py` does, the model generates the
+    frame padded UP to multiples of 32 (`padded_to_latent_grid`: 854x480 -> 864x480, 1280x720 ->
+    1280x736), conditioning media padded with black (-1) around the nominal frame, and the decoded video
+    is cropped back to the nominal frame (`LatentGridPadding`, centred as upstream's `calculate_padding`).
     `aspect_ratio: "auto"` takes the ratio of the first conditioning input, known only once the media is
     fetched; `size_for(resolution, ratio)` then applies the same rule to that ratio (clamped to 21:9).
 
@@ -20,7 +21,8 @@ Size, LTX-2.3 (`video_size` presets): the short side is 720 rounded down to a mu
 
 Multiscale (two-pass) generation makes a first pass at a fraction of the size (each side rounded down to
     32), upsamples the latents 2x for the second pass and resizes the decoded frames to the requested size:
-    the distilled LTX-Video pipeline uses 2/3 (1280x704 -> 832x448 -> 1664x896 -> 1280x704), LTX-2.3 1/2.
+    the distilled LTX-Video pipeline uses 0.6666666 as upstream writes it (1280x704 -> 832x448 -> 1664x896
+    -> 1280x704; 480 -> 288, not 320), LTX-2.3 1/2.
 
 Frames: the output video has EXACTLY the requested number of frames. The model generates the smallest
     legal count `8k + 1` at or above the request and the tail is trimmed (the frame rule, written once in
@@ -39,7 +41,10 @@ SPATIAL_COMPRESSION = 32  # VAE pixels per latent pixel, each side
 MAX_AUTO_ASPECT_RATIO = 21 / 9
 MIN_AUTO_ASPECT_RATIO = 9 / 21
 
-DISTILLED_FIRST_PASS_DOWNSCALE = 2 / 3  # LTX-Video 0.9.7 distilled multiscale pipeline
+# LTX-Video 0.9.7 distilled multiscale pipeline: configs/ltxv-13b-0.9.7-distilled.yaml's literal
+# `downscale_factor: 0.6666666`, applied as `int(side * 0.6666666)` then floored to 32
+# (LTXMultiScalePipeline): 480 -> 319 -> 288, where an exact 2/3 gives 320; 704 and 1280 agree either way.
+DISTILLED_FIRST_PASS_DOWNSCALE = 0.6666666
 LTX2_FIRST_PASS_DOWNSCALE = 1 / 2  # LTX-2.3 two-stage pipeline
 LATENT_UPSAMPLE_FACTOR = 2  # the latent upsampler doubles each side between passes
 
@@ -103,19 +108,53 @@ def round_to_latent_grid(pixels: float) -> int:
     return max(SPATIAL_COMPRESSION, math.floor(pixels / SPATIAL_COMPRESSION + 0.5) * SPATIAL_COMPRESSION)
 
 
+def _even(pixels: float) -> int:
+    return 2 * math.floor(pixels / 2 + 0.5)
+
+
 def size_for(resolution: Resolution, aspect_ratio_w_over_h: float) -> FrameSize:
-    """The LTX-Video frame size for `resolution` at any width/height ratio (rule in the module docstring)."""
+    """The LTX-Video output frame for `resolution` at any width/height ratio (the module docstring's rule):
+    the nominal size, which the model generates padded up to the latent grid."""
     if not aspect_ratio_w_over_h > 0:
         raise ValueError(f"aspect ratio must be positive, got {aspect_ratio_w_over_h}")
     ratio = min(max(aspect_ratio_w_over_h, MIN_AUTO_ASPECT_RATIO), MAX_AUTO_ASPECT_RATIO)
     short = resolution.short_side
     if ratio >= 1:
-        return FrameSize(round_down_to_latent_grid(short * ratio), round_down_to_latent_grid(short))
-    return FrameSize(round_down_to_latent_grid(short), round_down_to_latent_grid(short / ratio))
+        return FrameSize(_even(short * ratio), short)
+    return FrameSize(short, _even(short / ratio))
+
+
+def round_up_to_latent_grid(pixels: int) -> int:
+    return -(-pixels // SPATIAL_COMPRESSION) * SPATIAL_COMPRESSION
+
+
+def padded_to_latent_grid(size: FrameSize) -> FrameSize:
+    """The frame the model generates for an output of `size`: each side rounded up to 32."""
+    return FrameSize(round_up_to_latent_grid(size.width), round_up_to_latent_grid(size.height))
+
+
+class LatentGridPadding(NamedTuple):
+    """Pixels added around the output frame to reach the generated frame (upstream `calculate_padding`:
+    half of each side's padding before it, rounded down, the rest after)."""
+
+    left: int
+    right: int
+    top: int
+    bottom: int
+
+    @classmethod
+    def of(cls, output: FrameSize) -> LatentGridPadding:
+        padded = padded_to_latent_grid(output)
+        width, height = padded.width - output.width, padded.height - output.height
+        return cls(width // 2, width - width // 2, height // 2, height - height // 2)
+
+    @property
+    def is_none(self) -> bool:
+        return not any(self)
 
 
 def frame_size(resolution: Resolution, aspect_ratio: AspectRatio) -> FrameSize:
-    """The LTX-Video frame size for a named aspect ratio (not AUTO), e.g. 720p 16:9 -> 1280x704."""
+    """The LTX-Video output frame for a named aspect ratio (not AUTO), e.g. 720p 16:9 -> 1280x720."""
     return size_for(resolution, aspect_ratio.width_over_height)
 
 

@@ -34,7 +34,7 @@ class LocalEngine:
 
     def __init__(self, config: ServiceConfig) -> None:
         self._config = config
-        self._models = load_models(config.model)
+        self._models = load_models(config.model, config.fast_path)
         self._components = bind_components(self._models)
         self._frame = JobFrame(config)
         self._served = endpoints_served(self._components)

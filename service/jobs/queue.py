@@ -159,16 +159,25 @@ class JobQueue:
         self._tasks.append(asyncio.create_task(self._sweep(), name="job-sweeper"))
 
     async def stop(self) -> None:
-        """Stop at once: running jobs stop at their next step and are re-queued (lease expiry, restart)."""
+        """Stop at once; jobs running here go back to the queue now (an orderly stop is not a failure, so
+        no retry is counted, and only while this worker still holds them), stopping at their next step."""
         self._draining = True
-        for flag in self._cancel_flags.values():
-            flag.set()  # running jobs stop at their next step; they are re-queued by lease expiry or restart
+        running = list(self._cancel_flags)
         for task in self._tasks:
             task.cancel()
+        for job_id in running:
+            self._best_effort(functools.partial(self._requeue_on_stop, job_id))
+        for flag in self._cancel_flags.values():
+            flag.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             with contextlib.suppress(Exception):  # the store may be the reason we stop
                 await asyncio.to_thread(self._store.unregister_worker, self.worker_id)
+
+    def _requeue_on_stop(self, job_id: str) -> None:
+        if self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id):
+            self._store.add_log(job_id, f"{self.worker_id} stopped while running it; re-queued", "warning")
+            self._store.notify("new")
 
     async def drain(self, grace_s: float) -> None:
         """SIGTERM: take no new job; running jobs get `grace_s` to finish, then are cancelled and
@@ -462,7 +471,8 @@ class JobQueue:
     async def _record_failure(self, job_id: str, error: BaseException, worker: str) -> None:
         if isinstance(error, JobError) and error.error_type is ErrorType.CANCELLED and job_id in self._drain_cancelled:
             await self._persist(
-                lambda: self._store.requeue(job_id, count_retry=False), "re-queueing a drained job", worker
+                lambda: self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id),
+                "re-queueing a drained job", worker,
             )
             self._best_effort(lambda: self._store.add_log(job_id, "the service is shutting down; re-queued", "warning"))
             log.info("drained job re-queued", extra={"request_id": job_id})

@@ -8,6 +8,7 @@ diffusers-layout directory (`from_pretrained`) or from the original single-file 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -23,11 +24,12 @@ from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsampler
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
-from service.config import ModelConfig
+from service.config import FastPathConfig, ModelConfig
 from service.contract.assets import LTX_VIDEO_SCHEDULER_CONFIG
 from service.contract.geometry import ModelGeometry
 from service.models import presets
 from service.models import upsampler as upsampler_models
+from service.models.fast_path import apply_fast_path
 from service.models.tokenizer import build_byte_tokenizer, byte_tokenizer_vocab_size
 
 logger = logging.getLogger(__name__)
@@ -50,20 +52,26 @@ class LoadedModels:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_cache: dict[ModelConfig, LoadedModels] = {}
+_cache: dict[tuple[ModelConfig, FastPathConfig], LoadedModels] = {}
 _cache_lock = threading.Lock()
 
 
-def load_models(cfg: ModelConfig) -> LoadedModels:
-    """The models of `cfg`, built or loaded once per process and config."""
+def load_models(cfg: ModelConfig, fast_path: FastPathConfig | None = None) -> LoadedModels:
+    """The models of `cfg` with `fast_path` applied, built or loaded once per process and configs."""
+    fast_path = fast_path or FastPathConfig()
     with _cache_lock:
-        if cfg not in _cache:
+        key = (cfg, fast_path)
+        if key not in _cache:
             started = time.monotonic()
-            models = _build_tiny(cfg) if cfg.preset == presets.Preset.TINY else _load_checkpoint(cfg)
+            model_cfg = dataclasses.replace(cfg, dtype=fast_path.dtype) if fast_path.dtype else cfg
+            tiny = model_cfg.preset == presets.Preset.TINY
+            models = _build_tiny(model_cfg) if tiny else _load_checkpoint(model_cfg)
             _check_compatible(models)
-            _cache[cfg] = models
+            if fast_path.enabled:
+                apply_fast_path(models.transformer, fast_path)
+            _cache[key] = models
             logger.info("loaded model preset %s in %.2f s", cfg.preset, time.monotonic() - started)
-        return _cache[cfg]
+        return _cache[key]
 
 
 def model_geometry(models: LoadedModels) -> ModelGeometry:

@@ -71,6 +71,14 @@ class ConditioningMedia:
         return int(self.pixels.shape[2])
 
 
+class LatentCondition(NamedTuple):
+    """Normalized latents [1, C, k, h, w] added as extra tokens at the clip's latent frames 0..k-1 (a long
+    video's window continuing the previous windows' tail, service/pipelines/long_video.py)."""
+
+    latents: torch.Tensor
+    strength: float
+
+
 @dataclass(frozen=True)
 class ConditioningOptions:
     image_cond_noise_scale: float = DEFAULT_IMAGE_COND_NOISE_SCALE
@@ -158,6 +166,7 @@ def prepare_conditioned_latents(
     initial_latents: torch.Tensor | None = None,
     initial_sigma: float = 1.0,
     options: ConditioningOptions = ConditioningOptions(),
+    latent_conditions: Sequence[LatentCondition] = (),
 ) -> ConditionedLatents:
     """Noise (or `initial_latents` noised to `initial_sigma`) with `media` blended in or appended.
 
@@ -178,7 +187,12 @@ def prepare_conditioned_latents(
         latents = encode_media(components, item.pixels, device)
         keyframe = _place(grid, frame_strength, latents, item, geometry, options)
         if keyframe is not None:
-            extra.append(_keyframe_tokens(keyframe, item, shape, geometry, generator, frame_rate))
+            extra.append(
+                _keyframe_tokens(keyframe, item.start_frame, item.strength, shape, geometry, generator, frame_rate)
+            )
+    for condition in latent_conditions:
+        latents = condition.latents.to(device, torch.float32)
+        extra.append(_keyframe_tokens(latents, 0, condition.strength, shape, geometry, generator, frame_rate))
     coords = video_coords(shape, geometry, frame_rate, device)
     strength = frame_strength.repeat_interleave(shape.height * shape.width)[None]
     tokens = pack(grid, geometry)
@@ -223,14 +237,15 @@ def _place(
 
 def _keyframe_tokens(
     latents: torch.Tensor,
-    item: ConditioningMedia,
+    start_frame: int,
+    strength: float,
     grid_shape: LatentShape,
     geometry: ModelGeometry,
     generator: torch.Generator,
     frame_rate: float,
 ) -> _Keyframe:
     noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    blended = torch.lerp(noise, latents, item.strength)
+    blended = torch.lerp(noise, latents, strength)
     shape = grid_shape._replace(frames=latents.shape[2])
     ids = LTXConditionPipeline._prepare_video_ids(
         1, shape.frames, shape.height, shape.width, geometry.patch_size, geometry.patch_size_t, latents.device
@@ -239,13 +254,12 @@ def _keyframe_tokens(
         ids,
         scale_factor=geometry.spatial_compression,
         scale_factor_t=geometry.temporal_compression,
-        frame_index=item.start_frame,
+        frame_index=start_frame,
         device=latents.device,
     ).float()
     coords[:, 0] = coords[:, 0] * (1.0 / frame_rate)
     tokens = pack(blended, geometry)
-    strength = torch.full(tokens.shape[:2], item.strength, device=latents.device)
-    return _Keyframe(tokens, coords, strength)
+    return _Keyframe(tokens, coords, torch.full(tokens.shape[:2], strength, device=latents.device))
 
 
 def model_timesteps(sigma: float | torch.Tensor, strength: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 One clip is LTX's multiscale pipeline (`LTXMultiScalePipeline` with configs/ltxv-13b-0.9.7-distilled.yaml)
 over our components:
 
-1. First pass at `multiscale_sizes(size, 2/3).first_pass` (1280x704 -> 832x448): pure noise, conditions
+1. First pass at `multiscale_sizes(padded size, 0.6666666).first_pass` (1280x720, padded 1280x736 ->
+   832x480): pure noise, conditions
    resized to that size, `first_pass_num_inference_steps` of the distilled schedule less its final step.
 2. The latent upsampler doubles each side (on denormalized latents, as the upsampler was trained), and
    the result is AdaIN-normalized to the first pass's per-channel statistics (factor 1), as LTX does.
@@ -21,15 +22,16 @@ The distilled model runs without classifier-free guidance or STG (guidance scale
 so one transformer call per step and the negative prompt is not used. At the defaults (8, 8, 5) the passes
 run exactly the official timesteps (`schedules.distilled_timesteps`).
 
-Videos longer than one chunk (121 frames) are generated chunk by chunk (`long_video`), each chunk one
-such clip; the output has exactly `num_frames` frames.
+Videos longer than one window (121 frames) run each pass in latent windows and are decoded once, in
+temporal tiles (`long_video`, `latent_windows`: the reference long-video method); a video of at most 121
+frames is one window, i.e. exactly the clip above. The output has exactly `num_frames` frames.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
@@ -39,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
-from service.contract.frames import uint8_from_unit
+from service.contract.frames import frames_to_generate
 from service.domain.errors import Cancelled
 from service.domain.geometry import (
     DISTILLED_FIRST_PASS_DOWNSCALE,
@@ -61,13 +63,18 @@ from service.pipelines.conditioning import (
     prepare_conditioned_latents,
     resize_media,
 )
+from service.pipelines.latent_windows import DecodedFrames, decode_in_tiles
 from service.pipelines.latents import LatentShape, denormalize, latent_shape, normalize, unpack
 from service.pipelines.long_video import (
-    ClipRequest,
+    FrameSink,
     LongVideoOptions,
-    LongVideoRequest,
-    generate_long_video,
+    WindowRequest,
+    frame_store_for,
+    sample_in_windows,
+    window_generators,
+    window_plan,
 )
+from service.pipelines.padding import crop_frames, generated_size, pad_media
 from service.pipelines.schedules import DistilledTimesteps, distilled_timesteps
 from service.pipelines.tone_map import tone_map_latents
 
@@ -80,6 +87,9 @@ DISTILLED_DECODE_NOISE_SCALE = 0.025
 UPSAMPLED_ADAIN_FACTOR = 1.0
 # Frames converted to uint8 at a time: at 1664x896 each float frame is 18 MB, a whole clip gigabytes.
 _FRAMES_PER_CONVERSION = 16
+# Latent frames of context on each side of an upsampled tile of a long video (the upsampler's 3D
+# convolutions see a few frames around each one).
+_UPSAMPLE_CONTEXT = 4
 
 
 class DenoisingPass(StrEnum):
@@ -117,7 +127,9 @@ def clip_geometry(
     components: Components, spec: DistilledMulticonditioningSpec, num_frames: int
 ) -> ClipGeometry:
     """The two passes of a clip of `num_frames` (8k + 1) frames for `spec`."""
-    sizes = multiscale_sizes(FrameSize(spec.width, spec.height), DISTILLED_FIRST_PASS_DOWNSCALE)
+    # Upstream downscales the frame padded up to the latent grid, and crops to the output at the end.
+    generated = generated_size(FrameSize(spec.width, spec.height))
+    sizes = multiscale_sizes(generated, DISTILLED_FIRST_PASS_DOWNSCALE)
     first, second = sizes.first_pass, sizes.second_pass
     geometry = components.geometry
     return ClipGeometry(
@@ -149,26 +161,19 @@ def generate_distilled(
     if components.upsampler is None:
         raise ValueError("the distilled pipeline needs a latent upsampler component")
     on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
-    embeds, mask = components.text_encoder.encode([spec.prompt])
-    renderer = DistilledClipRenderer(
-        components, spec, PromptEmbeddings(embeds, mask), options, on_progress, is_cancelled
-    )
-    request = LongVideoRequest(
-        num_frames=spec.num_frames,
-        size=FrameSize(spec.width, spec.height),
-        seed=spec.seed,
-        temporal_adain_factor=spec.temporal_adain_factor,
-        reverse=spec.reverse_video,
-    )
     with torch.inference_mode():
-        frames = generate_long_video(renderer, request, conditions, is_cancelled, options.long_video)
+        embeds, mask = components.text_encoder.encode([spec.prompt])
+        passes = DistilledPasses(
+            components, spec, PromptEmbeddings(embeds, mask), options, on_progress, is_cancelled
+        )
+        frames = passes.render(conditions)
     return GeneratedVideo(
         frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
     )
 
 
-class DistilledClipRenderer:
-    """Renders one clip (a whole short video, or one chunk of a long one) with the two-pass pipeline."""
+class DistilledPasses:
+    """The two-pass pipeline over a whole video: each pass in latent windows (long_video), one decode."""
 
     def __init__(
         self,
@@ -185,51 +190,65 @@ class DistilledClipRenderer:
         self.options = options
         self.on_progress = on_progress
         self.is_cancelled = is_cancelled
+        self.clip = clip_geometry(components, spec, frames_to_generate(spec.num_frames))
+        self.windows = window_plan(self.clip.first_pass.frames, options.long_video)
+        self.generators = window_generators(spec.seed, self.windows)
 
-    def latents(self, request: ClipRequest) -> torch.Tensor:
-        """Final normalized latents [1, C, f, h, w] at the second-pass size."""
-        clip = clip_geometry(self.components, self.spec, request.num_frames)
+    def render(self, conditions: Sequence[ConditioningMedia]) -> np.ndarray:
+        clip, spec = self.clip, self.spec
         logger.info(
-            "distilled clip %s: %d frames, first pass %dx%d (%d steps), second pass %dx%d (%d steps)",
-            request.label or "1/1",
-            request.num_frames,
+            "distilled %d frames in %d window(s): first pass %dx%d (%d steps), second pass %dx%d (%d steps)",
+            spec.num_frames,
+            len(self.windows),
             *clip.sizes.first_pass,
             len(clip.timesteps.first_pass),
             *clip.sizes.second_pass,
             len(clip.timesteps.second_pass),
         )
-        first = self._denoise(DenoisingPass.FIRST, clip.first_pass, clip.timesteps.first_pass, request)
-        upsampled = self._upsample(first, request)
-        second_sigmas = clip.timesteps.second_pass
-        latents = self._denoise(DenoisingPass.SECOND, clip.second_pass, second_sigmas, request, upsampled)
-        if self.spec.enable_detail_pass:
-            latents = self._denoise(DenoisingPass.DETAIL, clip.second_pass, second_sigmas, request, latents)
-        return latents
+        first = self._pass(DenoisingPass.FIRST, clip.first_pass, clip.timesteps.first_pass, conditions)
+        latents = self._upsample(first)
+        del first
+        second = clip.timesteps.second_pass
+        latents = self._pass(DenoisingPass.SECOND, clip.second_pass, second, conditions, latents)
+        if spec.enable_detail_pass:
+            latents = self._pass(DenoisingPass.DETAIL, clip.second_pass, second, conditions, latents)
+        return self._decode(latents)
 
-    def frames(self, latents: torch.Tensor, request: ClipRequest) -> np.ndarray:
-        if self.is_cancelled():
-            raise Cancelled()
-        self.on_progress(Progress(Stage.DECODING, message=_message("decoding latents to frames", request)))
-        video = decode(
-            self.components, latents, request.generator, self.spec.tone_map_compression_ratio, self.options
-        )
-        return to_output_frames(video, FrameSize(self.spec.width, self.spec.height))
-
-    def _denoise(
+    def _pass(
         self,
         name: DenoisingPass,
         shape: LatentShape,
         sigmas: Sequence[float],
-        request: ClipRequest,
+        conditions: Sequence[ConditioningMedia],
         initial: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One pass: conditions at this pass's size, noise (or `initial` re-noised to sigmas[0]), Euler."""
+        def sample(request: WindowRequest) -> torch.Tensor:
+            return self._denoise(name, shape._replace(frames=request.window.length), sigmas, request)
+
+        return sample_in_windows(
+            sample,
+            self.windows,
+            self.generators,
+            conditions,
+            self.spec.temporal_adain_factor,
+            self.is_cancelled,
+            self.options.long_video,
+            initial,
+            self.components.geometry.temporal_compression,
+        )
+
+    def _denoise(
+        self, name: DenoisingPass, shape: LatentShape, sigmas: Sequence[float], request: WindowRequest
+    ) -> torch.Tensor:
+        """One window of one pass: conditions at this pass's size, noise (or the initial latents re-noised
+        to sigmas[0]), the tail tokens, Euler."""
         components, device = self.components, self.prompts.embeds.device
         pixel_size = (
             shape.width * components.geometry.spatial_compression,
             shape.height * components.geometry.spatial_compression,
         )
-        media = [resize_media(item, *pixel_size) for item in request.conditions]
+        output = FrameSize(self.spec.width, self.spec.height)
+        media = [resize_media(pad_media(item, output), *pixel_size) for item in request.conditions]
         state = prepare_conditioned_latents(
             components,
             shape,
@@ -237,12 +256,13 @@ class DistilledClipRenderer:
             self.spec.frame_rate,
             request.generator,
             device,
-            initial_latents=initial,
-            initial_sigma=float(sigmas[0]) if initial is not None else 1.0,
+            initial_latents=request.initial,
+            initial_sigma=float(sigmas[0]) if request.initial is not None else 1.0,
             options=self.options.conditioning,
+            latent_conditions=() if request.tail is None else (request.tail,),
         )
         velocity = _velocity_fn(components, state.coords, self.prompts)
-        message = _message(str(name), request)
+        message = _message(str(name), request.label)
         tokens = denoise_conditioned(
             state,
             sigmas,
@@ -254,20 +274,49 @@ class DistilledClipRenderer:
         )
         return unpack(generated_tokens(tokens, state.num_extra_tokens), shape, components.geometry)
 
-    def _upsample(self, latents: torch.Tensor, request: ClipRequest) -> torch.Tensor:
+    def _upsample(self, latents: torch.Tensor) -> torch.Tensor:
         if self.is_cancelled():
             raise Cancelled()
-        self.on_progress(Progress(Stage.UPSAMPLING, message=_message("upsampling latents 2x", request)))
-        upsampled = upsample_latents(self.components, latents)
+        self.on_progress(Progress(Stage.UPSAMPLING, message="upsampling latents 2x"))
+        tile = self.options.long_video.decode_tile_latent_frames
+        upsampled = upsample_latents(self.components, latents, tile)
         return adain_filter_latent(upsampled, latents, self.options.upsampled_adain_factor)
 
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        if self.is_cancelled():
+            raise Cancelled()
+        self.on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
+        spec, size = self.spec, FrameSize(self.spec.width, self.spec.height)
+        store = frame_store_for(self.options.long_video, len(self.windows))
+        sink = FrameSink(spec.num_frames, size, spec.reverse_video, store)
+        for chunk in decode(
+            self.components, latents, self.generators[0], spec.tone_map_compression_ratio, self.options
+        ):
+            if chunk.start < spec.num_frames:
+                frames = to_output_frames(chunk.video[None], self.clip.sizes.output)
+                sink.write(chunk.start, crop_frames(frames, size))
+        return sink.result()
 
-def upsample_latents(components: Components, latents: torch.Tensor) -> torch.Tensor:
-    """Normalized latents -> normalized latents with each side doubled (the upsampler works denormalized)."""
+
+def upsample_latents(components: Components, latents: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+    """Normalized latents -> normalized latents with each side doubled (the upsampler works denormalized).
+
+    With `tile`, a long video is upsampled `tile` latent frames at a time, each with
+    `_UPSAMPLE_CONTEXT` frames of context on both sides (cut off after), so memory is bounded by a tile;
+    a video of at most `tile` frames is upsampled whole, exactly as before."""
     assert components.upsampler is not None
     geometry = components.geometry
-    upsampled = components.upsampler.upsample(denormalize(latents, geometry))
-    return normalize(upsampled.to(latents.device, torch.float32), geometry)
+    frames = latents.shape[2]
+    if tile is None or frames <= tile:
+        upsampled = components.upsampler.upsample(denormalize(latents, geometry))
+        return normalize(upsampled.to(latents.device, torch.float32), geometry)
+    parts = []
+    for start in range(0, frames, tile):
+        end = min(start + tile, frames)
+        lo, hi = max(0, start - _UPSAMPLE_CONTEXT), min(frames, end + _UPSAMPLE_CONTEXT)
+        part = components.upsampler.upsample(denormalize(latents[:, :, lo:hi], geometry))
+        parts.append(normalize(part.to(latents.device, torch.float32), geometry)[:, :, start - lo : end - lo])
+    return torch.cat(parts, dim=2)
 
 
 def decode(
@@ -276,8 +325,8 @@ def decode(
     generator: torch.Generator,
     tone_map_compression_ratio: float,
     options: DistilledOptions,
-) -> torch.Tensor:
-    """Final normalized latents -> video [1, 3, F, H, W] in [-1, 1] (decode noise, tone map, decode)."""
+) -> Iterator[DecodedFrames]:
+    """Final normalized latents -> video frames in [-1, 1], tile by tile (decode noise, tone map, decode)."""
     geometry = components.geometry
     decode_timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
     if geometry.decode_timestep_conditioning:
@@ -285,20 +334,29 @@ def decode(
         noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
         latents = torch.lerp(latents, noise, options.decode_noise_scale)
         decode_timestep = torch.full_like(decode_timestep, options.decode_timestep)
-    latents = tone_map_latents(latents, tone_map_compression_ratio)
-    return components.vae_decoder.decode(denormalize(latents, geometry), decode_timestep)
+    latents = denormalize(tone_map_latents(latents, tone_map_compression_ratio), geometry)
+    long_video = options.long_video
+    return decode_in_tiles(
+        components.vae_decoder,
+        latents,
+        decode_timestep,
+        long_video.decode_tile_latent_frames,
+        long_video.decode_overlap_latent_frames,
+        geometry.temporal_compression,
+    )
 
 
 def to_output_frames(video: torch.Tensor, size: FrameSize) -> np.ndarray:
-    """Video [1, 3, F, H, W] in [-1, 1] -> uint8 [F, size.height, size.width, 3], resized bilinearly as LTX
-    resizes the second pass's frames (pixel convention: contract/frames.py)."""
+    """Video [1, 3, F, H, W] in [-1, 1] -> uint8 [F, size.height, size.width, 3]: clamped, resized
+    bilinearly as LTX resizes the second pass's frames, and truncated as upstream inference.py does."""
     num_frames = video.shape[2]
     frames = np.empty((num_frames, size.height, size.width, 3), dtype=np.uint8)
     for start in range(0, num_frames, _FRAMES_PER_CONVERSION):
         block = video[0, :, start : start + _FRAMES_PER_CONVERSION].permute(1, 0, 2, 3).float()
+        block = block.clamp_(-1, 1)  # clamp, then resize, as LTXMultiScalePipeline does
         if block.shape[-2:] != (size.height, size.width):
             block = F.interpolate(block, size=(size.height, size.width), mode="bilinear", align_corners=False)
-        pixels = uint8_from_unit(block, consume=True)
+        pixels = block.div_(2).add_(0.5).clamp_(0, 1).mul_(255).floor_().to(torch.uint8)
         frames[start : start + len(pixels)] = pixels.permute(0, 2, 3, 1).cpu().numpy()
     return frames
 
@@ -311,5 +369,5 @@ def _velocity_fn(components: Components, coords: torch.Tensor, prompts: PromptEm
     return velocity
 
 
-def _message(what: str, request: ClipRequest) -> str:
-    return f"{request.label}, {what}" if request.label else what
+def _message(what: str, label: str) -> str:
+    return f"{label}, {what}" if label else what

@@ -29,11 +29,10 @@ from service.domain.progress import CancelCheck, ProgressCallback
 from service.domain.specs import ExtendSpec
 from service.pipelines.components import Components
 from service.pipelines.conditioning import ConditioningMedia
-from service.pipelines.latents import latent_shape
 from service.pipelines.multiconditioning import (
     DEFAULT_DEV_OPTIONS,
-    DevClip,
     DevSamplingOptions,
+    dev_clip,
     render_dev_clip,
 )
 
@@ -77,14 +76,13 @@ def generate_extension(
     """`spec.num_frames` frames: `kept_pixels` ([3, K, H, W] in [-1, 1], at the output size) then new ones."""
     geometry = components.geometry
     plan = plan_extension(spec.num_frames, int(kept_pixels.shape[1]), geometry.temporal_compression)
-    shape = latent_shape(geometry, 1, plan.clip, spec.height, spec.width)
+    request = dev_clip(components, spec, plan.clip)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info("extend %dx%d: %s, %d steps", spec.width, spec.height, plan, spec.num_inference_steps)
     media = []
     if plan.context:
         context = kept_pixels[:, plan.kept - plan.context : plan.kept]
         media.append(ConditioningMedia(pixels=context[None], start_frame=0, strength=spec.video.strength))
-    request = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
     clip = render_dev_clip(components, request, media, generator, options, on_progress, is_cancelled)
     new_frames = clip[plan.context : plan.context + plan.new]
     frames = np.concatenate([uint8_frames(kept_pixels), new_frames])

@@ -1,29 +1,31 @@
-"""Long videos (up to 1441 frames) as a chain of overlapping clips, in memory bounded by one clip.
+"""Long videos (up to 1441 frames) by the reference method: latent windows, one tiled decode.
 
-Chunks. `chunking.plan_chunks` over the legal length (8k + 1) that holds the request, with
-`DEFAULT_CHUNK_FRAMES` = 121 (LTX-Video 0.9.7's native clip, about 5 s at 24 fps) and
-`DEFAULT_OVERLAP_FRAMES` = 25 (about 1 s: 4 latent frames of context). A request of up to 121 frames is
-one chunk; longer ones take the fewest chunks of at most 121 frames, each after the first adding a
-multiple of 8 new frames (1441 frames: 15 chunks, 12 of 121 and 3 of 113 frames).
+The method is LTX-Video's own for long shots (ComfyUI-LTXVideo's `LTXVLoopingSampler`, which the 0.9.8
+release points to, ported to diffusers as `LTXI2VLongMultiPromptPipeline`); the building blocks are in
+service/pipelines/latent_windows.py:
 
-Conditioning. Chunk i > 0 is a clip conditioned, at its frame 0 with strength 1, on the last
-`overlap_frames` output frames of chunk i - 1 (a video condition, through `conditioning`), so motion and
-content continue across the seam. The client's image and video conditions go to the chunk whose own
-(kept) frames hold them, at the chunk-local frame; a video condition that spans chunks is split.
-Chunk i's first `overlap_frames` frames re-generate the conditioning tail and are dropped; the seams are
-where `chunking.seams` says.
+- Every denoising pass runs over the whole video's latents in windows of `window_latent_frames` (16: 121
+  frames, the native clip) overlapping by `overlap_latent_frames` (3: 24 frames, the reference default).
+- Window i > 0 is conditioned on the last `overlap` latent frames fused so far, appended as extra tokens
+  at strength `tail_strength` (0.5) at the window's first `overlap` frame positions. The conditioning
+  mechanism is LTX-Video's (service/pipelines/conditioning.py): those tokens start at lerp(noise, tail,
+  0.5), are seen at timestep min(sigma, 0.5) and dropped after sampling.
+- The window's output without its first latent frame is AdaIN-normalized toward the first window by
+  `temporal_adain_factor` (the spec's meaning: 0 keeps each window's colours, 1 the first window's) and
+  crossfaded linearly over the `overlap - 1` latent frames it shares with the video so far.
+- Window i draws its noise from a generator seeded with `seed + its first latent frame` (the reference's
+  rule), which it keeps across passes: window 0 draws exactly what a one-clip run with the seed draws.
+- The client's images and videos go, at window-local frames, to every window whose frames hold them.
+- The latents (small: 1441 frames at 720p are 181 latent frames) are decoded once, in temporal tiles
+  whose frames are written to the output as soon as they are final (`decode_in_tiles`).
 
-Colour drift. Each chunk after the first has its final latents AdaIN-normalized toward the first chunk's
-per-channel statistics by `temporal_adain_factor` (0: as generated, 1: the first chunk's statistics), as
-LTX's looping sampler does, before it is decoded.
+Memory. Peak memory is one window's sampling or one decode tile, not the video's length: the video's
+latents are all that grows. For more than one window the uint8 output lives in an unlinked temporary
+file (`FrameStore.TEMP_FILE`) written with `pwrite`, and the caller gets a read-only `np.memmap` of it.
 
-Memory. Only what the next chunk needs survives a chunk: the first chunk's final latents (the AdaIN
-reference, one clip's worth) and the previous chunk's `overlap_frames` uint8 frames. Finished frames are
-written to the output as each chunk ends; for more than one chunk the output lives in an unlinked
-temporary file (`FrameStore.TEMP_FILE`) written with `pwrite`, and the caller gets a read-only
-`np.memmap` of it, so the frames do not sit in this process's memory either.
-
-The clip itself is the caller's (`ClipRenderer`): the distilled two-pass pipeline renders each chunk.
+Measured (bench/README.md, issue 10): the seam metric at 241 frames is no worse than the reference
+pipeline's, where our earlier method (pixel chunks, each decoded, a strength-1 re-encoded tail, a hard
+cut) had visible seams.
 """
 
 from __future__ import annotations
@@ -31,156 +33,138 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import IO, NamedTuple, Protocol
+from typing import IO, NamedTuple
 
 import numpy as np
 import torch
 
-from service.contract.frames import frames_to_generate, unit_from_uint8
 from service.domain.errors import Cancelled
 from service.domain.geometry import FrameSize
 from service.domain.progress import CancelCheck
 from service.pipelines.adain import adain_filter_latent
-from service.pipelines.chunking import Chunk, plan_chunks
-from service.pipelines.conditioning import ConditioningMedia
+from service.pipelines.conditioning import ConditioningMedia, LatentCondition
+from service.pipelines.latent_windows import Window, fuse, plan_windows
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_FRAMES = 121
-DEFAULT_OVERLAP_FRAMES = 25
-# The generator of chunk i is seeded with seed + its first frame: chunk 0 draws exactly what a one-clip
-# run with the same seed draws, and no two chunks share noise. Wrapped to torch's seed range.
+DEFAULT_WINDOW_LATENT_FRAMES = 16  # 121 frames, LTX-Video 0.9.7's native clip
+DEFAULT_OVERLAP_LATENT_FRAMES = 3  # 24 frames: LTXVLoopingSampler's default temporal_overlap
+DEFAULT_TAIL_STRENGTH = 0.5  # LTXVLoopingSampler's temporal_overlap_cond_strength
+DEFAULT_DECODE_TILE_LATENT_FRAMES = 16
+# 25 pixel frames crossfaded between decode tiles: on the tiny VAE, 3 latent frames leave 8% mean error
+# against one whole decode, 4 leave 6% (tests/unit/test_long_video.py), at 4/3 of the decode work.
+DEFAULT_DECODE_OVERLAP_LATENT_FRAMES = 4
 _SEED_RANGE = 2**63
 
 
 class FrameStore(StrEnum):
-    AUTO = "auto"  # in memory for one chunk, a temporary file for more
+    AUTO = "auto"  # in memory for one window, a temporary file for more
     MEMORY = "memory"
     TEMP_FILE = "temp_file"
 
 
 @dataclass(frozen=True)
 class LongVideoOptions:
-    chunk_frames: int = DEFAULT_CHUNK_FRAMES  # 8k + 1
-    overlap_frames: int = DEFAULT_OVERLAP_FRAMES  # 8m + 1, less than chunk_frames
+    window_latent_frames: int = DEFAULT_WINDOW_LATENT_FRAMES
+    overlap_latent_frames: int = DEFAULT_OVERLAP_LATENT_FRAMES
+    tail_strength: float = DEFAULT_TAIL_STRENGTH
+    decode_tile_latent_frames: int = DEFAULT_DECODE_TILE_LATENT_FRAMES
+    decode_overlap_latent_frames: int = DEFAULT_DECODE_OVERLAP_LATENT_FRAMES
     frame_store: FrameStore = FrameStore.AUTO
 
 
-class ClipRequest(NamedTuple):
-    """One chunk to render as a clip of `num_frames` (8k + 1) frames."""
+class WindowRequest(NamedTuple):
+    """One window of one pass to sample."""
 
-    chunk_index: int
-    num_chunks: int
-    num_frames: int
-    conditions: tuple[ConditioningMedia, ...]  # at chunk-local frames, output size
-    generator: torch.Generator  # used for the sampling noise, then the decode noise
+    window_index: int
+    window_count: int
+    window: Window
+    conditions: tuple[ConditioningMedia, ...]  # the client's, at window-local pixel frames
+    tail: LatentCondition | None  # what the window continues (None for the first)
+    initial: torch.Tensor | None  # this pass's starting latents for the window (None: pure noise)
+    generator: torch.Generator
 
     @property
     def label(self) -> str:
-        return f"chunk {self.chunk_index + 1}/{self.num_chunks}" if self.num_chunks > 1 else ""
+        return f"window {self.window_index + 1}/{self.window_count}" if self.window_count > 1 else ""
 
 
-class ClipRenderer(Protocol):
-    def latents(self, request: ClipRequest) -> torch.Tensor:
-        """The clip's final latents [1, C, f, h, w] (normalized), not yet decoded."""
-        ...
-
-    def frames(self, latents: torch.Tensor, request: ClipRequest) -> np.ndarray:
-        """Decoded uint8 frames [num_frames, H, W, 3] at the output size."""
-        ...
+# WindowRequest -> the window's sampled latents [1, C, window.length, h, w] (normalized)
+WindowSampler = Callable[[WindowRequest], torch.Tensor]
 
 
-class LongVideoRequest(NamedTuple):
-    num_frames: int  # exactly the frames of the output
-    size: FrameSize
-    seed: int
-    temporal_adain_factor: float
-    reverse: bool = False
+def window_plan(latent_frames: int, options: LongVideoOptions) -> list[Window]:
+    return plan_windows(latent_frames, options.window_latent_frames, options.overlap_latent_frames)
 
 
-def chunk_plan(num_frames: int, options: LongVideoOptions) -> list[Chunk]:
-    """The chunks a request of `num_frames` is generated in (over its legal length, then trimmed)."""
-    return plan_chunks(frames_to_generate(num_frames), options.chunk_frames, options.overlap_frames)
+def window_generators(seed: int, windows: Sequence[Window]) -> list[torch.Generator]:
+    """One generator per window, seeded `seed + window.start`; window 0's is the request's seed."""
+    return [torch.Generator("cpu").manual_seed((seed + w.start) % _SEED_RANGE) for w in windows]
 
 
-def generate_long_video(
-    renderer: ClipRenderer,
-    request: LongVideoRequest,
+def sample_in_windows(
+    sampler: WindowSampler,
+    windows: Sequence[Window],
+    generators: Sequence[torch.Generator],
     conditions: Sequence[ConditioningMedia],
+    adain_factor: float,
     is_cancelled: CancelCheck,
-    options: LongVideoOptions = LongVideoOptions(),
-) -> np.ndarray:
-    """Exactly `request.num_frames` uint8 frames [F, H, W, 3], generated chunk by chunk."""
-    chunks = chunk_plan(request.num_frames, options)
-    logger.info(
-        "%d frames in %d chunk(s) of at most %d frames, %d overlapping",
-        request.num_frames,
-        len(chunks),
-        options.chunk_frames,
-        options.overlap_frames,
-    )
-    sink = FrameSink(request.num_frames, request.size, request.reverse, _store(options, len(chunks)))
-    reference: torch.Tensor | None = None  # the first chunk's final latents, for temporal AdaIN
-    tail: np.ndarray | None = None  # the previous chunk's last `overlap` frames
-    for index, chunk in enumerate(chunks):
+    options: LongVideoOptions,
+    initial: torch.Tensor | None = None,
+    temporal_compression: int = 8,
+) -> torch.Tensor:
+    """One pass over the whole video: the fused latents [1, C, F, h, w] (see the module docstring)."""
+    fused: torch.Tensor | None = None
+    first: torch.Tensor | None = None
+    overlap = options.overlap_latent_frames
+    for index, window in enumerate(windows):
         if is_cancelled():
             raise Cancelled()
-        clip = ClipRequest(
-            chunk_index=index,
-            num_chunks=len(chunks),
-            num_frames=chunk.length,
-            conditions=_chunk_conditions(chunk, conditions, tail, is_first=index == 0),
-            generator=torch.Generator("cpu").manual_seed((request.seed + chunk.start) % _SEED_RANGE),
+        tail = None if fused is None else LatentCondition(fused[:, :, -overlap:], options.tail_strength)
+        request = WindowRequest(
+            window_index=index,
+            window_count=len(windows),
+            window=window,
+            conditions=_window_conditions(window, conditions, temporal_compression),
+            tail=tail,
+            initial=None if initial is None else initial[:, :, window.start : window.end],
+            generator=generators[index],
         )
-        tail = None
-        latents = renderer.latents(clip)
-        clip = clip._replace(conditions=())  # sampled: the conditioning pixels need not wait for the decode
-        if reference is None:
-            reference = latents
-        else:
-            latents = adain_filter_latent(latents, reference, request.temporal_adain_factor)
-        frames = renderer.frames(latents, clip)
-        del latents  # the decoded frames are all this chunk leaves behind
-        sink.write(chunk.output_start, frames[chunk.kept])
-        tail = frames[chunk.length - options.overlap_frames :].copy() if index + 1 < len(chunks) else None
-    return sink.result()
+        out = sampler(request)
+        if fused is None or first is None:
+            fused = first = out
+            continue
+        new = adain_filter_latent(out[:, :, 1:], first, adain_factor)
+        fused = fuse(fused, new, overlap - 1)
+    assert fused is not None
+    return fused
 
 
-def _store(options: LongVideoOptions, num_chunks: int) -> FrameStore:
+def _window_conditions(
+    window: Window, conditions: Sequence[ConditioningMedia], temporal_compression: int
+) -> tuple[ConditioningMedia, ...]:
+    """The frames of each condition within the window's pixel frames, at window-local positions."""
+    first_frame = window.start * temporal_compression  # window-local frame 0
+    last_frame = (window.end - 1) * temporal_compression  # inclusive
+    parts = []
+    for media in conditions:
+        first = max(media.start_frame, first_frame)
+        last = min(media.start_frame + media.num_frames - 1, last_frame)
+        if first > last:
+            continue
+        offset = first - media.start_frame
+        pixels = media.pixels[:, :, offset : offset + last - first + 1]
+        parts.append(replace(media, pixels=pixels, start_frame=first - first_frame))
+    return tuple(parts)
+
+
+def frame_store_for(options: LongVideoOptions, num_windows: int) -> FrameStore:
     if options.frame_store is not FrameStore.AUTO:
         return options.frame_store
-    return FrameStore.TEMP_FILE if num_chunks > 1 else FrameStore.MEMORY
-
-
-def _chunk_conditions(
-    chunk: Chunk, conditions: Sequence[ConditioningMedia], tail: np.ndarray | None, is_first: bool
-) -> tuple[ConditioningMedia, ...]:
-    """The previous chunk's tail at frame 0 (strength 1), then the client's conditions in this chunk."""
-    own = tuple(part for media in conditions if (part := _part_in_chunk(media, chunk, is_first)) is not None)
-    if tail is None:
-        return own
-    return (ConditioningMedia(pixels=frames_to_pixels(tail), start_frame=0, strength=1.0), *own)
-
-
-def _part_in_chunk(media: ConditioningMedia, chunk: Chunk, is_first: bool) -> ConditioningMedia | None:
-    """The frames of `media` that fall on `chunk`'s own (kept) frames, at chunk-local positions."""
-    own_start = 0 if is_first else chunk.output_start
-    first = max(media.start_frame, own_start)
-    last = min(media.start_frame + media.num_frames, chunk.end)
-    if first >= last:
-        return None
-    offset = first - media.start_frame
-    pixels = media.pixels[:, :, offset : offset + last - first]
-    return replace(media, pixels=pixels, start_frame=first - chunk.start)
-
-
-def frames_to_pixels(frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames [F, H, W, 3] -> pixels [1, 3, F, H, W] in [-1, 1], as the VAE encoder takes them."""
-    pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]
-    return unit_from_uint8(pixels.float())
+    return FrameStore.TEMP_FILE if num_windows > 1 else FrameStore.MEMORY
 
 
 class FrameSink:

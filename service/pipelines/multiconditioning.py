@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from service.contract.frames import frames_to_generate
+from service.domain.geometry import FrameSize
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.domain.specs import MulticonditioningSpec, TextToVideoSpec
+from service.domain.specs import ExtendSpec, MulticonditioningSpec, TextToVideoSpec
 from service.pipelines.components import Components, PerturbableTransformer, Perturbation
 from service.pipelines.conditioning import (
     ConditionedLatents,
@@ -49,6 +50,7 @@ from service.pipelines.guidance import (
     split_passes,
 )
 from service.pipelines.latents import LatentShape, latent_shape
+from service.pipelines.padding import crop_frames, generated_size, pad_media
 from service.pipelines.schedules import DEV_13B_097_FIRST_PASS, GuidanceSchedule, linear_quadratic_sigmas
 from service.pipelines.text_to_video import (
     DecodeOptions,
@@ -185,6 +187,7 @@ class DevClip:
 
     prompt: str
     negative_prompt: str
+    size: FrameSize  # the output frame; `shape` is the generated one, padded up to the latent grid
     shape: LatentShape
     frame_rate: float
     num_inference_steps: int
@@ -200,7 +203,9 @@ def render_dev_clip(
     is_cancelled: CancelCheck,
 ) -> np.ndarray:
     """Prompt encoding, conditioning, guided sampling and decoding of one clip: uint8 [F, H, W, 3] with
-    all of the clip's generated frames (callers trim). Shared by multiconditioning and extend."""
+    all of the clip's generated frames (callers trim), cropped to `clip.size`; `media` are at that size.
+    Shared by text to video, multiconditioning and extend."""
+    media = [pad_media(item, clip.size) for item in media]
     with torch.inference_mode():
         on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
         prompts = encode_guided_prompts(components, clip.prompt, clip.negative_prompt)
@@ -214,7 +219,20 @@ def render_dev_clip(
             components, state, prompts, clip.num_inference_steps, generator, options, on_progress, is_cancelled
         )
         on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
-        return to_uint8_frames(decode(components, tokens, clip.shape, generator, options.decoding))
+        frames = to_uint8_frames(decode(components, tokens, clip.shape, generator, options.decoding))
+        return np.ascontiguousarray(crop_frames(frames, clip.size))
+
+
+def dev_clip(
+    components: Components, spec: MulticonditioningSpec | TextToVideoSpec | ExtendSpec, num_frames: int
+) -> DevClip:
+    """The clip for `spec`: `num_frames` (8k + 1) frames at its size padded up to the latent grid."""
+    size = FrameSize(spec.width, spec.height)
+    generated = generated_size(size)
+    shape = latent_shape(components.geometry, 1, num_frames, generated.height, generated.width)
+    return DevClip(
+        spec.prompt, spec.negative_prompt, size, shape, spec.frame_rate, spec.num_inference_steps
+    )
 
 
 def generate_multiconditioning(
@@ -231,9 +249,8 @@ def generate_multiconditioning(
     """
     if not spec.width or not spec.height:
         raise ValueError("the spec's AUTO size must be resolved before generation")
-    geometry = components.geometry
-    num_frames = frames_to_generate(spec.num_frames, geometry.temporal_compression)
-    shape = latent_shape(geometry, 1, num_frames, spec.height, spec.width)
+    num_frames = frames_to_generate(spec.num_frames, components.geometry.temporal_compression)
+    clip = dev_clip(components, spec, num_frames)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(
         "multiconditioning %dx%d, %d frames (%d generated), %d steps, %d images, %d videos",
@@ -245,7 +262,6 @@ def generate_multiconditioning(
         len(spec.images),
         len(spec.videos),
     )
-    clip = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
     frames = render_dev_clip(components, clip, media, generator, options, on_progress, is_cancelled)
     frames = frames[: spec.num_frames]
     if spec.reverse_video:
@@ -265,9 +281,8 @@ def generate_text_to_video(
     """`ltx-video-lora`: the 13B 0.9.7-dev recipe with no conditions (ltxv-13b-0.9.7-dev.yaml first pass:
     the linear-quadratic schedule, the 7-phase CFG/STG/rescale/skip-block schedule, CFG-star), exactly
     `spec.num_frames` frames of `spec.width` x `spec.height`. Same spec, same frames."""
-    geometry = components.geometry
-    num_frames = frames_to_generate(spec.num_frames, geometry.temporal_compression)
-    shape = latent_shape(geometry, 1, num_frames, spec.height, spec.width)
+    num_frames = frames_to_generate(spec.num_frames, components.geometry.temporal_compression)
+    clip = dev_clip(components, spec, num_frames)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     logger.info(
         "text-to-video %dx%d, %d frames (%d generated), %d steps, %d tokens",
@@ -276,9 +291,8 @@ def generate_text_to_video(
         spec.num_frames,
         num_frames,
         spec.num_inference_steps,
-        shape.num_tokens,
+        clip.shape.num_tokens,
     )
-    clip = DevClip(spec.prompt, spec.negative_prompt, shape, spec.frame_rate, spec.num_inference_steps)
     frames = render_dev_clip(components, clip, (), generator, options, on_progress, is_cancelled)
     frames = frames[: spec.num_frames]
     if spec.reverse_video:

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from service.contract.frames import uint8_frames
 from service.pipelines.components import Components
 from service.pipelines.latents import (
     LatentShape,
@@ -52,20 +51,22 @@ def decode(
 ) -> torch.Tensor:
     """Packed latents -> video [B, 3, F, H, W] in [-1, 1]."""
     geometry = components.geometry
-    latents = denormalize(unpack(tokens, shape, geometry), geometry)
-    batch = latents.shape[0]
-    decode_timestep = torch.zeros(batch, device=latents.device, dtype=latents.dtype)
+    latents = unpack(tokens, shape, geometry)
+    decode_timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
     if geometry.decode_timestep_conditioning:
-        # As diffusers: decode from slightly re-noised latents at a small timestep (the decoder was trained so).
+        # Decode from slightly re-noised latents at a small timestep (the decoder was trained so). The noise
+        # is mixed in NORMALIZED space, as upstream LTXVideoPipeline does on every pipeline (and our
+        # distilled one); diffusers mixes it after denormalizing.
         noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-        scale = torch.full((batch,), options.decode_noise_scale, device=latents.device, dtype=latents.dtype)
-        scale = scale[:, None, None, None, None]
-        latents = (1 - scale) * latents + scale * noise
+        latents = torch.lerp(latents, noise, options.decode_noise_scale)
         decode_timestep = torch.full_like(decode_timestep, options.decode_timestep)
-    return components.vae_decoder.decode(latents, decode_timestep)
+    return components.vae_decoder.decode(denormalize(latents, geometry), decode_timestep)
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
-    """Video [1, 3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3] (the pixel convention of contract/frames.py)."""
+    """Video [1, 3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3], truncated as upstream inference.py does
+    (`(video * 255).astype(np.uint8)`; diffusers' VideoProcessor rounds, half a level brighter). Generated
+    frames only: decoded inputs keep contract/frames.py's rounding, the exact inverse of `unit_from_uint8`."""
     # In place: at 720p x 89 frames each float copy of the video is ~1 GB.
-    return uint8_frames(video[0], consume=True)
+    pixels = video[0].float().div_(2).add_(0.5).clamp_(0, 1).mul_(255).floor_()
+    return pixels.to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()

@@ -17,6 +17,8 @@ from urllib.parse import unquote
 
 from service.domain.outputs import StoredFile
 
+UPLOAD_ID_PREFIX = "upload-"  # uploads are stored like a job's files, under ids that no job id can take
+
 log = logging.getLogger(__name__)
 
 
@@ -58,12 +60,12 @@ class LocalStorage:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
 
     def upload_url_prefix(self) -> str:
-        return f"{self.base_url}/results/uploads/"
+        return f"{self.base_url}/results/{UPLOAD_ID_PREFIX}"
 
     def purge_uploads(self, before: float) -> int:
         """Delete uploads stored before `before` (wall-clock seconds)."""
         removed = 0
-        for directory in (self.root / "uploads").glob("*"):
+        for directory in self.root.glob(f"{UPLOAD_ID_PREFIX}*"):
             if directory.is_dir() and directory.stat().st_mtime < before:
                 shutil.rmtree(directory, ignore_errors=True)
                 removed += 1

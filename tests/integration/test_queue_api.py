@@ -160,7 +160,7 @@ def test_upload_of_a_local_image_feeds_a_multiconditioning_request(
                "number_of_steps": 2, "seed": 3, "images": [{"image_url": "./cat.png", "start_frame_number": 0}]}
     sent = upload_local_files(queue_service.stub, request, tmp_path)
     url = sent["images"][0]["image_url"]
-    assert url.startswith(f"http://127.0.0.1:{queue_service.http_port}/results/uploads/")
+    assert url.startswith(f"http://127.0.0.1:{queue_service.http_port}/results/upload-")
     assert download_bytes(url) == (tmp_path / "cat.png").read_bytes()
     reply = queue_service.stub.Submit(build_request("ltx-video-lora/multiconditioning", sent), timeout=10)
     status = queue_service.wait_completed(reply.request_id)

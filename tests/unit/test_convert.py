@@ -58,7 +58,7 @@ def test_text_to_video_defaults_are_the_specs() -> None:
     assert (
         spec.negative_prompt == "blurry, low quality, low resolution, inconsistent motion, jittery, distorted"
     )
-    assert (spec.width, spec.height) == (1280, 704)  # 720p 16:9
+    assert (spec.width, spec.height) == (1280, 720)  # 720p 16:9, the nominal frame
     assert (spec.num_frames, spec.num_inference_steps, spec.frame_rate) == (89, 30, 25)
     assert (spec.expand_prompt, spec.reverse_video, spec.enable_safety_checker) == (False, False, True)
     assert spec.loras == ()
@@ -66,9 +66,9 @@ def test_text_to_video_defaults_are_the_specs() -> None:
 
 def test_named_sizes_follow_the_geometry_rule() -> None:
     spec = _spec(Endpoint.TEXT_TO_VIDEO, {"prompt": "a cat", "resolution": "480p", "aspect_ratio": "9:16"})
-    assert (spec.width, spec.height) == (480, 832)
+    assert (spec.width, spec.height) == (480, 854)
     extend = _spec(Endpoint.EXTEND, {"prompt": "go", "video": {"video_url": VIDEO}, "aspect_ratio": "9:16"})
-    assert (extend.width, extend.height) == (704, 1280)
+    assert (extend.width, extend.height) == (720, 1280)
 
 
 def test_explicit_zero_and_false_stay_unset_take_the_default() -> None:
@@ -102,14 +102,14 @@ def test_auto_aspect_ratio_waits_for_the_media() -> None:
     assert (spec.aspect_ratio, spec.resolution) == (AspectRatio.AUTO, Resolution.P720)
     assert (spec.width, spec.height) == (0, 0)
     resolved = resolve_auto_size(spec, 4 / 3)
-    assert (resolved.width, resolved.height) == (960, 704)
+    assert (resolved.width, resolved.height) == (960, 720)
     assert resolve_auto_size(resolved, 16 / 9) == resolved  # an exact size is kept
 
 
 def test_auto_aspect_ratio_without_media_is_16_9() -> None:
     spec = _spec(Endpoint.DISTILLED_MULTICONDITIONING, {"prompt": "a cat", "resolution": "480p"})
     assert spec.aspect_ratio is AspectRatio.AUTO
-    assert (spec.width, spec.height) == (832, 480)
+    assert (spec.width, spec.height) == (854, 480)
 
 
 def test_distilled_example() -> None:
@@ -145,7 +145,7 @@ def test_video_conditioning_flags_become_optional_limits() -> None:
 
 def test_extend_example() -> None:
     spec = _spec(Endpoint.EXTEND, _example(Endpoint.EXTEND))
-    assert (spec.width, spec.height, spec.num_inference_steps) == (1280, 704, 40)
+    assert (spec.width, spec.height, spec.num_inference_steps) == (1280, 720, 40)
     assert spec.video == VideoConditionSpec(
         "https://storage.googleapis.com/falserverless/web-examples/wan/t2v.mp4", start_frame=24
     )

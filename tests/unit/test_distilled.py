@@ -161,8 +161,8 @@ def test_upsampled_latents_are_adain_normalized_to_the_first_pass(
     seen: dict[str, torch.Tensor] = {}
     real_upsample, real_prepare = distilled.upsample_latents, distilled.prepare_conditioned_latents
 
-    def upsample_spy(components: Components, latents: torch.Tensor) -> torch.Tensor:
-        seen["first_pass"], seen["upsampled"] = latents.clone(), real_upsample(components, latents)
+    def upsample_spy(components: Components, latents: torch.Tensor, *args: Any) -> torch.Tensor:
+        seen["first_pass"], seen["upsampled"] = latents.clone(), real_upsample(components, latents, *args)
         return seen["upsampled"]
 
     def prepare_spy(*args: Any, **kwargs: Any) -> Any:

@@ -105,14 +105,15 @@ def test_tensorrt_config_uses_the_same_tensors(components: list[ExportableCompon
 def test_profiles_follow_the_api_ranges(components: list[ExportableComponent]) -> None:
     by_name = {c.name: c for c in components}
     ranges = by_name["transformer"].axis_ranges()
-    # Tokens = (H/32)(W/32)((F-1)/8+1): fewest at 480x480 and 9 frames (15*15*2), the endpoint's default
-    # 1280x704 and 89 frames (40*22*12) as optimum, most at 1280x704 and 257 frames (40*22*33).
-    assert ranges["tokens"] == AxisRange(450, 10560, 29040)
+    # Tokens = (H/32)(W/32)((F-1)/8+1) of the generated frame (padded up to 32): fewest at 480x480 and 9
+    # frames (15*15*2), the endpoint's default 1280x720 (1280x736) and 89 frames (40*23*12) as optimum,
+    # most at 1280x736 and 257 frames (40*23*33).
+    assert ranges["tokens"] == AxisRange(450, 11040, 30360)
     # Negative + positive prompt at best, with STG's perturbed pass a third row.
     assert ranges["batch"] == AxisRange(1, 2, 3)
     assert by_name["text_encoder"].axis_ranges()["batch"] == AxisRange(1, 2, 2)
     latents = by_name["vae_decoder"].profile()["latents"]
-    assert latents == ((1, 8, 2, 15, 15), (1, 8, 12, 22, 40), (1, 8, 33, 40, 40))
+    assert latents == ((1, 8, 2, 15, 15), (1, 8, 12, 23, 40), (1, 8, 33, 40, 40))
 
 
 def test_serving_ranges_cover_conditioning_and_the_distilled_passes() -> None:
@@ -120,14 +121,15 @@ def test_serving_ranges_cover_conditioning_and_the_distilled_passes() -> None:
     names = DEFAULT_COMPONENTS  # every component: all four endpoints
     by_name = {c.name: c for c in declare(names, geometry, ApiRanges.serving(names))}
     transformer = by_name["transformer"].axis_ranges()
-    # The distilled first pass of 480x480 is 320x320 (10x10 cells, 9 frames: 2 latent frames); its second
-    # pass of 1280x704 is 1664x896 (52x28 cells, 896x1664 turned); 257 frames are 33 latent frames, and up
-    # to 10 images plus 4 videos x 2 latent frames of keyframe tokens ride along.
-    assert transformer["tokens"] == AxisRange(10 * 10 * 2, 10560, 52 * 28 * (33 + 18))
+    # The distilled first pass of 480x480 is 288x288 (int(480 * 0.6666666) = 319, floored to 32: 9x9 cells,
+    # 9 frames: 2 latent frames); its second pass of 1280x720 (generated 1280x736, first pass 832x480) is
+    # 1664x960 (52x30 cells, 960x1664 turned); 257 frames are 33 latent frames, and up to 10 images plus
+    # 4 videos x 2 latent frames of keyframe tokens ride along.
+    assert transformer["tokens"] == AxisRange(9 * 9 * 2, 11040, 52 * 30 * (33 + 18))
     assert by_name["vae_decoder"].profile()["latents"][2] == (1, 8, 33, 52, 52)
     # An image condition is one frame: the VAE encoder's profile starts there.
-    assert by_name["vae_encoder"].profile()["video"][0] == (1, 3, 1, 320, 320)
-    assert by_name["latent_upsampler"].profile()["latents"][0] == (1, 8, 2, 10, 10)
+    assert by_name["vae_encoder"].profile()["video"][0] == (1, 3, 1, 288, 288)
+    assert by_name["latent_upsampler"].profile()["latents"][0] == (1, 8, 2, 9, 9)
 
 
 def test_keyframe_bound_follows_validation() -> None:

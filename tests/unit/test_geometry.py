@@ -11,6 +11,7 @@ from service.domain.geometry import (
     LTX2_FIRST_PASS_DOWNSCALE,
     AspectRatio,
     FrameSize,
+    LatentGridPadding,
     Resolution,
     VideoSizePreset,
     audio_samples,
@@ -19,6 +20,7 @@ from service.domain.geometry import (
     frame_size,
     ltx2_preset_size,
     multiscale_sizes,
+    padded_to_latent_grid,
     size_for,
 )
 
@@ -26,16 +28,16 @@ from service.domain.geometry import (
 @pytest.mark.parametrize(
     ("resolution", "aspect_ratio", "expected"),
     [
-        # nominal 854x480 / 1280x720, each side rounded down to a multiple of 32
-        (Resolution.P480, AspectRatio.R16_9, FrameSize(832, 480)),
-        (Resolution.P480, AspectRatio.R9_16, FrameSize(480, 832)),
+        # the nominal frames: 480 * 16 / 9 = 853.3 -> 854 (even)
+        (Resolution.P480, AspectRatio.R16_9, FrameSize(854, 480)),
+        (Resolution.P480, AspectRatio.R9_16, FrameSize(480, 854)),
         (Resolution.P480, AspectRatio.R1_1, FrameSize(480, 480)),
-        (Resolution.P720, AspectRatio.R16_9, FrameSize(1280, 704)),
-        (Resolution.P720, AspectRatio.R9_16, FrameSize(704, 1280)),
-        (Resolution.P720, AspectRatio.R1_1, FrameSize(704, 704)),
+        (Resolution.P720, AspectRatio.R16_9, FrameSize(1280, 720)),
+        (Resolution.P720, AspectRatio.R9_16, FrameSize(720, 1280)),
+        (Resolution.P720, AspectRatio.R1_1, FrameSize(720, 720)),
     ],
 )
-def test_named_aspect_ratios_round_each_side_down_to_32(
+def test_named_aspect_ratios_give_the_nominal_frame(
     resolution: Resolution, aspect_ratio: AspectRatio, expected: FrameSize
 ) -> None:
     assert frame_size(resolution, aspect_ratio) == expected
@@ -44,10 +46,10 @@ def test_named_aspect_ratios_round_each_side_down_to_32(
 @pytest.mark.parametrize(
     ("resolution", "ratio", "expected"),
     [
-        (Resolution.P480, 4 / 3, FrameSize(640, 480)),  # 640 is already on the grid
-        (Resolution.P720, 4 / 3, FrameSize(960, 704)),
-        (Resolution.P720, 3 / 4, FrameSize(704, 960)),
-        (Resolution.P720, 1.5, FrameSize(1056, 704)),  # 3:2 photo: 1080 -> 1056
+        (Resolution.P480, 4 / 3, FrameSize(640, 480)),
+        (Resolution.P720, 4 / 3, FrameSize(960, 720)),
+        (Resolution.P720, 3 / 4, FrameSize(720, 960)),
+        (Resolution.P720, 1.5, FrameSize(1080, 720)),  # 3:2 photo
         (Resolution.P480, 5.0, FrameSize(1120, 480)),  # clamped to 21:9: 480 * 21/9 = 1120
         (Resolution.P480, 0.1, FrameSize(480, 1120)),  # clamped to 9:21
     ],
@@ -116,6 +118,16 @@ def test_custom_size_rounds_each_side_down_to_32() -> None:
     assert custom_size(20, 20) == FrameSize(32, 32)  # never below one latent pixel
 
 
+@pytest.mark.parametrize(
+    ("side", "first_pass"),
+    # upstream LTXMultiScalePipeline: int(side * 0.6666666) floored to 32
+    [(480, 288), (704, 448), (1280, 832), (832, 544), (864, 544), (96, 32)],
+)
+def test_distilled_first_pass_side_is_upstreams(side: int, first_pass: int) -> None:
+    sizes = multiscale_sizes(FrameSize(side, side), DISTILLED_FIRST_PASS_DOWNSCALE)
+    assert sizes.first_pass == FrameSize(first_pass, first_pass)
+
+
 def test_distilled_multiscale_first_pass_is_two_thirds_on_the_grid() -> None:
     sizes = multiscale_sizes(FrameSize(1280, 704), DISTILLED_FIRST_PASS_DOWNSCALE)
     assert sizes.first_pass == FrameSize(832, 448)  # 853 -> 832, 469 -> 448
@@ -134,3 +146,22 @@ def test_duration_and_audio_length() -> None:
     assert audio_samples(121, 24.0, 48_000) == 242_000
     with pytest.raises(ValueError, match="positive"):
         duration_seconds(121, 0)
+
+
+@pytest.mark.parametrize(
+    ("output", "generated", "padding"),
+    [
+        # upstream inference.py: pad up to 32, half before (rounded down), the rest after
+        (FrameSize(854, 480), FrameSize(864, 480), (5, 5, 0, 0)),
+        (FrameSize(1280, 720), FrameSize(1280, 736), (0, 0, 8, 8)),
+        (FrameSize(720, 720), FrameSize(736, 736), (8, 8, 8, 8)),
+        (FrameSize(1080, 720), FrameSize(1088, 736), (4, 4, 8, 8)),
+        (FrameSize(480, 480), FrameSize(480, 480), (0, 0, 0, 0)),
+        (FrameSize(70, 33), FrameSize(96, 64), (13, 13, 15, 16)),
+    ],
+)
+def test_the_model_generates_the_frame_padded_up_to_32(
+    output: FrameSize, generated: FrameSize, padding: tuple[int, int, int, int]
+) -> None:
+    assert padded_to_latent_grid(output) == generated
+    assert tuple(LatentGridPadding.of(output)) == padding

@@ -1,189 +1,175 @@
-"""Long videos in overlapping chunks: plan, seams, tail conditioning, temporal AdaIN, output store.
+"""Long videos by the reference method: latent windows, tail tokens, AdaIN, crossfade, tiled decode.
 
-Most tests drive `generate_long_video` with a fake clip renderer whose frames say which chunk and which
-chunk-local frame they are, so where each output frame came from can be read off the pixels. The last
-ones run the real distilled pipeline on the tiny preset with tiny chunks (17 frames, 9 overlapping).
+The building blocks are checked against diffusers' port of the reference (`LTXI2VLongMultiPromptPipeline`'s
+module functions) on the same tensors; the window loop with a fake sampler whose outputs say which
+window they are; the tiled decode against one whole decode on the tiny VAE; the distilled pipeline end
+to end with tiny windows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from diffusers.pipelines.ltx import pipeline_ltx_i2v_long_multi_prompt as reference
 
 from service.config import ModelConfig
 from service.domain.errors import Cancelled
-from service.domain.geometry import AspectRatio, FrameSize, Resolution
+from service.domain.geometry import AspectRatio, Resolution
 from service.domain.specs import DistilledMulticonditioningSpec
 from service.engines import torch_bindings
-from service.pipelines.chunking import seams
 from service.pipelines.components import Components
 from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.distilled import DistilledOptions, generate_distilled
+from service.pipelines.latent_windows import Window, decode_in_tiles, fuse, plan_windows
 from service.pipelines.long_video import (
-    ClipRequest,
-    FrameStore,
     LongVideoOptions,
-    LongVideoRequest,
-    chunk_plan,
-    generate_long_video,
+    WindowRequest,
+    sample_in_windows,
+    window_generators,
+    window_plan,
 )
 
-TINY_CHUNKS = LongVideoOptions(chunk_frames=17, overlap_frames=9)
-SIZE = FrameSize(width=8, height=4)
+TINY_WINDOWS = LongVideoOptions(
+    window_latent_frames=3,
+    overlap_latent_frames=2,
+    decode_tile_latent_frames=3,
+    decode_overlap_latent_frames=2,
+)
 
 
-class LabelledRenderer:
-    """Frame k of chunk i has red = i and green = k; latents of chunk i have mean i and std i + 1."""
+@pytest.mark.parametrize(("frames", "window", "overlap"), [(16, 16, 3), (31, 16, 3), (181, 16, 3), (7, 3, 2)])
+def test_windows_are_the_references(frames: int, window: int, overlap: int) -> None:
+    expected = reference.split_into_temporal_windows(frames, window, overlap, 8)
+    assert [tuple(w) for w in plan_windows(frames, window, overlap)] == expected
+
+
+@pytest.mark.parametrize("shared", [2, 3, 5])
+def test_fuse_is_the_references_linear_overlap_fuse(shared: int) -> None:
+    generator = torch.Generator().manual_seed(shared)
+    before, new = (
+        torch.randn(1, 4, 9, 2, 3, generator=generator),
+        torch.randn(1, 4, 7, 2, 3, generator=generator),
+    )
+    expected = reference.linear_overlap_fuse(before, new, shared)
+    assert torch.allclose(fuse(before, new, shared), expected, atol=1e-6)
+    assert fuse(before, new, shared).shape[2] == 9 + 7 - shared
+
+
+class FakeSampler:
+    """Window i's latents are all i (so what went where can be read off), and the requests are kept."""
 
     def __init__(self) -> None:
-        self.requests: list[ClipRequest] = []
-        self.decoded_latents: list[torch.Tensor] = []
+        self.requests: list[WindowRequest] = []
 
-    def latents(self, request: ClipRequest) -> torch.Tensor:
+    def __call__(self, request: WindowRequest) -> torch.Tensor:
         self.requests.append(request)
-        noise = torch.randn(1, 2, 4, 4, 4, generator=torch.Generator().manual_seed(request.chunk_index))
-        return noise * (request.chunk_index + 1) + request.chunk_index
-
-    def frames(self, latents: torch.Tensor, request: ClipRequest) -> np.ndarray:
-        self.decoded_latents.append(latents)
-        frames = np.zeros((request.num_frames, SIZE.height, SIZE.width, 3), dtype=np.uint8)
-        frames[..., 0] = request.chunk_index
-        frames[..., 1] = np.arange(request.num_frames)[:, None, None]
-        return frames
+        base = torch.full((1, 2, request.window.length, 2, 2), float(request.window_index))
+        return base + 0.1 * torch.randn(
+            base.shape, generator=torch.Generator().manual_seed(request.window_index)
+        )
 
 
-def _generate(
-    num_frames: int,
-    renderer: LabelledRenderer,
-    conditions: tuple[ConditioningMedia, ...] = (),
-    options: LongVideoOptions = TINY_CHUNKS,
-    **request: object,
-) -> np.ndarray:
-    settings = {"seed": 0, "temporal_adain_factor": 0.0, **request}
-    video_request = LongVideoRequest(num_frames=num_frames, size=SIZE, **settings)  # type: ignore[arg-type]
-    return generate_long_video(renderer, video_request, conditions, lambda: False, options)
-
-
-def test_exact_frame_count_and_seams_where_chunking_says() -> None:
-    renderer = LabelledRenderer()
-    video = _generate(49, renderer)
-    assert video.shape == (49, SIZE.height, SIZE.width, 3)
-    # 17-frame chunks overlapping by 9 add 8 frames each: chunk i starts at 8i; its own frames begin
-    # where the previous chunk ends, 8(i - 1) + 17.
-    expected_seams = [8 * i + 9 for i in range(1, 5)]
-    assert seams(chunk_plan(49, TINY_CHUNKS)) == expected_seams
-    chunk_of_frame = video[:, 0, 0, 0].astype(int)
-    assert [f for f in range(1, 49) if chunk_of_frame[f] != chunk_of_frame[f - 1]] == expected_seams
-    local_frame = video[:, 0, 0, 1].astype(int)
-    assert np.array_equal(local_frame, np.arange(49) - 8 * chunk_of_frame)  # each chunk starts at 8i
-
-
-def test_an_illegal_length_is_generated_legal_and_trimmed() -> None:
-    renderer = LabelledRenderer()
-    video = _generate(45, renderer)  # 49 generated
-    assert video.shape[0] == 45
-    assert [r.num_frames for r in renderer.requests] == [17] * 5
-
-
-def test_each_chunk_after_the_first_is_conditioned_on_the_previous_tail() -> None:
-    renderer = LabelledRenderer()
-    _generate(33, renderer)
-    assert renderer.requests[0].conditions == ()
-    for previous, request in zip(renderer.requests, renderer.requests[1:]):
-        (tail,) = request.conditions
-        assert (tail.start_frame, tail.strength, tail.num_frames) == (0, 1.0, 9)
-        # The previous chunk's frames 8..16 (green) from chunk `previous.chunk_index` (red), as [-1, 1] pixels.
-        red, green = tail.pixels[0, 0, :, 0, 0], tail.pixels[0, 1, :, 0, 0]
-        assert torch.allclose(red, torch.full((9,), previous.chunk_index / 127.5 - 1))
-        assert torch.allclose(green, torch.arange(8, 17) / 127.5 - 1)
-
-
-def test_chunks_get_their_own_seeds_the_first_the_request_seed() -> None:
-    renderer = LabelledRenderer()
-    _generate(33, renderer, seed=100)
-    assert [r.generator.initial_seed() for r in renderer.requests] == [100, 108, 116]
-
-
-def test_client_conditions_go_to_the_chunks_that_own_their_frames() -> None:
-    renderer = LabelledRenderer()
-    clip = torch.arange(20, dtype=torch.float32).view(1, 1, 20, 1, 1).expand(1, 3, 20, 2, 2)
-    image = torch.zeros(1, 3, 1, 2, 2)
-    conditions = (
-        ConditioningMedia(pixels=clip, start_frame=12, strength=0.8),
-        ConditioningMedia(pixels=image, start_frame=40, strength=1.0),
+def _sample(
+    sampler: FakeSampler, frames: int, conditions: tuple[ConditioningMedia, ...] = (), **kw: object
+) -> torch.Tensor:
+    options = LongVideoOptions(window_latent_frames=5, overlap_latent_frames=3)
+    windows = window_plan(frames, options)
+    settings: dict[str, Any] = {"adain_factor": 0.0, "is_cancelled": lambda: False, **kw}
+    return sample_in_windows(
+        sampler, windows, window_generators(7, windows), conditions, options=options, **settings
     )
-    _generate(49, renderer, conditions)
-    # Own frames: chunk 0 [0, 17), chunk 1 [17, 25), chunk 2 [25, 33), chunk 3 [33, 41), chunk 4 [41, 49).
-    # The video covers output frames 12..31; the image frame 40 (chunk 3, which starts at 24).
-    expected = {
-        0: [(12, 0, 5)],  # (chunk-local start, first frame of the video used, frames)
-        1: [(9, 5, 8)],
-        2: [(9, 13, 7)],
-        3: [(16, None, 1)],
-        4: [],
-    }
-    for request in renderer.requests:
-        own = [c for c in request.conditions if not (c.start_frame == 0 and c.num_frames == 9)]
-        got = [
-            (c.start_frame, int(c.pixels[0, 0, 0, 0, 0]) if c.num_frames > 1 else None, c.num_frames)
-            for c in own
-        ]
-        assert got == expected[request.chunk_index], request.chunk_index
-        assert all(c.strength == (0.8 if c.num_frames > 1 else 1.0) for c in own)
 
 
-@pytest.mark.parametrize("factor", [0.0, 1.0])
-def test_temporal_adain_moves_later_chunks_toward_the_first(factor: float) -> None:
-    renderer = LabelledRenderer()
-    _generate(33, renderer, temporal_adain_factor=factor)
-    first = renderer.decoded_latents[0]
-    ref_std, ref_mean = torch.std_mean(first, dim=(2, 3, 4))
-    for index, latents in enumerate(renderer.decoded_latents[1:], start=1):
-        std, mean = torch.std_mean(latents, dim=(2, 3, 4))
-        if factor == 1.0:
-            assert torch.allclose(std, ref_std, atol=1e-5) and torch.allclose(mean, ref_mean, atol=1e-5)
-        else:  # as rendered: mean about `index`, far from the first chunk's
-            assert torch.all((mean - ref_mean).abs() > 0.5 * index)
+def test_each_window_continues_the_fused_tail_at_strength_half() -> None:
+    sampler = FakeSampler()
+    fused = _sample(sampler, 11)
+    assert fused.shape[2] == 11
+    assert [tuple(r.window) for r in sampler.requests] == [(0, 5), (2, 7), (4, 9), (6, 11)]
+    assert sampler.requests[0].tail is None
+    for request in sampler.requests[1:]:
+        assert request.tail is not None and request.tail.strength == 0.5
+        assert request.tail.latents.shape[2] == 3  # the overlap
+    # Window 1's tail: the last three frames of window 0's output, which the fuse had not touched yet.
+    assert sampler.requests[1].tail is not None
+    assert torch.allclose(sampler.requests[1].tail.latents.mean(), torch.tensor(0.0), atol=0.1)
+    # The final latents: window 0's at the start, the last window's at the end, crossfades between.
+    assert fused[:, :, 0].mean().item() == pytest.approx(0.0, abs=0.1)
+    assert fused[:, :, -1].mean().item() == pytest.approx(3.0, abs=0.1)
 
 
-@pytest.mark.parametrize("store", [FrameStore.MEMORY, FrameStore.TEMP_FILE])
-def test_both_stores_give_the_same_frames_and_reverse(store: FrameStore) -> None:
-    options = dataclasses.replace(TINY_CHUNKS, frame_store=store)
-    in_memory = dataclasses.replace(TINY_CHUNKS, frame_store=FrameStore.MEMORY)
-    reference = _generate(41, LabelledRenderer(), options=in_memory)
-    video = _generate(41, LabelledRenderer(), options=options)
-    assert isinstance(video, np.memmap) == (store is FrameStore.TEMP_FILE)
-    assert np.array_equal(video, reference)
-    assert np.array_equal(_generate(41, LabelledRenderer(), options=options, reverse=True), reference[::-1])
+def test_window_seeds_are_the_references_and_window_zero_is_the_requests() -> None:
+    windows = [Window(0, 5), Window(2, 7)]
+    generators = window_generators(7, windows)
+    assert [g.initial_seed() for g in generators] == [7, 9]
 
 
-def test_more_than_one_chunk_goes_to_a_temporary_file_by_default() -> None:
-    assert isinstance(_generate(25, LabelledRenderer()), np.memmap)
-    assert not isinstance(_generate(17, LabelledRenderer()), np.memmap)
+def test_adain_pulls_later_windows_toward_the_first() -> None:
+    plain, adain = _sample(FakeSampler(), 11), _sample(FakeSampler(), 11, adain_factor=1.0)
+    assert plain[:, :, -1].mean().item() == pytest.approx(3.0, abs=0.1)
+    assert adain[:, :, -1].mean().item() == pytest.approx(0.0, abs=0.1)  # the first window's mean
 
 
-def test_cancel_between_chunks() -> None:
-    renderer = LabelledRenderer()
-    request = LongVideoRequest(num_frames=33, size=SIZE, seed=0, temporal_adain_factor=0.0)
+def test_conditions_go_to_every_window_holding_their_frames_at_local_positions() -> None:
+    sampler = FakeSampler()
+    video = ConditioningMedia(pixels=torch.zeros(1, 3, 9, 4, 4), start_frame=20, strength=1.0)  # frames 20-28
+    _sample(sampler, 11, (video,))
+    # Window pixel spans: [0, 32], [16, 48], [32, 64], [48, 80].
+    local = [[(c.start_frame, c.num_frames) for c in r.conditions] for r in sampler.requests]
+    assert local == [[(20, 9)], [(4, 9)], [], []]
+
+
+def test_cancel_between_windows() -> None:
+    checks = iter([False, True])
     with pytest.raises(Cancelled):
-        generate_long_video(renderer, request, (), lambda: len(renderer.requests) >= 1, TINY_CHUNKS)
-    assert len(renderer.requests) == 1
+        _sample(FakeSampler(), 11, is_cancelled=lambda: next(checks))
 
 
-# --- the real distilled pipeline, tiny preset, tiny chunks ---
+@pytest.fixture(scope="module")
+def components() -> Components:
+    return torch_bindings.load_components(ModelConfig())
+
+
+def test_tiled_decode_covers_every_frame_once_and_is_close_to_one_decode(components: Components) -> None:
+    latents = torch.randn(1, 8, 34, 1, 1, generator=torch.Generator().manual_seed(0))  # 265 frames, 32x32
+    timestep = torch.tensor([0.05])
+    with torch.inference_mode():
+        whole = components.vae_decoder.decode(latents, timestep)[0]
+        chunks = list(decode_in_tiles(components.vae_decoder, latents, timestep, tile=16, overlap=4))
+        hard_cut = torch.cat(
+            [c.video for c in decode_in_tiles(components.vae_decoder, latents, timestep, 16, 1)], 1
+        )
+    assert chunks[0].start == 0
+    assert all(a.start + a.video.shape[1] == b.start for a, b in itertools.pairwise(chunks))
+    tiled = torch.cat([c.video for c in chunks], dim=1)
+    assert tiled.shape == whole.shape == (3, 265, 32, 32)
+    # Tiles see less temporal context than one decode; the crossfade keeps them close (measured 6% of the
+    # mean magnitude on the tiny VAE), and much closer than hard cuts between tiles.
+    error, cut_error = (tiled - whole).abs().mean().item(), (hard_cut - whole).abs().mean().item()
+    assert error < 0.1 * whole.abs().mean().item()
+    assert error < 0.5 * cut_error
+
+
+def test_one_tile_is_exactly_one_decode(components: Components) -> None:
+    latents = torch.randn(1, 8, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    timestep = torch.tensor([0.05])
+    (chunk,) = decode_in_tiles(components.vae_decoder, latents, timestep, tile=16, overlap=3)
+    assert torch.equal(chunk.video, components.vae_decoder.decode(latents, timestep)[0])
+
 
 SPEC = DistilledMulticonditioningSpec(
-    prompt="a lighthouse at dusk, waves rolling in",
+    prompt="a paper boat drifting down a rain gutter",
     negative_prompt="worst quality",
     resolution=Resolution.P480,
     aspect_ratio=AspectRatio.R1_1,
     width=64,
     height=64,
     num_frames=49,
-    first_pass_num_inference_steps=2,  # one step per pass: the chunking, not the sampling, is tested here
+    first_pass_num_inference_steps=2,  # one step per pass: the windowing, not the sampling, is tested here
     second_pass_num_inference_steps=2,
     second_pass_skip_initial_steps=1,
     frame_rate=24,
@@ -192,18 +178,16 @@ SPEC = DistilledMulticonditioningSpec(
     tone_map_compression_ratio=0.0,
     constant_rate_factor=29,
 )
-TINY_CHUNK_OPTIONS = DistilledOptions(long_video=TINY_CHUNKS)
 
 
-@pytest.fixture(scope="module")
-def components() -> Components:
-    return torch_bindings.load_components(ModelConfig())
-
-
-def test_distilled_long_video_has_exactly_the_requested_frames(components: Components) -> None:
-    video = generate_distilled(components, SPEC, (), lambda _: None, lambda: False, TINY_CHUNK_OPTIONS)
+def test_distilled_long_video_has_exactly_the_requested_frames_and_is_reproducible(
+    components: Components,
+) -> None:
+    options = DistilledOptions(long_video=TINY_WINDOWS)
+    video = generate_distilled(components, SPEC, (), lambda _: None, lambda: False, options)
     assert video.frames.shape == (49, 64, 64, 3)
-    # Chunk 0 is seeded with the request's seed and sees no AdaIN: its frames are a one-clip run's.
-    one_clip = dataclasses.replace(SPEC, num_frames=17)
-    alone = generate_distilled(components, one_clip, (), lambda _: None, lambda: False, TINY_CHUNK_OPTIONS)
-    assert np.array_equal(video.frames[:17], alone.frames)
+    again = generate_distilled(components, SPEC, (), lambda _: None, lambda: False, options)
+    assert np.array_equal(np.asarray(video.frames), np.asarray(again.frames))
+    reversed_spec = dataclasses.replace(SPEC, reverse_video=True)
+    backward = generate_distilled(components, reversed_spec, (), lambda _: None, lambda: False, options)
+    assert np.array_equal(np.asarray(backward.frames), np.asarray(video.frames)[::-1])

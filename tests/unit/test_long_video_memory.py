@@ -1,8 +1,8 @@
-"""Peak memory of a long video is bounded by one chunk, not the video's length (tiny preset, tiny chunks).
+"""Peak memory of a long video is bounded by one window or decode tile, not its length (tiny preset).
 
 Torch memory is counted op by op (`bench.torch_memory.LiveTensorMeter`: live tensor bytes and the largest
-tensor); numpy and Python memory with tracemalloc. A 41-frame video (4 chunks of 17 frames) must peak no
-higher than a 25-frame one (2 chunks). Each measure is also shown to catch growth where there is some.
+tensor); numpy and Python memory with tracemalloc. A 41-frame video (4 windows of 17 frames) must peak no
+higher than a 25-frame one (2 windows). Each measure is also shown to catch growth where there is some.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from service.pipelines.components import Components
 from service.pipelines.distilled import DistilledOptions, generate_distilled
 from service.pipelines.long_video import FrameStore, LongVideoOptions
 
-SHORT, LONG = 25, 41  # 2 and 4 chunks of 17 frames overlapping by 9
+SHORT, LONG = 25, 41  # 2 and 4 windows (and decode tiles) of 3 latent frames (17 frames) overlapping by 2
 SPEC = DistilledMulticonditioningSpec(
     prompt="a lighthouse at dusk, waves rolling in",
     negative_prompt="worst quality",
@@ -43,7 +43,9 @@ SPEC = DistilledMulticonditioningSpec(
     tone_map_compression_ratio=0.0,
     constant_rate_factor=29,
 )
-TINY_CHUNKS = LongVideoOptions(chunk_frames=17, overlap_frames=9)
+TINY_CHUNKS = LongVideoOptions(
+    window_latent_frames=3, overlap_latent_frames=2, decode_tile_latent_frames=3, decode_overlap_latent_frames=2
+)
 FRAME_BYTES = SPEC.width * SPEC.height * 3  # one uint8 output frame
 
 
@@ -103,13 +105,13 @@ def test_torch_peak_and_largest_tensor_do_not_grow_with_length(default_peaks: tu
     assert long.torch_live <= short.torch_live * 1.02
 
 
-def test_the_torch_meter_sees_chunks_that_are_kept(components: Components) -> None:
+def test_the_torch_meter_sees_decoded_tiles_that_are_kept(components: Components) -> None:
     short = _peaks(
         dataclasses.replace(components, vae_decoder=HoardingDecoder(components.vae_decoder)), SHORT
     )
     long = _peaks(dataclasses.replace(components, vae_decoder=HoardingDecoder(components.vae_decoder)), LONG)
     decoded_clip_bytes = 17 * SPEC.height * SPEC.width * 3 * 4  # float32 [1, 3, 17, 64, 64]
-    assert long.torch_live - short.torch_live >= 2 * decoded_clip_bytes  # two more chunks kept
+    assert long.torch_live - short.torch_live >= 2 * decoded_clip_bytes  # two more decode tiles kept
 
 
 def test_output_frames_stay_out_of_memory_by_default(

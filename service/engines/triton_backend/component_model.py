@@ -19,7 +19,7 @@ import torch
 import triton_python_backend_utils as pb_utils  # only importable inside a Triton Python-backend stub
 
 from service.contract.components import COMPONENT_DECLS
-from service.engines.triton_backend.params import model_config_from, model_parameters
+from service.engines.triton_backend.params import fast_path_config_from, model_config_from, model_parameters
 from service.models.component_modules import component_module, default_input, torch_dtype_of
 
 log = logging.getLogger("ltx_component")
@@ -38,7 +38,7 @@ class ComponentModel:
                 f"config.pbtxt parameter component: {name!r} is not one of {sorted(COMPONENT_DECLS)}"
             )
         model_config = model_config_from(parameters)
-        models = load_models(model_config)
+        models = load_models(model_config, fast_path_config_from(parameters))
         self.component = COMPONENT_DECLS[name](model_geometry(models))
         self.module = component_module(self.component, models)
         self.device = torch.device(model_config.device)

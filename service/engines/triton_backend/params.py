@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.config import ModelConfig
+from service.config import FastPathConfig, ModelConfig
 
 
 def model_parameters(args: dict[str, str]) -> dict[str, str]:
@@ -28,6 +28,23 @@ def model_config_from(parameters: dict[str, str]) -> ModelConfig:
         except ValueError:
             raise ValueError(f"config.pbtxt parameter {field.name}: {raw!r} is not an integer") from None
     return ModelConfig(**values)
+
+
+def fast_path_config_from(parameters: dict[str, str]) -> FastPathConfig:
+    """A FastPathConfig from the parameters `fast_path.<field>` (booleans "true"/"false"); absent: defaults."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(FastPathConfig):
+        name = f"fast_path.{field.name}"
+        raw = parameters.get(name, "").strip()
+        if not raw:
+            continue
+        if isinstance(field.default, bool):
+            if raw.lower() not in ("true", "false"):
+                raise ValueError(f"config.pbtxt parameter {name}: {raw!r} is not true or false")
+            values[field.name] = raw.lower() == "true"
+        else:
+            values[field.name] = raw
+    return FastPathConfig(**values)
 
 
 def version_dir(args: dict[str, str]) -> Path:
