@@ -32,12 +32,12 @@ def _wait_stage(service: ServiceProcess, request_id: str, stages: set[str], time
 @pytest.mark.parametrize("stage", ["denoising", "decoding", "encoding_video"])
 def test_kill_9_at_each_stage_then_the_job_completes(tmp_path: Path, stage: str) -> None:
     service = ServiceProcess(tmp_path, [])
-    service.start()
+    service.start(timeout_s=300)
     try:
         request_id = service.submit(T2V, JOB).request_id
         _wait_stage(service, request_id, {stage, *({"storing"} if stage == "encoding_video" else set())})
         service.kill9()
-        service.start()
+        service.start(timeout_s=300)
         status = service.wait_completed(request_id, timeout_s=300)
         assert status.status == pb.COMPLETED
     finally:
@@ -46,13 +46,13 @@ def test_kill_9_at_each_stage_then_the_job_completes(tmp_path: Path, stage: str)
 
 def test_a_poison_job_stops_after_the_retry_cap(tmp_path: Path) -> None:
     service = ServiceProcess(tmp_path, ["--max-retries", "1"])
-    service.start()
+    service.start(timeout_s=300)
     try:
         request_id = service.submit(T2V, JOB).request_id
         for _ in range(2):  # the first run and its one re-run both take the process down
             _wait_stage(service, request_id, {"denoising"})
             service.kill9()
-            service.start()
+            service.start(timeout_s=300)
         deadline = time.monotonic() + 60
         while True:
             result = service.stub.Status(pb.StatusRequest(request_id=request_id), timeout=5)

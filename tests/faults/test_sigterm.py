@@ -62,7 +62,7 @@ def _result_digest(data_dir: Path, request_id: str) -> str:
 def test_sigterm_drains_then_requeues_and_the_rerun_gives_the_same_bytes(tmp_path: Path) -> None:
     # 1. A long grace period: the running job finishes and its result is stored, not thrown away.
     service = ServiceProcess(tmp_path, ["--shutdown-grace-s", "300"])
-    service.start()
+    service.start(timeout_s=300)
     try:
         finished = service.submit(T2V, JOB).request_id
         _wait_denoising(service, finished)
@@ -85,7 +85,7 @@ def test_sigterm_drains_then_requeues_and_the_rerun_gives_the_same_bytes(tmp_pat
     #    process is gone within grace + 5 s.
     grace_s = 1.0
     service = ServiceProcess(tmp_path, ["--shutdown-grace-s", str(grace_s)])
-    service.start()
+    service.start(timeout_s=300)
     try:
         requeued = service.submit(T2V, JOB).request_id
         _wait_denoising(service, requeued)
@@ -98,7 +98,7 @@ def test_sigterm_drains_then_requeues_and_the_rerun_gives_the_same_bytes(tmp_pat
 
     # 3. On restart the re-queued job runs again, to the same bytes as the uninterrupted run.
     service = ServiceProcess(tmp_path, [])
-    service.start()
+    service.start(timeout_s=300)
     try:
         service.wait_completed(requeued, timeout_s=300)
     finally:
