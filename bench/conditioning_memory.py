@@ -30,9 +30,9 @@ from bench.two_pass_vs_single import spec_for
 from service.config import ModelConfig
 from service.domain.specs import VideoConditionSpec
 from service.engines import torch_bindings
+from service.inputs.media import prepare_conditioning_inputs
 from service.media.fetch import FetchLimits
 from service.pipelines.distilled import generate_distilled
-from service.pipelines.media_inputs import prepare_conditioning_inputs
 
 MIB = 1024 * 1024
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.config import ServiceConfig
 from service.domain.errors import Cancelled
 from service.domain.outputs import GeneratedVideo
 from service.jobs.records import JobRecord, JobState
@@ -22,7 +23,9 @@ class DecodingEngine:
     def __init__(self, cancel: threading.Event) -> None:
         self.cancel = cancel
 
-    def generate(self, spec, on_progress, is_cancelled) -> GeneratedVideo:  # type: ignore[no-untyped-def]
+    applies_loras = True
+
+    def generate(self, inputs, loras, on_progress, is_cancelled) -> GeneratedVideo:  # type: ignore[no-untyped-def]
         self.cancel.set()
         return GeneratedVideo(np.zeros((9, 32, 32, 3), np.uint8), 24.0, "p", 1)
 
@@ -32,7 +35,7 @@ def test_a_cancel_during_the_decode_ends_the_job_cancelled(tmp_path: Path) -> No
 
     cancel = threading.Event()
     storage = LocalStorage(tmp_path, "http://x")
-    runner = JobRunner(DecodingEngine(cancel), storage)  # type: ignore[arg-type]
+    runner = JobRunner(DecodingEngine(cancel), storage, ServiceConfig())  # type: ignore[arg-type]
     spec_json = _text_to_video_spec_json(spec_to_json)
     record = JobRecord("job", "ltx-video-lora", spec_json, JobState.RUNNING, 0.0)
     with pytest.raises(Cancelled):
