@@ -46,5 +46,5 @@ def test_unknown_and_unrun_endpoints_are_refused_by_name() -> None:
     with pytest.raises(ValueError, match="no-such-endpoint"):
         api_endpoint("no-such-endpoint")
     assert api_endpoint("fal-ai/ltx-video-lora").endpoint is Endpoint.TEXT_TO_VIDEO
-    with pytest.raises(ValueError, match="no pipeline runs endpoint ltx-2.3"):
+    with pytest.raises(ValueError, match=r"no pipeline runs endpoint ltx-2.3"):
         pipeline_endpoint(Endpoint.LTX2_TEXT_TO_VIDEO)
