@@ -481,7 +481,7 @@ class JobQueue:
             output_json = await _in_daemon_thread(self._runner, record, on_progress, flag.is_set)
         except asyncio.CancelledError:
             raise  # stopped hard: the job stays RUNNING until its lease expires (or the next start)
-        except BaseException as error:  # every failure of a job ends that job, not the worker
+        except BaseException as error:  # noqa: BLE001 - every failure of a job ends that job, not the worker
             await self._record_failure(job_id, error, worker)
         else:
             await self._end(job_id, JobState.SUCCEEDED, "completed", "info", worker, output_json=output_json)
@@ -608,7 +608,7 @@ def _in_daemon_thread(
         failure: BaseException | None = None
         try:
             result = runner(record, on_progress, is_cancelled)
-        except BaseException as error:  # handed to the awaiting worker
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting worker
             failure = error
         with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
             loop.call_soon_threadsafe(settle, result, failure)
