@@ -83,7 +83,7 @@ class JobRunner:
             raise Cancelled("cancelled by the client")
         # No cancel check from here on: once encoding starts, the job finishes.
         with self._finish_slots.held():
-            output = self._finisher.finish(record.job_id, video, prepared.checker, on_progress)
+            output = self._finisher.finish(record.job_id, video, prepared.checker, on_progress, prepared.inputs.spec)
         return output_to_json(output)
 
     def _generate(
