@@ -25,6 +25,7 @@ from ltx.v1 import video_generation_pb2 as pb
 from service.api.convert import input_from_json, to_spec
 from service.client.cli import build_request
 from service.config import ServiceConfig
+from service.engines.endpoint_pipelines import EndpointInputs
 from service.engines.local import LocalEngine
 from service.media.encode import encode_mp4
 from tests.integration.service_process import ServiceProcess
@@ -36,7 +37,7 @@ SMALL = {"prompt": "a red ball rolling", "resolution": "480p", "aspect_ratio": "
 
 @dataclass(frozen=True)
 class Bare:
-    pipeline_s: float  # LocalEngine.generate alone
+    pipeline_s: float  # LocalEngine.generate alone (text to video: nothing to prepare)
     encode_s: float  # encode_mp4 of its frames
 
 
@@ -46,7 +47,7 @@ def bare_latency(engine: LocalEngine, request: dict[str, Any], repeats: int) -> 
     with tempfile.TemporaryDirectory() as out:
         for _ in range(repeats):
             start = time.perf_counter()
-            video = engine.generate(spec, lambda _p: None, lambda: False)
+            video = engine.generate(EndpointInputs(spec), (), lambda _p: None, lambda: False)
             middle = time.perf_counter()
             encode_mp4(video, Path(out) / "bare.mp4")
             pipeline.append(middle - start)

@@ -53,13 +53,15 @@ def component_config(
     return config
 
 
-# `ltx_pipeline`'s optional inputs: the decoded conditioning media (service/engines/conditioning_tensors.py).
+# `ltx_pipeline`'s optional inputs: the decoded conditioning media (service/engines/conditioning_tensors.py)
+# and a lower cap on its frames responses.
 _MEDIA_INPUTS = {
     contract.CONDITION_FRAMES: ("TYPE_UINT8", (-1, -1, -1, 3)),
     contract.CONDITION_FRAME_COUNTS: ("TYPE_INT32", (-1,)),
     contract.CONDITION_START_FRAMES: ("TYPE_INT32", (-1,)),
     contract.CONDITION_STRENGTHS: ("TYPE_FP64", (-1,)),
     contract.KEPT_FRAMES: ("TYPE_UINT8", (-1, -1, -1, 3)),
+    contract.MAX_RESPONSE_BYTES: ("TYPE_INT64", (1,)),
 }
 
 
@@ -82,6 +84,8 @@ def pipeline_config(
         contract.TOTAL: ("TYPE_INT32", (1,)),
         contract.MESSAGE: ("TYPE_STRING", (1,)),
         contract.FRAMES: ("TYPE_UINT8", (-1, -1, -1, 3)),
+        contract.FRAME_START: ("TYPE_INT64", (1,)),
+        contract.TOTAL_FRAMES: ("TYPE_INT64", (1,)),
         contract.FRAME_RATE: ("TYPE_FP32", (1,)),
         contract.SEED: ("TYPE_INT64", (1,)),
         contract.PROMPT: ("TYPE_STRING", (1,)),

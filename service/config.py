@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from service.media.fetch import FetchLimits
+from service.observability.config import MetricsConfig
 from service.prompting.config import PromptExpansionConfig
 from service.safety.config import SafetyConfig
+from service.security.config import AuthConfig
 
 
 class EngineKind(StrEnum):
@@ -145,6 +147,22 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class StagesConfig:
+    """Worker pools of the job stages around the accelerator (`queue.workers` is its slot count):
+    while one job generates, up to `prepare_workers` next jobs are prepared (fetch, decode, safety, LoRA
+    download) and up to `finish_workers` earlier ones are checked, encoded and stored."""
+
+    prepare_workers: int = 1
+    finish_workers: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("prepare_workers", "finish_workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"stages.{name} must be an integer of at least 1, got {value!r}")
+
+
+@dataclass(frozen=True)
 class TransportConfig:
     """gRPC server settings. The receive limit fits one data URI at `media.max_bytes` (base64 is 4/3 of
     the bytes) with room for the rest of the request; each data URI is bounded at validation."""
@@ -168,6 +186,7 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     http_port: int = 8080  # serves stored results; 0 picks a free port
+    admin_port: int | None = None  # plaintext gRPC health + reflection for probes; None = main port only
     public_base_url: str | None = None  # how clients reach the HTTP server; default http://host:port
     data_dir: str = "var"  # SQLite job store and local result storage live here
     engine: EngineKind = EngineKind.LOCAL
@@ -175,6 +194,7 @@ class ServiceConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
     media: FetchLimits = field(default_factory=FetchLimits)  # fetching image_url / video_url inputs
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     prompt_expansion: PromptExpansionConfig = field(default_factory=PromptExpansionConfig)
@@ -187,6 +207,8 @@ class ServiceConfig:
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     max_upload_bytes: int = 256 * 1024**2  # the Upload RPC refuses larger files
     fast_path: FastPathConfig = field(default_factory=FastPathConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def db_path(self) -> Path:
@@ -203,8 +225,8 @@ class ServiceConfig:
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConfig:
-    """Defaults, then the TOML file at `path` (sections `model`, `lora`, `queue`, `media`, `safety`,
-    `prompt_expansion`, `fast_path`), then `overrides`.
+    """Defaults, then the TOML file at `path` (sections `model`, `lora`, `queue`, `stages`, `media`,
+    `safety`, `prompt_expansion`, `fast_path`), then `overrides`.
 
     Overrides with value None are ignored, so CLI flags that were not given change nothing. Nested
     settings are overridden with dotted keys, e.g. `**{"model.preset": "tiny"}`.

@@ -1,8 +1,29 @@
-"""Structured logging: one line per record, carrying the request id when there is one."""
+"""Structured logging: one line per record, carrying the request id when there is one.
+
+`text` (default) is for people; `json` is one JSON object per line for log pipelines. Either way the
+request id comes from the record (`extra={"request_id": ...}`) or else from the RPC's context.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
+import time
+
+# Per-RPC context for log lines: set by the RPC interceptors, followed by the RPC's task (and copied
+# into worker threads by asyncio.to_thread).
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+api_key_name_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("api_key_name", default=None)
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", None):
+            record.request_id = request_id_var.get()
+        if not getattr(record, "api_key", None):
+            record.api_key = api_key_name_var.get()
+        return True
 
 
 class _RequestIdFormatter(logging.Formatter):
@@ -12,9 +33,30 @@ class _RequestIdFormatter(logging.Formatter):
         return super().format(record)
 
 
-def configure_logging(level: str = "INFO") -> None:
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        api_key = getattr(record, "api_key", None)
+        if api_key:
+            line["api_key"] = api_key
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(_RequestIdFormatter("%(asctime)s %(levelname)s %(name)s%(request)s: %(message)s"))
+    handler.addFilter(_ContextFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(_RequestIdFormatter("%(asctime)s %(levelname)s %(name)s%(request)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

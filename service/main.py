@@ -40,16 +40,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="results: s3://BUCKET/PREFIX (env LTX_STORAGE_URL; credentials from the AWS_* chain)")
     p.add_argument("--s3-endpoint-url", default=os.environ.get("LTX_S3_ENDPOINT_URL"),
                    help="S3-compatible endpoint, e.g. http://minio:9000 (env LTX_S3_ENDPOINT_URL)")
+    p.add_argument("--webhook-signing-key-file", default=os.environ.get("LTX_WEBHOOK_SIGNING_KEY_FILE"),
+                   help="Ed25519 private key (PEM) signing webhooks; the same file on every replica "
+                        "(env LTX_WEBHOOK_SIGNING_KEY_FILE; default data-dir/webhook_key.pem, created)")
     p.add_argument("--worker-id", help="this worker's name in leases and logs (default: random)")
     p.add_argument("--lease-s", type=float, help="a running job's lease; silent workers lose jobs after it")
     p.add_argument("--heartbeat-s", type=float, help="how often workers renew leases and sweep the queue")
+    p.add_argument("--admin-port", type=int, help="plaintext gRPC port for health and reflection (probes)")
+    p.add_argument("--metrics-port", type=int, help="HTTP port serving Prometheus /metrics")
+    p.add_argument("--api-keys-file", help="TOML file of API keys; set = every API call needs a key")
+    p.add_argument("--tls-cert-file", help="server certificate chain (PEM); with --tls-key-file = TLS")
+    p.add_argument("--tls-key-file", help="server private key (PEM)")
+    p.add_argument("--tls-client-ca-file", help="CA bundle for client certificates (PEM) = mTLS")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object per line")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     config = load_config(
         args.config,
         host=args.host,
@@ -62,10 +72,12 @@ def main(argv: list[str] | None = None) -> None:
         role=args.role,
         database_url=args.database_url,
         storage_url=args.storage_url,
+        admin_port=args.admin_port,
         **{
             "s3.endpoint_url": args.s3_endpoint_url,
             "queue.lease_s": args.lease_s,
             "queue.worker_id": args.worker_id,
+            "webhooks.signing_key_file": args.webhook_signing_key_file,
             "queue.heartbeat_s": args.heartbeat_s,
             "model.preset": args.preset,
             "model.model_dir": args.model_dir,
@@ -74,6 +86,11 @@ def main(argv: list[str] | None = None) -> None:
             "queue.retention_s": args.retention_s,
             "queue.max_retries": args.max_retries,
             "shutdown.grace_s": args.shutdown_grace_s,
+            "metrics.port": args.metrics_port,
+            "auth.api_keys_file": args.api_keys_file,
+            "auth.tls_cert_file": args.tls_cert_file,
+            "auth.tls_key_file": args.tls_key_file,
+            "auth.tls_client_ca_file": args.tls_client_ca_file,
         },
     )
     asyncio.run(_run(config))

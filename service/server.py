@@ -2,6 +2,8 @@
 
 `all` (the default) is one process doing everything; `gateway` serves the API from the shared store and
 runs no jobs (no engine, no models); `worker` claims and runs jobs and serves only health.
+Auth, TLS, the admin port and metrics live in their own modules (api/auth.py, api/tls.py,
+api/rpc_metrics.py, observability/); this module only plugs them in.
 """
 
 from __future__ import annotations
@@ -21,19 +23,27 @@ from grpc_reflection.v1alpha import reflection
 
 from ltx.v1 import video_generation_pb2 as pb
 from service.api import events
+from service.api.auth import ApiKeyInterceptor
+from service.api.rpc_metrics import RpcMetricsInterceptor
 from service.api.servicer import VideoGenerationServicer, add_to_server
+from service.api.tls import server_credentials
 from service.config import Role, ServiceConfig, TransportConfig
 from service.domain.specs import Endpoint
 from service.engines.base import Engine
 from service.engines.factory import create_engine
+from service.jobs.job_metrics import instrumented
 from service.jobs.open_store import open_store
 from service.jobs.queue import JobQueue
+from service.jobs.records import JobState
 from service.jobs.runner import JobRunner
 from service.jobs.sql_store import SqlJobStore
+from service.jobs.uploads import UploadWriter
 from service.jobs.webhooks import WebhookDispatcher, WebhookSigner
+from service.observability import metrics
+from service.security.api_keys import KeyRing, load_api_keys
+from service.security.signing import UrlSigner
 from service.storage.factory import ResultStorage, open_storage
 from service.storage.local import ResultsHttpServer
-from service.storage.uploads import UploadWriter
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +69,9 @@ class RunningService:
     health: health.aio.HealthServicer
     readiness: Readiness
     config: ServiceConfig = field(default_factory=ServiceConfig)
+    admin_server: grpc.aio.Server | None = None  # health on the admin port stays up through the drain
+    admin_port: int | None = None
+    metrics_port: int | None = None
 
     async def drain(self) -> None:
         """SIGTERM: readiness NOT_SERVING and Submit UNAVAILABLE at once, then the queue's drain."""
@@ -72,6 +85,8 @@ class RunningService:
         for task in self.tasks:
             task.cancel()
         await self.server.stop(self.config.transport.graceful_stop_s)
+        if self.admin_server is not None:
+            await self.admin_server.stop(0)
         await self.queue.stop()
         self.http.stop()
         self.store.close()
@@ -125,18 +140,24 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     """Start everything the role needs and return once the gRPC port is listening."""
     store = await asyncio.to_thread(open_store, config)
     signer = webhook_signer(config)
-    storage, http = open_storage(config, jwks_file(config, signer))
+    url_signer = UrlSigner.from_file(
+        config.auth.url_signing_key_file, config.auth.result_url_ttl_s, Path(config.data_dir) / "url-signing.key"
+    )
+    storage, http = open_storage(config, jwks_file(config, signer), url_signer)
     config = trust_own_uploads(config, storage.upload_url_prefix())
     runs_jobs = config.role is not Role.GATEWAY
     if runs_jobs:
         engine = engine or create_engine(config)
         served = [e.value for e in Endpoint if _supports(engine)(e)]
-        queue = JobQueue(store, config.queue, JobRunner(engine, storage), endpoints=served,
-                         worker_id=config.queue.worker_id)
+        runner = JobRunner(engine, storage, config)
+        queue = JobQueue(store, config.queue, instrumented(runner), endpoints=served,
+                         worker_id=config.queue.worker_id, workers=runner.max_in_flight,
+                         before_accelerator=runner.before_accelerator)
     else:
         queue = JobQueue(store, config.queue, None)
     gateway_endpoints = GatewayEndpoints(store) if engine is None else None
-    server = grpc.aio.server(options=grpc_options(config.transport))
+    _bind_metrics(config, store)
+    server = grpc.aio.server(options=grpc_options(config.transport), interceptors=_interceptors(config))
     readiness = Readiness(queue)
     if config.role is not Role.WORKER:
         supports = gateway_endpoints or _supports(engine)  # type: ignore[arg-type]
@@ -151,10 +172,11 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     health_servicer = health.aio.HealthServicer()
     await set_readiness(health_servicer, serving=False, reason="starting")  # until the first check says so
     await health_servicer.set(LIVENESS, _SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    _add_health_and_reflection(server, health_servicer)
+    port = _listen(server, config)
     await server.start()
+    admin_server, admin_port = await _start_admin(config, health_servicer)
+    metrics_port = metrics.serve_metrics(config.host, config.metrics.port) if config.metrics.port is not None else None
     await queue.start()
     probe: Callable[[], bool] = gateway_endpoints.refresh if gateway_endpoints else engine.ready  # type: ignore[union-attr]
     tasks = [
@@ -164,8 +186,47 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
             WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media).run_forever()
         ),
     ]
-    log.info("%s serving gRPC on %s:%d, results at %s", config.role, config.host, port, storage.describe())
-    return RunningService(port, http.port, server, queue, tasks, http, store, health_servicer, readiness, config)
+    log.info("%s serving gRPC on %s:%d (admin %s, metrics %s), results at %s", config.role, config.host, port,
+             admin_port, metrics_port, storage.describe())
+    return RunningService(port, http.port, server, queue, tasks, http, store, health_servicer, readiness, config,
+                          admin_server, admin_port, metrics_port)
+
+
+def _interceptors(config: ServiceConfig) -> list[grpc.aio.ServerInterceptor]:
+    """Metrics first (outermost), so refused calls are counted too."""
+    chain: list[grpc.aio.ServerInterceptor] = [RpcMetricsInterceptor()]
+    if config.auth.api_keys_file:
+        chain.append(ApiKeyInterceptor(KeyRing(load_api_keys(config.auth.api_keys_file))))
+    return chain
+
+
+def _listen(server: grpc.aio.Server, config: ServiceConfig) -> int:
+    address = f"{config.host}:{config.port}"
+    credentials = server_credentials(config.auth)
+    return server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+
+
+def _add_health_and_reflection(server: grpc.aio.Server, health_servicer: health.aio.HealthServicer) -> None:
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+
+async def _start_admin(
+    config: ServiceConfig, health_servicer: health.aio.HealthServicer
+) -> tuple[grpc.aio.Server | None, int | None]:
+    """Plaintext health and reflection for kubelet probes, apart from the (maybe mTLS) API port."""
+    if config.admin_port is None:
+        return None, None
+    admin = grpc.aio.server()
+    _add_health_and_reflection(admin, health_servicer)
+    port = admin.add_insecure_port(f"{config.host}:{config.admin_port}")
+    await admin.start()
+    return admin, port
+
+
+def _bind_metrics(config: ServiceConfig, store: SqlJobStore) -> None:
+    metrics.bind_queue_depth(store.queued_count, lambda: len(store.ids_in_state(JobState.RUNNING)))
+    metrics.BUSY.configure(config.metrics.busy_window_s, config.queue.workers)
 
 
 def trust_own_uploads(config: ServiceConfig, prefix: str) -> ServiceConfig:

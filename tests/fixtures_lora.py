@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import save_file
 
+from service.config import LoraConfig as ServiceLoraConfig
+from service.domain.specs import LoraSpec
+from service.inputs.lora import fetch_loras
+from service.models import lora as model_lora
 from service.models.presets import build_tiny_transformer
 
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -54,3 +60,10 @@ def write_kohya_lora(path: Path, weights: dict[str, torch.Tensor], alpha: float,
             converted[f"{name}.lora_up.weight"] = (value * (rank / alpha)).contiguous()
     save_file(converted, str(path))
     return path
+
+
+@contextmanager
+def applied_loras(transformer: torch.nn.Module, loras: Sequence[LoraSpec], cfg: ServiceLoraConfig) -> Iterator[None]:
+    """The prepare stage's fetch, then the generate stage's application, as a job runs them."""
+    with model_lora.applied_loras(transformer, fetch_loras(loras, cfg)):  # type: ignore[arg-type]
+        yield

@@ -22,12 +22,13 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 
 from bench.gpu import build, measure, report, step
 from bench.gpu.plan import RunPlan, real_plan, smoke_plan
 from bench.gpu.request import RequestResult, run_request, stage_flops
 from bench.two_pass_vs_single import spec_for
-from service.config import FastPathConfig
+from service.config import AttentionBackend, FastPathConfig
 from service.pipelines import distilled
 from service.pipelines.components import Components
 
@@ -56,6 +57,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    diffusers_logging.set_verbosity_error()  # its per-cast "kept in float32: []" notices, once per row
     plan = smoke_plan() if args.smoke else real_plan(args.budget_s)
     if plan.device == "cuda" and not torch.cuda.is_available():
         print("bench.gpu needs a CUDA GPU (torch.cuda.is_available() is False); on a CPU run --smoke")
@@ -105,10 +107,20 @@ def run(plan: RunPlan, with_request: bool = True, with_ltx2: bool = True) -> dic
     if with_ltx2:
         from bench.gpu import ltx2
 
-        lines += ltx2.lines(plan, peak, started + plan.budget_s)
+        # The smoke run's chosen configuration is eager on a CPU: exercise the fast-path code on LTX-2.3 anyway.
+        fast = (
+            FastPathConfig(fp8=True, attention_backend=AttentionBackend.FLASH)
+            if plan.device == "cpu"
+            else chosen
+        )
+        lines += ltx2.lines(plan, peak, started + plan.budget_s, fast)
     heading = _heading(plan, peak, shape.num_tokens, flops, time.monotonic() - started)
     return {
-        "markdown": heading + "\n\n" + report.table(lines),
+        "markdown": heading
+        + "\n\n"
+        + report.table(lines)
+        + "\n\n"
+        + report.fast_path_toml(chosen, chosen_name),
         "eager_ok": eager_ok,
         "peak_flops": peak,
         "step_flops": flops,

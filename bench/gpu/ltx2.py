@@ -10,6 +10,7 @@ the upsampler and Gemma, once the endpoint's models are in the service.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -17,10 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from diffusers.models.autoencoders.autoencoder_kl_ltx2 import AutoencoderKLLTX2Video
 from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
 
 from bench.gpu import build, measure
 from bench.gpu.plan import RunPlan
+from bench.gpu.step import describe
+from service.config import FastPathConfig
 from service.contract.frames import latent_frame_count
 from service.domain.geometry import (
     LTX2_FIRST_PASS_DOWNSCALE,
@@ -29,6 +33,7 @@ from service.domain.geometry import (
     ltx2_preset_size,
     multiscale_sizes,
 )
+from service.models import fast_path
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +98,42 @@ SMOKE_LTX2_TRANSFORMER: dict[str, Any] = {
     "caption_channels": 64,
 }
 
+# diffusers' conversion script, version 2.3 (32x spatial, 8x temporal, 128 latent channels).
+LTX23_VIDEO_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 128,
+    "block_out_channels": (256, 512, 1024, 1024),
+    "down_block_types": ("LTX2VideoDownBlock3D",) * 4,
+    "decoder_block_out_channels": (256, 512, 512, 1024),
+    "layers_per_block": (4, 6, 4, 2, 2),
+    "decoder_layers_per_block": (4, 6, 4, 2, 2),
+    "spatio_temporal_scaling": (True, True, True, True),
+    "decoder_spatio_temporal_scaling": (True, True, True, True),
+    "decoder_inject_noise": (False, False, False, False, False),
+    "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+    "upsample_type": ("spatiotemporal", "spatiotemporal", "temporal", "spatial"),
+    "upsample_residual": (False, False, False, False),
+    "upsample_factor": (2, 2, 1, 2),
+    "timestep_conditioning": False,
+    "patch_size": 4,
+    "patch_size_t": 1,
+    "resnet_norm_eps": 1e-6,
+    "encoder_causal": True,
+    "decoder_causal": False,
+    "encoder_spatial_padding_mode": "zeros",
+    "decoder_spatial_padding_mode": "zeros",
+    "spatial_compression_ratio": 32,
+    "temporal_compression_ratio": 8,
+}
+SMOKE_LTX2_VIDEO_VAE: dict[str, Any] = {
+    **LTX23_VIDEO_VAE,
+    "block_out_channels": (8, 16, 32, 32),
+    "decoder_block_out_channels": (8, 16, 16, 32),
+    "layers_per_block": (1, 1, 1, 1, 1),
+    "decoder_layers_per_block": (1, 1, 1, 1, 1),
+}
+
 TEXT_TOKENS = 1024  # Gemma-3 prompts, padded to 1024 tokens (ltx2-notes.md, "prompt")
 STAGE1_STEPS, STAGE2_STEPS = 15, 3  # the spec default and LTX's distilled stage 2
 FPS = 24.0
@@ -102,7 +143,7 @@ AUDIO_LATENTS_PER_SECOND = 25.0
 OTHER_WEIGHTS_GB = {
     "text connectors (3.2 B)": 6.34,
     "Gemma-3-12B text encoder": 23.5,
-    "video VAE + x2 upsampler": 2.45,
+    "x2 upsampler": 1.0,
     "audio VAE + vocoder": 0.36,
 }
 
@@ -175,12 +216,16 @@ def call_inputs(
     }
 
 
-def lines(plan: RunPlan, peak_flops: float, deadline: float) -> list[str]:
-    """The LTX-2.3 rows of the table (or one row saying why they were not measured)."""
+def lines(plan: RunPlan, peak_flops: float, deadline: float, fast: FastPathConfig | None = None) -> list[str]:
+    """The LTX-2.3 rows of the table (or one row saying why they were not measured). `fast`: the 13B's
+    chosen fast path, applied (without compile and CUDA graphs, which would cost their own warm-ups) after
+    the eager rows."""
     if time.monotonic() > deadline:
         return ["| LTX-2.3 22B | skipped: time budget spent | - | - | - | - | - | - |"]
     try:
-        return _measure(plan, peak_flops)
+        return _measure(
+            plan, peak_flops, dataclasses.replace(fast or FastPathConfig(), compile=False, cuda_graphs=False)
+        )
     except Exception as error:  # the 13B rows above must still be printed
         logger.exception("LTX-2.3 rows failed")
         return [
@@ -188,7 +233,7 @@ def lines(plan: RunPlan, peak_flops: float, deadline: float) -> list[str]:
         ]
 
 
-def _measure(plan: RunPlan, peak_flops: float) -> list[str]:
+def _measure(plan: RunPlan, peak_flops: float, fast: FastPathConfig) -> list[str]:
     config = LTX23_TRANSFORMER if plan.device == "cuda" else SMOKE_LTX2_TRANSFORMER
     device = torch.device(plan.device)
     measure.free(device)
@@ -196,27 +241,43 @@ def _measure(plan: RunPlan, peak_flops: float) -> list[str]:
     params = build.parameter_count(meta)
     with measure.peak_memory(device) as memory:
         transformer = build.materialize(meta, device, plan.dtype, plan.seed + 20)
-    rows, total = _call_rows(plan, config, transformer, peak_flops)
-    transformer = None  # freed before the next run's models are built
+    rows, total, eager = _call_rows(plan, config, transformer, peak_flops, "eager", None)
+    if fast.enabled:
+        fast_path.apply_fast_path(transformer, fast)
+        fast_rows, fast_total, _ = _call_rows(plan, config, transformer, peak_flops, describe(fast), eager)
+        rows += fast_rows
+        total = min(total, fast_total)
+    transformer = None  # freed before the VAE and the next run's models are built
     measure.free(device)
+    vae_row, vae_s, vae_gib = _vae_decode_row(plan, peak_flops)
+    rows.append(vae_row)
+    total += vae_s
     other = sum(OTHER_WEIGHTS_GB.values())
     plan_text = ", ".join(f"{name} {gb:g} GB" for name, gb in OTHER_WEIGHTS_GB.items())
     rows.append(
-        f"| LTX-2.3 transformer calls of the spec default request (15 + 3 steps; estimated from the calls "
-        f"above, decodes not run) | ok | {total:.2f} s | - | - | - | - | - |"
+        f"| LTX-2.3 spec default request, transformer calls (15 + 3 steps) and video decode, summed from the faster "
+        f"configuration's rows above (not run end to end; audio decode, upsampler, Gemma not timed) | ok | {total:.2f} s "
+        f"| - | - | - | - | - |"
     )
     rows.append(
         f"| LTX-2.3 memory plan: transformer {params / 1e9:.3g} B params = {_gib(memory['peak_gib'])} GiB "
-        f"measured; plus {plan_text} = {other:.1f} GB more, bf16 | ok | - | - | - | - | - | - |"
+        f"measured, its weights; video VAE {_gib(vae_gib)} GiB at the decode's peak; plus {plan_text} = "
+        f"{other:.1f} GB more, bf16 | ok | - | - | - | - | - | - |"
     )
     return rows
 
 
 def _call_rows(
-    plan: RunPlan, config: dict[str, Any], transformer: torch.nn.Module, peak_flops: float
-) -> tuple[list[str], float]:
+    plan: RunPlan,
+    config: dict[str, Any],
+    transformer: torch.nn.Module,
+    peak_flops: float,
+    label: str,
+    references: list[torch.Tensor] | None,
+) -> tuple[list[str], float, list[torch.Tensor]]:
+    """One row per call of the spec default request; the video outputs (on the host) for comparison."""
     device = torch.device(plan.device)
-    rows, total = [], 0.0
+    rows, total, outputs = [], 0.0, []
     smoke = plan.device == "cpu"
     text_tokens = SMOKE_TEXT_TOKENS if smoke else TEXT_TOKENS
     for call in spec_default_calls(plan.num_frames, SMOKE_OUTPUT) if smoke else spec_default_calls(121):
@@ -231,15 +292,54 @@ def _call_rows(
             _, first_s = measure.timed_call(forward, device)
             output, seconds = measure.median_seconds(forward, device, plan.repeats)
         finite = all(bool(torch.isfinite(t).all()) for t in output[:2])
+        video = output[0].float().cpu()
+        outputs.append(video)
+        diff, relative = "-", "-"
+        if references is not None:
+            reference = references[len(outputs) - 1]
+            diff = f"{measure.max_abs_diff(video, reference):.3g}"
+            relative = f"{float((video - reference).norm() / reference.norm()):.3g}"
         stage_s = seconds * call.calls_per_request
         total += stage_s
         rows.append(
-            f"| LTX-2.3 step: {call.name}, batch {call.batch}, {call.video_tokens} video + "
+            f"| LTX-2.3 step ({label}): {call.name}, batch {call.batch}, {call.video_tokens} video + "
             f"{call.audio_tokens} audio tokens | {'ok' if finite else 'failed: non-finite output'} | "
             f"{seconds * 1000:.1f} ms (first {first_s:.1f} s); x{call.calls_per_request} = {stage_s:.2f} s "
-            f"| eager | {_pct(flops / seconds / peak_flops)} | {_gib(step_memory['peak_gib'])} | - | - |"
+            f"| - | {_pct(flops / seconds / peak_flops)} | {_gib(step_memory['peak_gib'])} | {diff} | {relative} |"
         )
-    return rows, total
+    return rows, total, outputs
+
+
+def _vae_decode_row(plan: RunPlan, peak_flops: float) -> tuple[str, float, float]:
+    """(row, seconds, peak GiB) of the video VAE decoding the stage-2 latents (1216x704, 121 frames)."""
+    smoke = plan.device == "cpu"
+    config = SMOKE_LTX2_VIDEO_VAE if smoke else LTX23_VIDEO_VAE
+    device = torch.device(plan.device)
+    call = spec_default_calls(plan.num_frames, SMOKE_OUTPUT)[-1] if smoke else spec_default_calls(121)[-1]
+    shape = (1, config["latent_channels"], call.frames, call.height, call.width)
+    meta = build.on_meta(AutoencoderKLLTX2Video, config).to(plan.dtype)
+    flops = measure.count_flops(lambda: meta.decode(torch.empty(shape, device="meta", dtype=plan.dtype)))
+    with measure.peak_memory(device) as memory:
+        vae = build.materialize(
+            build.on_meta(AutoencoderKLLTX2Video, config), device, plan.dtype, plan.seed + 21
+        )
+        latents = torch.randn(shape, device=device).to(plan.dtype)
+
+        def decode() -> Any:
+            with torch.inference_mode():
+                return vae.decode(latents, return_dict=False)[0]
+
+        video, first_s = measure.timed_call(decode, device)
+        _, seconds = measure.median_seconds(decode, device, plan.repeats)
+    frames = tuple(video.shape)
+    video = None  # freed before the next model is built
+    measure.free(device)
+    row = (
+        f"| LTX-2.3 video VAE decode, latents {shape[2:]} -> {frames[2:]} | ok | {seconds:.2f} s "
+        f"(first {first_s:.1f} s) | eager | {_pct(flops / seconds / peak_flops)} | {_gib(memory['peak_gib'])} "
+        f"| - | - |"
+    )
+    return row, seconds, memory["peak_gib"]
 
 
 def _flops(config: dict[str, Any], call: Ltx2Call, dtype: torch.dtype, text_tokens: int) -> float:

@@ -132,7 +132,7 @@ def smoke_plan() -> RunPlan:
         height=192,
         num_frames=9,
         warmups=1,
-        repeats=2,
+        repeats=1,
         budget_s=120.0,
         matmul_size=256,
         compile_options={"backend": "eager"},

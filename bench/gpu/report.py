@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from bench.gpu.request import STAGES, RequestResult
 from bench.gpu.step import StepRow
+from service.config import FastPathConfig
 
 HEADER = (
     "| what | status | time | vs eager / vs anchor | MFU (measured matmul peak) | peak GPU memory (GiB) "
@@ -55,3 +56,18 @@ def request_lines(result: RequestResult, peak_flops: float, anchor_s: float, con
 
 def table(lines: Sequence[str]) -> str:
     return "\n".join([HEADER, "|---|---|---|---|---|---|---|---|", *lines])
+
+
+def fast_path_toml(cfg: FastPathConfig, name: str) -> str:
+    """The `[fast_path]` section that runs the fastest measured configuration (README, "The fast path")."""
+    return "\n".join(
+        [
+            f"# the fastest configuration measured here ({name}), for the service's config file:",
+            "[fast_path]",
+            f'dtype = "{cfg.dtype}"',
+            f'attention_backend = "{cfg.attention_backend.value}"',
+            f"compile = {str(cfg.compile).lower()}",
+            f"fp8 = {str(cfg.fp8).lower()}",
+            f"cuda_graphs = {str(cfg.cuda_graphs).lower()}",
+        ]
+    )

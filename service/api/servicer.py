@@ -38,7 +38,7 @@ from service.domain.specs import Endpoint, spec_to_json
 from service.jobs.queue import CancelOutcome, JobQueue, JobView, input_hash
 from service.jobs.records import Priority
 from service.jobs.sql_store import NewJob
-from service.storage.uploads import UploadRejected, UploadWriter
+from service.jobs.uploads import UploadRejected, UploadWriter
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,14 @@ CONDITION_START_FRAMES = "condition_start_frames"  # INT32 [M]: output frame of 
 CONDITION_STRENGTHS = "condition_strengths"  # FP32 [M]
 KEPT_FRAMES = "kept_frames"  # UINT8 [K, H, W, 3]: extend's input frames that start the output
 CONDITION_INPUTS = (CONDITION_FRAMES, CONDITION_FRAME_COUNTS, CONDITION_START_FRAMES, CONDITION_STRENGTHS)
+# Optional INT64 [1]: lowers the model's cap on one frames response (never raises it; tests use it).
+MAX_RESPONSE_BYTES = "max_response_bytes"
+
+# config.pbtxt parameters of `ltx_pipeline` besides `components`:
+MAX_RESPONSE_BYTES_PARAMETER = "max_response_bytes"  # the cap on one frames response's FRAMES
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024**2  # 24 frames of 720p; far under gRPC's 2 GiB message cap
+HEARTBEAT_PARAMETER = "heartbeat_s"  # seconds between heartbeats (empty responses) of a live request
+DEFAULT_HEARTBEAT_S = 5.0
 
 # Progress responses carry these (shape [1] each).
 STAGE = "stage"  # BYTES, a service.domain.progress.Stage value
@@ -44,15 +52,20 @@ STEP = "step"  # INT32, 1-based step within the stage (0 when the stage has no s
 TOTAL = "total"  # INT32, steps in the stage (0 when it has none)
 MESSAGE = "message"  # BYTES, a human-readable log line
 
-# The last response (sent with the FINAL flag) carries the result.
-FRAMES = "frames"  # UINT8 [F, H, W, 3]
+# Frames responses, in order, each at most the response cap: the video streamed in pieces.
+FRAMES = "frames"  # UINT8 [n, H, W, 3]: output frames frame_start .. frame_start + n - 1
+FRAME_START = "frame_start"  # INT64 [1]
+TOTAL_FRAMES = "total_frames"  # INT64 [1]: frames of the whole video
+
+# The last response (sent with the FINAL flag) carries what describes the result.
 FRAME_RATE = "frame_rate"  # FP32 [1]
 SEED = "seed"  # INT64 [1]
 PROMPT = "prompt"  # BYTES [1], the prompt actually used
 
+# A response with none of these outputs is a heartbeat: the request is alive (queued or running).
 PROGRESS_OUTPUTS = (STAGE, STEP, TOTAL, MESSAGE)
-RESULT_OUTPUTS = (FRAMES, FRAME_RATE, SEED, PROMPT)
-
+FRAMES_OUTPUTS = (FRAMES, FRAME_START, TOTAL_FRAMES)
+RESULT_OUTPUTS = (FRAME_RATE, SEED, PROMPT)
 
 def served_endpoints(component_names: str | frozenset[str] | set[str]) -> frozenset[Endpoint]:
     """The endpoints a repository with these component models serves (a comma-separated string works)."""

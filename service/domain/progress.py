@@ -10,6 +10,7 @@ from enum import StrEnum
 class Stage(StrEnum):
     """Where a job is in its pipeline, in the order they happen."""
 
+    WAITING = "waiting"  # prepared, waiting for the accelerator (or queued inside Triton)
     LOADING = "loading"
     ENCODING_PROMPT = "encoding_prompt"
     PREPARING_CONDITIONS = "preparing_conditions"

@@ -1,17 +1,29 @@
-"""The interface every engine (in-process or Triton) offers to the job worker."""
+"""The interface every engine (in-process or Triton) offers to the job runner's generate stage."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, ProgressCallback
+from service.models.lora import FetchedLora
+from service.pipelines.endpoint_inputs import EndpointInputs
 
 
 class Engine(Protocol):
-    """Runs one normalized spec to decoded frames. Blocking; the worker calls it in a thread."""
+    """Runs one prepared job to decoded frames, holding the accelerator. Blocking; the runner calls it
+    in a worker thread, with the inputs already prepared (service/inputs/)."""
 
-    def generate(self, spec: Any, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> GeneratedVideo:
+    applies_loras: bool  # whether the prepare stage should fetch LoRA files for it
+
+    def generate(
+        self,
+        inputs: EndpointInputs,
+        loras: Sequence[FetchedLora],
+        on_progress: ProgressCallback,
+        is_cancelled: CancelCheck,
+    ) -> GeneratedVideo:
         """Raise `service.domain.errors.Cancelled` at the first cancel check after cancellation, and
         `JobError` for failures the client caused or can act on."""
         ...

@@ -1,6 +1,6 @@
 """Decoded conditioning media as the tensors `ltx_pipeline` takes, and back again.
 
-The service fetches, decodes and checks the media (service/pipelines/media_inputs.py); Triton's pipeline
+The service fetches, decodes and checks the media (service/inputs/media.py); Triton's pipeline
 model gets the result. Decoded pixels are exactly `uint8 / 127.5 - 1` (the decoders and the CRF
 re-compression both produce them so), so they cross as uint8 frames, a quarter of the bytes of float32, and
 come back bit for bit. Tensor names: service/contract/pipeline.py. An empty list (no conditions, or an
@@ -21,7 +21,7 @@ from service.pipelines.conditioning import ConditioningMedia
 
 
 def media_to_arrays(media: Sequence[ConditioningMedia]) -> dict[str, np.ndarray]:
-    """The condition tensors of `media` (all at one size, as media_inputs decodes them)."""
+    """The condition tensors of `media` (all at one size, as service/inputs/media.py decodes them)."""
     if not media:
         return {}
     frames = [uint8_frames(item.pixels[0]) for item in media]

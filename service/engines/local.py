@@ -1,30 +1,26 @@
 """The in-process engine: the pipelines on torch modules in this process (tiny presets on a CPU, or real
 weights from a local directory on a GPU).
 
-Every endpoint goes through the same steps (`generate`):
-  1. the job frame (service/engines/job_frame.py) expands the prompt and picks the safety checker;
-  2. conditioning media are fetched, decoded, checked and re-compressed (service/engines/endpoint_pipelines.py,
-     the same step TritonEngine runs), which also resolves `aspect_ratio: auto`;
-  3. LoRAs are applied to the shared transformer for the job and removed afterwards, under the model lock;
-  4. the endpoint's pipeline runs (`run_endpoint`, the same call Triton's `ltx_pipeline` makes);
-  5. the job frame checks the output frames.
+The generate stage only: the job's inputs were prepared (prompt expanded, media fetched and checked,
+LoRA files local: service/inputs/) before it got here, and the output is checked, encoded and stored
+after it (service/jobs/finish.py). Under the model lock the job's LoRAs are applied to the shared
+transformer and removed afterwards, and the endpoint's pipeline runs (`run_endpoint`, the same call
+Triton's `ltx_pipeline` makes).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
 
 from service.config import ServiceConfig
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint
-from service.engines.endpoint_pipelines import endpoints_served, prepare_endpoint_inputs, run_endpoint
-from service.engines.job_frame import JobFrame
+from service.engines.endpoint_pipelines import EndpointInputs, endpoints_served, run_endpoint
 from service.engines.torch_bindings import bind_components
 from service.models.loading import load_models
-from service.models.lora import applied_loras
+from service.models.lora import FetchedLora, applied_loras
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +28,12 @@ logger = logging.getLogger(__name__)
 class LocalEngine:
     """Engine Protocol on in-process torch modules; the models load once, at construction."""
 
+    applies_loras = True  # the prepare stage fetches LoRA files for this engine
+
     def __init__(self, config: ServiceConfig) -> None:
         self._config = config
         self._models = load_models(config.model, config.fast_path)
         self._components = bind_components(self._models)
-        self._frame = JobFrame(config)
         self._served = endpoints_served(self._components)
         if Endpoint.DISTILLED_MULTICONDITIONING not in self._served:
             logger.info("no latent upsampler: %s not served", Endpoint.DISTILLED_MULTICONDITIONING)
@@ -57,28 +54,19 @@ class LocalEngine:
     def ready(self) -> bool:
         return True  # the models were loaded by the constructor
 
-    def generate(self, spec: Any, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> GeneratedVideo:
-        if not self.supports(spec.endpoint):
-            # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
-            raise ValueError(f"the local engine does not serve endpoint {spec.endpoint}")
-        spec, checker = self._frame.prepare(spec, on_progress)
-        # Fetching happens outside the model lock: it may wait on the network.
-        inputs = prepare_endpoint_inputs(spec, self._config.media, checker, on_progress)
-        video = self._run_locked(
-            inputs.spec,
-            on_progress,
-            lambda: run_endpoint(self._components, inputs, on_progress, is_cancelled),
-        )
-        self._frame.check_output(video, checker, on_progress)
-        return video
-
-    def _run_locked(
-        self, spec: Any, on_progress: ProgressCallback, run: Callable[[], GeneratedVideo]
+    def generate(
+        self,
+        inputs: EndpointInputs,
+        loras: Sequence[FetchedLora],
+        on_progress: ProgressCallback,
+        is_cancelled: CancelCheck,
     ) -> GeneratedVideo:
+        if not self.supports(inputs.spec.endpoint):
+            # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
+            raise ValueError(f"the local engine does not serve endpoint {inputs.spec.endpoint}")
         # One job at a time on these modules: LoRAs are applied to the shared transformer in place.
-        loras = getattr(spec, "loras", ())
         with self._models.lock:
             if loras:
                 on_progress(Progress(Stage.LOADING, message=f"applying {len(loras)} LoRA(s)"))
-            with applied_loras(self._models.transformer, loras, self._config.lora):
-                return run()
+            with applied_loras(self._models.transformer, loras):
+                return run_endpoint(self._components, inputs, on_progress, is_cancelled)

@@ -1,17 +1,22 @@
 """`TritonEngine`: runs a spec on the decoupled Triton model `ltx_pipeline` over gRPC streaming.
 
-The job frame (prompt expansion, safety checks) and the conditioning media (fetch, decode, check: the
-same `prepare_endpoint_inputs` LocalEngine runs) stay in this process. One stream per job: the request
+The generate stage only: prompt expansion, the conditioning media (fetch, decode, check) and the output's
+safety check and encode run in this process, in the prepare and finish stages (service/inputs/,
+service/jobs/), as with LocalEngine. One stream per job: the request
 carries the endpoint id, the spec as JSON and the decoded media as tensors (conditioning_tensors); the
-model answers with a progress response per pipeline stage and denoising step, then the frames with the
-FINAL flag. Cancelling the job cancels the stream, which Triton turns into `request.is_cancelled()` inside
-the model.
+model answers at once (accepted), then with heartbeats while the request lives, a progress response per
+pipeline stage and denoising step, the frames in pieces of at most `max_response_bytes` (each written into
+a frame sink as it arrives: memory, or a temporary file past `memory_frames_bytes`), and the FINAL response
+with the result's frame rate, seed and prompt. Cancelling the job cancels the stream, which Triton turns
+into `request.is_cancelled()` inside the model.
 
 Which endpoints are served depends on the repository's component models: `ltx_pipeline`'s config names
-them (contract.pipeline.COMPONENTS_PARAMETER), and `supports` answers from it once Triton has been reached.
+them (contract.pipeline.COMPONENTS_PARAMETER). `ready` (called off the event loop, by the health loop)
+learns them; `supports` (called by Submit, on the event loop) only reads what was learnt.
 
 Triton being down never hangs a job: connecting has a short timeout, and a stream that stays silent for
-longer than `response_timeout_s` (no progress, no result) is treated as a lost backend.
+longer than `response_timeout_s` (not even a heartbeat: the model sends one every few seconds, queued or
+running) is treated as a lost backend.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,12 +36,14 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from service.config import ServiceConfig
 from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, RunnerUnavailable
+from service.domain.geometry import FrameSize
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint, spec_to_json
 from service.engines.conditioning_tensors import kept_to_arrays, media_to_arrays
-from service.engines.endpoint_pipelines import EndpointInputs, prepare_endpoint_inputs
-from service.engines.job_frame import JobFrame
+from service.engines.endpoint_pipelines import EndpointInputs
+from service.models.lora import FetchedLora
+from service.pipelines.long_video import FrameSink, FrameStore
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +59,28 @@ StreamEvent = tuple[Any, InferenceServerException | None]  # (InferResult | None
 class TritonEngine:
     """The Engine Protocol over Triton's `ltx_pipeline` (see module docstring)."""
 
+    applies_loras = False  # ltx_pipeline refuses LoRAs (lora_load_failed): no file need be fetched
+
     def __init__(
         self,
         config: ServiceConfig,
         *,
         connect_timeout_s: float = 5.0,
-        response_timeout_s: float = 600.0,
+        response_timeout_s: float = 120.0,
         ready_cache_s: float = 1.5,
         poll_interval_s: float = 0.1,
+        max_response_bytes: int | None = None,
+        memory_frames_bytes: int = 512 * 1024**2,
     ) -> None:
         self._url = config.triton_url
         self._connect_timeout_s = connect_timeout_s
-        # A real 13B step on a slow GPU takes seconds; ten minutes of silence means a wedged server.
+        # The model sends a heartbeat every few seconds (contract.DEFAULT_HEARTBEAT_S) for as long as
+        # a request lives, queued or running: this much silence means a wedged or lost server.
         self._response_timeout_s = response_timeout_s
+        self._max_response_bytes = max_response_bytes  # None: the model's own cap
+        self._memory_frames_bytes = memory_frames_bytes  # larger videos are received into a temporary file
         self._ready_cache_s = ready_cache_s
         self._poll_interval_s = poll_interval_s  # how often a waiting job looks at its cancel flag
-        self._frame = JobFrame(config)  # prompt expansion and the safety check run in this process
-        self._media_limits = config.media
         self._ready_lock = threading.Lock()
         self._ready_checked_at = -float("inf")
         self._ready_answer = False
@@ -83,8 +96,7 @@ class TritonEngine:
             return False
         if endpoint not in contract.SUPPORTED_ENDPOINTS:
             return False
-        if self._served is None:
-            self.ready()  # learns the served endpoints when Triton is up (cached for ready_cache_s)
+        # No probe here: Submit calls this on the event loop. `ready` (the health loop) learns `_served`.
         return self._served is None or endpoint in self._served
 
     def ready(self) -> bool:
@@ -96,17 +108,19 @@ class TritonEngine:
                 self._ready_checked_at = time.monotonic()
             return self._ready_answer
 
-    def generate(self, spec: Any, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> GeneratedVideo:
-        """The job frame the in-process engine has (prompt expansion, safety check of the output) around
-        the pipeline, which runs in Triton."""
-        if not self.supports(spec.endpoint):
+    def generate(
+        self,
+        inputs: EndpointInputs,
+        loras: Sequence[FetchedLora],
+        on_progress: ProgressCallback,
+        is_cancelled: CancelCheck,
+    ) -> GeneratedVideo:
+        """The prepared job's pipeline, run in Triton (`loras` is empty: see `applies_loras`)."""
+        endpoint = inputs.spec.endpoint
+        if not self.supports(endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
-            raise ValueError(f"{contract.PIPELINE_MODEL} does not serve endpoint {spec.endpoint}")
-        spec, checker = self._frame.prepare(spec, on_progress)
-        inputs = prepare_endpoint_inputs(spec, self._media_limits, checker, on_progress)
-        video = self._run_pipeline(inputs, on_progress, is_cancelled)
-        self._frame.check_output(video, checker, on_progress)
-        return video
+            raise ValueError(f"{contract.PIPELINE_MODEL} does not serve endpoint {endpoint}")
+        return self._run_pipeline(inputs, on_progress, is_cancelled)
 
     def _run_pipeline(
         self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
@@ -123,7 +137,7 @@ class TritonEngine:
             client.start_stream(callback=lambda result, error: events.put((result, error)))
             client.async_stream_infer(
                 contract.PIPELINE_MODEL,
-                _request_inputs(inputs),
+                _request_inputs(inputs, self._max_response_bytes),
                 request_id=request_id,
                 enable_empty_final_response=True,
             )
@@ -143,8 +157,9 @@ class TritonEngine:
         is_cancelled: CancelCheck,
         request_id: str,
     ) -> GeneratedVideo:
-        """Relay progress until the final response; return its video or raise the job's error."""
-        video: GeneratedVideo | None = None
+        """Relay progress and collect the frames until the final response; return the video or raise the
+        job's error."""
+        frames = FrameReceiver(self._memory_frames_bytes)
         silent_since = time.monotonic()
         while True:
             if is_cancelled():
@@ -164,11 +179,9 @@ class TritonEngine:
             progress = _progress_of(result)
             if progress is not None:
                 on_progress(progress)
-            video = _video_of(result) or video
+            frames.add(result)
             if _is_final(result):
-                if video is None:
-                    raise RuntimeError(f"{contract.PIPELINE_MODEL} ended request {request_id} without frames")
-                return video
+                return _video_of(result, frames.result(request_id))
 
     def _error_from_stream(self, error: InferenceServerException) -> Exception:
         if error.status() in _LOST_BACKEND_STATUSES:
@@ -219,7 +232,7 @@ def served_by_repository(client: grpcclient.InferenceServerClient, timeout_s: fl
     return served
 
 
-def _request_inputs(inputs: EndpointInputs) -> list[grpcclient.InferInput]:
+def _request_inputs(inputs: EndpointInputs, max_response_bytes: int | None) -> list[grpcclient.InferInput]:
     spec = inputs.spec
     tensors = []
     for name, text in ((contract.ENDPOINT, str(spec.endpoint)), (contract.SPEC_JSON, spec_to_json(spec))):
@@ -229,6 +242,8 @@ def _request_inputs(inputs: EndpointInputs) -> list[grpcclient.InferInput]:
     arrays = media_to_arrays(inputs.media)
     if inputs.kept_pixels is not None:
         arrays.update(kept_to_arrays(inputs.kept_pixels))
+    if max_response_bytes is not None:
+        arrays[contract.MAX_RESPONSE_BYTES] = np.array([max_response_bytes], dtype=np.int64)
     for name, array in arrays.items():
         tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
         tensor.set_data_from_numpy(array)
@@ -249,16 +264,47 @@ def _progress_of(result: Any) -> Progress | None:
     )
 
 
-def _video_of(result: Any) -> GeneratedVideo | None:
-    frames = result.as_numpy(contract.FRAMES)
-    if frames is None:
-        return None
+def _video_of(result: Any, frames: np.ndarray) -> GeneratedVideo:
     return GeneratedVideo(
-        frames=np.ascontiguousarray(frames, dtype=np.uint8),
+        frames=frames,
         frame_rate=float(result.as_numpy(contract.FRAME_RATE)[0]),
         seed=int(result.as_numpy(contract.SEED)[0]),
         prompt=_text(result.as_numpy(contract.PROMPT)),
     )
+
+
+class FrameReceiver:
+    """The frames responses of one request written into a FrameSink as they arrive: in memory, or in an
+    unlinked temporary file once the video is larger than `memory_bytes` (returned as a read-only memmap),
+    so the service never holds more than one response of a long video."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        self._memory_bytes = memory_bytes
+        self._sink: FrameSink | None = None
+        self._received = 0
+
+    def add(self, result: Any) -> None:
+        piece = result.as_numpy(contract.FRAMES)
+        if piece is None:
+            return
+        start_tensor, total_tensor = result.as_numpy(contract.FRAME_START), result.as_numpy(contract.TOTAL_FRAMES)
+        # A model from before frames were streamed sends them all in one response, without these two.
+        start = int(start_tensor[0]) if start_tensor is not None else 0
+        total = int(total_tensor[0]) if total_tensor is not None else len(piece)
+        if self._sink is None:
+            height, width = piece.shape[1:3]
+            store = FrameStore.TEMP_FILE if total * piece[0].nbytes > self._memory_bytes else FrameStore.MEMORY
+            self._sink = FrameSink(total, FrameSize(int(width), int(height)), reverse=False, store=store)
+        self._sink.write(start, piece)
+        self._received += len(piece)
+
+    def result(self, request_id: str) -> np.ndarray:
+        if self._sink is None or self._received != self._sink.shape[0]:
+            expected = 0 if self._sink is None else self._sink.shape[0]
+            raise RuntimeError(
+                f"{contract.PIPELINE_MODEL} ended request {request_id} with {self._received} of {expected} frames"
+            )
+        return self._sink.result()
 
 
 def _is_final(result: Any) -> bool:

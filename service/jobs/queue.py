@@ -116,14 +116,21 @@ class JobQueue:
         *,
         endpoints: Iterable[str] | None = None,
         worker_id: str | None = None,
+        workers: int | None = None,
+        before_accelerator: Callable[[str], bool] | None = None,
     ) -> None:
         """`runner` None: a gateway (serves the queue, runs nothing). `endpoints`: what this process's
-        workers claim (None = any)."""
+        workers claim (None = any). `workers`: jobs in flight at once, the stage runner's slots in all
+        its stages (prepare, generate, finish) so the next job is prepared while one generates; default
+        `queue.workers`. `before_accelerator(job_id)`: whether a job of this process is still preparing
+        or waiting for the accelerator (queued, to the client: a cancel ends it at once)."""
         self._store = store
         self._config = config
         self._runner = runner
         self._endpoints = sorted(endpoints) if endpoints is not None else None
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
+        self._worker_count = workers or config.workers
+        self._runner_before_accelerator = before_accelerator
         self._cancel_flags: dict[str, threading.Event] = {}  # jobs running in this process
         self._changed = asyncio.Condition()
         # Change counters that watchers compare with what they last saw: per job, and for the queue as a
@@ -151,7 +158,7 @@ class JobQueue:
             if not self._store.shared:
                 await self._persist(self._recover_interrupted, "recovering interrupted jobs")
             self._work_available.set()
-            for i in range(self._config.workers):
+            for i in range(self._worker_count):
                 name = f"job-worker-{i}"
                 self._workers.append(asyncio.create_task(self._worker(name), name=name))
             self._tasks.extend(self._workers)
@@ -159,12 +166,18 @@ class JobQueue:
         self._tasks.append(asyncio.create_task(self._sweep(), name="job-sweeper"))
 
     async def stop(self) -> None:
-        """Stop at once: running jobs stop at their next step and are re-queued (lease expiry, restart)."""
+        """Stop at once; jobs running here go back to the queue now (an orderly stop is not a failure, so
+        no retry is counted, and only while this worker still holds them), stopping at their next step."""
         self._draining = True
-        for flag in self._cancel_flags.values():
-            flag.set()  # running jobs stop at their next step; they are re-queued by lease expiry or restart
+        running = list(self._cancel_flags)
         for task in self._tasks:
             task.cancel()
+        for job_id in running:
+            if self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id):
+                self._store.add_log(job_id, f"{self.worker_id} stopped while running it; re-queued", "warning")
+                self._store.notify("new")
+        for flag in self._cancel_flags.values():
+            flag.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             with contextlib.suppress(Exception):  # the store may be the reason we stop
@@ -307,6 +320,16 @@ class JobQueue:
         if record.state is JobState.QUEUED and self._store.finish_if_queued(
             job_id, JobState.CANCELLED, ErrorType.CANCELLED, "cancelled by the client while queued"
         ):
+            self._store.add_log(job_id, "cancelled while queued")
+            self._store.notify("state", job_id)
+            return CancelOutcome.CANCELLED
+        if self._before_accelerator(job_id) and self._store.finish(
+            job_id, JobState.CANCELLED, worker_id=self.worker_id, error_type=ErrorType.CANCELLED,
+            error_message="cancelled by the client while queued",
+        ):
+            # Claimed here but still preparing or waiting for the accelerator: queued, as the client sees
+            # it, so it ends now; its thread stops at its next cancel check and finds it ended.
+            self._cancel_flags[job_id].set()
             self._store.add_log(job_id, "cancelled while queued")
             self._store.notify("state", job_id)
             return CancelOutcome.CANCELLED
@@ -462,7 +485,8 @@ class JobQueue:
     async def _record_failure(self, job_id: str, error: BaseException, worker: str) -> None:
         if isinstance(error, JobError) and error.error_type is ErrorType.CANCELLED and job_id in self._drain_cancelled:
             await self._persist(
-                lambda: self._store.requeue(job_id, count_retry=False), "re-queueing a drained job", worker
+                lambda: self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id),
+                "re-queueing a drained job", worker,
             )
             self._best_effort(lambda: self._store.add_log(job_id, "the service is shutting down; re-queued", "warning"))
             log.info("drained job re-queued", extra={"request_id": job_id})
@@ -481,6 +505,18 @@ class JobQueue:
         await self._end(job_id, state, f"{error_type}: {message}", "error", worker,
                         error_type=error_type, error_message=message)
 
+    def _before_accelerator(self, job_id: str) -> bool:
+        """A job of this process's stage runner that has not reached the accelerator yet."""
+        check = self._runner_before_accelerator
+        return check is not None and job_id in self._cancel_flags and check(job_id)
+
+    def _ended_here(self, job_id: str) -> bool:
+        try:
+            record = self._store.get(job_id)
+        except Exception:  # noqa: BLE001 (the store is unreachable: report the takeover as before)
+            return False
+        return record is not None and record.state.finished and record.worker_id == self.worker_id
+
     async def _end(self, job_id: str, state: JobState, line: str, level: str, worker: str, **fields: Any) -> None:
         """Finish the job if this worker still holds it; a worker whose lease was taken over drops its
         result, so every job completes exactly once. The write is retried until the store takes it."""
@@ -489,6 +525,8 @@ class JobQueue:
         )
         if owned:
             self._best_effort(lambda: self._store.add_log(job_id, line, level))
+        elif await asyncio.to_thread(self._ended_here, job_id):
+            pass  # e.g. cancelled while it waited for the accelerator: already ended, by this process
         else:
             log.warning("job was taken over by another worker; dropping this run's ending (%s)", state,
                         extra={"request_id": job_id})

@@ -1,58 +1,111 @@
-"""Runs one job end to end in a worker thread: engine -> MP4 encode -> storage -> output JSON."""
+"""Runs one job through its three stages in a worker thread: prepare -> generate -> finish.
+
+  prepare   (service/inputs/): prompt expansion, media fetch/decode/safety/CRF, LoRA files;
+  generate  (the engine): prepared inputs in, frames out, holding one of the accelerator's slots;
+  finish    (service/jobs/finish.py): the output's safety check, the H.264 encode, storage.
+
+Each stage has its own bounded pool of slots (`queue.workers` accelerator slots, `stages.prepare_workers`,
+`stages.finish_workers`), taken first come first served, and the queue keeps as many jobs in flight as
+there are slots in all three. So while the accelerator runs one job, the next is prepared and the previous
+finished, and the accelerator never waits on the network or a codec. A job waiting for a slot is cancelled
+at once when the client cancels it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-import os
-from collections.abc import Callable
+import threading
+import time
 from typing import Any
 
+from service.config import ServiceConfig
 from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
-from service.domain.progress import Progress, Stage
+from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import spec_from_json
 from service.engines.base import Engine
+from service.engines.slots import Slots
+from service.inputs import InputPreparer, PreparedJob
+from service.jobs.finish import Finisher, check_output
 from service.jobs.records import JobRecord
-from service.media.encode import encode_mp4
 from service.storage.factory import ResultStorage
 
 log = logging.getLogger(__name__)
 
+WAITING_MESSAGE = "prepared; waiting for the accelerator"
+
 
 class JobRunner:
-    def __init__(self, engine: Engine, storage: ResultStorage) -> None:
+    def __init__(
+        self, engine: Engine, storage: ResultStorage, config: ServiceConfig, preparer: InputPreparer | None = None
+    ) -> None:
         self._engine = engine
-        self._storage = storage
+        self._preparer = preparer or InputPreparer(config, fetch_lora_files=engine.applies_loras)
+        self._finisher = Finisher(storage)
+        self._prepare_slots = Slots(config.stages.prepare_workers)
+        self._generate_slots = Slots(config.queue.workers)
+        self._finish_slots = Slots(config.stages.finish_workers)
+        self._before_accelerator: set[str] = set()  # jobs preparing or waiting for a generate slot
+        self._lock = threading.Lock()
 
-    def __call__(
-        self, record: JobRecord, on_progress: Callable[[Progress], None], is_cancelled: Callable[[], bool]
-    ) -> str:
+    @property
+    def max_in_flight(self) -> int:
+        """Jobs the queue should run at once: one per slot of every stage."""
+        return self._prepare_slots.count + self._generate_slots.count + self._finish_slots.count
+
+    def before_accelerator(self, job_id: str) -> bool:
+        """Whether the job is still preparing or waiting for the accelerator: to the client it is queued,
+        so a cancel ends it at once (the queue asks)."""
+        with self._lock:
+            return job_id in self._before_accelerator
+
+    def __call__(self, record: JobRecord, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> str:
         spec = spec_from_json(record.endpoint, record.spec_json)
-        video = self._engine.generate(spec, on_progress, is_cancelled)
-        on_progress(Progress(Stage.ENCODING_VIDEO, message=f"encoding {len(video.frames)} frames as H.264"))
-        stored = self._store(record.job_id, video)
-        on_progress(Progress(Stage.STORING, message=f"stored {stored.file_name} ({stored.file_size} bytes)"))
-        frames, height, width = video.frames.shape[:3]
-        output = JobOutput(
-            prompt=video.prompt,
-            seed=video.seed,
-            video=stored,
-            width=int(width),
-            height=int(height),
-            num_frames=int(frames),
-            frame_rate=float(video.frame_rate),
-        )
+        with self._lock:
+            self._before_accelerator.add(record.job_id)
+        try:
+            with self._prepare_slots.held(is_cancelled):
+                prepared = self._preparer.prepare(spec, on_progress, is_cancelled)
+            video = self._generate(record.job_id, prepared, on_progress, is_cancelled)
+        finally:
+            with self._lock:
+                self._before_accelerator.discard(record.job_id)
+        # No cancel check from here on: the frames exist, and finishing them is cheaper than discarding.
+        with self._finish_slots.held():
+            output = self._finisher.finish(record.job_id, video, prepared.checker, on_progress)
         return output_to_json(output)
 
-    def _store(self, job_id: str, video: GeneratedVideo) -> StoredFile:
-        path = self._storage.job_dir(job_id) / f"{job_id}.mp4"
-        # Written under a temporary name and renamed when complete: neither a crash mid-encode nor a
-        # re-run ever leaves a truncated file where the results server (or an upload) would find it.
-        partial = path.with_name(path.name + ".part")
-        encode_mp4(video, partial)
-        os.replace(partial, path)
-        return self._storage.publish(job_id, path, "video/mp4")
+    def _generate(
+        self, job_id: str, prepared: PreparedJob, on_progress: ProgressCallback, is_cancelled: CancelCheck
+    ) -> GeneratedVideo:
+        if not self._generate_slots.free():
+            on_progress(Progress(Stage.WAITING, message=WAITING_MESSAGE))
+        with self._generate_slots.held(is_cancelled):
+            with self._lock:
+                self._before_accelerator.discard(job_id)
+            started = time.perf_counter()
+            video = self._engine.generate(prepared.inputs, prepared.loras, on_progress, is_cancelled)
+            log.info(
+                "generated %d frames in %.2f s", len(video.frames), time.perf_counter() - started,
+                extra={"request_id": job_id},
+            )
+            return video
+
+
+def generate_in_line(
+    preparer: InputPreparer,
+    engine: Engine,
+    spec: Any,
+    on_progress: ProgressCallback,
+    is_cancelled: CancelCheck,
+) -> GeneratedVideo:
+    """One job's prepare and generate stages and its output check, back to back in this thread (tests,
+    benchmarks and tools that want frames without the queue)."""
+    prepared = preparer.prepare(spec, on_progress, is_cancelled)
+    video = engine.generate(prepared.inputs, prepared.loras, on_progress, is_cancelled)
+    check_output(video, prepared.checker, on_progress)
+    return video
 
 
 def output_to_json(output: JobOutput) -> str:

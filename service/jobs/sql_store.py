@@ -174,12 +174,16 @@ class SqlJobStore(ABC):
         )
         return [r[0] for r in requeued], [r[0] for r in exhausted]
 
-    def requeue(self, job_id: str, *, count_retry: bool = True) -> None:
-        self._execute(
+    def requeue(self, job_id: str, *, count_retry: bool = True, worker_id: str | None = None) -> bool:
+        """Put a running job back in the queue; with `worker_id`, only while that worker holds it."""
+        owner = " AND worker_id = ?" if worker_id is not None else ""
+        _, count = self._execute(
             "UPDATE jobs SET state = ?, started_at = NULL, worker_id = NULL, lease_expires_at = NULL, "
-            "retries = retries + ? WHERE job_id = ? AND state = ?",
-            (JobState.QUEUED.value, 1 if count_retry else 0, job_id, JobState.RUNNING.value),
+            f"retries = retries + ? WHERE job_id = ? AND state = ?{owner}",
+            (JobState.QUEUED.value, 1 if count_retry else 0, job_id, JobState.RUNNING.value,
+             *([worker_id] if worker_id is not None else [])),
         )
+        return count == 1
 
     def expire_start_timeouts(self) -> list[str]:
         """Queued jobs past their start deadline end as start_timeout, never having started."""

@@ -32,6 +32,7 @@ from service.domain.errors import JobError
 from service.jobs.records import JobRecord, JobState
 from service.jobs.sql_store import SqlJobStore
 from service.media.fetch import FetchLimits, connect_checked
+from service.observability.metrics import WEBHOOK_DELIVERIES
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class WebhookDispatcher:
         if error is not None and tries < self._config.max_attempts:
             next_at = time.time() + backoff_s(self._config, tries)
         self._store.record_webhook_attempt(record.job_id, delivered=error is None, error=error, next_attempt_at=next_at)
+        WEBHOOK_DELIVERIES.labels("delivered" if error is None else "failed").inc()
         outcome = "delivered" if error is None else f"attempt {tries} failed ({error})"
         self._store.add_log(record.job_id, f"webhook {outcome}", "info" if error is None else "warning")
         self._store.notify("state", record.job_id)

@@ -48,6 +48,7 @@ from urllib.parse import urljoin, urlsplit
 
 from service.domain.errors import Cancelled, ErrorType, JobError
 from service.media.sniff import SNIFF_BYTES, MediaKind, sniff_media_type
+from service.observability.metrics import counted_fetch
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +333,7 @@ def _network_errors(field_path: str, limits: FetchLimits) -> Iterator[None]:
         raise _fail(field_path, "download failed: the server redirected to an invalid URL") from exc
 
 
+@counted_fetch("download")
 def download_to_file(
     url: str, target: Path, *, field: str, limits: FetchLimits, is_cancelled: CancelCheck | None = None
 ) -> int:
@@ -377,6 +379,7 @@ def _describe(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}" if host else f"{parts.scheme}: URL"
 
 
+@counted_fetch("media")
 def fetch_media(
     url: str,
     *,

@@ -154,7 +154,7 @@ def generate_distilled(
 ) -> GeneratedVideo:
     """Exactly `spec.num_frames` frames of `spec.width` x `spec.height`; same spec and inputs, same frames.
 
-    `conditions` are at output frames and any size (each pass resizes them), e.g. from media_inputs.
+    `conditions` are at output frames and any size (each pass resizes them), e.g. from service/inputs/media.py.
     """
     if not (spec.width and spec.height):
         raise ValueError("the spec's AUTO size must be resolved (specs.resolve_auto_size) before generating")

@@ -15,7 +15,7 @@ transformer binding without STG support (not a `PerturbableTransformer`) runs CF
 says so; the torch and the Triton bindings both support it.
 
 Conditioning (service/pipelines/conditioning.py): the media arrive decoded at the output size
-(service/pipelines/media_inputs.py), are trimmed to legal lengths and blended in or appended as keyframe
+(service/inputs/media.py), are trimmed to legal lengths and blended in or appended as keyframe
 tokens; the keyframe tokens are dropped before decoding.
 """
 
@@ -245,7 +245,7 @@ def generate_multiconditioning(
 ) -> GeneratedVideo:
     """Exactly `spec.num_frames` frames of `spec.width` x `spec.height`, conditioned on `media`.
 
-    `spec`'s size must be resolved (media_inputs does it for AUTO) and `media` decoded at that size.
+    `spec`'s size must be resolved (service/inputs/media.py does it for AUTO) and `media` decoded at that size.
     """
     if not spec.width or not spec.height:
         raise ValueError("the spec's AUTO size must be resolved before generation")

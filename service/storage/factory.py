@@ -7,6 +7,7 @@ from typing import Protocol
 
 from service.config import ServiceConfig
 from service.domain.outputs import StoredFile
+from service.security.signing import UrlSigner
 from service.storage.local import LocalStorage, ResultsHttpServer, reachable_base_url
 
 
@@ -28,13 +29,16 @@ class ResultStorage(Protocol):
     def purge_uploads(self, before: float) -> int: ...
 
 
-def open_storage(config: ServiceConfig, jwks_file: Path | None = None) -> tuple[ResultStorage, ResultsHttpServer]:
-    """The storage, and the HTTP server for the local directory's results (empty with S3) and the JWKS."""
-    http = ResultsHttpServer(config.storage_dir, config.host, config.http_port, jwks_file)
+def open_storage(
+    config: ServiceConfig, jwks_file: Path | None = None, signer: UrlSigner | None = None
+) -> tuple[ResultStorage, ResultsHttpServer]:
+    """The storage, and the HTTP server for the local directory's results (empty with S3) and the JWKS.
+    With `signer`, local result URLs carry an expiring HMAC token (S3 URLs are presigned instead)."""
+    http = ResultsHttpServer(config.storage_dir, config.host, config.http_port, jwks_file, signer)
     http.start()
     if config.storage_url:
         from service.storage.s3 import S3Storage
 
         return S3Storage(config.storage_url, config.s3, Path(config.data_dir) / "scratch"), http
     base_url = config.public_base_url or reachable_base_url(config.host, http.port)
-    return LocalStorage(config.storage_dir, base_url), http
+    return LocalStorage(config.storage_dir, base_url, signer), http

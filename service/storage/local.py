@@ -1,4 +1,8 @@
-"""Results kept in a local directory and served over HTTP at `{base_url}/results/{job_id}/{file}`."""
+"""Results kept in a local directory and served over HTTP at `{base_url}/results/{job_id}/{file}`.
+
+With a `UrlSigner`, each URL carries an expiring HMAC token and the server refuses (403) a request
+without a valid one, so a result URL is a capability that lapses rather than a guessable path.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from service.domain.outputs import StoredFile
+from service.security.signing import UrlSigner
+
+UPLOAD_ID_PREFIX = "upload-"  # uploads are stored like a job's files, under ids that no job id can take
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +40,10 @@ def reachable_base_url(host: str, port: int) -> str:
 
 
 class LocalStorage:
-    def __init__(self, root: Path, base_url: str) -> None:
+    def __init__(self, root: Path, base_url: str, signer: UrlSigner | None = None) -> None:
         self.root = root
         self.base_url = base_url.rstrip("/")
+        self.signer = signer
         self.root.mkdir(parents=True, exist_ok=True)
 
     def job_dir(self, job_id: str) -> Path:
@@ -47,8 +55,10 @@ class LocalStorage:
         """Describe a file already written into `job_dir(job_id)`."""
         if path.parent != self.job_dir(job_id):
             raise ValueError(f"{path} is not in the job's directory")
+        url_path = f"/results/{job_id}/{path.name}"
+        query = f"?{self.signer.query(url_path)}" if self.signer else ""
         return StoredFile(
-            url=f"{self.base_url}/results/{job_id}/{path.name}",
+            url=f"{self.base_url}{url_path}{query}",
             content_type=content_type,
             file_name=path.name,
             file_size=path.stat().st_size,
@@ -58,12 +68,12 @@ class LocalStorage:
         shutil.rmtree(self.root / job_id, ignore_errors=True)
 
     def upload_url_prefix(self) -> str:
-        return f"{self.base_url}/results/uploads/"
+        return f"{self.base_url}/results/{UPLOAD_ID_PREFIX}"
 
     def purge_uploads(self, before: float) -> int:
         """Delete uploads stored before `before` (wall-clock seconds)."""
         removed = 0
-        for directory in (self.root / "uploads").glob("*"):
+        for directory in self.root.glob(f"{UPLOAD_ID_PREFIX}*"):
             if directory.is_dir() and directory.stat().st_mtime < before:
                 shutil.rmtree(directory, ignore_errors=True)
                 removed += 1
@@ -87,6 +97,7 @@ class _ResultsHandler(BaseHTTPRequestHandler):
 
     root: Path  # set by ResultsHttpServer
     jwks_file: Path | None = None  # the webhook signing keys, at /.well-known/jwks.json
+    signer: UrlSigner | None = None  # set: /results/ paths need a valid, unexpired signature
     timeout = HTTP_TIMEOUT_S
     server_version = "ltx-results"
     sys_version = ""
@@ -122,6 +133,10 @@ class _ResultsHandler(BaseHTTPRequestHandler):
         parts = path.split("/")
         if len(parts) != 4 or parts[0] != "" or parts[1] != "results":
             return 404
+        if self.signer is not None:
+            url = urlsplit(self.path)
+            if not self.signer.verify(url.path, url.query):
+                return 403  # missing, invalid or expired signature
         job_id, name = parts[2], parts[3]
         if not (_SAFE_NAME.fullmatch(job_id) and _SAFE_NAME.fullmatch(name)) or name.endswith(".part"):
             return 404
@@ -200,9 +215,11 @@ def _copy_span(source: BinaryIO, sink: io.BufferedIOBase, start: int, end: int) 
 class ResultsHttpServer:
     """Serves the storage root in a background thread; `port` 0 picks a free port."""
 
-    def __init__(self, root: Path, host: str, port: int, jwks_file: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, host: str, port: int, jwks_file: Path | None = None, signer: UrlSigner | None = None
+    ) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        attributes = {"root": root.resolve(), "jwks_file": jwks_file}
+        attributes = {"root": root.resolve(), "jwks_file": jwks_file, "signer": signer}
         handler = type("ResultsHandler", (_ResultsHandler,), attributes)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True

@@ -19,6 +19,7 @@ from botocore.config import Config
 
 from service.config import S3Config
 from service.domain.outputs import StoredFile
+from service.storage.local import UPLOAD_ID_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,13 @@ class S3Storage:
 
     def upload_url_prefix(self) -> str:
         """Where presigned URLs of uploads start (a sample key's URL, cut before the key's last part)."""
-        sample = self.presign(self._key("uploads", "x")).split("?", 1)[0]
+        sample = self.presign(self._key(f"{UPLOAD_ID_PREFIX}x", "")).split("?", 1)[0]
         return sample[:-1]
 
     def purge_uploads(self, before: float) -> int:
         paginator = self._client.get_paginator("list_objects_v2")
         removed = 0
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("uploads", "") + "/"):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(UPLOAD_ID_PREFIX, "")):
             old = [{"Key": o["Key"]} for o in page.get("Contents", []) if o["LastModified"].timestamp() < before]
             if old:
                 self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": old, "Quiet": True})

@@ -159,3 +159,6 @@ def test_cancel_through_either_gateway_stops_the_running_job(fleet: dict[str, Se
     with pytest.raises(grpc.RpcError) as missing:
         canceller.stub.Status(pb.StatusRequest(request_id="no-such-id"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as on_worker:  # a worker serves health only, not the API
+        fleet["worker-2"].stub.Status(pb.StatusRequest(request_id=request_id))
+    assert on_worker.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -18,7 +18,7 @@ from ltx.v1 import video_generation_pb2 as pb
 from service.api.status import field_violations
 from service.client.cli import build_request, upload_file, upload_local_files
 from service.jobs.webhooks import verify
-from tests.integration.service_process import ServiceProcess
+from tests.integration.service_process import ServiceProcess, free_port
 
 T2V = "ltx-video-lora"
 SMALL = {"prompt": "a red ball", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
@@ -68,7 +68,7 @@ def queue_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceP
     config = data / "config.toml"
     config.write_text("max_upload_bytes = 300000\n"
                       "[webhooks]\nallow_private_networks = true\nfirst_backoff_s = 0.3\npoll_s = 0.2\n")
-    proc = ServiceProcess(data, ["--config", str(config), "--heartbeat-s", "0.3"])
+    proc = ServiceProcess(data, ["--config", str(config), "--heartbeat-s", "0.3", "--metrics-port", str(free_port())])
     proc.start()
     try:
         yield proc
@@ -106,6 +106,10 @@ def test_webhook_is_retried_then_delivered_once_and_verifies_with_the_jwks(queue
         status = queue_service.stub.Status(pb.StatusRequest(request_id=request_id))
         assert status.webhook.state == "delivered" and status.webhook.attempts == 3
         assert status.webhook.last_error == ""
+        metrics_port = queue_service.extra_args[queue_service.extra_args.index("--metrics-port") + 1]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        assert 'ltx_webhook_deliveries_total{outcome="delivered"} 1.0' in text
+        assert 'ltx_webhook_deliveries_total{outcome="failed"} 2.0' in text
     finally:
         receiver.stop()
 
@@ -160,7 +164,7 @@ def test_upload_of_a_local_image_feeds_a_multiconditioning_request(
                "number_of_steps": 2, "seed": 3, "images": [{"image_url": "./cat.png", "start_frame_number": 0}]}
     sent = upload_local_files(queue_service.stub, request, tmp_path)
     url = sent["images"][0]["image_url"]
-    assert url.startswith(f"http://127.0.0.1:{queue_service.http_port}/results/uploads/")
+    assert url.startswith(f"http://127.0.0.1:{queue_service.http_port}/results/upload-")
     assert download_bytes(url) == (tmp_path / "cat.png").read_bytes()
     reply = queue_service.stub.Submit(build_request("ltx-video-lora/multiconditioning", sent), timeout=10)
     status = queue_service.wait_completed(reply.request_id)

@@ -181,13 +181,18 @@ def test_queue_full_is_resource_exhausted(fresh_service: ServiceProcess) -> None
     fresh_service.start()
     running = fresh_service.submit(T2V, SLOW).request_id
     wait_for_state(fresh_service, running, pb.IN_PROGRESS)
+    # The job stages take the next jobs in hand while one generates (one being prepared, one finished:
+    # IN_PROGRESS, "waiting for the accelerator"); only the jobs after them wait in the queue.
+    prepared = [fresh_service.submit(T2V, SMALL).request_id for _ in range(2)]
+    for request_id in prepared:
+        wait_for_state(fresh_service, request_id, pb.IN_PROGRESS)
     waiting = [fresh_service.submit(T2V, SMALL).request_id for _ in range(2)]  # --max-queued 2
     with pytest.raises(grpc.RpcError) as caught:
         fresh_service.submit(T2V, SMALL)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     positions = [fresh_service.stub.Status(pb.StatusRequest(request_id=r)).queue_position for r in waiting]
     assert positions == [0, 1]
-    for request_id in [running, *waiting]:
+    for request_id in [running, *prepared, *waiting]:
         fresh_service.stub.Cancel(pb.CancelRequest(request_id=request_id))
 
 

@@ -32,22 +32,24 @@ from service.domain.specs import (
     TextToVideoSpec,
     VideoConditionSpec,
 )
+from service.engines import triton as triton_module
 from service.engines.torch_bindings import load_components
 from service.engines.triton import TritonEngine, served_by_repository
 from service.engines.triton_backend.params import model_config_from
 from service.engines.tritonserver_process import TritonServerProcess
+from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
 from service.models.loading import load_models
 from service.models.torch_components import TorchTransformer
 from service.pipelines.components import Components, Perturbation
 from service.pipelines.distilled import generate_distilled
 from service.pipelines.extend import generate_extension
-from service.pipelines.media_inputs import prepare_conditioning_inputs, prepare_extend_input
 from service.pipelines.multiconditioning import (
     NO_STG_MESSAGE,
     generate_multiconditioning,
     generate_text_to_video,
 )
+from tests.engine_in_line import EngineInLine
 from tests.integration.triton_fixtures import MODEL_REPOSITORY, triton_engine, triton_server, triton_session
 from tests.unit.test_media_inputs import mp4_uri, png_uri
 
@@ -73,7 +75,7 @@ def never() -> bool:
     return False
 
 
-def test_generates_frames_and_a_progress_event_per_step(triton_engine: TritonEngine) -> None:
+def test_generates_frames_and_a_progress_event_per_step(triton_engine: EngineInLine) -> None:
     events: list[Progress] = []
 
     video = triton_engine.generate(SPEC, events.append, never)
@@ -81,7 +83,9 @@ def test_generates_frames_and_a_progress_event_per_step(triton_engine: TritonEng
     assert video.frames.shape == (9, 64, 64, 3) and video.frames.dtype == np.uint8
     assert (video.frame_rate, video.seed, video.prompt) == (24.0, 1234, SPEC.prompt)
     assert [(e.step, e.total) for e in events if e.stage is Stage.DENOISING] == [(1, 2), (2, 2)]
-    assert events[0].stage is Stage.ENCODING_PROMPT and events[-1].stage is Stage.DECODING
+    # Accepted at once, then the pipeline's own stages from encoding the prompt to decoding.
+    assert events[0] == Progress(Stage.WAITING, message=f"accepted by {contract.PIPELINE_MODEL}")
+    assert events[1].stage is Stage.ENCODING_PROMPT and events[-1].stage is Stage.DECODING
 
 
 def repository_model_config() -> ModelConfig:
@@ -113,7 +117,7 @@ def test_served_endpoints_are_read_from_the_repository(triton_server: TritonServ
 
 
 def test_same_frames_through_triton_as_in_process(
-    triton_engine: TritonEngine, repository_components: Components
+    triton_engine: EngineInLine, repository_components: Components
 ) -> None:
     spec = dataclasses.replace(SPEC, width=96, height=64, num_frames=12, num_inference_steps=3, seed=99)
 
@@ -125,7 +129,7 @@ def test_same_frames_through_triton_as_in_process(
 
 
 def test_cancel_stops_the_triton_request(
-    triton_server: TritonServerProcess, triton_engine: TritonEngine
+    triton_server: TritonServerProcess, triton_engine: EngineInLine
 ) -> None:
     spec = dataclasses.replace(SPEC, num_inference_steps=LONG_STEPS)
     cancelled = threading.Event()
@@ -145,7 +149,7 @@ def test_cancel_stops_the_triton_request(
     assert triton_engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
 
 
-def test_a_bad_request_fails_alone(triton_engine: TritonEngine, triton_server: TritonServerProcess) -> None:
+def test_a_bad_request_fails_alone(triton_engine: EngineInLine, triton_server: TritonServerProcess) -> None:
     errors = _raw_request(triton_server.grpc_url, "ltx-video-lora", "{not json")
     assert errors and contract.SPEC_JSON in errors[0]
 
@@ -158,7 +162,8 @@ def test_a_bad_request_fails_alone(triton_engine: TritonEngine, triton_server: T
 
 
 def test_killed_server_fails_the_job_and_a_restart_recovers(triton_server: TritonServerProcess) -> None:
-    engine = TritonEngine(ServiceConfig(triton_url=triton_server.grpc_url), ready_cache_s=0.0)
+    config = ServiceConfig(triton_url=triton_server.grpc_url)
+    engine = EngineInLine(TritonEngine(config, ready_cache_s=0.0), config)
     spec = dataclasses.replace(SPEC, num_inference_steps=LONG_STEPS)
 
     def kill_midway(progress: Progress) -> None:
@@ -174,6 +179,88 @@ def test_killed_server_fails_the_job_and_a_restart_recovers(triton_server: Trito
     triton_server.start()  # same ports
     assert engine.ready()
     assert engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
+
+
+def test_frames_arrive_in_pieces_under_a_low_byte_cap(
+    triton_server: TritonServerProcess, triton_engine: EngineInLine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = triton_engine.generate(SPEC, lambda _: None, never)
+    pieces: list[int] = []
+    add = triton_module.FrameReceiver.add
+
+    def counting_add(self: triton_module.FrameReceiver, result: object) -> None:
+        frames = result.as_numpy(contract.FRAMES)  # type: ignore[attr-defined]
+        if frames is not None:
+            pieces.append(frames.nbytes)
+        add(self, result)
+
+    monkeypatch.setattr(triton_module.FrameReceiver, "add", counting_add)
+    cap = 2 * 64 * 64 * 3  # two 64x64 frames
+    config = ServiceConfig(triton_url=triton_server.grpc_url)
+    capped = EngineInLine(TritonEngine(config, max_response_bytes=cap, memory_frames_bytes=cap), config)
+
+    actual = capped.generate(SPEC, lambda _: None, never)
+
+    assert len(pieces) == 5 and max(pieces) <= cap  # 9 frames: 2 + 2 + 2 + 2 + 1
+    assert isinstance(actual.frames, np.memmap)  # past memory_frames_bytes: received into a file
+    assert np.array_equal(actual.frames, expected.frames)
+
+
+def test_a_request_queued_inside_triton_gets_heartbeats_not_a_timeout(
+    triton_server: TritonServerProcess, triton_engine: EngineInLine
+) -> None:
+    """A request waiting behind another for the accelerator longer than the client's silence timeout
+    lives on (heartbeats every 5 s against an 8 s timeout) and runs once the accelerator frees."""
+    first_running, second_waiting, stop_first = threading.Event(), threading.Event(), threading.Event()
+    first_outcome: list[BaseException] = []
+
+    def run_first() -> None:
+        def on_progress(progress: Progress) -> None:
+            if progress.stage is Stage.DENOISING:
+                first_running.set()
+
+        try:
+            # Runs until cancelled: 100x the usual long job, far past the 14 s the second one waits.
+            long_spec = dataclasses.replace(SPEC, num_inference_steps=100 * LONG_STEPS)
+            triton_engine.generate(long_spec, on_progress, stop_first.is_set)
+        except Cancelled as exc:
+            first_outcome.append(exc)
+
+    second_events: list[Progress] = []
+
+    def on_second_progress(progress: Progress) -> None:
+        second_events.append(progress)
+        if progress.message == "waiting for the accelerator":
+            second_waiting.set()
+
+    first = threading.Thread(target=run_first)
+    first.start()
+    try:
+        assert first_running.wait(120)
+        config = ServiceConfig(triton_url=triton_server.grpc_url)
+        second = EngineInLine(TritonEngine(config, response_timeout_s=8.0, ready_cache_s=0.0), config)
+        result: list[GeneratedVideo | BaseException] = []
+
+        def run_second() -> None:
+            try:
+                result.append(second.generate(SPEC, on_second_progress, never))
+            except BaseException as exc:  # noqa: BLE001 (reported by the assertions below)
+                result.append(exc)
+
+        waiter = threading.Thread(target=run_second)
+        waiter.start()
+        assert second_waiting.wait(60)
+        time.sleep(14.0)  # well past the second client's 8 s silence timeout
+        assert waiter.is_alive(), result  # still waiting, not failed
+    finally:
+        stop_first.set()
+        first.join(60)
+    waiter.join(120)
+    assert len(first_outcome) == 1
+    assert result and isinstance(result[0], GeneratedVideo), result
+    assert result[0].frames.shape == (9, 64, 64, 3)
+    messages = [event.message for event in second_events if event.stage is Stage.WAITING]
+    assert messages[:2] == [f"accepted by {contract.PIPELINE_MODEL}", "waiting for the accelerator"]
 
 
 # An image at frame 0 and a weaker one at the last frame (a keyframe): both conditioning paths.
@@ -266,7 +353,7 @@ def _denoising(events: list[Progress]) -> list[tuple[int, int]]:
     ids=lambda value: getattr(value, "endpoint", None),
 )
 def test_same_frames_and_steps_through_triton_as_in_process(
-    triton_engine: TritonEngine,
+    triton_engine: EngineInLine,
     repository_components: Components,
     spec: object,
     in_process: InProcess,
@@ -297,7 +384,7 @@ class _WithoutStg:
 
 
 def test_stg_perturbed_pass_runs_on_triton(
-    triton_engine: TritonEngine, repository_components: Components
+    triton_engine: EngineInLine, repository_components: Components
 ) -> None:
     without_stg = dataclasses.replace(repository_components, transformer=_WithoutStg(repository_components.transformer))
     with_stg_frames = _multiconditioning(repository_components, MULTICONDITIONING, lambda _: None).frames

@@ -23,13 +23,14 @@ from service.domain.specs import Endpoint, ImageConditionSpec, Multiconditioning
 from service.engines.torch_bindings import load_components
 from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import TritonServerProcess
+from service.inputs.media import prepare_conditioning_inputs
 from service.media.fetch import FetchLimits
-from service.pipelines.media_inputs import prepare_conditioning_inputs
 from service.pipelines.multiconditioning import (
     NO_STG_MESSAGE,
     generate_multiconditioning,
     generate_text_to_video,
 )
+from tests.engine_in_line import EngineInLine
 from tests.unit.test_media_inputs import png_uri
 
 CONTAINER_SERVER = Path("/opt/tritonserver/bin/tritonserver")
@@ -74,7 +75,7 @@ MULTICONDITIONING = MulticonditioningSpec(
 
 
 @pytest.fixture(scope="module")
-def gpu_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonEngine]:
+def gpu_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineInLine]:
     """The GPU repository (bf16 TensorRT plans of every component) served by the container's tritonserver."""
     root = tmp_path_factory.mktemp("gpu")
     stages = ExportStages(ServiceConfig(), root / "cache", DEFAULT_COMPONENTS, precision=Precision.BF16)
@@ -83,7 +84,8 @@ def gpu_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonEngin
     server = TritonServerProcess(repository, root / "server", binary=CONTAINER_SERVER)
     try:
         server.start(timeout_s=300)
-        yield TritonEngine(ServiceConfig(triton_url=server.grpc_url))
+        config = ServiceConfig(triton_url=server.grpc_url)
+        yield EngineInLine(TritonEngine(config), config)
     finally:
         server.stop()
 
@@ -92,7 +94,7 @@ def _mean_difference(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(actual.astype(np.int16) - expected.astype(np.int16)).mean())
 
 
-def test_gpu_repository_generates_what_torch_generates(gpu_engine: TritonEngine) -> None:
+def test_gpu_repository_generates_what_torch_generates(gpu_engine: EngineInLine) -> None:
     events: list[Progress] = []
     video = gpu_engine.generate(SPEC, events.append, lambda: False)
     expected = generate_text_to_video(load_components(ModelConfig()), SPEC, lambda _: None, lambda: False)
@@ -104,7 +106,7 @@ def test_gpu_repository_generates_what_torch_generates(gpu_engine: TritonEngine)
     assert _mean_difference(video.frames, expected.frames) < 4.0
 
 
-def test_gpu_repository_runs_multiconditioning_with_stg(gpu_engine: TritonEngine) -> None:
+def test_gpu_repository_runs_multiconditioning_with_stg(gpu_engine: EngineInLine) -> None:
     assert gpu_engine.supports(Endpoint.DISTILLED_MULTICONDITIONING)  # every component model is there
     events: list[Progress] = []
     video = gpu_engine.generate(MULTICONDITIONING, events.append, lambda: False)

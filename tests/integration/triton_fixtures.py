@@ -15,6 +15,7 @@ import pytest
 from service.config import ServiceConfig
 from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import TritonServerProcess
+from tests.engine_in_line import EngineInLine
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = ROOT / "model_repository"
@@ -44,8 +45,8 @@ def triton_server(triton_session: TritonServerProcess) -> TritonServerProcess:
 
 
 @pytest.fixture
-def triton_engine(triton_server: TritonServerProcess) -> TritonEngine:
+def triton_engine(triton_server: TritonServerProcess) -> EngineInLine:
+    """TritonEngine behind the prepare stage and the output check, as the job runner runs it."""
+    config = ServiceConfig(triton_url=triton_server.grpc_url)
     # Cancel checks every 20 ms, so a cancelled job stops within a step or two of the tiny model.
-    return TritonEngine(
-        ServiceConfig(triton_url=triton_server.grpc_url), poll_interval_s=0.02, ready_cache_s=0.0
-    )
+    return EngineInLine(TritonEngine(config, poll_interval_s=0.02, ready_cache_s=0.0), config)

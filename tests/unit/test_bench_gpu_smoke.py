@@ -9,7 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from service.config import FastPathConfig
+from service.contract.frames import latent_tokens
+from service.domain.geometry import DISTILLED_FIRST_PASS_DOWNSCALE, FrameSize, multiscale_sizes
 
 ROOT = Path(__file__).resolve().parents[2]
 # Not on the GPU machine (bench/README.md, "Issue 13"): importing any of them there would stop the run.
@@ -55,11 +60,17 @@ def test_smoke_run_measures_every_row_and_the_whole_request(tmp_path: Path) -> N
     for name in ("FP8 scaled mm (dynamic scales)", "FP8 scaled mm (static scales)"):
         assert rows[name]["status"] == "ok", rows[name]
         assert 0 < rows[name]["relative_error"] < 0.1  # quantized, but within E4M3's rounding
-    # 288x192 -> first pass 192x128 (2/3) -> second pass 384x256: 12 x 8 cells, 2 latent frames of 9.
-    assert data["step_tokens"] == 12 * 8 * 2 and data["step_flops"] > 0
+    # The step is the request's second pass (288x192 output, 9 frames), as the distilled pipeline sizes it.
+    second = multiscale_sizes(FrameSize(288, 192), DISTILLED_FIRST_PASS_DOWNSCALE).second_pass
+    assert data["step_tokens"] == latent_tokens(second, 9) and data["step_flops"] > 0
     request = data["request"]
     assert request["frames_shape"] == [9, 192, 288, 3]
     assert request["stages"]["first pass"]["calls"] == 7 and request["stages"]["second pass"]["calls"] == 3
     assert all(stage["seconds"] > 0 for stage in request["stages"].values())
-    ltx2_rows = [line for line in result.stdout.splitlines() if line.startswith("| LTX-2.3 step:")]
-    assert len(ltx2_rows) == 3 and all("| ok |" in line for line in ltx2_rows), ltx2_rows
+    # The recommendation it prints is a valid [fast_path] section.
+    toml = result.stdout[result.stdout.index("[fast_path]") :]
+    assert FastPathConfig(**tomllib.loads(toml)["fast_path"]) == FastPathConfig(**data["chosen"])
+    ltx2_rows = [line for line in result.stdout.splitlines() if line.startswith("| LTX-2.3 step (")]
+    assert len(ltx2_rows) == 6 and all("| ok |" in line for line in ltx2_rows), ltx2_rows
+    fp8_relative = [float(line.rstrip(" |").rsplit("|", 1)[-1]) for line in ltx2_rows[3:]]
+    assert all(0 < value < 0.1 for value in fp8_relative), fp8_relative  # FP8 against eager

@@ -15,7 +15,8 @@ from service.engines.conditioning_tensors import (
     media_from_arrays,
     media_to_arrays,
 )
-from service.engines.endpoint_pipelines import EndpointInputs, prepare_endpoint_inputs
+from service.engines.endpoint_pipelines import EndpointInputs
+from service.inputs import prepare_endpoint_inputs
 from service.media.fetch import FetchLimits
 from service.pipelines.conditioning import ConditioningMedia
 from tests.unit.test_media_inputs import mp4_uri, png_uri

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+import psutil
 import pytest
 
 from service.domain.outputs import GeneratedVideo
-from service.media.encode import encode_mp4, frame_rate_fraction
+from service.media.encode import encode_frames, encode_mp4, frame_chunks, frame_rate_fraction
 
 ORANGE = (230, 120, 20)
 
@@ -95,3 +96,49 @@ def test_bad_frames_are_refused(tmp_path: Path) -> None:
             GeneratedVideo(frames=_solid(2, 31, 32, ORANGE), frame_rate=25, prompt="p", seed=1),
             tmp_path / "y.mp4",
         )
+
+
+def _decoded(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def test_chunks_from_an_iterator_encode_as_the_whole_video_does(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, size=(11, 32, 48, 3), dtype=np.uint8)
+    video = GeneratedVideo(frames=frames, frame_rate=24.0, prompt="p", seed=1)
+    whole = _encode(tmp_path, video)
+    streamed = tmp_path / "streamed.mp4"
+    pieces = (frames[start : start + 4] for start in range(0, 11, 4))  # 4 + 4 + 3, never the whole
+    empty = GeneratedVideo(frames=np.empty((0, 32, 48, 3), dtype=np.uint8), frame_rate=24.0, prompt="p", seed=1)
+    assert encode_frames(pieces, 48, 32, empty, streamed) == 11
+    assert streamed.read_bytes() == whole.read_bytes()  # the same frames give the same stream
+
+
+def test_a_chunk_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
+    video = GeneratedVideo(frames=_solid(2, 32, 48, ORANGE), frame_rate=24.0, prompt="p", seed=1)
+    with pytest.raises(ValueError, match=r"uint8 \[n, 32, 48, 3\]"):
+        encode_frames(iter([_solid(2, 32, 64, ORANGE)]), 48, 32, video, tmp_path / "bad.mp4")
+
+
+def _resident_bytes_of(path: Path) -> int:
+    return sum(m.rss for m in psutil.Process().memory_maps(grouped=True) if m.path == str(path))
+
+
+def test_reading_a_memmapped_video_in_chunks_keeps_one_chunk_resident(tmp_path: Path) -> None:
+    path = tmp_path / "frames.u8"
+    shape = (64, 256, 256, 3)  # 12 MiB, 192 KiB a frame
+    np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8).tofile(path)
+    chunk_bytes = 4 * 256 * 256 * 3
+
+    frames = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+    copied = [chunk.copy() for chunk in frame_chunks(frames, 4)]
+    resident_after_chunks = _resident_bytes_of(path)
+    assert np.array_equal(np.concatenate(copied), np.fromfile(path, dtype=np.uint8).reshape(shape))
+
+    plain = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+    touched = [np.array(plain[start : start + 4]) for start in range(0, 64, 4)]
+    resident_plain = _resident_bytes_of(path) - resident_after_chunks
+    assert len(touched) == 16
+    assert resident_after_chunks <= chunk_bytes + 8192  # at most the pages of one chunk
+    assert resident_plain >= 8 * chunk_bytes  # reading without dropping keeps what it read

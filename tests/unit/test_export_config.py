@@ -56,9 +56,9 @@ def test_pipeline_config_is_decoupled_and_names_the_contract_tensors() -> None:
     required = [t.name for t in config.input if not t.optional]
     optional = [t.name for t in config.input if t.optional]
     assert required == [contract.ENDPOINT, contract.SPEC_JSON]
-    assert optional == [*contract.CONDITION_INPUTS, contract.KEPT_FRAMES]
+    assert optional == [*contract.CONDITION_INPUTS, contract.KEPT_FRAMES, contract.MAX_RESPONSE_BYTES]
     outputs = {t.name for t in config.output}
-    assert outputs == set(contract.PROGRESS_OUTPUTS) | set(contract.RESULT_OUTPUTS)
+    assert outputs == set(contract.PROGRESS_OUTPUTS) | set(contract.FRAMES_OUTPUTS) | set(contract.RESULT_OUTPUTS)
 
 
 def test_checked_in_pipeline_serves_every_ltx_video_endpoint() -> None:

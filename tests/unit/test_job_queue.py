@@ -124,3 +124,19 @@ def test_finished_jobs_are_purged_after_retention(tmp_path: Path) -> None:
         await queue.stop()
 
     asyncio.run(scenario())
+
+
+def test_stopping_a_worker_requeues_its_running_job_without_a_retry(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        runner = FakeRunner(steps=50)
+        queue, store = make_queue(tmp_path, runner)
+        await queue.start()
+        job_id, _ = await queue.submit("ltx-video-lora", "{}")
+        await asyncio.to_thread(runner.started.wait, 10)
+        await queue.stop()
+        runner.release.set()
+        record = store.get(job_id)
+        assert record is not None and record.state is JobState.QUEUED and record.retries == 0
+        assert any("re-queued" in e.message for e in store.logs(job_id))
+
+    asyncio.run(scenario())

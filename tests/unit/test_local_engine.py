@@ -14,6 +14,7 @@ from service.domain.progress import Progress
 from service.domain.specs import Endpoint, LoraSpec, TextToVideoSpec
 from service.engines.local import LocalEngine
 from service.prompting import NOT_CONFIGURED_MESSAGE
+from tests.engine_in_line import EngineInLine
 from tests.fixtures_lora import tiny_lora_weights, write_lora
 
 SPEC = TextToVideoSpec(
@@ -30,19 +31,20 @@ SPEC = TextToVideoSpec(
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> LocalEngine:
+def engine(tmp_path_factory: pytest.TempPathFactory) -> EngineInLine:
     cache = tmp_path_factory.mktemp("lora-cache")
     lora = LoraConfig(cache_dir=str(cache), allow_local_paths=True, local_roots=(str(tmp_path_factory.getbasetemp()),))
-    return LocalEngine(ServiceConfig(lora=lora))
+    config = ServiceConfig(lora=lora)
+    return EngineInLine(LocalEngine(config), config)
 
 
-def _generate(engine: LocalEngine, spec: TextToVideoSpec) -> tuple[np.ndarray, list[Progress]]:
+def _generate(engine: EngineInLine, spec: TextToVideoSpec) -> tuple[np.ndarray, list[Progress]]:
     events: list[Progress] = []
     video = engine.generate(spec, events.append, lambda: False)
     return video.frames, events
 
 
-def test_is_ready_and_serves_the_ltx_video_endpoints(engine: LocalEngine) -> None:
+def test_is_ready_and_serves_the_ltx_video_endpoints(engine: EngineInLine) -> None:
     assert engine.ready() is True
     assert engine.supports(Endpoint.TEXT_TO_VIDEO)
     assert engine.supports("ltx-video-lora")
@@ -51,12 +53,12 @@ def test_is_ready_and_serves_the_ltx_video_endpoints(engine: LocalEngine) -> Non
     assert not engine.supports("no-such-endpoint")
 
 
-def test_generates_the_requested_video(engine: LocalEngine) -> None:
+def test_generates_the_requested_video(engine: EngineInLine) -> None:
     frames, _events = _generate(engine, SPEC)
     assert frames.shape == (9, 32, 64, 3)
 
 
-def test_lora_changes_one_job_and_does_not_leak_into_the_next(engine: LocalEngine, tmp_path: Path) -> None:
+def test_lora_changes_one_job_and_does_not_leak_into_the_next(engine: EngineInLine, tmp_path: Path) -> None:
     lora = write_lora(tmp_path / "style.safetensors", tiny_lora_weights(), "original")
     before, _ = _generate(engine, SPEC)
     with_lora, events = _generate(engine, dataclasses.replace(SPEC, loras=(LoraSpec(str(lora), 1.0),)))
@@ -66,21 +68,22 @@ def test_lora_changes_one_job_and_does_not_leak_into_the_next(engine: LocalEngin
     assert any("LoRA" in event.message for event in events)
 
 
-def test_bad_lora_fails_the_job_and_leaves_the_engine_usable(engine: LocalEngine, tmp_path: Path) -> None:
+def test_bad_lora_fails_the_job_and_leaves_the_engine_usable(engine: EngineInLine, tmp_path: Path) -> None:
     before, _ = _generate(engine, SPEC)
     spec = dataclasses.replace(SPEC, loras=(LoraSpec(str(tmp_path / "missing.safetensors")),))
     with pytest.raises(JobError) as caught:
         engine.generate(spec, lambda _: None, lambda: False)
-    assert caught.value.error_type is ErrorType.LORA_LOAD_FAILED
+    # A file that is not there is input_fetch_failed (service/inputs/lora.py), a bad file lora_load_failed.
+    assert caught.value.error_type is ErrorType.INPUT_FETCH_FAILED
     assert np.array_equal(_generate(engine, SPEC)[0], before)
 
 
-def test_cancelled_job_raises_cancelled(engine: LocalEngine) -> None:
+def test_cancelled_job_raises_cancelled(engine: EngineInLine) -> None:
     with pytest.raises(Cancelled):
         engine.generate(SPEC, lambda _: None, lambda: True)
 
 
-def test_unconfigured_expansion_is_reported_plainly(engine: LocalEngine) -> None:
+def test_unconfigured_expansion_is_reported_plainly(engine: EngineInLine) -> None:
     spec = dataclasses.replace(SPEC, expand_prompt=True)
     events: list[Progress] = []
     video = engine.generate(spec, events.append, lambda: False)
@@ -89,7 +92,7 @@ def test_unconfigured_expansion_is_reported_plainly(engine: LocalEngine) -> None
     assert np.array_equal(video.frames, _generate(engine, SPEC)[0])  # the prompt was used as given
 
 
-def test_unsupported_spec_is_refused(engine: LocalEngine) -> None:
+def test_unsupported_spec_is_refused(engine: EngineInLine) -> None:
     @dataclasses.dataclass(frozen=True)
     class Ltx2Spec:
         endpoint = Endpoint.LTX2_TEXT_TO_VIDEO

@@ -18,9 +18,8 @@ from service.domain.errors import ErrorType, JobError
 from service.domain.specs import LoraSpec
 from service.engines import torch_bindings
 from service.models import loading
-from service.models.lora import applied_loras
 from service.pipelines.components import Components
-from tests.fixtures_lora import tiny_lora_weights, write_lora
+from tests.fixtures_lora import applied_loras, tiny_lora_weights, write_lora
 
 
 @pytest.fixture(scope="module")

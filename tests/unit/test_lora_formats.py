@@ -14,9 +14,14 @@ from service.config import LoraConfig, ModelConfig
 from service.domain.errors import ErrorType, JobError
 from service.domain.specs import LoraSpec
 from service.models import loading
-from service.models.lora import applied_loras
 from service.models.lora_keys import LoraKeyError, to_peft_weights
-from tests.fixtures_lora import ALL_LINEAR_MODULES, tiny_lora_weights, write_kohya_lora, write_lora
+from tests.fixtures_lora import (
+    ALL_LINEAR_MODULES,
+    applied_loras,
+    tiny_lora_weights,
+    write_kohya_lora,
+    write_lora,
+)
 
 MODULE = "transformer_blocks.0.ff.net.2"  # a feed-forward layer, which attention-only loaders miss
 

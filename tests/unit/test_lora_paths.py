@@ -15,7 +15,7 @@ import pytest
 from service.config import LoraConfig, load_config
 from service.domain.errors import ErrorType, JobError
 from service.domain.specs import LoraSpec
-from service.models.lora import fetch_lora
+from service.inputs.lora import fetch_lora
 
 
 def _error(spec: LoraSpec, cfg: LoraConfig) -> JobError:

@@ -23,8 +23,8 @@ from service.domain.specs import (
     MulticonditioningSpec,
     VideoConditionSpec,
 )
+from service.inputs.media import PreparedInputs, prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
-from service.pipelines.media_inputs import PreparedInputs, prepare_conditioning_inputs, prepare_extend_input
 from service.safety.checker import SafetyChecker
 
 LIMITS = FetchLimits()

@@ -1,4 +1,5 @@
-"""LocalEngine's job frame on every endpoint: prompt expansion, safety checks, conditioned endpoints."""
+"""LocalEngine behind its prepare stage and output check on every endpoint: prompt expansion, safety
+checks, conditioned endpoints."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from service.domain.specs import (
     TextToVideoSpec,
     VideoConditionSpec,
 )
-from service.engines import job_frame
-from service.engines.job_frame import SAFETY_PASSED_MESSAGE
 from service.engines.local import LocalEngine
+from service.inputs import prepare as prepare_stage
+from service.jobs.finish import SAFETY_PASSED_MESSAGE
 from service.safety.checker import DISABLED_MESSAGE, SafetyChecker
 from service.safety.config import SafetyConfig
+from tests.engine_in_line import EngineInLine
 from tests.unit.test_media_inputs import mp4_uri, png_uri
 
 TEXT_TO_VIDEO = TextToVideoSpec(
@@ -77,16 +79,17 @@ class FlagEverything:
         return [0.99] * len(images)
 
 
-def _engine(monkeypatch: pytest.MonkeyPatch, *, expander: bool = False, flag: bool = False) -> LocalEngine:
+def _engine(monkeypatch: pytest.MonkeyPatch, *, expander: bool = False, flag: bool = False) -> EngineInLine:
     if expander:
-        monkeypatch.setattr(job_frame, "build_prompt_expander", lambda _config: FakeExpander())
+        monkeypatch.setattr(prepare_stage, "build_prompt_expander", lambda _config: FakeExpander())
     if flag:
         checker = SafetyChecker(FlagEverything(), threshold=0.8, frames_to_sample=4)
-        monkeypatch.setattr(job_frame, "build_safety_checker", lambda _config: checker)
-    return LocalEngine(ServiceConfig(safety=SafetyConfig(enabled=flag)))
+        monkeypatch.setattr(prepare_stage, "build_safety_checker", lambda _config: checker)
+    config = ServiceConfig(safety=SafetyConfig(enabled=flag))
+    return EngineInLine(LocalEngine(config), config)
 
 
-def _run(engine: LocalEngine, spec: object, events: list[Progress] | None = None) -> GeneratedVideo:
+def _run(engine: EngineInLine, spec: object, events: list[Progress] | None = None) -> GeneratedVideo:
     return engine.generate(spec, (events if events is not None else []).append, lambda: False)
 
 
@@ -159,8 +162,8 @@ def test_extend_output_has_num_frames(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_passing_output_is_noted_in_the_job_log(monkeypatch: pytest.MonkeyPatch) -> None:
     checker = SafetyChecker(FlagEverything(), threshold=1.0, frames_to_sample=4)  # 0.99 < 1.0: passes
-    monkeypatch.setattr(job_frame, "build_safety_checker", lambda _config: checker)
-    engine = LocalEngine(ServiceConfig())
+    monkeypatch.setattr(prepare_stage, "build_safety_checker", lambda _config: checker)
+    engine = EngineInLine(LocalEngine(ServiceConfig()), ServiceConfig())
     events: list[Progress] = []
     _run(engine, dataclasses.replace(TEXT_TO_VIDEO, enable_safety_checker=True), events)
     assert SAFETY_PASSED_MESSAGE in [event.message for event in events]

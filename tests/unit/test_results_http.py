@@ -100,3 +100,28 @@ def test_a_stalled_client_is_dropped(server: tuple[ResultsHttpServer, Path], mon
         started = time.monotonic()
         assert half_open.recv(1024) == b""  # the server hung up
         assert time.monotonic() - started < 4
+
+
+def test_signed_urls_are_required_when_a_signer_is_set(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from service.security.signing import UrlSigner
+    from service.storage.local import LocalStorage, ResultsHttpServer
+
+    signer = UrlSigner(b"k" * 32, ttl_s=60)
+    server = ResultsHttpServer(tmp_path, "127.0.0.1", 0, signer=signer)
+    server.start()
+    try:
+        storage = LocalStorage(tmp_path, f"http://127.0.0.1:{server.port}", signer)
+        for job_id in ("job1", "upload-abc"):
+            path = storage.job_dir(job_id) / "out.mp4"
+            path.write_bytes(b"video")
+            url = storage.publish(job_id, path, "video/mp4").url
+            assert urllib.request.urlopen(url, timeout=5).read() == b"video"
+            for bad in (url.split("?")[0], url[:-1] + ("0" if url[-1] != "0" else "1")):
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(bad, timeout=5)
+                assert refused.value.code == 403
+    finally:
+        server.stop()

@@ -12,6 +12,7 @@ from service.contract.pipeline import error_message_for, exception_from_message
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
 from service.domain.specs import Endpoint, TextToVideoSpec
 from service.engines import triton as triton_module
+from service.engines.endpoint_pipelines import EndpointInputs
 from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import free_port
 
@@ -58,7 +59,7 @@ def test_unreachable_triton_fails_fast_with_runner_unavailable() -> None:
     started = time.monotonic()
 
     with pytest.raises(RunnerUnavailable, match="127.0.0.1"):
-        engine.generate(SPEC, lambda _: None, lambda: False)
+        engine.generate(EndpointInputs(SPEC), (), lambda _: None, lambda: False)
 
     assert time.monotonic() - started < 10
     assert engine.ready() is False
@@ -105,9 +106,21 @@ def test_supports_what_the_connected_repository_serves(monkeypatch: pytest.Monke
     monkeypatch.setattr(_FakeTritonClient, "components", "text_encoder,transformer,vae_decoder,vae_encoder")
     engine = TritonEngine(ServiceConfig(), ready_cache_s=0.0)
 
+    assert engine.ready()  # the health loop's probe (off the event loop) learns the served endpoints
     assert engine.supports(Endpoint.MULTICONDITIONING) and engine.supports(Endpoint.EXTEND)
     assert not engine.supports(Endpoint.DISTILLED_MULTICONDITIONING)  # no latent_upsampler model
 
     monkeypatch.setattr(_FakeTritonClient, "components", None)  # a repository from before the parameter
     assert engine.ready()
     assert not engine.supports(Endpoint.TEXT_TO_VIDEO)
+
+
+def test_supports_never_reaches_out_to_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submit calls `supports` on the event loop: it must answer from what `ready` learnt, never probe."""
+
+    def no_network(url: str) -> None:
+        raise AssertionError(f"supports() opened a connection to {url}")
+
+    engine = TritonEngine(ServiceConfig(), ready_cache_s=0.0)
+    monkeypatch.setattr(triton_module.grpcclient, "InferenceServerClient", no_network)
+    assert engine.supports(Endpoint.TEXT_TO_VIDEO)  # nothing learnt yet: what ltx_pipeline can run

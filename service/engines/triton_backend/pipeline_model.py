@@ -1,21 +1,34 @@
 """`ltx_pipeline`: a decoupled Triton Python model that runs the project's pipelines on BLS components.
 
 One request per job (tensor names in service/contract/pipeline.py): the endpoint id, the spec as
-JSON and, for the conditioned endpoints, the media the service decoded (conditioning_tensors). The model
-runs the endpoint's pipeline (`run_endpoint`, what LocalEngine runs), streams a progress response per
-pipeline stage and denoising step, checks the request's cancellation between steps (the pipeline raises
-Cancelled), and ends every request with the FINAL flag: on the result, or on a TritonError that fails that
-request alone.
+JSON and, for the conditioned endpoints, the media the service decoded (conditioning_tensors). `execute`
+hands each request to a thread of its own and returns at once, so requests queue here rather than in
+Triton's scheduler, each with:
+  - an immediate "accepted" progress response once its inputs parse (a bad request fails at once);
+  - heartbeats (responses with no outputs) every `heartbeat_s` until it ends, queued or running, so the
+    client needs no silence timeout that would fail queued work;
+  - the accelerator taken in arrival order, one pipeline at a time (`run_endpoint`, what LocalEngine
+    runs), with a progress response per pipeline stage and denoising step and the request's cancellation
+    checked while it waits and between steps (the pipeline raises Cancelled);
+  - the frames sent as several responses of at most `max_response_bytes` each (FRAMES, FRAME_START,
+    TOTAL_FRAMES), so no message nears gRPC's 2 GiB cap and no process holds the whole video in flight;
+  - the FINAL flag on the last response: the result's frame rate, seed and prompt, or a TritonError that
+    fails that request alone.
+`finalize` waits for the requests in flight. The model refuses to load unless its config is decoupled.
+Log lines go to tritonserver's log through `pb_utils.Logger`, each naming its request id.
 
 config.pbtxt parameters: `components`, the repository's component models (which endpoints are served);
 the ModelConfig fields (preset, seed, dtype, model_dir, ...) say which model the tiny/real assets come
 from; `assets_dir` (relative to the version directory) holds exported assets instead; `device` is where
-the pipeline keeps its latents (cpu, or cuda next to TensorRT models).
+the pipeline keeps its latents (cpu, or cuda next to TensorRT models); `max_response_bytes` and
+`heartbeat_s` (service/contract/pipeline.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -25,10 +38,11 @@ import triton_python_backend_utils as pb_utils  # only importable inside a Trito
 from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, ErrorType, JobError
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback
+from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint, spec_from_json
 from service.engines.conditioning_tensors import kept_from_arrays, media_from_arrays
 from service.engines.endpoint_pipelines import EndpointInputs, run_endpoint
+from service.engines.slots import Slots
 from service.engines.triton_backend.bls import bls_components
 from service.engines.triton_backend.params import (
     model_config_from,
@@ -36,17 +50,24 @@ from service.engines.triton_backend.params import (
     resolve_path,
     version_dir,
 )
+from service.engines.triton_backend.requests import Heartbeat, InFlight, SerialSender, frames_per_response
+from service.media.encode import frame_chunks
 from service.models.assets import assets_from_models, load_assets
 
 log = logging.getLogger("ltx_pipeline")
 
 NO_LORA = "LoRAs are not supported by the Triton engine yet (TensorRT plans are built without adapters)"
+FINALIZE_WAIT_S = 30.0  # how long an unload waits for the requests in flight
 
 
 class PipelineModel:
     def initialize(self, args: dict[str, str]) -> None:
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        if not pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"])):
+            raise ValueError(
+                f"{contract.PIPELINE_MODEL} must be decoupled (model_transaction_policy {{ decoupled: true }}): "
+                "it streams progress and frames as several responses per request"
+            )
+        _log_to_triton()
         parameters = model_parameters(args)
         assets_dir = resolve_path(parameters, "assets_dir", version_dir(args))
         model_config = model_config_from(parameters)
@@ -56,6 +77,12 @@ class PipelineModel:
         component_names = frozenset(name.strip() for name in names.split(",") if name.strip())
         self.components = bls_components(assets, device, component_names)
         self.served = contract.served_endpoints(component_names)
+        self.max_response_bytes = int(
+            parameters.get(contract.MAX_RESPONSE_BYTES_PARAMETER) or contract.DEFAULT_MAX_RESPONSE_BYTES
+        )
+        self.heartbeat_s = float(parameters.get(contract.HEARTBEAT_PARAMETER) or contract.DEFAULT_HEARTBEAT_S)
+        self.accelerator = Slots(1)  # one pipeline at a time on the component models' device, FIFO
+        self.in_flight = InFlight()
         log.info(
             "ltx_pipeline ready: preset %s, assets %s, device %s, endpoints %s",
             model_config.preset,
@@ -65,26 +92,39 @@ class PipelineModel:
         )
 
     def execute(self, requests: list[Any]) -> None:
-        # Decoupled: every response goes through the request's sender, and execute returns None.
+        # Decoupled: every response goes through the request's sender, and execute returns None at once.
         for request in requests:
-            self._serve(request)
+            self.in_flight.add()
+            thread = threading.Thread(
+                target=self._serve_and_release, args=(request,), name=f"ltx_pipeline-{request.request_id()}"
+            )
+            thread.daemon = True
+            thread.start()
 
     def finalize(self) -> None:
+        if not self.in_flight.wait_idle(FINALIZE_WAIT_S):
+            log.warning("ltx_pipeline unloading with %d request(s) still in flight", self.in_flight.count)
         log.info("ltx_pipeline unloaded")
+
+    def _serve_and_release(self, request: Any) -> None:
+        try:
+            self._serve(request)
+        finally:
+            self.in_flight.done()
 
     def _serve(self, request: Any) -> None:
         """Run one request to its FINAL response; its failure is its own (the others go on)."""
-        sender = request.get_response_sender()
+        sender = SerialSender(request.get_response_sender(), pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         request_id = request.request_id()
         try:
             inputs = _read_inputs(request, self.served)
-            log.info("request %s: %s", request_id, inputs.spec.endpoint)
-
-            def on_progress(progress: Progress) -> None:
-                sender.send(_progress_response(progress))
-
-            video = self._generate(inputs, on_progress, request.is_cancelled)
-            sender.send(_result_response(video), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            max_bytes = _response_cap(request, self.max_response_bytes)
+            log.info("request %s: %s accepted", request_id, inputs.spec.endpoint)
+            sender.send(_progress_response(Progress(Stage.WAITING, message=f"accepted by {contract.PIPELINE_MODEL}")))
+            with Heartbeat(sender, _heartbeat_response, self.heartbeat_s):
+                video = self._run_when_free(request, inputs, sender)
+                _send_frames(sender, video, max_bytes)
+            sender.send(_result_response(video), final=True)
             log.info("request %s: done, %d frames", request_id, len(video.frames))
         except Exception as exc:  # any failure ends this request, never the model
             if isinstance(exc, JobError | BadRequest):  # expected outcomes, not bugs: no traceback
@@ -93,13 +133,50 @@ class PipelineModel:
                 log.exception("request %s failed", request_id)
             _send_final_error(sender, exc, request_id)
 
+    def _run_when_free(self, request: Any, inputs: EndpointInputs, sender: SerialSender) -> GeneratedVideo:
+        """Wait for the accelerator (cancellable), then run the pipeline holding it."""
+        if not self.accelerator.free():
+            sender.send(_progress_response(Progress(Stage.WAITING, message="waiting for the accelerator")))
+
+        def on_progress(progress: Progress) -> None:
+            sender.send(_progress_response(progress))
+
+        with self.accelerator.held(request.is_cancelled):
+            return self._generate(inputs, on_progress, request.is_cancelled)
+
     def _generate(
         self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
     ) -> GeneratedVideo:
-        # Prompt expansion, media fetching and the safety checks run in the service (TritonEngine).
+        # Prompt expansion, media fetching and the safety checks run in the service (its prepare and
+        # finish stages).
         if getattr(inputs.spec, "loras", ()):
             raise JobError(ErrorType.LORA_LOAD_FAILED, NO_LORA)
         return run_endpoint(self.components, inputs, on_progress, is_cancelled)
+
+
+class _TritonLogHandler(logging.Handler):
+    """Python log records (the pipelines' included) into tritonserver's log, at their level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.ERROR:
+                pb_utils.Logger.log_error(message)
+            elif record.levelno >= logging.WARNING:
+                pb_utils.Logger.log_warn(message)
+            else:
+                pb_utils.Logger.log_info(message)
+        except Exception:  # noqa: BLE001 (a log line must never fail a request)
+            self.handleError(record)
+
+
+def _log_to_triton() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(handler, _TritonLogHandler) for handler in root.handlers):
+        handler = _TritonLogHandler()
+        handler.setFormatter(logging.Formatter("%(name)s [%(threadName)s] %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 class BadRequest(ValueError):
@@ -128,6 +205,17 @@ def _read_inputs(request: Any, served: frozenset[Endpoint]) -> EndpointInputs:
     return EndpointInputs(spec, media=media, kept_pixels=kept)
 
 
+def _response_cap(request: Any, model_cap: int) -> int:
+    """The model's cap on one frames response, lowered by the request's optional MAX_RESPONSE_BYTES."""
+    tensor = pb_utils.get_input_tensor_by_name(request, contract.MAX_RESPONSE_BYTES)
+    if tensor is None:
+        return model_cap
+    requested = int(tensor.as_numpy().reshape(-1)[0])
+    if requested <= 0:
+        raise BadRequest(f"{contract.MAX_RESPONSE_BYTES} must be positive, got {requested}")
+    return min(model_cap, requested)
+
+
 def _text_input(request: Any, name: str) -> str:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
@@ -151,10 +239,31 @@ def _progress_response(progress: Progress) -> Any:
     )
 
 
+def _heartbeat_response() -> Any:
+    return pb_utils.InferenceResponse(output_tensors=[])
+
+
+def _send_frames(sender: SerialSender, video: GeneratedVideo, max_bytes: int) -> None:
+    """The frames in order, each response at most `max_bytes`: one copy of one piece in flight at a time."""
+    frames = video.frames
+    total = np.array([len(frames)], dtype=np.int64)
+    per_response = frames_per_response(int(np.prod(frames.shape[1:])), max_bytes)
+    # A long video is a memmap of a temporary file: frame_chunks drops each piece's pages once copied.
+    for index, piece in enumerate(frame_chunks(frames, per_response)):
+        start = index * per_response
+        response = pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor(contract.FRAMES, piece),
+                pb_utils.Tensor(contract.FRAME_START, np.array([start], dtype=np.int64)),
+                pb_utils.Tensor(contract.TOTAL_FRAMES, total),
+            ]
+        )
+        sender.send(response)
+
+
 def _result_response(video: GeneratedVideo) -> Any:
     return pb_utils.InferenceResponse(
         output_tensors=[
-            pb_utils.Tensor(contract.FRAMES, np.ascontiguousarray(video.frames, dtype=np.uint8)),
             pb_utils.Tensor(contract.FRAME_RATE, np.array([video.frame_rate], dtype=np.float32)),
             pb_utils.Tensor(contract.SEED, np.array([video.seed], dtype=np.int64)),
             pb_utils.Tensor(contract.PROMPT, _bytes(video.prompt)),
@@ -162,10 +271,9 @@ def _result_response(video: GeneratedVideo) -> Any:
     )
 
 
-def _send_final_error(sender: Any, exc: Exception, request_id: str) -> None:
+def _send_final_error(sender: SerialSender, exc: Exception, request_id: str) -> None:
     try:
-        response = pb_utils.InferenceResponse(error=_triton_error(exc))
-        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        sender.send(pb_utils.InferenceResponse(error=_triton_error(exc)), final=True)
     except Exception:  # e.g. the client's stream is gone; the request is over either way
         log.warning("request %s: could not send its final error response", request_id, exc_info=True)
 

@@ -1,6 +1,7 @@
-"""Input files uploaded through the `Upload` RPC: size-capped, content-sniffed, stored beside the results.
+"""Input files uploaded through the `Upload` RPC: size-capped, content-sniffed, stored beside the results
+(in the result storage; the API reaches it through this layer).
 
-An upload is stored as `uploads/{id}/{name}` in the result storage (local directory or S3) and its URL
+An upload is stored as `upload-{id}/{name}` in the result storage (local directory or S3) and its URL
 (local HTTP or presigned S3) is accepted as `image_url`, `video_url` or a LoRA `path`: the service
 trusts its own upload URLs even on a private address (FetchLimits.trusted_prefixes). Uploads are deleted
 once older than the retention time.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from service.media.sniff import SNIFF_BYTES, sniff_media_type
 from service.storage.factory import ResultStorage
+from service.storage.local import UPLOAD_ID_PREFIX
 
 SAFETENSORS = "application/x-safetensors"
 MAX_SAFETENSORS_HEADER = 100 * 1024**2
@@ -54,7 +56,7 @@ class UploadWriter:
     def __init__(self, storage: ResultStorage, max_bytes: int, file_name: str) -> None:
         self._storage = storage
         self._max = max_bytes
-        self.upload_id = f"uploads/{uuid.uuid4().hex}"
+        self.upload_id = f"{UPLOAD_ID_PREFIX}{uuid.uuid4().hex}"
         self.path = storage.job_dir(self.upload_id) / safe_name(file_name)
         self._file = self.path.open("wb")
         self._head = b""

@@ -1,0 +1,19 @@
+"""What an endpoint's pipeline takes besides its spec: the prepare stage's output (service/inputs/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from service.pipelines.conditioning import ConditioningMedia
+
+
+@dataclass(frozen=True, eq=False)
+class EndpointInputs:
+    """A spec and what its pipeline takes besides it."""
+
+    spec: Any  # the normalized spec, its prompt expanded and its AUTO size resolved
+    media: tuple[ConditioningMedia, ...] = ()  # conditioned endpoints: images, then videos, at the size
+    kept_pixels: torch.Tensor | None = None  # extend: input frames that start the output, [3, K, H, W]

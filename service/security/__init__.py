@@ -1,0 +1,1 @@
+"""API keys, TLS credentials and signed result URLs: pure code, no grpc (the interceptor is in api/auth.py)."""

@@ -1,0 +1,152 @@
+"""ltx_pipeline's request plumbing without a server: frames split under a byte cap, reassembled by the
+client into memory or a temporary file; heartbeats; one send at a time; in-flight tracking."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytriton
+
+from service.contract import pipeline as contract
+from service.engines.triton import FrameReceiver
+from service.engines.triton_backend.requests import Heartbeat, InFlight, SerialSender, frames_per_response
+from service.media.encode import frame_chunks
+
+FINAL = 1
+
+
+class FakeResult:
+    """What tritonclient's InferResult offers the receiver: `as_numpy` by output name."""
+
+    def __init__(self, **outputs: np.ndarray) -> None:
+        self.outputs = outputs
+
+    def as_numpy(self, name: str) -> np.ndarray | None:
+        return self.outputs.get(name)
+
+
+def _responses(frames: np.ndarray, max_bytes: int) -> list[FakeResult]:
+    """What ltx_pipeline sends for `frames` under `max_bytes` (its _send_frames, without pb_utils)."""
+    total = np.array([len(frames)], dtype=np.int64)
+    per_response = frames_per_response(frames[0].nbytes, max_bytes)
+    return [
+        FakeResult(
+            **{
+                contract.FRAMES: piece,
+                contract.FRAME_START: np.array([index * per_response], dtype=np.int64),
+                contract.TOTAL_FRAMES: total,
+            }
+        )
+        for index, piece in enumerate(frame_chunks(frames, per_response))
+    ]
+
+
+def test_frames_per_response_stays_under_the_cap() -> None:
+    assert frames_per_response(frame_bytes=100, max_bytes=350) == 3
+    assert frames_per_response(frame_bytes=100, max_bytes=50) == 1  # a frame larger than the cap goes alone
+    with pytest.raises(ValueError, match="max_bytes"):
+        frames_per_response(frame_bytes=100, max_bytes=0)
+
+
+@pytest.mark.parametrize("memory_bytes", [1 << 30, 1], ids=["in memory", "temporary file"])
+def test_receiver_reassembles_pieces_exactly(memory_bytes: int) -> None:
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(17, 8, 12, 3), dtype=np.uint8)
+    receiver = FrameReceiver(memory_bytes)
+    pieces = _responses(frames, max_bytes=3 * frames[0].nbytes)
+    assert len(pieces) == 6
+    for piece in pieces:
+        receiver.add(piece)
+        receiver.add(FakeResult())  # a heartbeat in between changes nothing
+    result = receiver.result("r1")
+    assert np.array_equal(result, frames)
+    assert isinstance(result, np.memmap) is (memory_bytes == 1)
+
+
+def test_receiver_refuses_a_video_with_missing_pieces() -> None:
+    frames = np.zeros((5, 4, 4, 3), dtype=np.uint8)
+    receiver = FrameReceiver(1 << 30)
+    for piece in _responses(frames, max_bytes=2 * frames[0].nbytes)[:-1]:
+        receiver.add(piece)
+    with pytest.raises(RuntimeError, match="with 4 of 5 frames"):
+        receiver.result("r2")
+
+
+def test_receiver_takes_a_whole_video_in_one_response_from_an_older_model() -> None:
+    frames = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    receiver = FrameReceiver(1 << 30)
+    receiver.add(FakeResult(**{contract.FRAMES: frames}))
+    assert np.array_equal(receiver.result("r3"), frames)
+
+
+class RecordingSender:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, int]] = []
+        self.sending = threading.Lock()
+        self.overlaps = 0
+
+    def send(self, response: Any, flags: int = 0) -> None:
+        if not self.sending.acquire(blocking=False):
+            self.overlaps += 1
+            self.sending.acquire()
+        try:
+            time.sleep(0.001)
+            self.sent.append((response, flags))
+        finally:
+            self.sending.release()
+
+
+def test_heartbeats_flow_until_stopped_and_never_after_the_final_response() -> None:
+    raw = RecordingSender()
+    sender = SerialSender(raw, FINAL)
+    with Heartbeat(sender, lambda: "beat", interval_s=0.01):
+        for k in range(20):
+            sender.send(f"progress {k}")
+            time.sleep(0.003)
+    assert sender.send("result", final=True)
+    beats = [response for response, _flags in raw.sent if response == "beat"]
+    assert beats  # the request was alive for ~60 ms at a 10 ms interval
+    assert raw.overlaps == 0
+    assert raw.sent[-1] == ("result", FINAL)
+    assert not sender.send("late")  # after FINAL nothing more goes out
+    assert raw.sent[-1] == ("result", FINAL)
+
+
+def test_in_flight_waits_for_the_last_request() -> None:
+    in_flight = InFlight()
+    in_flight.add()
+    in_flight.add()
+    assert not in_flight.wait_idle(0.01)
+    def finish_both() -> None:
+        in_flight.done()
+        in_flight.done()
+
+    finisher = threading.Timer(0.05, finish_both)
+    finisher.start()
+    assert in_flight.wait_idle(5.0)
+    assert in_flight.count == 0
+
+
+def test_pipeline_model_refuses_to_load_unless_decoupled(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The python_backend's own utilities module (its pure-Python half), as the stub process has it.
+    utils_path = Path(pytriton.__file__).parent / "tritonserver/backends/python/triton_python_backend_utils.py"
+    spec = importlib.util.spec_from_file_location("triton_python_backend_utils", utils_path)
+    assert spec is not None and spec.loader is not None
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", utils)
+    monkeypatch.delitem(sys.modules, "service.engines.triton_backend.pipeline_model", raising=False)
+    monkeypatch.delitem(sys.modules, "service.engines.triton_backend.bls", raising=False)
+    from service.engines.triton_backend.pipeline_model import PipelineModel
+
+    config = {"name": "ltx_pipeline", "parameters": {}, "model_transaction_policy": {"decoupled": False}}
+    with pytest.raises(ValueError, match="must be decoupled"):
+        PipelineModel().initialize({"model_config": json.dumps(config)})
