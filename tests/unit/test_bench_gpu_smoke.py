@@ -17,19 +17,9 @@ from service.contract.frames import latent_tokens
 from service.domain.geometry import DISTILLED_FIRST_PASS_DOWNSCALE, FrameSize, multiscale_sizes
 
 ROOT = Path(__file__).resolve().parents[2]
-# Not on the GPU machine (bench/README.md, "Issue 13"): importing any of them there would stop the run.
-ABSENT_ON_GPU_MACHINE = (
-    "cryptography",
-    "moto",
-    "av",
-    "grpc",
-    "tritonclient",
-    "psycopg",
-    "boto3",
-    "botocore",
-    "prometheus_client",
-    "cv2",
-)
+# Not on the GPU machine (KINDS.md's package list of the nvidia-h200 image; it has grpcio and
+# prometheus-client): importing any of them there would stop the run.
+ABSENT_ON_GPU_MACHINE = ("av", "tritonclient", "psycopg", "boto3", "botocore", "cryptography", "moto")
 
 
 def test_bench_gpu_imports_nothing_the_gpu_machine_lacks() -> None:
