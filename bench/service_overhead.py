@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ltx.v1 import video_generation_pb2 as pb
-from service.api.convert import input_from_json, to_spec
+from service.api.endpoints import input_from_json, to_spec
 from service.client.cli import build_request
 from service.config import ServiceConfig
 from service.engines.endpoint_pipelines import EndpointInputs

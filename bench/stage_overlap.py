@@ -36,7 +36,7 @@ from PIL import Image
 
 from ltx.v1 import video_generation_pb2 as pb
 from ltx.v1 import video_generation_pb2_grpc as pb_grpc
-from service.api.convert import input_from_json, to_spec
+from service.api.endpoints import input_from_json, to_spec
 from service.client.cli import build_request
 from service.config import ServiceConfig
 from service.engines import local as local_engine

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.api.convert import input_from_json, to_spec
+from service.api.endpoints import input_from_json, to_spec
 from service.config import ServiceConfig
 from service.engines.endpoint_pipelines import EndpointInputs
 from service.engines.local import LocalEngine

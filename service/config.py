@@ -10,12 +10,12 @@ import dataclasses
 import hashlib
 import json
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from service.config_types import build
 from service.media.fetch import FetchLimits
 from service.observability.config import MetricsConfig
 from service.prompting.config import PromptExpansionConfig
@@ -229,7 +229,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConf
     `safety`, `prompt_expansion`, `fast_path`), then `overrides`.
 
     Overrides with value None are ignored, so CLI flags that were not given change nothing. Nested
-    settings are overridden with dotted keys, e.g. `**{"model.preset": "tiny"}`.
+    settings are overridden with dotted keys, e.g. `**{"model.preset": "tiny"}`. Every value is checked
+    against its field's type (service/config_types.py): ConfigError names the key and the expected type.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -239,7 +240,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServiceConf
             continue
         section, _, name = key.rpartition(".")
         (data.setdefault(section, {}) if section else data)[name] = value
-    return _with_paths_under_data_dir(_build(ServiceConfig, data))
+    return _with_paths_under_data_dir(build(ServiceConfig, data))
 
 
 def _with_paths_under_data_dir(config: ServiceConfig) -> ServiceConfig:
@@ -250,22 +251,3 @@ def _with_paths_under_data_dir(config: ServiceConfig) -> ServiceConfig:
     lora = dataclasses.replace(config.lora, cache_dir=str(Path(config.data_dir) / cache),
                                local_roots=tuple(config.lora.local_roots))
     return dataclasses.replace(config, lora=lora)
-
-
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} settings: {', '.join(sorted(unknown))}")
-    kwargs: dict[str, Any] = {}
-    nested_types = typing.get_type_hints(ServiceConfig)
-    for name, value in data.items():
-        if isinstance(value, dict) and dataclasses.is_dataclass(nested_types.get(name)):
-            kwargs[name] = _build(nested_types[name], value)
-        elif name == "engine":
-            kwargs[name] = EngineKind(value)
-        elif name == "role":
-            kwargs[name] = Role(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)

@@ -9,6 +9,7 @@ import os
 import signal
 
 from service.config import ServiceConfig, load_config
+from service.config_types import ConfigError
 from service.logs import configure_logging
 from service.server import serve_forever
 
@@ -27,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--triton-url", help="Triton gRPC address HOST:PORT (with --engine triton)")
     p.add_argument("--preset", help="model preset: tiny (default) or ltx-video-0.9.7")
     p.add_argument("--model-dir", help="local checkpoint directory (diffusers layout) for real presets")
+    p.add_argument("--device", help="where the in-process engine runs the model: cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="model precision (default float32, for the tiny preset; real weights: bfloat16 on a GPU)")
     p.add_argument("--workers", type=int, help="jobs run at once")
     p.add_argument("--max-queued", type=int, help="queued jobs before Submit answers RESOURCE_EXHAUSTED")
     p.add_argument("--retention-s", type=float, help="how long finished jobs and results are kept")
@@ -58,6 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except ConfigError as error:  # a bad setting: say which, without a traceback
+        raise SystemExit(f"ltx-serve: {error}") from None
+
+
+def _main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     config = load_config(
@@ -81,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
             "queue.heartbeat_s": args.heartbeat_s,
             "model.preset": args.preset,
             "model.model_dir": args.model_dir,
+            "model.device": args.device,
+            "model.dtype": args.dtype,
             "queue.workers": args.workers,
             "queue.max_queued": args.max_queued,
             "queue.retention_s": args.retention_s,

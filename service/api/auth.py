@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from ltx.v1 import video_generation_pb2 as pb
-from service.api.convert import ENDPOINT_OF_INPUT
+from service.api.endpoints import for_input
 from service.api.interceptors import Stream, Unary, rewrap
 from service.api.wire import WireError, submit_endpoint
 from service.logs import api_key_name_var
@@ -33,7 +33,7 @@ def _endpoint_of(request: Any) -> str | None:
     requests itself); None for other calls and for bytes that do not parse (INVALID_ARGUMENT later)."""
     if isinstance(request, pb.SubmitRequest):
         which = request.input.WhichOneof("input")
-        return ENDPOINT_OF_INPUT[type(getattr(request.input, which))].value if which else None
+        return for_input(getattr(request.input, which)).endpoint.value if which else None
     if isinstance(request, bytes):
         try:
             endpoint = submit_endpoint(request)

@@ -1,16 +1,18 @@
 """Protobuf <-> domain: endpoint Input messages to normalized specs, job outputs to Output messages.
 
-With the servicer, the only code that touches protobuf types. `to_spec` expects a message that
-`validation.validate` passed: it applies the spec defaults (service/api/defaults.py) to unset fields,
-resolves the geometry (service/domain/geometry.py) and draws the seed when the client gave none, so the
-spec records everything needed to re-run the job identically.
+With the servicer, the only code that touches protobuf types. Each endpoint's converter
+(`text_to_video_spec`, ...; the registry in service/api/endpoints.py picks it) expects a message that
+validation passed: it applies the spec defaults (service/api/defaults.py) to unset fields, resolves the
+geometry (service/domain/geometry.py) and draws the seed when the client gave none, so the spec records
+everything needed to re-run the job identically. Output builders (`ltxv_output`, `ltx2_output`) turn a
+finished job into the endpoint's Output message.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -25,7 +27,6 @@ from service.domain.specs import (
     Acceleration,
     CameraLora,
     DistilledMulticonditioningSpec,
-    Endpoint,
     ExtendSpec,
     GuidanceSpec,
     ImageConditionSpec,
@@ -33,7 +34,6 @@ from service.domain.specs import (
     Ltx2TextToVideoSpec,
     MulticonditioningSpec,
     Scheduler,
-    Spec,
     TextToVideoSpec,
     VideoConditionSpec,
     VideoOutputType,
@@ -43,56 +43,33 @@ from service.domain.specs import (
 
 MAX_DRAWN_SEED = 2**31 - 1  # drawn seeds stay in int32, which every client language holds
 
-ENDPOINT_OF_INPUT: dict[type, Endpoint] = {
-    pb.TextToVideoInput: Endpoint.TEXT_TO_VIDEO,
-    pb.MulticonditioningInput: Endpoint.MULTICONDITIONING,
-    pb.DistilledMulticonditioningInput: Endpoint.DISTILLED_MULTICONDITIONING,
-    pb.ExtendInput: Endpoint.EXTEND,
-    pb.Ltx2TextToVideoInput: Endpoint.LTX2_TEXT_TO_VIDEO,
-}
-INPUT_OF_ENDPOINT: dict[Endpoint, type] = {endpoint: cls for cls, endpoint in ENDPOINT_OF_INPUT.items()}
-OUTPUT_OF_ENDPOINT: dict[Endpoint, type] = {
-    Endpoint.TEXT_TO_VIDEO: pb.TextToVideoOutput,
-    Endpoint.MULTICONDITIONING: pb.MulticonditioningOutput,
-    Endpoint.DISTILLED_MULTICONDITIONING: pb.DistilledMulticonditioningOutput,
-    Endpoint.EXTEND: pb.ExtendOutput,
-    Endpoint.LTX2_TEXT_TO_VIDEO: pb.Ltx2TextToVideoOutput,
-}
+OutputT = TypeVar("OutputT", bound=Message)
 
 
-def to_spec(message: Message, *, rng: random.Random) -> Spec:
-    """The normalized spec of a validated endpoint Input message; `rng` draws the seed if unset."""
-    builder = _BUILDERS.get(type(message))
-    if builder is None:
-        raise TypeError(f"not an endpoint input message: {type(message).__name__}")
-    return builder(message, rng)
+def ltxv_output(output_type: type[OutputT], *, with_prompt: bool = True) -> Callable[[JobOutput], OutputT]:
+    """The Output builder of an LTX-Video endpoint: seed, the video as a File, and the prompt used
+    (the extend spec's output has none)."""
+
+    def build(output: JobOutput) -> OutputT:
+        message = output_type(seed=output.seed, video=_file(output))
+        if with_prompt:
+            message.prompt = output.prompt  # type: ignore[attr-defined]
+        return message
+
+    return build
 
 
-def output_to_pb(endpoint: Endpoint, output: JobOutput) -> Message:
-    """The endpoint's Output message for a finished job (every output field of its spec)."""
-    endpoint = Endpoint(endpoint)
-    message = OUTPUT_OF_ENDPOINT[endpoint]()
-    message.seed = output.seed
-    if endpoint is Endpoint.LTX2_TEXT_TO_VIDEO:
-        message.video.CopyFrom(_video_file(output))
-    else:
-        message.video.CopyFrom(_file(output))
-    if endpoint is not Endpoint.EXTEND:  # the extend spec's output has no prompt
-        message.prompt = output.prompt
-    return message
+def ltx2_output(output: JobOutput) -> pb.Ltx2TextToVideoOutput:
+    """LTX-2.3's Output: the video as a VideoFile (size, fps, duration, frames)."""
+    return pb.Ltx2TextToVideoOutput(seed=output.seed, prompt=output.prompt, video=_video_file(output))
 
 
-def input_from_json(endpoint_id: str, data: dict[str, Any]) -> Message:
-    """The Input message of `endpoint_id` (optionally "fal-ai/"-prefixed) from the spec's JSON form.
-
-    Raises ValueError for an unknown endpoint id and json_format.ParseError for JSON that does not fit.
-    """
-    endpoint = Endpoint(endpoint_id.removeprefix("fal-ai/"))
-    data = dict(data)
-    if endpoint is Endpoint.LTX2_TEXT_TO_VIDEO and isinstance(data.get("video_size"), dict):
-        # The spec lets video_size be an ImageSize object; the proto's oneof holds that as image_size.
-        data["image_size"] = data.pop("video_size")
-    return json_format.ParseDict(data, INPUT_OF_ENDPOINT[endpoint]())
+def ltx2_json_aliases(data: dict[str, Any]) -> dict[str, Any]:
+    """The spec lets video_size be an ImageSize object; the proto's oneof holds that as image_size."""
+    if isinstance(data.get("video_size"), dict):
+        data = {**data, "image_size": data["video_size"]}
+        del data["video_size"]
+    return data
 
 
 def output_to_json(message: Message) -> dict[str, Any]:
@@ -154,7 +131,7 @@ def _size(resolution: Resolution, aspect_ratio: AspectRatio, has_conditions: boo
     return geometry.frame_size(resolution, AspectRatio.R16_9)
 
 
-def _text_to_video(message: pb.TextToVideoInput, rng: random.Random) -> TextToVideoSpec:
+def text_to_video_spec(message: pb.TextToVideoInput, rng: random.Random) -> TextToVideoSpec:
     d = defaults.TextToVideo
     size = geometry.frame_size(
         Resolution(_value(message, "resolution", d.RESOLUTION)),
@@ -176,7 +153,7 @@ def _text_to_video(message: pb.TextToVideoInput, rng: random.Random) -> TextToVi
     )
 
 
-def _multiconditioning(message: pb.MulticonditioningInput, rng: random.Random) -> MulticonditioningSpec:
+def multiconditioning_spec(message: pb.MulticonditioningInput, rng: random.Random) -> MulticonditioningSpec:
     d = defaults.Multiconditioning
     resolution = Resolution(_value(message, "resolution", d.RESOLUTION))
     aspect_ratio = AspectRatio(_value(message, "aspect_ratio", d.ASPECT_RATIO))
@@ -201,7 +178,7 @@ def _multiconditioning(message: pb.MulticonditioningInput, rng: random.Random) -
     )
 
 
-def _distilled(
+def distilled_spec(
     message: pb.DistilledMulticonditioningInput, rng: random.Random
 ) -> DistilledMulticonditioningSpec:
     d = defaults.DistilledMulticonditioning
@@ -240,7 +217,7 @@ def _distilled(
     )
 
 
-def _extend(message: pb.ExtendInput, rng: random.Random) -> ExtendSpec:
+def extend_spec(message: pb.ExtendInput, rng: random.Random) -> ExtendSpec:
     d = defaults.Extend
     size = geometry.frame_size(
         Resolution(_value(message, "resolution", d.RESOLUTION)),
@@ -286,7 +263,7 @@ def _ltx2_guidance(message: pb.Ltx2TextToVideoInput) -> tuple[GuidanceSpec, Guid
     return video, audio
 
 
-def _ltx2(message: pb.Ltx2TextToVideoInput, rng: random.Random) -> Ltx2TextToVideoSpec:
+def ltx2_spec(message: pb.Ltx2TextToVideoInput, rng: random.Random) -> Ltx2TextToVideoSpec:
     d = defaults.Ltx2TextToVideo
     size = _ltx2_size(message)
     video_guidance, audio_guidance = _ltx2_guidance(message)
@@ -348,12 +325,3 @@ def _video_file(output: JobOutput) -> types_pb2.VideoFile:
         duration=geometry.duration_seconds(output.num_frames, output.frame_rate),
         num_frames=output.num_frames,
     )
-
-
-_BUILDERS: dict[type, Callable[[Any, random.Random], Spec]] = {
-    pb.TextToVideoInput: _text_to_video,
-    pb.MulticonditioningInput: _multiconditioning,
-    pb.DistilledMulticonditioningInput: _distilled,
-    pb.ExtendInput: _extend,
-    pb.Ltx2TextToVideoInput: _ltx2,
-}

@@ -7,10 +7,9 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ltx.v1 import video_generation_pb2 as pb
-from service.api.convert import output_to_json, output_to_pb
-from service.api.oneof import ONEOF_FIELD
+from service.api.convert import output_to_json
+from service.api.endpoints import api_endpoint
 from service.domain.progress import Progress
-from service.domain.specs import Endpoint
 from service.jobs.queue import JobView
 from service.jobs.records import JobRecord, JobState, LogEntry
 from service.jobs.runner import output_from_json
@@ -46,9 +45,8 @@ def job_error(record: JobRecord) -> pb.JobError | None:
 def generation_output(record: JobRecord) -> pb.GenerationOutput | None:
     if record.state is not JobState.SUCCEEDED or record.output_json is None:
         return None
-    endpoint = Endpoint(record.endpoint)
-    message = output_to_pb(endpoint, output_from_json(record.output_json))
-    return pb.GenerationOutput(**{ONEOF_FIELD[endpoint]: message})
+    entry = api_endpoint(record.endpoint)
+    return entry.output_container(entry.output(output_from_json(record.output_json)))
 
 
 def webhook_payload(record: JobRecord) -> dict[str, object] | None:
@@ -56,7 +54,7 @@ def webhook_payload(record: JobRecord) -> dict[str, object] | None:
     message = generation_output(record)
     if message is None:
         return None
-    return output_to_json(getattr(message, ONEOF_FIELD[Endpoint(record.endpoint)]))
+    return output_to_json(getattr(message, api_endpoint(record.endpoint).oneof_field))
 
 
 def webhook_delivery(record: JobRecord, delivery: dict[str, Any] | None) -> pb.WebhookDelivery | None:

@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from ltx.v1 import video_generation_pb2 as pb
 from ltx.v1 import video_generation_pb2_grpc as pb_grpc
 from service.api import events
-from service.api.convert import ENDPOINT_OF_INPUT, to_spec
+from service.api.endpoints import for_input, to_spec, validate
 from service.api.status import (
     BackendUnavailable,
     InvalidRequest,
@@ -33,7 +33,7 @@ from service.api.status import (
     bad_request_status,
     status_of,
 )
-from service.api.validation import URL_SHOWN_CHARS, Violation, validate
+from service.api.validation import URL_SHOWN_CHARS, Violation
 from service.domain.specs import Endpoint, spec_to_json
 from service.jobs.queue import CancelOutcome, JobQueue, JobView, input_hash
 from service.jobs.records import Priority
@@ -264,7 +264,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         violations = validate(message, max_media_bytes=self._max_media_bytes)
         if violations:
             raise InvalidRequest(violations)
-        endpoint = ENDPOINT_OF_INPUT[type(message)]
+        endpoint = for_input(message).endpoint
         if not self._supports(endpoint):
             raise NotServed(f"endpoint {endpoint.value} is not served by this deployment")
         reason = self._unavailable()

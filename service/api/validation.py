@@ -1,6 +1,7 @@
 """Validation at the edge: every rule of the five specs, checked before anything is queued.
 
-`validate(message)` returns every violation at once, each naming the field path (`images[1].strength`,
+`validate(message)` (service/api/endpoints.py, which picks the check of each endpoint's Input message:
+`check_text_to_video`, ...) returns every violation at once, each naming the field path (`images[1].strength`,
 `loras[0].scale`, `video.start_frame_num`) and the bound or the allowed values. Unset optional fields are
 not checked: they take the spec's default, which is valid. The servicer turns the list into
 INVALID_ARGUMENT with `google.rpc.BadRequest` field violations. No grpc here.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from ltx.v1 import endpoints_pb2 as pb
@@ -24,6 +25,8 @@ from service.domain.specs import (
     VideoQuality,
     VideoWriteMode,
 )
+
+InputT = TypeVar("InputT")
 
 
 class Bounds(NamedTuple):
@@ -69,14 +72,13 @@ class Violation:
     description: str  # the rule broken, naming the bound or the allowed values
 
 
-def validate(message: Any, *, max_media_bytes: int | None = None) -> list[Violation]:
-    """Every violation in `message`, one of the five endpoint Input messages (empty when it is valid),
-    at most MAX_VIOLATIONS of them plus one counting the rest. `max_media_bytes` bounds each data URI's
-    decoded size (the service's media fetch limit)."""
-    check = _VALIDATORS.get(type(message))
-    if check is None:
-        raise TypeError(f"not an endpoint input message: {type(message).__name__}")
-    checks = _Checks(max_media_bytes)
+def run_checks(
+    message: InputT, check: Callable[[InputT, Checks], None], *, max_media_bytes: int | None = None
+) -> list[Violation]:
+    """Every violation `check` finds in `message` (empty when it is valid), at most MAX_VIOLATIONS of them
+    plus one counting the rest; the endpoint registry (service/api/endpoints.py) picks the check for each
+    endpoint's Input message. `max_media_bytes` bounds each data URI's decoded size."""
+    checks = Checks(max_media_bytes)
     check(message, checks)
     return bounded(checks.violations)
 
@@ -97,7 +99,7 @@ def _quoted(text: str) -> str:
     return repr(text if len(text) <= URL_SHOWN_CHARS else text[:URL_SHOWN_CHARS] + "...")
 
 
-class _Checks:
+class Checks:
     """Collects violations; each method checks one rule of one field."""
 
     def __init__(self, max_media_bytes: int | None = None) -> None:
@@ -174,19 +176,19 @@ def _if_set(message: Any, name: str) -> Any:
     return getattr(message, name) if message.HasField(name) else None
 
 
-def _optional_within(checks: _Checks, message: Any, name: str, bounds: Bounds, prefix: str = "") -> None:
+def _optional_within(checks: Checks, message: Any, name: str, bounds: Bounds, prefix: str = "") -> None:
     value = _if_set(message, name)
     if value is not None:
         checks.within(prefix + name, value, bounds)
 
 
-def _optional_one_of(checks: _Checks, message: Any, name: str, allowed: Iterable[str]) -> None:
+def _optional_one_of(checks: Checks, message: Any, name: str, allowed: Iterable[str]) -> None:
     value = _if_set(message, name)
     if value is not None:
         checks.one_of(name, value, allowed)
 
 
-def _check_prompts_and_seed(checks: _Checks, message: Any) -> None:
+def _check_prompts_and_seed(checks: Checks, message: Any) -> None:
     checks.text("prompt", message.prompt, required=True)
     negative = _if_set(message, "negative_prompt")
     if negative is not None:
@@ -194,7 +196,7 @@ def _check_prompts_and_seed(checks: _Checks, message: Any) -> None:
     _optional_within(checks, message, "seed", SEED)
 
 
-def _check_loras(checks: _Checks, loras: Sequence[Any], *, empty_path_means_none: bool = False) -> None:
+def _check_loras(checks: Checks, loras: Sequence[Any], *, empty_path_means_none: bool = False) -> None:
     checks.count("loras", loras, MAX_LORAS)
     for index, lora in enumerate(loras):
         prefix = f"loras[{index}]."
@@ -206,16 +208,16 @@ def _check_loras(checks: _Checks, loras: Sequence[Any], *, empty_path_means_none
         _optional_within(checks, lora, "scale", LORA_SCALE, prefix)
 
 
-def _check_size_choice(checks: _Checks, message: Any, aspect_ratios: Iterable[AspectRatio]) -> None:
+def _check_size_choice(checks: Checks, message: Any, aspect_ratios: Iterable[AspectRatio]) -> None:
     _optional_one_of(checks, message, "resolution", Resolution)
     _optional_one_of(checks, message, "aspect_ratio", aspect_ratios)
 
 
-def _check_start_frame(checks: _Checks, field: str, start: int, num_frames: int) -> None:
+def _check_start_frame(checks: Checks, field: str, start: int, num_frames: int) -> None:
     checks.within(field, start, Bounds(0, max(num_frames - 1, 0)))
 
 
-def _check_images(checks: _Checks, images: Sequence[Any], start_field: str, num_frames: int) -> None:
+def _check_images(checks: Checks, images: Sequence[Any], start_field: str, num_frames: int) -> None:
     checks.count("images", images, MAX_IMAGE_CONDITIONS)
     for index, image in enumerate(images):
         prefix = f"images[{index}]."
@@ -225,7 +227,7 @@ def _check_images(checks: _Checks, images: Sequence[Any], start_field: str, num_
 
 
 def _check_video_condition(
-    checks: _Checks, prefix: str, video: Any, start_field: str, num_frames: int
+    checks: Checks, prefix: str, video: Any, start_field: str, num_frames: int
 ) -> None:
     checks.media_url(prefix + "video_url", video.video_url)
     _check_start_frame(checks, prefix + start_field, getattr(video, start_field), num_frames)
@@ -235,13 +237,13 @@ def _check_video_condition(
         _optional_within(checks, video, "target_fps", FRAME_RATE, prefix)
 
 
-def _check_videos(checks: _Checks, videos: Sequence[Any], start_field: str, num_frames: int) -> None:
+def _check_videos(checks: Checks, videos: Sequence[Any], start_field: str, num_frames: int) -> None:
     checks.count("videos", videos, MAX_VIDEO_CONDITIONS)
     for index, video in enumerate(videos):
         _check_video_condition(checks, f"videos[{index}].", video, start_field, num_frames)
 
 
-def _check_ltxv_dev(message: Any, checks: _Checks, aspect_ratios: Iterable[AspectRatio]) -> None:
+def _check_ltxv_dev(message: Any, checks: Checks, aspect_ratios: Iterable[AspectRatio]) -> None:
     """The fields text-to-video and multiconditioning share (LTX-Video 0.9.7 13B dev)."""
     _check_prompts_and_seed(checks, message)
     _check_loras(checks, message.loras)
@@ -251,13 +253,13 @@ def _check_ltxv_dev(message: Any, checks: _Checks, aspect_ratios: Iterable[Aspec
     _optional_within(checks, message, "frame_rate", FRAME_RATE)
 
 
-def _check_text_to_video(message: pb.TextToVideoInput, checks: _Checks) -> None:
+def check_text_to_video(message: pb.TextToVideoInput, checks: Checks) -> None:
     # The text-to-video spec states no ranges; its sibling multiconditioning spec (same model) does.
     named = [AspectRatio.R16_9, AspectRatio.R1_1, AspectRatio.R9_16]
     _check_ltxv_dev(message, checks, named)
 
 
-def _check_multiconditioning(message: pb.MulticonditioningInput, checks: _Checks) -> None:
+def check_multiconditioning(message: pb.MulticonditioningInput, checks: Checks) -> None:
     _check_ltxv_dev(
         message, checks, [AspectRatio.R16_9, AspectRatio.R1_1, AspectRatio.R9_16, AspectRatio.AUTO]
     )
@@ -266,7 +268,7 @@ def _check_multiconditioning(message: pb.MulticonditioningInput, checks: _Checks
     _check_videos(checks, message.videos, "start_frame_number", num_frames)
 
 
-def _check_distilled(message: pb.DistilledMulticonditioningInput, checks: _Checks) -> None:
+def check_distilled(message: pb.DistilledMulticonditioningInput, checks: Checks) -> None:
     _check_prompts_and_seed(checks, message)
     _check_loras(checks, message.loras)
     _check_size_choice(
@@ -283,7 +285,7 @@ def _check_distilled(message: pb.DistilledMulticonditioningInput, checks: _Check
     _check_videos(checks, message.videos, "start_frame_num", num_frames)
 
 
-def _check_distilled_passes(message: pb.DistilledMulticonditioningInput, checks: _Checks) -> None:
+def _check_distilled_passes(message: pb.DistilledMulticonditioningInput, checks: Checks) -> None:
     first = _if_set(message, "first_pass_num_inference_steps")
     if first is not None:
         checks.within("first_pass_num_inference_steps", first, DISTILLED_PASS_STEPS)
@@ -301,7 +303,7 @@ def _check_distilled_passes(message: pb.DistilledMulticonditioningInput, checks:
         )
 
 
-def _check_extend(message: pb.ExtendInput, checks: _Checks) -> None:
+def check_extend(message: pb.ExtendInput, checks: Checks) -> None:
     # The extend spec states no ranges; those of LTX-Video 0.9.7's multiconditioning spec apply.
     _check_prompts_and_seed(checks, message)
     _check_size_choice(checks, message, [AspectRatio.R9_16, AspectRatio.R16_9])
@@ -312,7 +314,7 @@ def _check_extend(message: pb.ExtendInput, checks: _Checks) -> None:
     _check_video_condition(checks, "video.", message.video, "start_frame_num", defaults.Extend.NUM_FRAMES)
 
 
-def _check_ltx2(message: pb.Ltx2TextToVideoInput, checks: _Checks) -> None:
+def check_ltx2(message: pb.Ltx2TextToVideoInput, checks: Checks) -> None:
     # The LTX-2.3 spec states no ranges: every bound here is a service limit (see the constants above).
     _check_prompts_and_seed(checks, message)
     # The spec's own example sends {"path": "", "scale": 1} for "no LoRA" in its required list.
@@ -339,19 +341,10 @@ def _check_ltx2(message: pb.Ltx2TextToVideoInput, checks: _Checks) -> None:
     _optional_one_of(checks, message, "video_write_mode", VideoWriteMode)
 
 
-def _check_ltx2_size(message: pb.Ltx2TextToVideoInput, checks: _Checks) -> None:
+def _check_ltx2_size(message: pb.Ltx2TextToVideoInput, checks: Checks) -> None:
     choice = message.WhichOneof("video_size_choice")
     if choice == "video_size":
         checks.one_of("video_size", message.video_size, VideoSizePreset)
     elif choice == "image_size":
         _optional_within(checks, message.image_size, "width", CUSTOM_SIDE, "image_size.")
         _optional_within(checks, message.image_size, "height", CUSTOM_SIDE, "image_size.")
-
-
-_VALIDATORS: dict[type, Callable[[Any, _Checks], None]] = {
-    pb.TextToVideoInput: _check_text_to_video,
-    pb.MulticonditioningInput: _check_multiconditioning,
-    pb.DistilledMulticonditioningInput: _check_distilled,
-    pb.ExtendInput: _check_extend,
-    pb.Ltx2TextToVideoInput: _check_ltx2,
-}

@@ -8,15 +8,15 @@ copying) the whole message a second time.
 from __future__ import annotations
 
 from ltx.v1 import video_generation_pb2 as pb
-from service.api.convert import ENDPOINT_OF_INPUT
+from service.api.endpoints import API_ENDPOINTS
 from service.domain.specs import Endpoint
 
 _INPUT_FIELD = pb.SubmitRequest.DESCRIPTOR.fields_by_name["input"].number
 _ENDPOINT_OF_MEMBER = {
-    field.number: endpoint
+    field.number: entry.endpoint
     for field in pb.GenerationInput.DESCRIPTOR.oneofs_by_name["input"].fields
-    for message_class, endpoint in ENDPOINT_OF_INPUT.items()
-    if message_class.DESCRIPTOR.full_name == field.message_type.full_name  # type: ignore[attr-defined]
+    for entry in API_ENDPOINTS
+    if field.name == entry.oneof_field
 }
 _LENGTH_DELIMITED = 2
 

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from ltx.v1 import video_generation_pb2 as pb
 from ltx.v1 import video_generation_pb2_grpc as pb_grpc
-from service.api.convert import input_from_json, output_to_json
-from service.api.oneof import ONEOF_FIELD
+from service.api.convert import output_to_json
+from service.api.endpoints import api_endpoint, input_from_json
 from service.api.status import field_violations
 from service.domain.specs import Endpoint
 
@@ -33,9 +33,8 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 
 
 def build_request(endpoint_id: str, data: dict[str, Any]) -> pb.SubmitRequest:
-    endpoint = Endpoint(endpoint_id)
     message = input_from_json(endpoint_id, data)
-    return pb.SubmitRequest(input=pb.GenerationInput(**{ONEOF_FIELD[endpoint]: message}))
+    return pb.SubmitRequest(input=api_endpoint(endpoint_id).input_container(message))
 
 
 UPLOADABLE_KEYS = ("image_url", "video_url", "path")  # `path`: a LoRA's weights
@@ -100,7 +99,7 @@ def run(stub: pb_grpc.VideoGenerationStub, endpoint_id: str, data: dict[str, Any
         raise RuntimeError("the stream ended before the request completed")
     if last.HasField("error"):
         raise RuntimeError(f"request {last.request_id} failed: {last.error.error_type}: {last.error.message}")
-    output = getattr(last.result, ONEOF_FIELD[Endpoint(endpoint_id)])
+    output = getattr(last.result, api_endpoint(endpoint_id).oneof_field)
     result = output_to_json(output)
     _download(result["video"]["url"], out_dir / result["video"].get("file_name", f"{last.request_id}.mp4"))
     return result

@@ -8,23 +8,12 @@ so the names are written once.
 from __future__ import annotations
 
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
-from service.domain.specs import Endpoint
 
 PIPELINE_MODEL = "ltx_pipeline"
 
-# The component models each endpoint's pipeline calls (names of service/contract/components.py). `ltx_pipeline` can
-# run all of these endpoints; a repository serves those whose components it has.
-_TEXT_TO_VIDEO_COMPONENTS = frozenset({"text_encoder", "transformer", "vae_decoder"})
-ENDPOINT_COMPONENTS: dict[Endpoint, frozenset[str]] = {
-    Endpoint.TEXT_TO_VIDEO: _TEXT_TO_VIDEO_COMPONENTS,
-    Endpoint.MULTICONDITIONING: _TEXT_TO_VIDEO_COMPONENTS | {"vae_encoder"},
-    Endpoint.EXTEND: _TEXT_TO_VIDEO_COMPONENTS | {"vae_encoder"},
-    Endpoint.DISTILLED_MULTICONDITIONING: _TEXT_TO_VIDEO_COMPONENTS | {"vae_encoder", "latent_upsampler"},
-}
-SUPPORTED_ENDPOINTS = frozenset(ENDPOINT_COMPONENTS)
-
 # `ltx_pipeline`'s config.pbtxt parameter naming the component models of its repository (comma-separated):
-# which endpoints it serves, read by the model itself and by TritonEngine (`served_endpoints`).
+# which endpoints it serves (service/engines/endpoint_pipelines.py `served_endpoints`), read by the model itself and
+# by TritonEngine.
 COMPONENTS_PARAMETER = "components"
 
 # Inputs: one request per job. Both BYTES tensors of shape [1]:
@@ -66,13 +55,6 @@ PROMPT = "prompt"  # BYTES [1], the prompt actually used
 PROGRESS_OUTPUTS = (STAGE, STEP, TOTAL, MESSAGE)
 FRAMES_OUTPUTS = (FRAMES, FRAME_START, TOTAL_FRAMES)
 RESULT_OUTPUTS = (FRAME_RATE, SEED, PROMPT)
-
-def served_endpoints(component_names: str | frozenset[str] | set[str]) -> frozenset[Endpoint]:
-    """The endpoints a repository with these component models serves (a comma-separated string works)."""
-    if isinstance(component_names, str):
-        component_names = {name.strip() for name in component_names.split(",") if name.strip()}
-    return frozenset(e for e, needed in ENDPOINT_COMPONENTS.items() if needed <= component_names)
-
 
 # A model error travels as text; its first word names the job error type so the client can rebuild it.
 _ERROR_SEPARATOR = ": "

@@ -13,7 +13,7 @@ import json
 import typing
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from service.domain.geometry import AspectRatio, Resolution, size_for
 
@@ -273,17 +273,17 @@ def resolve_auto_size(spec: AutoSizedSpec, media_width_over_height: float) -> Au
     return dataclasses.replace(spec, width=size.width, height=size.height)
 
 
-def spec_to_json(spec: Any) -> str:
+def spec_to_json(spec: Spec) -> str:
     """Serialize a spec for the job store (round-trips through `spec_from_json`)."""
     return json.dumps(dataclasses.asdict(spec), sort_keys=True)
 
 
-def spec_from_json(endpoint: Endpoint | str, text: str) -> Any:
+def spec_from_json(endpoint: Endpoint | str, text: str) -> Spec:
     """Rebuild the spec of `endpoint` from `spec_to_json` output."""
-    return _from_dict(SPEC_TYPES[Endpoint(endpoint)], json.loads(text))
+    return typing.cast(Spec, _from_dict(SPEC_TYPES[Endpoint(endpoint)], json.loads(text)))
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+def _from_dict(cls: type, data: dict[str, object]) -> object:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for field in dataclasses.fields(cls):
@@ -293,18 +293,18 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def _coerce(hint: Any, value: Any) -> Any:
+def _coerce(hint: object, value: object) -> object:
     origin = typing.get_origin(hint)
-    if origin is tuple and value is not None:
+    if origin is tuple and isinstance(value, list | tuple):
         (item_type, _ellipsis) = typing.get_args(hint)
         return tuple(_coerce(item_type, v) for v in value)
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return _from_dict(hint, value)  # type: ignore[arg-type]
-    if isinstance(hint, type) and issubclass(hint, StrEnum) and value is not None:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return _from_dict(hint, value)
+    if isinstance(hint, type) and issubclass(hint, StrEnum) and isinstance(value, str):
         return hint(value)
     for arg in typing.get_args(hint):  # Optional[Dataclass], Optional[StrEnum] and similar unions
-        if dataclasses.is_dataclass(arg) and isinstance(value, dict):
-            return _from_dict(arg, value)  # type: ignore[arg-type]
+        if isinstance(arg, type) and dataclasses.is_dataclass(arg) and isinstance(value, dict):
+            return _from_dict(arg, value)
         if isinstance(arg, type) and issubclass(arg, StrEnum) and isinstance(value, str):
             return arg(value)
     return value

@@ -1,68 +1,165 @@
-"""Each endpoint's pipeline, the same for every engine.
+"""The engine half of the endpoint registry: each endpoint's pipeline and the component models it needs.
 
-`run_endpoint` runs the endpoint's pipeline on components: LocalEngine's torch bindings, or, inside
-Triton's `ltx_pipeline`, the BLS bindings on the same inputs (sent as tensors,
-service/engines/conditioning_tensors.py). The inputs come from the prepare stage (service/inputs/), which
-fetches, decodes and checks the conditioning media before the accelerator is taken.
+One `PipelineEndpoint` per endpoint that a pipeline runs (service/api/endpoints.py has the API half and the
+list of files a new endpoint touches). Both engines and Triton's `ltx_pipeline` read it:
+  run         the pipeline on components: LocalEngine's torch bindings, or, inside `ltx_pipeline`, the
+              BLS bindings on the same inputs (sent as tensors, service/engines/conditioning_tensors.py);
+  components  the component models (service/contract/components.py names) the pipeline calls: a Triton
+              repository, or a local model set, serves the endpoints whose components it has;
+  takes_kept_frames  whether input frames that start the output travel with the spec (extend).
+The inputs come from the prepare stage (service/inputs/), which fetches, decodes and checks the
+conditioning media before the accelerator is taken.
+
+To add an endpoint's pipeline (e.g. LTX-2.3): write its `run` (narrow the spec with `narrowed`, call the
+pipeline), add a `PipelineEndpoint` to `PIPELINE_ENDPOINTS` naming the component models it calls (declared
+in service/contract/components.py), and its input preparation in service/inputs/prepare.py; every engine
+then serves it where those components exist, and Submit stops answering FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, ProgressCallback
-from service.domain.specs import Endpoint
+from service.domain.specs import (
+    DistilledMulticonditioningSpec,
+    Endpoint,
+    ExtendSpec,
+    MulticonditioningSpec,
+    Spec,
+    TextToVideoSpec,
+)
 from service.pipelines.components import Components
 from service.pipelines.distilled import generate_distilled
 from service.pipelines.endpoint_inputs import EndpointInputs
 from service.pipelines.extend import generate_extension
 from service.pipelines.multiconditioning import generate_multiconditioning, generate_text_to_video
 
-__all__ = ["EndpointInputs", "endpoints_served", "run_endpoint"]
+__all__ = [
+    "PIPELINE_ENDPOINTS",
+    "PIPELINE_SUPPORTED",
+    "EndpointInputs",
+    "PipelineEndpoint",
+    "endpoints_served",
+    "pipeline_endpoint",
+    "run_endpoint",
+    "served_endpoints",
+]
+
+SpecT = TypeVar("SpecT", bound=Spec)
+Pipeline = Callable[[Components, EndpointInputs, ProgressCallback, CancelCheck], GeneratedVideo]
+
+# The component models every LTX-Video pipeline calls; the conditioned ones add the VAE encoder, the
+# distilled one the latent upsampler.
+LTXV_COMPONENTS = frozenset({"text_encoder", "transformer", "vae_decoder"})
 
 
-def endpoints_served(components: Components) -> frozenset[Endpoint]:
-    """What these components can run: conditioning needs the VAE encoder, distilled also the upsampler."""
-    served = {Endpoint.TEXT_TO_VIDEO}
-    if components.vae_encoder is not None:
-        served |= {Endpoint.MULTICONDITIONING, Endpoint.EXTEND}
-        if components.upsampler is not None:
-            served.add(Endpoint.DISTILLED_MULTICONDITIONING)
-    return frozenset(served)
+@dataclass(frozen=True)
+class PipelineEndpoint:
+    endpoint: Endpoint
+    spec_type: type[Spec]
+    run: Pipeline
+    components: frozenset[str] = field(default=LTXV_COMPONENTS)
+    takes_kept_frames: bool = False
 
 
-def run_endpoint(
-    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-) -> GeneratedVideo:
-    """The endpoint's pipeline on `components`."""
-    endpoint = Endpoint(inputs.spec.endpoint)
-    if endpoint not in _PIPELINES:
-        raise ValueError(f"no pipeline for endpoint {endpoint}")
-    return _PIPELINES[endpoint](components, inputs, on_progress, is_cancelled)
-
-
-_Pipeline = Callable[[Components, EndpointInputs, ProgressCallback, CancelCheck], GeneratedVideo]
-
-_PIPELINES: dict[Endpoint, _Pipeline] = {
-    Endpoint.TEXT_TO_VIDEO: lambda c, inputs, progress, cancelled: generate_text_to_video(
-        c, inputs.spec, progress, cancelled
-    ),
-    Endpoint.MULTICONDITIONING: lambda c, inputs, progress, cancelled: generate_multiconditioning(
-        c, inputs.spec, inputs.media, progress, cancelled
-    ),
-    Endpoint.DISTILLED_MULTICONDITIONING: lambda c, inputs, progress, cancelled: generate_distilled(
-        c, inputs.spec, inputs.media, progress, cancelled
-    ),
-    Endpoint.EXTEND: lambda c, inputs, progress, cancelled: generate_extension(
-        c, inputs.spec, _kept(inputs), progress, cancelled
-    ),
-}
+def narrowed(spec: object, spec_type: type[SpecT]) -> SpecT:
+    """`spec` as the spec type a pipeline takes; a TypeError if the registry sent it another one."""
+    if not isinstance(spec, spec_type):
+        raise TypeError(f"{spec_type.__name__} expected, got {type(spec).__name__}")
+    return spec
 
 
 def _kept(inputs: EndpointInputs) -> torch.Tensor:
     if inputs.kept_pixels is None:
         raise ValueError("extend needs its kept input frames (service.inputs.prepare_endpoint_inputs)")
     return inputs.kept_pixels
+
+
+def _text_to_video(
+    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
+) -> GeneratedVideo:
+    spec = narrowed(inputs.spec, TextToVideoSpec)
+    return generate_text_to_video(components, spec, on_progress, is_cancelled)
+
+
+def _multiconditioning(
+    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
+) -> GeneratedVideo:
+    spec = narrowed(inputs.spec, MulticonditioningSpec)
+    return generate_multiconditioning(components, spec, inputs.media, on_progress, is_cancelled)
+
+
+def _distilled(
+    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
+) -> GeneratedVideo:
+    spec = narrowed(inputs.spec, DistilledMulticonditioningSpec)
+    return generate_distilled(components, spec, inputs.media, on_progress, is_cancelled)
+
+
+def _extend(
+    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
+) -> GeneratedVideo:
+    spec = narrowed(inputs.spec, ExtendSpec)
+    return generate_extension(components, spec, _kept(inputs), on_progress, is_cancelled)
+
+
+PIPELINE_ENDPOINTS: tuple[PipelineEndpoint, ...] = (
+    PipelineEndpoint(Endpoint.TEXT_TO_VIDEO, TextToVideoSpec, _text_to_video),
+    PipelineEndpoint(
+        Endpoint.MULTICONDITIONING, MulticonditioningSpec, _multiconditioning, LTXV_COMPONENTS | {"vae_encoder"}
+    ),
+    PipelineEndpoint(
+        Endpoint.DISTILLED_MULTICONDITIONING,
+        DistilledMulticonditioningSpec,
+        _distilled,
+        LTXV_COMPONENTS | {"vae_encoder", "latent_upsampler"},
+    ),
+    PipelineEndpoint(
+        Endpoint.EXTEND, ExtendSpec, _extend, LTXV_COMPONENTS | {"vae_encoder"}, takes_kept_frames=True
+    ),
+)
+
+_BY_ENDPOINT: Mapping[Endpoint, PipelineEndpoint] = {entry.endpoint: entry for entry in PIPELINE_ENDPOINTS}
+# Every endpoint some pipeline runs (LTX-2.3's API exists, its pipeline not yet: FAILED_PRECONDITION).
+PIPELINE_SUPPORTED = frozenset(_BY_ENDPOINT)
+
+
+def pipeline_endpoint(endpoint: Endpoint | str) -> PipelineEndpoint:
+    """The descriptor of `endpoint`; ValueError if no pipeline runs it."""
+    entry = _BY_ENDPOINT.get(Endpoint(endpoint))
+    if entry is None:
+        raise ValueError(f"no pipeline runs endpoint {endpoint}")
+    return entry
+
+
+def served_endpoints(component_names: str | Sequence[str] | frozenset[str] | set[str]) -> frozenset[Endpoint]:
+    """The endpoints a repository (or model set) with these component models serves; a comma-separated
+    string (ltx_pipeline's `components` parameter) works too."""
+    if isinstance(component_names, str):
+        component_names = [name.strip() for name in component_names.split(",") if name.strip()]
+    names = frozenset(component_names)
+    return frozenset(entry.endpoint for entry in PIPELINE_ENDPOINTS if entry.components <= names)
+
+
+def component_names(components: Components) -> frozenset[str]:
+    """The component models behind bound `components` (the optional ones when present)."""
+    optional = {"vae_encoder": components.vae_encoder, "latent_upsampler": components.upsampler}
+    return LTXV_COMPONENTS | {name for name, member in optional.items() if member is not None}
+
+
+def endpoints_served(components: Components) -> frozenset[Endpoint]:
+    """What these components can run: conditioning needs the VAE encoder, distilled also the upsampler."""
+    return served_endpoints(component_names(components))
+
+
+def run_endpoint(
+    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
+) -> GeneratedVideo:
+    """The endpoint's pipeline on `components`."""
+    return pipeline_endpoint(inputs.spec.endpoint).run(components, inputs, on_progress, is_cancelled)

@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -41,7 +40,8 @@ from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint, spec_to_json
 from service.engines.conditioning_tensors import kept_to_arrays, media_to_arrays
-from service.engines.endpoint_pipelines import EndpointInputs
+from service.engines.endpoint_pipelines import PIPELINE_SUPPORTED, EndpointInputs, served_endpoints
+from service.logs import current_request_id
 from service.models.lora import FetchedLora
 from service.pipelines.long_video import FrameSink, FrameStore
 
@@ -53,7 +53,7 @@ _LOST_BACKEND_STATUSES = frozenset(
     {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
 )
 
-StreamEvent = tuple[Any, InferenceServerException | None]  # (InferResult | None, error | None)
+StreamEvent = tuple[grpcclient.InferResult | None, InferenceServerException | None]
 
 
 class TritonEngine:
@@ -94,7 +94,7 @@ class TritonEngine:
             endpoint = Endpoint(endpoint)
         except ValueError:
             return False
-        if endpoint not in contract.SUPPORTED_ENDPOINTS:
+        if endpoint not in PIPELINE_SUPPORTED:
             return False
         # No probe here: Submit calls this on the event loop. `ready` (the health loop) learns `_served`.
         return self._served is None or endpoint in self._served
@@ -131,7 +131,9 @@ class TritonEngine:
         spec = inputs.spec
         events: queue.Queue[StreamEvent] = queue.Queue()
         client = grpcclient.InferenceServerClient(self._url)
-        request_id = uuid.uuid4().hex
+        # The job's request id (the runner's log scope), so one job can be followed from the service log
+        # into tritonserver's; a fresh id outside a job (tools, tests).
+        request_id = current_request_id() or uuid.uuid4().hex
         try:
             self._require_pipeline_ready(client)
             client.start_stream(callback=lambda result, error: events.put((result, error)))
@@ -219,7 +221,7 @@ def served_by_repository(client: grpcclient.InferenceServerClient, timeout_s: fl
     config = client.get_model_config(contract.PIPELINE_MODEL, as_json=True, client_timeout=timeout_s)
     parameters = config.get("config", {}).get("parameters", {})
     names = parameters.get(contract.COMPONENTS_PARAMETER, {}).get("string_value", "")
-    served = contract.served_endpoints(names)
+    served = served_endpoints(names)
     if not served:
         # E.g. a repository generated before its component models carried STG inputs and this parameter.
         log.warning(
@@ -251,7 +253,7 @@ def _request_inputs(inputs: EndpointInputs, max_response_bytes: int | None) -> l
     return tensors
 
 
-def _progress_of(result: Any) -> Progress | None:
+def _progress_of(result: grpcclient.InferResult) -> Progress | None:
     stage = result.as_numpy(contract.STAGE)
     if stage is None:
         return None
@@ -264,7 +266,7 @@ def _progress_of(result: Any) -> Progress | None:
     )
 
 
-def _video_of(result: Any, frames: np.ndarray) -> GeneratedVideo:
+def _video_of(result: grpcclient.InferResult, frames: np.ndarray) -> GeneratedVideo:
     return GeneratedVideo(
         frames=frames,
         frame_rate=float(result.as_numpy(contract.FRAME_RATE)[0]),
@@ -283,7 +285,7 @@ class FrameReceiver:
         self._sink: FrameSink | None = None
         self._received = 0
 
-    def add(self, result: Any) -> None:
+    def add(self, result: grpcclient.InferResult) -> None:
         piece = result.as_numpy(contract.FRAMES)
         if piece is None:
             return
@@ -307,7 +309,7 @@ class FrameReceiver:
         return self._sink.result()
 
 
-def _is_final(result: Any) -> bool:
+def _is_final(result: grpcclient.InferResult) -> bool:
     parameters = result.get_response().parameters
     return "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
 

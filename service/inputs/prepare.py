@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 from service.config import ServiceConfig
 from service.domain.errors import Cancelled
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.domain.specs import Endpoint, LoraSpec
+from service.domain.specs import Endpoint, LoraSpec, Spec
 from service.inputs.lora import fetch_loras
 from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
@@ -54,7 +53,7 @@ class InputPreparer:
         # The Triton engine applies no LoRA (ltx_pipeline refuses them), so it need not download any.
         self._fetch_lora_files = fetch_lora_files
 
-    def prepare(self, spec: Any, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> PreparedJob:
+    def prepare(self, spec: Spec, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> PreparedJob:
         if is_cancelled():
             raise Cancelled()
         spec, checker = self._expand_and_pick_checker(spec, on_progress)
@@ -64,8 +63,8 @@ class InputPreparer:
         return PreparedJob(inputs, checker, loras)
 
     def _expand_and_pick_checker(
-        self, spec: Any, on_progress: ProgressCallback
-    ) -> tuple[Any, SafetyChecker | None]:
+        self, spec: Spec, on_progress: ProgressCallback
+    ) -> tuple[Spec, SafetyChecker | None]:
         if getattr(spec, "expand_prompt", False):
             spec = dataclasses.replace(spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress))
         if not getattr(spec, "enable_safety_checker", True):
@@ -76,7 +75,7 @@ class InputPreparer:
 
 
 def prepare_endpoint_inputs(
-    spec: Any, limits: FetchLimits, checker: SafetyChecker | None, on_progress: ProgressCallback
+    spec: Spec, limits: FetchLimits, checker: SafetyChecker | None, on_progress: ProgressCallback
 ) -> EndpointInputs:
     """Fetch, decode and check the spec's media (none for text to video); input_fetch_failed on failure."""
     endpoint = Endpoint(spec.endpoint)

@@ -29,6 +29,7 @@ from service.engines.slots import Slots
 from service.inputs import InputPreparer, PreparedJob
 from service.jobs.finish import Finisher, check_output
 from service.jobs.records import JobRecord
+from service.logs import request_scope
 from service.storage.factory import ResultStorage
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,12 @@ class JobRunner:
             return job_id in self._before_accelerator
 
     def __call__(self, record: JobRecord, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> str:
+        # Every log line of this job, from any module and stage, carries its request id (service/logs.py);
+        # TritonEngine sends it as the Triton request id.
+        with request_scope(record.job_id):
+            return self._run(record, on_progress, is_cancelled)
+
+    def _run(self, record: JobRecord, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> str:
         spec = spec_from_json(record.endpoint, record.spec_json)
         with self._lock:
             self._before_accelerator.add(record.job_id)

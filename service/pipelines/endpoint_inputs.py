@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
+from service.domain.specs import Spec
 from service.pipelines.conditioning import ConditioningMedia
 
 
@@ -14,6 +14,6 @@ from service.pipelines.conditioning import ConditioningMedia
 class EndpointInputs:
     """A spec and what its pipeline takes besides it."""
 
-    spec: Any  # the normalized spec, its prompt expanded and its AUTO size resolved
+    spec: Spec  # the normalized spec, its prompt expanded and its AUTO size resolved
     media: tuple[ConditioningMedia, ...] = ()  # conditioned endpoints: images, then videos, at the size
     kept_pixels: torch.Tensor | None = None  # extend: input frames that start the output, [3, K, H, W]

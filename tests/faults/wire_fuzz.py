@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from ltx.v1 import video_generation_pb2 as pb
-from service.api.convert import ENDPOINT_OF_INPUT, input_from_json
+from service.api.endpoints import API_ENDPOINTS, input_from_json
 from tests.unit.test_validation_fuzz import _mutations
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "spec_examples"
@@ -33,7 +33,7 @@ _ONEOF_FIELD = {f.message_type.full_name: f.name for f in pb.GenerationInput.DES
 
 def _examples() -> list[tuple[str, dict]]:
     found = []
-    for endpoint in ENDPOINT_OF_INPUT.values():
+    for endpoint in (entry.endpoint for entry in API_ENDPOINTS):
         path = EXAMPLES / f"{endpoint.value.replace('/', '-')}.json"
         found.append((endpoint.value, json.loads(path.read_text())))
     return found

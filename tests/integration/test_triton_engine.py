@@ -33,11 +33,13 @@ from service.domain.specs import (
     VideoConditionSpec,
 )
 from service.engines import triton as triton_module
+from service.engines.endpoint_pipelines import PIPELINE_SUPPORTED
 from service.engines.torch_bindings import load_components
 from service.engines.triton import TritonEngine, served_by_repository
 from service.engines.triton_backend.params import model_config_from
 from service.engines.tritonserver_process import TritonServerProcess
 from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
+from service.logs import request_scope
 from service.media.fetch import FetchLimits
 from service.models.loading import load_models
 from service.models.torch_components import TorchTransformer
@@ -73,6 +75,19 @@ LONG_STEPS = 1000  # far more steps than a test waits for: only a cancelled or k
 
 def never() -> bool:
     return False
+
+
+def test_the_job_request_id_is_the_triton_request_id(
+    triton_server: TritonServerProcess, triton_engine: EngineInLine
+) -> None:
+    """One job can be followed from the service log into tritonserver's: inside the job runner's scope
+    TritonEngine sends the job's id, and ltx_pipeline logs its lines under it."""
+    with request_scope("job-trace-7f3a"):
+        triton_engine.generate(SPEC, lambda _: None, never)
+    deadline = time.monotonic() + 10
+    while "request job-trace-7f3a:" not in triton_server.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "ltx_pipeline never logged the job's request id"
+        time.sleep(0.2)
 
 
 def test_generates_frames_and_a_progress_event_per_step(triton_engine: EngineInLine) -> None:
@@ -112,8 +127,8 @@ def assert_same_frames(actual: np.ndarray, expected: np.ndarray) -> None:
 def test_served_endpoints_are_read_from_the_repository(triton_server: TritonServerProcess) -> None:
     # The checked-in repository has every component model: all four LTX-Video endpoints.
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
-        assert served_by_repository(client, 5.0) == contract.SUPPORTED_ENDPOINTS
-    assert len(contract.SUPPORTED_ENDPOINTS) == 4
+        assert served_by_repository(client, 5.0) == PIPELINE_SUPPORTED
+    assert len(PIPELINE_SUPPORTED) == 4
 
 
 def test_same_frames_through_triton_as_in_process(

@@ -14,14 +14,8 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from service.api.convert import (
-    ENDPOINT_OF_INPUT,
-    MAX_DRAWN_SEED,
-    input_from_json,
-    output_to_json,
-    output_to_pb,
-    to_spec,
-)
+from service.api.convert import MAX_DRAWN_SEED, output_to_json
+from service.api.endpoints import API_ENDPOINTS, for_input, input_from_json, output_to_pb, to_spec
 from service.domain.geometry import AspectRatio, Resolution
 from service.domain.outputs import JobOutput, StoredFile
 from service.domain.specs import (
@@ -270,12 +264,12 @@ def test_spec_example_outputs_parse_and_print_as_written(endpoint: Endpoint) -> 
 
 
 def test_every_endpoint_has_an_input_message() -> None:
-    assert sorted(ENDPOINT_OF_INPUT.values()) == sorted(Endpoint)
+    assert sorted(entry.endpoint for entry in API_ENDPOINTS) == sorted(Endpoint)
 
 
 def test_input_from_json_accepts_the_provider_prefix_and_refuses_unknown_fields() -> None:
     message = input_from_json("fal-ai/ltx-video-lora", {"prompt": "a cat"})
-    assert ENDPOINT_OF_INPUT[type(message)] is Endpoint.TEXT_TO_VIDEO
+    assert for_input(message).endpoint is Endpoint.TEXT_TO_VIDEO
     with pytest.raises(json_format.ParseError, match="num_frame"):
         input_from_json("ltx-video-lora", {"prompt": "a cat", "num_frame": 9})
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from service.config import ModelConfig
-from service.contract import pipeline as contract
 from service.domain.specs import Endpoint
-from service.engines.endpoint_pipelines import endpoints_served
+from service.engines.endpoint_pipelines import PIPELINE_SUPPORTED, endpoints_served, served_endpoints
 from service.engines.torch_bindings import load_components
 
 
@@ -16,7 +15,7 @@ def test_endpoints_follow_the_optional_components() -> None:
     no_upsampler = dataclasses.replace(full, upsampler=None)
     no_encoder = dataclasses.replace(full, vae_encoder=None)
 
-    assert endpoints_served(full) == contract.SUPPORTED_ENDPOINTS
+    assert endpoints_served(full) == PIPELINE_SUPPORTED
     assert endpoints_served(no_upsampler) == {Endpoint.TEXT_TO_VIDEO, Endpoint.MULTICONDITIONING, Endpoint.EXTEND}
     assert endpoints_served(no_encoder) == {Endpoint.TEXT_TO_VIDEO}
 
@@ -25,4 +24,4 @@ def test_triton_repository_rule_agrees_with_the_components_rule() -> None:
     # The same endpoints for a repository with these component models as for components bound to them.
     full = load_components(ModelConfig())
     names = "text_encoder,transformer,vae_decoder,vae_encoder"
-    assert contract.served_endpoints(names) == endpoints_served(dataclasses.replace(full, upsampler=None))
+    assert served_endpoints(names) == endpoints_served(dataclasses.replace(full, upsampler=None))

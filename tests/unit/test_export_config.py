@@ -20,6 +20,7 @@ from export.triton_config import (
 from service.config import ModelConfig
 from service.contract import pipeline as contract
 from service.domain.specs import Endpoint
+from service.engines.endpoint_pipelines import served_endpoints
 from service.models.loading import load_models, model_geometry
 
 
@@ -67,17 +68,17 @@ def test_checked_in_pipeline_serves_every_ltx_video_endpoint() -> None:
     assert set(names.split(",")) == {
         "text_encoder", "transformer", "vae_decoder", "vae_encoder", "latent_upsampler"
     }
-    assert contract.served_endpoints(names) == {
+    assert served_endpoints(names) == {
         Endpoint.TEXT_TO_VIDEO,
         Endpoint.MULTICONDITIONING,
         Endpoint.EXTEND,
         Endpoint.DISTILLED_MULTICONDITIONING,
     }
     # Without the upsampler the distilled endpoint is not served; without the encoder no conditioning.
-    assert Endpoint.DISTILLED_MULTICONDITIONING not in contract.served_endpoints(
+    assert Endpoint.DISTILLED_MULTICONDITIONING not in served_endpoints(
         "text_encoder,transformer,vae_decoder,vae_encoder"
     )
-    assert contract.served_endpoints("text_encoder,transformer,vae_decoder") == {Endpoint.TEXT_TO_VIDEO}
+    assert served_endpoints("text_encoder,transformer,vae_decoder") == {Endpoint.TEXT_TO_VIDEO}
 
 
 def test_stg_inputs_are_optional_for_python_and_required_for_tensorrt(

@@ -26,6 +26,7 @@ _BASE = {"domain", "contract", "logs", "observability"}
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     "logs": set(),
+    "config_types": set(),
     "observability": set(),
     "security": set(),  # API keys and URL signing: pure
     "contract": {"domain"},
@@ -34,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "prompting": _BASE,
     "safety": _BASE | {"media"},
     # Each config section is declared next to the code it configures (so config sits above those).
-    "config": _BASE | {"media", "safety", "prompting", "security"},
+    "config": _BASE | {"config_types", "media", "safety", "prompting", "security"},
     "pipelines": _BASE,
     "models": _BASE | {"config", "media"},
     "inputs": _BASE | {"config", "media", "safety", "prompting", "models", "pipelines"},

@@ -87,13 +87,13 @@ def test_half_configured_tls_is_refused() -> None:
 
 def test_wire_scan_finds_the_endpoint_of_every_submit() -> None:
     from ltx.v1 import video_generation_pb2 as pb
-    from service.api.oneof import ONEOF_FIELD
+    from service.api.endpoints import api_endpoint
     from service.api.wire import WireError, submit_endpoint
     from service.domain.specs import Endpoint
 
     for endpoint in Endpoint:
         request = pb.SubmitRequest(webhook_url="https://example.com/hook", idempotency_key="k")
-        getattr(request.input, ONEOF_FIELD[endpoint]).SetInParent()
+        getattr(request.input, api_endpoint(endpoint).oneof_field).SetInParent()
         raw = request.SerializeToString()
         assert submit_endpoint(raw) is endpoint
         assert submit_endpoint(raw + raw) is endpoint  # concatenation merges messages: still that endpoint

@@ -14,7 +14,8 @@ import pytest
 from google.protobuf import json_format
 
 from ltx.v1 import endpoints_pb2 as pb
-from service.api.validation import Violation, validate
+from service.api.endpoints import validate
+from service.api.validation import Violation
 
 EXAMPLES = Path(__file__).parents[1] / "data" / "spec_examples"
 EXAMPLE_OF_INPUT = {

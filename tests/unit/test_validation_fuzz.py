@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from google.protobuf import descriptor
 
-from service.api.convert import ENDPOINT_OF_INPUT, input_from_json, to_spec
-from service.api.validation import validate
+from service.api.endpoints import API_ENDPOINTS, input_from_json, to_spec, validate
 from service.domain.specs import spec_from_json, spec_to_json
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "spec_examples"
@@ -72,7 +71,7 @@ def _value_for(field: descriptor.FieldDescriptor, rng: random.Random) -> Any:
 @pytest.mark.parametrize("example", sorted(p.stem for p in EXAMPLES.glob("*.json") if ".output" not in p.stem))
 def test_random_requests_are_refused_with_violations_or_convert(example: str) -> None:
     data = json.loads((EXAMPLES / f"{example}.json").read_text())
-    endpoint = next(e for e in ENDPOINT_OF_INPUT.values() if e.value.replace("/", "-") == example)
+    endpoint = next(a.endpoint for a in API_ENDPOINTS if a.endpoint.value.replace("/", "-") == example)
     rng = random.Random(example)
     accepted = refused = 0
     for _ in range(CASES_PER_ENDPOINT):

@@ -41,7 +41,12 @@ from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Endpoint, spec_from_json
 from service.engines.conditioning_tensors import kept_from_arrays, media_from_arrays
-from service.engines.endpoint_pipelines import EndpointInputs, run_endpoint
+from service.engines.endpoint_pipelines import (
+    EndpointInputs,
+    pipeline_endpoint,
+    run_endpoint,
+    served_endpoints,
+)
 from service.engines.slots import Slots
 from service.engines.triton_backend.bls import bls_components
 from service.engines.triton_backend.params import (
@@ -51,6 +56,7 @@ from service.engines.triton_backend.params import (
     version_dir,
 )
 from service.engines.triton_backend.requests import Heartbeat, InFlight, SerialSender, frames_per_response
+from service.logs import request_scope
 from service.media.encode import frame_chunks
 from service.models.assets import assets_from_models, load_assets
 
@@ -76,7 +82,7 @@ class PipelineModel:
         names = parameters.get(contract.COMPONENTS_PARAMETER, "")
         component_names = frozenset(name.strip() for name in names.split(",") if name.strip())
         self.components = bls_components(assets, device, component_names)
-        self.served = contract.served_endpoints(component_names)
+        self.served = served_endpoints(component_names)
         self.max_response_bytes = int(
             parameters.get(contract.MAX_RESPONSE_BYTES_PARAMETER) or contract.DEFAULT_MAX_RESPONSE_BYTES
         )
@@ -113,7 +119,12 @@ class PipelineModel:
             self.in_flight.done()
 
     def _serve(self, request: Any) -> None:
-        """Run one request to its FINAL response; its failure is its own (the others go on)."""
+        """Run one request to its FINAL response; its failure is its own (the others go on). Its log lines
+        carry its request id, which is the job's (TritonEngine sends it)."""
+        with request_scope(request.request_id() or "unnamed"):
+            self._serve_in_scope(request)
+
+    def _serve_in_scope(self, request: Any) -> None:
         sender = SerialSender(request.get_response_sender(), pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         request_id = request.request_id()
         try:
@@ -199,7 +210,8 @@ def _read_inputs(request: Any, served: frozenset[Endpoint]) -> EndpointInputs:
             arrays[name] = tensor.as_numpy().copy()  # the buffer is the request's shared memory
     try:
         media = media_from_arrays(arrays)
-        kept = kept_from_arrays(arrays, spec.width, spec.height) if spec.endpoint is Endpoint.EXTEND else None
+        takes_kept = pipeline_endpoint(spec.endpoint).takes_kept_frames
+        kept = kept_from_arrays(arrays, spec.width, spec.height) if takes_kept else None
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     return EndpointInputs(spec, media=media, kept_pixels=kept)
