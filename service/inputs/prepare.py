@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from service.config import ServiceConfig
 from service.domain.errors import Cancelled
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.domain.specs import Endpoint, LoraSpec, Spec
+from service.domain.specs import (
+    DistilledMulticonditioningSpec,
+    Endpoint,
+    ExtendSpec,
+    LoraSpec,
+    MulticonditioningSpec,
+    Spec,
+)
 from service.inputs.lora import fetch_loras
 from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
@@ -78,10 +85,9 @@ def prepare_endpoint_inputs(
     spec: Spec, limits: FetchLimits, checker: SafetyChecker | None, on_progress: ProgressCallback
 ) -> EndpointInputs:
     """Fetch, decode and check the spec's media (none for text to video); input_fetch_failed on failure."""
-    endpoint = Endpoint(spec.endpoint)
-    if endpoint in CONDITIONED_ENDPOINTS:
+    if isinstance(spec, MulticonditioningSpec | DistilledMulticonditioningSpec):
         prepared = prepare_conditioning_inputs(spec, limits, checker, on_progress)
         return EndpointInputs(prepared.spec, media=prepared.media)
-    if endpoint is Endpoint.EXTEND:
+    if isinstance(spec, ExtendSpec):
         return EndpointInputs(spec, kept_pixels=prepare_extend_input(spec, limits, checker, on_progress))
     return EndpointInputs(spec)

@@ -83,7 +83,7 @@ def test_single_file_checkpoint_loads_the_same_models(
 
 
 def test_missing_model_dir_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="model.model_dir"):
+    with pytest.raises(ValueError, match=r"model.model_dir"):
         loading.load_models(ModelConfig(preset=REAL_PRESET, model_dir=str(tmp_path / "absent")))
 
 
@@ -91,7 +91,7 @@ def test_single_file_that_does_not_exist_is_a_config_error(diffusers_dir: Path, 
     cfg = ModelConfig(
         preset=REAL_PRESET, single_file=str(tmp_path / "none.safetensors"), config_dir=str(diffusers_dir)
     )
-    with pytest.raises(ValueError, match="model.single_file"):
+    with pytest.raises(ValueError, match=r"model.single_file"):
         loading.load_models(cfg)
 
 
