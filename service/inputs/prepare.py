@@ -72,7 +72,8 @@ class InputPreparer:
     def _expand_and_pick_checker(
         self, spec: Spec, on_progress: ProgressCallback
     ) -> tuple[Spec, SafetyChecker | None]:
-        if getattr(spec, "expand_prompt", False):
+        # LTX-2.3 expands with its resident Gemma-3 in the engine (service/engines/ltx2_local.py).
+        if getattr(spec, "expand_prompt", False) and Endpoint(spec.endpoint) is not Endpoint.LTX2_TEXT_TO_VIDEO:
             spec = dataclasses.replace(spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress))
         if not getattr(spec, "enable_safety_checker", True):
             return spec, None
