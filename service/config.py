@@ -90,6 +90,28 @@ class FastPathConfig:
 
 
 @dataclass(frozen=True)
+class Ltx2ModelConfig:
+    """The LTX-2.3 model family (`ltx-2.3-22b/text-to-video/lora`), served beside the LTX-Video models.
+
+    `tiny-ltx2` builds seeded random weights in the 2.3 layout; `ltx-2.3` loads a local diffusers-layout
+    directory (`model_dir`: transformer/, connectors/, vae/, audio_vae/, vocoder/, text_encoder/,
+    tokenizer/, latent_upsampler/), or the original single file with a local config (`config_dir`);
+    `none` leaves the endpoint unserved (Submit answers FAILED_PRECONDITION).
+    """
+
+    preset: str = "tiny-ltx2"  # "tiny-ltx2", "ltx-2.3" or "none"
+    model_dir: str | None = None
+    single_file: str | None = None  # original LTX-2.3 checkpoint, loaded with `config_dir`
+    config_dir: str | None = None
+    upsampler_dir: str | None = None  # default model_dir/latent_upsampler
+    distilled_lora: str | None = None  # default model_dir/ltx-2.3-22b-distilled-lora-384-1.1.safetensors
+    camera_lora_dir: str | None = None  # the seven camera-control LoRAs (see service/models/ltx2_loras.py)
+    seed: int = 0  # seed of the tiny preset's random weights
+    dtype: str = "float32"  # "bfloat16" on a GPU
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
 class LoraConfig:
     max_bytes: int = 2 * 1024**3  # refuse LoRA downloads larger than this
     download_timeout_s: float = 60.0
@@ -192,6 +214,7 @@ class ServiceConfig:
     engine: EngineKind = EngineKind.LOCAL
     triton_url: str = "127.0.0.1:8001"
     model: ModelConfig = field(default_factory=ModelConfig)
+    ltx2: Ltx2ModelConfig = field(default_factory=Ltx2ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
@@ -220,7 +243,8 @@ class ServiceConfig:
 
     def model_hash(self) -> str:
         """Stable hash of the model settings; keys caches such as built engines."""
-        blob = json.dumps(dataclasses.asdict(self.model), sort_keys=True).encode()
+        models = {"model": dataclasses.asdict(self.model), "ltx2": dataclasses.asdict(self.ltx2)}
+        blob = json.dumps(models, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -28,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--triton-url", help="Triton gRPC address HOST:PORT (with --engine triton)")
     p.add_argument("--preset", help="model preset: tiny (default) or ltx-video-0.9.7")
     p.add_argument("--model-dir", help="local checkpoint directory (diffusers layout) for real presets")
+    p.add_argument("--ltx2-preset", help="LTX-2.3 family: tiny-ltx2 (default), ltx-2.3 (with --ltx2-model-dir) or none")
+    p.add_argument("--ltx2-model-dir", help="local LTX-2.3 checkpoint directory (diffusers layout)")
     p.add_argument("--device", help="where the in-process engine runs the model: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                    help="model precision (default float32, for the tiny preset; real weights: bfloat16 on a GPU)")
@@ -92,6 +94,8 @@ def _main(argv: list[str] | None = None) -> None:
             "queue.heartbeat_s": args.heartbeat_s,
             "model.preset": args.preset,
             "model.model_dir": args.model_dir,
+            "ltx2.preset": args.ltx2_preset,
+            "ltx2.model_dir": args.ltx2_model_dir,
             "model.device": args.device,
             "model.dtype": args.dtype,
             "queue.workers": args.workers,

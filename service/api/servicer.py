@@ -172,10 +172,12 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         upload: Callable[[str], UploadWriter] | None = None,
         *,
         max_media_bytes: int | None = None,
+        precondition: Callable[[Any], str | None] | None = None,  # why a spec cannot run here, or None
     ) -> None:
         self._queue = queue
         self._upload = upload
         self._supports = supports
+        self._precondition = precondition or (lambda spec: None)
         self._unavailable = unavailable  # why the service cannot take jobs (cheap: no probe per request)
         self._rng = rng or random.SystemRandom()
         self._max_media_bytes = max_media_bytes
@@ -274,6 +276,9 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         if queue_violations:
             raise InvalidRequest(queue_violations)
         spec = to_spec(message, rng=self._rng)
+        failure = self._precondition(spec)
+        if failure:
+            raise NotServed(failure)
         job_id, position = await self._queue.submit(endpoint.value, spec_to_json(spec), new_job(request))
         return job_id, position, endpoint
 

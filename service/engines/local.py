@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from service.config import ServiceConfig
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.domain.specs import Endpoint
+from service.domain.specs import CameraLora, Endpoint, Ltx2TextToVideoSpec, Spec
 from service.engines.endpoint_pipelines import EndpointInputs, endpoints_served, run_endpoint
+from service.engines.ltx2_local import Ltx2LocalRunner
 from service.engines.torch_bindings import bind_components
 from service.models.loading import load_models
 from service.models.lora import FetchedLora, applied_loras
@@ -35,6 +36,10 @@ class LocalEngine:
         self._models = load_models(config.model, config.fast_path)
         self._components = bind_components(self._models)
         self._served = endpoints_served(self._components)
+        # The LTX-2.3 family has its own models (`[ltx2]`), served beside the LTX-Video ones.
+        self._ltx2 = Ltx2LocalRunner(config) if config.ltx2.preset != "none" else None
+        if self._ltx2 is not None:
+            self._served |= {Endpoint.LTX2_TEXT_TO_VIDEO}
         if Endpoint.DISTILLED_MULTICONDITIONING not in self._served:
             logger.info("no latent upsampler: %s not served", Endpoint.DISTILLED_MULTICONDITIONING)
         logger.info(
@@ -51,6 +56,13 @@ class LocalEngine:
         except ValueError:
             return False
 
+    def precondition_failure(self, spec: Spec) -> str | None:
+        """Why this deployment cannot run `spec` although it serves its endpoint (FAILED_PRECONDITION)."""
+        camera = getattr(spec, "camera_lora", CameraLora.NONE)
+        if self._ltx2 is not None and not self._ltx2.camera_lora_installed(camera):
+            return f"camera_lora {camera.value}: not installed on this deployment (ltx2.camera_lora_dir)"
+        return None
+
     def ready(self) -> bool:
         return True  # the models were loaded by the constructor
 
@@ -64,6 +76,8 @@ class LocalEngine:
         if not self.supports(inputs.spec.endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"the local engine does not serve endpoint {inputs.spec.endpoint}")
+        if self._ltx2 is not None and isinstance(inputs.spec, Ltx2TextToVideoSpec):
+            return self._ltx2.generate(inputs.spec, loras, on_progress, is_cancelled)
         # One job at a time on these modules: LoRAs are applied to the shared transformer in place.
         with self._models.lock:
             if loras:

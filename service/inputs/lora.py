@@ -30,7 +30,13 @@ _FETCH = ErrorType.INPUT_FETCH_FAILED
 
 def fetch_loras(loras: Sequence[LoraSpec], cfg: LoraConfig) -> tuple[FetchedLora, ...]:
     """Every LoRA of a request as a local file; JobError naming `loras[i]` otherwise."""
-    return tuple(FetchedLora(index, lora, fetch_lora(index, lora, cfg)) for index, lora in enumerate(loras))
+    fetched = []
+    for index, lora in enumerate(loras):
+        if not lora.path:  # the LTX-2.3 spec's own example sends {"path": "", "scale": 1} for "no LoRA"
+            logger.info("loras[%d] has an empty path: skipped (no LoRA)", index)
+            continue
+        fetched.append(FetchedLora(index, lora, fetch_lora(index, lora, cfg)))
+    return tuple(fetched)
 
 
 def fetch_lora(index: int, lora: LoraSpec, cfg: LoraConfig) -> Path:

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from service.config import ServiceConfig
 from service.domain.errors import Cancelled
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.domain.specs import Endpoint, LoraSpec, Spec
+from service.domain.specs import (
+    DistilledMulticonditioningSpec,
+    Endpoint,
+    ExtendSpec,
+    LoraSpec,
+    MulticonditioningSpec,
+    Spec,
+)
 from service.inputs.lora import fetch_loras
 from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
@@ -65,7 +72,8 @@ class InputPreparer:
     def _expand_and_pick_checker(
         self, spec: Spec, on_progress: ProgressCallback
     ) -> tuple[Spec, SafetyChecker | None]:
-        if getattr(spec, "expand_prompt", False):
+        # LTX-2.3 expands with its resident Gemma-3 in the engine (service/engines/ltx2_local.py).
+        if getattr(spec, "expand_prompt", False) and Endpoint(spec.endpoint) is not Endpoint.LTX2_TEXT_TO_VIDEO:
             spec = dataclasses.replace(spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress))
         if not getattr(spec, "enable_safety_checker", True):
             return spec, None
@@ -78,10 +86,9 @@ def prepare_endpoint_inputs(
     spec: Spec, limits: FetchLimits, checker: SafetyChecker | None, on_progress: ProgressCallback
 ) -> EndpointInputs:
     """Fetch, decode and check the spec's media (none for text to video); input_fetch_failed on failure."""
-    endpoint = Endpoint(spec.endpoint)
-    if endpoint in CONDITIONED_ENDPOINTS:
+    if isinstance(spec, MulticonditioningSpec | DistilledMulticonditioningSpec):
         prepared = prepare_conditioning_inputs(spec, limits, checker, on_progress)
         return EndpointInputs(prepared.spec, media=prepared.media)
-    if endpoint is Endpoint.EXTEND:
+    if isinstance(spec, ExtendSpec):
         return EndpointInputs(spec, kept_pixels=prepare_extend_input(spec, limits, checker, on_progress))
     return EndpointInputs(spec)

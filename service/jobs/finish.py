@@ -7,9 +7,11 @@ has a checker (InputPreparer picked it).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
 from service.domain.progress import Progress, ProgressCallback, Stage
+from service.jobs.ltx2_output import chooses_container, store_video, stored_frame_rate
 from service.media.encode import encode_mp4
 from service.safety.checker import SafetyChecker
 from service.storage.factory import ResultStorage
@@ -38,11 +40,15 @@ class Finisher:
         video: GeneratedVideo,
         checker: SafetyChecker | None,
         on_progress: ProgressCallback,
+        spec: Any = None,
     ) -> JobOutput:
         check_output(video, checker, on_progress)
         frames, height, width = video.frames.shape[:3]
         on_progress(Progress(Stage.ENCODING_VIDEO, message=f"encoding {frames} frames as H.264"))
-        stored = self._store(job_id, video)
+        if chooses_container(spec):  # LTX-2.3: the request picks the container, codec and quality
+            stored = store_video(self._storage, job_id, spec, video)
+        else:
+            stored = self._store(job_id, video)
         on_progress(Progress(Stage.STORING, message=f"stored {stored.file_name} ({stored.file_size} bytes)"))
         return JobOutput(
             prompt=video.prompt,
@@ -51,7 +57,9 @@ class Finisher:
             width=int(width),
             height=int(height),
             num_frames=int(frames),
-            frame_rate=float(video.frame_rate),
+            frame_rate=stored_frame_rate(spec.output_type, video.frame_rate)
+            if chooses_container(spec)
+            else float(video.frame_rate),
         )
 
     def _store(self, job_id: str, video: GeneratedVideo) -> StoredFile:

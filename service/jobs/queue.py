@@ -139,6 +139,7 @@ class JobQueue:
         self._queue_version = 0
         self._work_available = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._wakeups: set[asyncio.Future[None]] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._drain_cancelled: set[str] = set()  # stopped by the drain, not the client: re-queue them
         self._stuck: dict[str, str] = {}  # worker name -> why it cannot take jobs right now
@@ -395,7 +396,9 @@ class JobQueue:
             self._job_versions[job_id] = self._job_versions.get(job_id, 0) + 1
         if kind in ("new", "state"):
             self._queue_version += 1
-        asyncio.ensure_future(self._wake_watchers())
+        wakeup = asyncio.ensure_future(self._wake_watchers())
+        self._wakeups.add(wakeup)  # a reference until it ran: the loop keeps only weak ones
+        wakeup.add_done_callback(self._wakeups.discard)
 
     async def _wake_watchers(self) -> None:
         async with self._changed:

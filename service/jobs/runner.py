@@ -80,7 +80,7 @@ class JobRunner:
                 self._before_accelerator.discard(record.job_id)
         # No cancel check from here on: the frames exist, and finishing them is cheaper than discarding.
         with self._finish_slots.held():
-            output = self._finisher.finish(record.job_id, video, prepared.checker, on_progress)
+            output = self._finisher.finish(record.job_id, video, prepared.checker, on_progress, prepared.inputs.spec)
         return output_to_json(output)
 
     def _generate(

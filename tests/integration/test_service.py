@@ -161,13 +161,13 @@ def test_watch_disconnect_does_not_cancel(service: ServiceProcess) -> None:
     assert not final.HasField("error")
 
 
-def test_endpoint_not_served_is_failed_precondition(service: ServiceProcess) -> None:
-    # LTX-2.3 has its API (validated here) but no pipeline yet: a valid request is refused, not queued.
+def test_uninstalled_camera_lora_is_failed_precondition(service: ServiceProcess) -> None:
+    # No camera LoRA directory is configured: a request for one is refused at Submit, not queued.
     example = json.loads((EXAMPLES / "ltx-2.3-22b-text-to-video-lora.json").read_text())
     with pytest.raises(grpc.RpcError) as caught:
-        service.submit("ltx-2.3-22b/text-to-video/lora", example)
+        service.submit("ltx-2.3-22b/text-to-video/lora", {**example, "camera_lora": "jib_up"})
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "ltx-2.3-22b/text-to-video/lora" in caught.value.details()
+    assert "camera_lora jib_up" in caught.value.details()
 
 
 def test_health_and_reflection(service: ServiceProcess) -> None:
@@ -208,6 +208,6 @@ def test_kill_9_loses_no_job(fresh_service: ServiceProcess) -> None:
         status = fresh_service.wait_completed(request_id, timeout_s=180)
         assert not status.HasField("error"), status.error
         output = fresh_service.stub.Result(pb.ResultRequest(request_id=request_id)).output.text_to_video
-        assert decode(download(output.video.url))[:3] == (9, 832, 480)
+        assert decode(download(output.video.url))[:3] == (9, 854, 480)  # 480p 16:9, the nominal frame
     logs = fresh_service.stub.Status(pb.StatusRequest(request_id=ids[0], logs=True)).logs
     assert any("re-queued" in line.message for line in logs)

@@ -118,7 +118,7 @@ def test_multiconditioning_through_triton(triton_service: ServiceProcess) -> Non
 
 
 def test_unserved_endpoint_is_failed_precondition(triton_service: ServiceProcess) -> None:
-    # LTX-2.3 has no pipeline on either engine: a valid request is refused, not queued.
+    # LTX-2.3 runs in process only (no Triton pipeline yet): on Triton a valid request is refused, not queued.
     example = json.loads((EXAMPLES / "ltx-2.3-22b-text-to-video-lora.json").read_text())
     with pytest.raises(grpc.RpcError) as caught:
         triton_service.submit(LTX2, example)

@@ -427,7 +427,7 @@ def test_transformer_model_takes_optional_stg_inputs(
 
     def infer(tensors: tuple[torch.Tensor, ...]) -> np.ndarray:
         request = []
-        for declared, tensor in zip(component.inputs, tensors):  # the optional STG inputs may be left out
+        for declared, tensor in zip(component.inputs, tensors, strict=False):  # the optional STG inputs may be left out
             array = tensor.numpy()
             request.append(grpcclient.InferInput(declared.name, list(array.shape), np_to_triton_dtype(array.dtype)))
             request[-1].set_data_from_numpy(array)

@@ -1,0 +1,68 @@
+"""Encoding and storing an endpoint's video when its spec chooses the container (LTX-2.3's
+`video_output_type`, `video_quality`, `video_write_mode`, `sync_mode`).
+
+`sync_mode`: the file is read back as a `data:` URI for the result and deleted from storage at once, so
+the service keeps no downloadable copy (the result itself lives in the job record until retention ends).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.domain.outputs import GeneratedVideo, StoredFile
+from service.domain.specs import VideoOutputType
+from service.media.container import AudioTrack, EncodeSettings, write_video
+from service.storage.factory import ResultStorage
+
+CHUNK_FRAMES = 16  # frames handed to the encoder at a time
+
+
+def chooses_container(spec: Any) -> bool:
+    return hasattr(spec, "output_type") and isinstance(spec.output_type, VideoOutputType)
+
+
+def encode_settings(spec: Any) -> EncodeSettings:
+    return EncodeSettings(spec.output_type, spec.video_quality, spec.video_write_mode)
+
+
+def stored_frame_rate(output_type: VideoOutputType, fps: float) -> float:
+    """The rate the file plays at: GIF delays are whole 1/100 s, so 24 fps is stored as 25."""
+    if output_type is VideoOutputType.GIF:
+        return 100 / max(1, round(100 / fps))
+    return fps
+
+
+def store_video(storage: ResultStorage, job_id: str, spec: Any, video: GeneratedVideo) -> StoredFile:
+    settings = encode_settings(spec)
+    path = storage.job_dir(job_id) / f"{job_id}{settings.container.extension}"
+    audio = None
+    if video.audio is not None and settings.output_type is not VideoOutputType.GIF:
+        audio = AudioTrack(video.audio, video.audio_sample_rate)
+    # Written under a temporary name and renamed when complete, as the MP4 path does.
+    partial = path.with_name(path.name + ".part")
+    write_video(partial, _chunks(video.frames), video.frame_rate, settings, audio)
+    os.replace(partial, path)
+    stored = storage.publish(job_id, path, settings.container.content_type)
+    if getattr(spec, "sync_mode", False):
+        stored = _inline(stored, path)
+        storage.delete(job_id)
+    return stored
+
+
+def _chunks(frames: np.ndarray) -> Any:
+    return (frames[i : i + CHUNK_FRAMES] for i in range(0, len(frames), CHUNK_FRAMES))
+
+
+def _inline(stored: StoredFile, path: Path) -> StoredFile:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return StoredFile(
+        url=f"data:{stored.content_type};base64,{data}",
+        content_type=stored.content_type,
+        file_name=stored.file_name,
+        file_size=stored.file_size,
+    )
