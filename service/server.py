@@ -167,6 +167,7 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
             readiness.reason,
             upload=lambda name: UploadWriter(storage, config.max_upload_bytes, name),
             max_media_bytes=config.media.max_bytes,
+            supports_loras=bool(getattr(engine, "applies_loras", True)),
             precondition=getattr(engine, "precondition_failure", None),
         )
         add_to_server(servicer, server)

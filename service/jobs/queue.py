@@ -174,15 +174,18 @@ class JobQueue:
         for task in self._tasks:
             task.cancel()
         for job_id in running:
-            if self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id):
-                self._store.add_log(job_id, f"{self.worker_id} stopped while running it; re-queued", "warning")
-                self._store.notify("new")
+            self._best_effort(functools.partial(self._requeue_on_stop, job_id))
         for flag in self._cancel_flags.values():
             flag.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             with contextlib.suppress(Exception):  # the store may be the reason we stop
                 await asyncio.to_thread(self._store.unregister_worker, self.worker_id)
+
+    def _requeue_on_stop(self, job_id: str) -> None:
+        if self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id):
+            self._store.add_log(job_id, f"{self.worker_id} stopped while running it; re-queued", "warning")
+            self._store.notify("new")
 
     async def drain(self, grace_s: float) -> None:
         """SIGTERM: take no new job; running jobs get `grace_s` to finish, then are cancelled and
