@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,7 +85,7 @@ def name_declared_axes(component: ExportableComponent, path: Path) -> None:
 
 
 def _paired(
-    declared: tuple[TensorDecl, ...], actual: list[onnx.ValueInfoProto], kind: str
+    declared: tuple[TensorDecl, ...], actual: Sequence[onnx.ValueInfoProto], kind: str
 ) -> list[tuple[TensorDecl, onnx.ValueInfoProto]]:
     names = [value.name for value in actual]
     if names != [tensor.name for tensor in declared]:

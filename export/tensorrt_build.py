@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from export.components import ExportableComponent
+from service.models.component_modules import torch_dtype_of
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +115,13 @@ class EngineRunner:
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         device_inputs = []  # kept alive until the stream is done
         for declared, tensor in zip(self.component.inputs, inputs, strict=True):
-            buffer = tensor.to("cuda", declared.dtype.torch).contiguous()
+            buffer = tensor.to("cuda", torch_dtype_of(declared.dtype)).contiguous()
             device_inputs.append(buffer)
             self.context.set_input_shape(declared.name, tuple(buffer.shape))
             self.context.set_tensor_address(declared.name, buffer.data_ptr())
         declared_output = self.component.outputs[0]
         shape = tuple(self.context.get_tensor_shape(declared_output.name))
-        output = torch.empty(shape, dtype=declared_output.dtype.torch, device="cuda")
+        output = torch.empty(shape, dtype=torch_dtype_of(declared_output.dtype), device="cuda")
         self.context.set_tensor_address(declared_output.name, output.data_ptr())
         stream = torch.cuda.current_stream()
         if not self.context.execute_async_v3(stream.cuda_stream):

@@ -148,6 +148,9 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     runs_jobs = config.role is not Role.GATEWAY
     if runs_jobs:
         engine = engine or create_engine(config)
+        # A first readiness probe, off the event loop: a Triton engine learns its repository's endpoints
+        # there (its `supports` never probes), so this worker claims only what the repository serves.
+        await asyncio.to_thread(engine.ready)
         served = [e.value for e in Endpoint if _supports(engine)(e)]
         runner = JobRunner(engine, storage, config)
         queue = JobQueue(store, config.queue, instrumented(runner), endpoints=served,
@@ -167,6 +170,7 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
             readiness.reason,
             upload=lambda name: UploadWriter(storage, config.max_upload_bytes, name),
             max_media_bytes=config.media.max_bytes,
+            supports_loras=bool(getattr(engine, "applies_loras", True)),
             precondition=getattr(engine, "precondition_failure", None),
         )
         add_to_server(servicer, server)

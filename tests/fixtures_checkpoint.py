@@ -65,12 +65,70 @@ def _decoder_block(match: re.Match[str]) -> str:
     return f"decoder.up_blocks.{2 * int(match[1]) + (1 if is_upsampler else 2)}."
 
 
-def original_checkpoint(transformer: torch.nn.Module, vae: torch.nn.Module) -> dict[str, torch.Tensor]:
+# A tiny VAE in the LTX-Video 0.9.5 / 0.9.7 layout (diffusers' `LTXVideo095DownBlock3D` encoder, the
+# config of Lightricks/LTX-Video-0.9.7-dev's vae/ with tiny widths). diffusers' single-file converter picks
+# its 0.9.5 key map only when the encoder's conv_out takes 2048 channels, as the real one does, so the last
+# encoder width is the real 2048; the level before it is 256 (a downsampler needs out <= 8 x in) and those
+# two levels have no res blocks, which keeps it at 2.7 M parameters.
+TINY_VAE_097_CONFIG: dict[str, object] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 8,
+    "block_out_channels": (8, 16, 32, 256, 2048),
+    "down_block_types": ("LTXVideo095DownBlock3D",) * 4,
+    "decoder_block_out_channels": (8, 16, 32),
+    "layers_per_block": (1, 1, 1, 0, 0),
+    "decoder_layers_per_block": (1, 1, 1, 1),
+    "spatio_temporal_scaling": (True, True, True, True),
+    "decoder_spatio_temporal_scaling": (True, True, True),
+    "decoder_inject_noise": (False, False, False, False),
+    "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+    "upsample_residual": (True, True, True),
+    "upsample_factor": (2, 2, 2),
+    "timestep_conditioning": True,
+    "patch_size": 4,
+    "patch_size_t": 1,
+    "encoder_causal": True,
+    "decoder_causal": False,
+}
+
+
+def original_vae_097_key(key: str) -> str:
+    """The 0.9.5+ layout: encoder blocks alternate res blocks (2i) and downsampler (2i + 1), mid block 8."""
+    if key.startswith("encoder."):
+        key = re.sub(
+            r"^encoder\.down_blocks\.(\d)\.resnets",
+            lambda m: f"encoder.down_blocks.{2 * int(m[1])}.resnets",
+            key,
+        )
+        key = re.sub(
+            r"^encoder\.down_blocks\.(\d)\.downsamplers\.0",
+            lambda m: f"encoder.down_blocks.{2 * int(m[1]) + 1}",
+            key,
+        )
+        key = key.replace("encoder.mid_block.", "encoder.down_blocks.8.")
+        for diffusers_name, original_name in _COMMON_RENAMES:
+            key = key.replace(diffusers_name, original_name)
+        return f"vae.{key}"
+    return original_vae_key(key)  # the decoder and the statistics are laid out as in 0.9.1
+
+
+def original_checkpoint(
+    transformer: torch.nn.Module, vae: torch.nn.Module, vae_layout: str = "0.9.1"
+) -> dict[str, torch.Tensor]:
+    vae_key = original_vae_097_key if vae_layout == "0.9.7" else original_vae_key
     state = {original_transformer_key(k): v for k, v in transformer.state_dict().items()}
-    state.update({original_vae_key(k): v for k, v in vae.state_dict().items()})
+    state.update({vae_key(k): v for k, v in vae.state_dict().items()})
+    if vae_layout == "0.9.7":
+        # What a real file carries besides the weights diffusers keeps (its converter drops them).
+        channels = vae.state_dict()["latents_mean"].shape[0]
+        state["vae.per_channel_statistics.channel"] = torch.arange(channels)
+        state["vae.per_channel_statistics.mean-of-stds"] = torch.ones(channels)
     return {k: v.contiguous().clone() for k, v in state.items()}
 
 
-def write_single_file(path: Path, transformer: torch.nn.Module, vae: torch.nn.Module) -> Path:
-    save_file(original_checkpoint(transformer, vae), str(path))
+def write_single_file(
+    path: Path, transformer: torch.nn.Module, vae: torch.nn.Module, vae_layout: str = "0.9.1"
+) -> Path:
+    save_file(original_checkpoint(transformer, vae, vae_layout), str(path))
     return path

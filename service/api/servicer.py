@@ -172,6 +172,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         upload: Callable[[str], UploadWriter] | None = None,
         *,
         max_media_bytes: int | None = None,
+        supports_loras: bool = True,
         precondition: Callable[[Any], str | None] | None = None,  # why a spec cannot run here, or None
     ) -> None:
         self._queue = queue
@@ -181,6 +182,7 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         self._unavailable = unavailable  # why the service cannot take jobs (cheap: no probe per request)
         self._rng = rng or random.SystemRandom()
         self._max_media_bytes = max_media_bytes
+        self._supports_loras = supports_loras
 
     @unary_guard
     async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> pb.SubmitResponse:
@@ -269,6 +271,8 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         endpoint = for_input(message).endpoint
         if not self._supports(endpoint):
             raise NotServed(f"endpoint {endpoint.value} is not served by this deployment")
+        if not self._supports_loras and any(lora.path for lora in getattr(message, "loras", ())):
+            raise NotServed("LoRAs are not supported by this deployment's engine (Triton); send no loras")
         reason = self._unavailable()
         if reason is not None:
             raise BackendUnavailable(f"the service cannot take jobs right now ({reason}); retry later")

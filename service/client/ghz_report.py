@@ -74,7 +74,7 @@ def histogram(sorted_ns: list[int]) -> list[dict[str, Any]] | None:
             bucket += 1
         counts[bucket] += 1
     n = len(sorted_ns)
-    return [{"mark": mark, "count": count, "frequency": count / n} for mark, count in zip(marks, counts)]
+    return [{"mark": mark, "count": count, "frequency": count / n} for mark, count in zip(marks, counts, strict=True)]
 
 
 def _distributions(results: list[CallResult]) -> tuple[dict[str, int], dict[str, int]]:

@@ -70,8 +70,11 @@ def uint8_from_unit(unit: torch.Tensor, *, consume: bool = False) -> torch.Tenso
     """[-1, 1] -> uint8 (the inverse of `unit_from_uint8`; out-of-range values clamp).
 
     With `consume` a float32 `unit` is overwritten in place instead of copied: a decoded 720p clip is
-    gigabytes in float, and the caller is done with it.
+    gigabytes in float, and the caller is done with it. Pixels already stored as uint8 (conditioning
+    videos are) pass through unchanged.
     """
+    if not unit.dtype.is_floating_point:
+        return unit
     scaled = unit.float()
     scaled = scaled.add_(1.0) if consume else scaled + 1.0
     return scaled.mul_(PIXEL_HALF_RANGE).round_().clamp_(0, 255).byte()

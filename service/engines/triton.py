@@ -59,7 +59,7 @@ StreamEvent = tuple[grpcclient.InferResult | None, InferenceServerException | No
 class TritonEngine:
     """The Engine Protocol over Triton's `ltx_pipeline` (see module docstring)."""
 
-    applies_loras = False  # ltx_pipeline refuses LoRAs (lora_load_failed): no file need be fetched
+    applies_loras = False  # ltx_pipeline refuses LoRAs: no file need be fetched, and Submit refuses them
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 
 from service.contract.frames import frames_to_generate, uint8_frames
+from service.domain.errors import ErrorType, JobError
 from service.domain.geometry import AspectRatio
 from service.domain.progress import Progress, ProgressCallback, Stage
 from service.domain.specs import (
@@ -77,8 +78,30 @@ def prepare_conditioning_inputs(
     spec = _resolve_size(spec, fetched)
     clip_frames = frames_to_generate(spec.num_frames)
     crf = spec.constant_rate_factor if isinstance(spec, DistilledMulticonditioningSpec) else 0
+    _check_decoded_budget(fetched, spec.width, spec.height, clip_frames, limits.max_decoded_bytes)
     media = tuple(_prepare_one(item, spec.width, spec.height, clip_frames, safety, crf) for item in fetched)
     return PreparedInputs(spec=spec, media=media)
+
+
+def _check_decoded_budget(
+    fetched: Sequence[_Fetched], width: int, height: int, clip_frames: int, budget: int
+) -> None:
+    """Fail fast, before decoding, when the inputs' frames (uint8, at the output size, at most the
+    frames each can use) would exceed `budget` bytes."""
+    total = 0
+    for item in fetched:
+        frames = 1
+        if isinstance(item.condition, VideoConditionSpec):
+            frames = max(1, clip_frames - item.condition.start_frame)
+            if item.condition.max_num_frames is not None:
+                frames = min(frames, item.condition.max_num_frames)
+        total += frames * width * height * 3
+        if total > budget:
+            raise JobError(
+                ErrorType.INPUT_FETCH_FAILED,
+                f"{item.field}: the conditioning inputs need up to {total} bytes of decoded frames at "
+                f"{width}x{height}, more than this service allows per request ({budget}, media.max_decoded_bytes)",
+            )
 
 
 def _fetch(
@@ -139,6 +162,7 @@ def decode_condition_video(
         max_frames=max_frames,
         legal_length=True,
         target_fps=fps,
+        dtype=torch.uint8,  # a quarter of float32; the VAE encode converts one video at a time
     )
 
 

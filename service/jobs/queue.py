@@ -139,6 +139,7 @@ class JobQueue:
         self._queue_version = 0
         self._work_available = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._wakeups: set[asyncio.Future[None]] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._drain_cancelled: set[str] = set()  # stopped by the drain, not the client: re-queue them
         self._stuck: dict[str, str] = {}  # worker name -> why it cannot take jobs right now
@@ -173,15 +174,18 @@ class JobQueue:
         for task in self._tasks:
             task.cancel()
         for job_id in running:
-            if self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id):
-                self._store.add_log(job_id, f"{self.worker_id} stopped while running it; re-queued", "warning")
-                self._store.notify("new")
+            self._best_effort(functools.partial(self._requeue_on_stop, job_id))
         for flag in self._cancel_flags.values():
             flag.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             with contextlib.suppress(Exception):  # the store may be the reason we stop
                 await asyncio.to_thread(self._store.unregister_worker, self.worker_id)
+
+    def _requeue_on_stop(self, job_id: str) -> None:
+        if self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id):
+            self._store.add_log(job_id, f"{self.worker_id} stopped while running it; re-queued", "warning")
+            self._store.notify("new")
 
     async def drain(self, grace_s: float) -> None:
         """SIGTERM: take no new job; running jobs get `grace_s` to finish, then are cancelled and
@@ -395,7 +399,9 @@ class JobQueue:
             self._job_versions[job_id] = self._job_versions.get(job_id, 0) + 1
         if kind in ("new", "state"):
             self._queue_version += 1
-        asyncio.ensure_future(self._wake_watchers())
+        wakeup = asyncio.ensure_future(self._wake_watchers())
+        self._wakeups.add(wakeup)  # a reference until it ran: the loop keeps only weak ones
+        wakeup.add_done_callback(self._wakeups.discard)
 
     async def _wake_watchers(self) -> None:
         async with self._changed:
@@ -513,7 +519,7 @@ class JobQueue:
     def _ended_here(self, job_id: str) -> bool:
         try:
             record = self._store.get(job_id)
-        except Exception:  # noqa: BLE001 (the store is unreachable: report the takeover as before)
+        except Exception:  # the store is unreachable: report the takeover as before
             return False
         return record is not None and record.state.finished and record.worker_id == self.worker_id
 

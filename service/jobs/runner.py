@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from service.config import ServiceConfig
+from service.domain.errors import Cancelled
 from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import spec_from_json
@@ -78,7 +79,9 @@ class JobRunner:
         finally:
             with self._lock:
                 self._before_accelerator.discard(record.job_id)
-        # No cancel check from here on: the frames exist, and finishing them is cheaper than discarding.
+        if is_cancelled():  # cancelled during the decode: the client was told CANCELLATION_REQUESTED
+            raise Cancelled("cancelled by the client")
+        # No cancel check from here on: once encoding starts, the job finishes.
         with self._finish_slots.held():
             output = self._finisher.finish(record.job_id, video, prepared.checker, on_progress, prepared.inputs.spec)
         return output_to_json(output)

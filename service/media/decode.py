@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import NamedTuple
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from service.contract.frames import legal_frames_at_most, unit_from_uint8
+from service.contract.frames import PIXEL_HALF_RANGE, legal_frames_at_most
 from service.domain.errors import ErrorType, JobError
 from service.media.fetch import FetchedMedia
 from service.media.sniff import MediaKind
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Refuse sources larger than this before decoding pixels (decompression bombs): 8K is 33 MP.
 MAX_SOURCE_PIXELS = 64 * 1024 * 1024
+DECODE_TIMEOUT_S = 120.0  # one input's decode; a pathological file fails instead of holding the worker
 _RESAMPLE = Image.Resampling.BICUBIC  # what Image.resize defaults to, and so what LTX's loader gets
 _EXIF_ORIENTATION = 0x0112
 _EXIF_QUARTER_TURNS = {5, 6, 7, 8}  # orientations that swap width and height
@@ -82,8 +85,18 @@ def _to_tensor(frames: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
 def pixels_from_frames(frames: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 [F, H, W, 3] -> [3, F, H, W] in [-1, 1]: every decoded input's pixels are exactly these values
     (the pixel convention of service/contract/frames.py)."""
-    stacked = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.uint8))
-    return unit_from_uint8(stacked.permute(3, 0, 1, 2).to(dtype)).contiguous()
+    stacked = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.uint8)).permute(3, 0, 1, 2)
+    if dtype == torch.uint8:  # kept as stored: a quarter of float32 (conditioning videos)
+        return stacked.contiguous()
+    out = torch.empty(stacked.shape, dtype=dtype)  # one allocation, scaled in place: 720p floats are 11 MB a frame
+    out.copy_(stacked)
+    return out.div_(PIXEL_HALF_RANGE).sub_(1.0)
+
+
+def _reason(exc: BaseException) -> str:
+    """The decoder's message without object reprs and memory addresses (noise, and a leak)."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(exc))
+    return re.sub(r"0x[0-9a-fA-F]{6,}", "", text)[:200]
 
 
 def _check_target(width: int, height: int) -> None:
@@ -101,7 +114,7 @@ def _open_image(data: bytes, field: str) -> Image.Image:
     except JobError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise _fail(field, f"cannot decode image: {exc}") from exc
+        raise _fail(field, f"cannot decode image: {_reason(exc)}") from exc
 
 
 def decode_image(
@@ -158,18 +171,22 @@ def decode_video(
     legal_length: bool = False,
     target_fps: float | None = None,
     dtype: torch.dtype = torch.float32,
+    decode_timeout_s: float | None = DECODE_TIMEOUT_S,
 ) -> torch.Tensor:
     """A video as [3, F, height, width] in [-1, 1], F <= max_frames (8k + 1 with `legal_length`)."""
     _check_target(width, height)
     if max_frames < 1:
         raise ValueError("max_frames must be at least 1")
-    kept: list[np.ndarray] = []
+    kept: list[np.ndarray] = []  # uint8 frames, only those used
+    deadline = time.monotonic() + decode_timeout_s if decode_timeout_s is not None else None
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             stream = _video_stream(container, field)
             wanted = _source_indices(_stream_fps(stream), target_fps)
             next_wanted = next(wanted)
             for source_index, frame in enumerate(container.decode(stream)):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise _fail(field, f"decoding took longer than the limit of {decode_timeout_s:g} s")
                 if next_wanted == source_index:
                     upright = _upright(frame)
                     aspect = _pixel_aspect(stream, int(frame.rotation or 0))
@@ -182,7 +199,7 @@ def decode_video(
     except JobError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise _fail(field, f"cannot decode video: {exc}") from exc
+        raise _fail(field, f"cannot decode video: {_reason(exc)}") from exc
     if not kept:
         raise _fail(field, "video has no frames")
     if legal_length:
@@ -206,15 +223,19 @@ def _probe_video(data: bytes, field: str) -> MediaInfo:
     except JobError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise _fail(field, f"cannot decode video: {exc}") from exc
+        raise _fail(field, f"cannot decode video: {_reason(exc)}") from exc
 
 
 def _probe_image(data: bytes, field: str) -> MediaInfo:
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
+        if image.width * image.height > MAX_SOURCE_PIXELS:
+            raise _fail(field, f"image of {image.width}x{image.height} is too large to decode")
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    except (OSError, ValueError) as exc:
-        raise _fail(field, f"cannot decode image: {exc}") from exc
+    except JobError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise _fail(field, f"cannot decode image: {_reason(exc)}") from exc
     width, height = image.size
     if orientation in _EXIF_QUARTER_TURNS:
         width, height = height, width

@@ -89,6 +89,9 @@ class FetchLimits:
     timeout_s: float = 60.0
     allow_private_networks: bool = False  # only for trusted deployments and tests
     max_redirects: int = 5
+    # Decoded conditioning frames (uint8) one request may hold: a request needing more fails before
+    # decoding, naming the input, instead of exhausting the machine's memory.
+    max_decoded_bytes: int = 8 * 1024**3
     # URLs the service issued itself (its Upload storage); allowed on private addresses. Set at start-up.
     trusted_prefixes: tuple[str, ...] = ()
 

@@ -78,4 +78,6 @@ def recompress(frames: torch.Tensor, crf: int) -> torch.Tensor:
         raise RuntimeError(f"H.264 round trip returned {decoded.shape[0]} of {num_frames} frames")
     restored = torch.from_numpy(decoded[:, :height, :width]).permute(3, 0, 1, 2)
     logger.debug("re-compressed %d frames of %dx%d at CRF %d", num_frames, width, height, crf)
+    if not frames.dtype.is_floating_point:  # uint8 in, uint8 out
+        return restored.contiguous().to(device=frames.device)
     return (restored.float() / 127.5 - 1.0).to(dtype=frames.dtype, device=frames.device)

@@ -80,7 +80,7 @@ def apply_fast_path(
 
 def wrap_forward(module: nn.Module, wrapper: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     """Replace `module.forward` (what `module(...)` calls) by `wrapper(current forward)`."""
-    module.forward = wrapper(module.forward)  # type: ignore[method-assign]
+    module.forward = wrapper(module.forward)
 
 
 def _with_sdpa_backends(backends: list[SDPBackend], inner: Callable[..., Any]) -> Callable[..., Any]:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
-from service.contract.frames import legal_frames_at_most
+from service.contract.frames import legal_frames_at_most, uint8_from_unit, unit_from_uint8
 from service.domain.errors import Cancelled
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.pipelines.components import Components, ModelGeometry
@@ -60,7 +60,9 @@ _EPS = 1e-6
 class ConditioningMedia:
     """Pixels that condition the output from `start_frame` on. An image is a 1-frame video."""
 
-    pixels: torch.Tensor  # [1, 3, F, H, W] in [-1, 1], at the size of the pass that uses it
+    # [1, 3, F, H, W] at the size of the pass that uses it: float in [-1, 1], or uint8 0-255 (videos: a
+    # quarter of the memory; `unit_pixels` converts one item at a time, when the VAE encodes it)
+    pixels: torch.Tensor
     start_frame: int  # output frame of the first pixel frame
     strength: float  # 0: no conditioning, 1: kept as given
 
@@ -119,22 +121,38 @@ def fit_to_clip(
     return replace(media, pixels=media.pixels[:, :, :keep])
 
 
+def unit_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels as float in [-1, 1], whether stored as float or as uint8 0-255 (conditioning videos)."""
+    if pixels.dtype.is_floating_point:
+        return pixels
+    return unit_from_uint8(pixels.to(torch.float32))
+
+
+_RESIZE_CHUNK_FRAMES = 16  # frames resized at once: bounds the float copy of a uint8 video
+
+
 def resize_media(media: ConditioningMedia, width: int, height: int) -> ConditioningMedia:
-    """`media` resized to `width` x `height` (e.g. the first pass of a multiscale pipeline)."""
+    """`media` resized to `width` x `height` (e.g. the first pass of a multiscale pipeline), in the dtype
+    it came in (uint8 videos a few frames at a time, so no float copy of the whole video exists)."""
     if media.pixels.shape[-2:] == (height, width):
         return media
     batch, channels, frames, _, _ = media.pixels.shape
     flat = media.pixels.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, *media.pixels.shape[-2:])
-    resized = F.interpolate(flat.float(), size=(height, width), mode="bilinear", antialias=True)
-    pixels = resized.reshape(batch, frames, channels, height, width).permute(0, 2, 1, 3, 4)
-    return replace(media, pixels=pixels.clamp(-1, 1).to(media.pixels.dtype))
+    chunks = []
+    for start in range(0, flat.shape[0], _RESIZE_CHUNK_FRAMES):
+        part = unit_pixels(flat[start : start + _RESIZE_CHUNK_FRAMES]).float()
+        resized = F.interpolate(part, size=(height, width), mode="bilinear", antialias=True).clamp(-1, 1)
+        floating = media.pixels.dtype.is_floating_point
+        chunks.append(resized.to(media.pixels.dtype) if floating else uint8_from_unit(resized))
+    pixels = torch.cat(chunks).reshape(batch, frames, channels, height, width).permute(0, 2, 1, 3, 4)
+    return replace(media, pixels=pixels)
 
 
 def encode_media(components: Components, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Pixels [1, 3, F, H, W] in [-1, 1] -> normalized latents [1, C, f, h, w] (float32 on `device`)."""
     if components.vae_encoder is None:
         raise ValueError("conditioning needs a VAE encoder component")
-    latents = components.vae_encoder.encode(pixels).to(device, torch.float32)
+    latents = components.vae_encoder.encode(unit_pixels(pixels)).to(device, torch.float32)
     return normalize(latents, components.geometry).to(device, torch.float32)
 
 

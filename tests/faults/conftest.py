@@ -1,4 +1,5 @@
-"""An in-process server on 127.0.0.1 with no job workers (accepted jobs only queue), for the API tests."""
+"""An in-process gateway on 127.0.0.1 (the full API, no engine and no job workers: accepted jobs only
+queue), for the API tests."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         port=0,
         http_port=0,
         data_dir=str(tmp_path_factory.mktemp("api")),
-        **{"queue.workers": 0, "queue.max_queued": 1_000_000, "media.max_bytes": 24 * 1024**2},
+        role="gateway",
+        **{"queue.max_queued": 1_000_000, "media.max_bytes": 24 * 1024**2},
     )
     loop = asyncio.new_event_loop()
     started: list[RunningService] = []

@@ -119,3 +119,26 @@ def test_a_data_uri_over_the_media_limit_is_invalid_argument_naming_the_field(ch
     violations = dict(field_violations(error))
     assert "images[0].image_url" in violations
     assert str(24 * 1024**2) in violations["images[0].image_url"]  # the bound (media.max_bytes)
+
+
+@pytest.mark.parametrize("rpc", ["Watch", "Generate"])
+def test_a_bug_inside_a_stream_is_internal_with_an_incident_id(
+    channel: grpc.Channel, running_server, monkeypatch: pytest.MonkeyPatch, rpc: str  # type: ignore[no-untyped-def]
+) -> None:
+    stub = pb_grpc.VideoGenerationStub(channel)
+    request = build_request("ltx-video-lora", _example("ltx-video-lora"))
+    job_id = stub.Submit(request, timeout=30).request_id
+
+    async def broken_follow(job_id: str):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in the queue")
+        yield  # an async generator, like the real one
+
+    monkeypatch.setattr(running_server.queue, "follow", broken_follow)
+    with pytest.raises(grpc.RpcError) as failure:
+        if rpc == "Watch":
+            list(stub.Watch(pb.WatchRequest(request_id=job_id), timeout=10))
+        else:
+            list(stub.Generate(request, timeout=10))
+    assert failure.value.code() is grpc.StatusCode.INTERNAL
+    assert "incident" in (failure.value.details() or "")
+    assert "RuntimeError" not in (failure.value.details() or "") and "a bug in" not in (failure.value.details() or "")

@@ -59,10 +59,21 @@ def _result_digest(data_dir: Path, request_id: str) -> str:
     return hashlib.sha256((data_dir / "results" / request_id / f"{request_id}.mp4").read_bytes()).hexdigest()
 
 
+def test_sigterm_lets_the_running_job_finish_and_stops_intake(tmp_path: Path) -> None:
+    """The default run's variant: one start, the drain with a long grace period."""
+    _drain_with_long_grace(tmp_path)
+
+
+@pytest.mark.slow
 def test_sigterm_drains_then_requeues_and_the_rerun_gives_the_same_bytes(tmp_path: Path) -> None:
-    # 1. A long grace period: the running job finishes and its result is stored, not thrown away.
+    reference = _drain_with_long_grace(tmp_path)
+    _short_grace_then_rerun(tmp_path, reference)
+
+
+def _drain_with_long_grace(tmp_path: Path) -> str:
+    """A long grace period: the running job finishes and its result is stored, not thrown away."""
     service = ServiceProcess(tmp_path, ["--shutdown-grace-s", "300"])
-    service.start()
+    service.start(timeout_s=300)
     try:
         finished = service.submit(T2V, JOB).request_id
         _wait_denoising(service, finished)
@@ -79,13 +90,15 @@ def test_sigterm_drains_then_requeues_and_the_rerun_gives_the_same_bytes(tmp_pat
         service.stop()
     record = _record(tmp_path, finished)
     assert record is not None and record.state is JobState.SUCCEEDED
-    reference = _result_digest(tmp_path, finished)
+    return _result_digest(tmp_path, finished)
 
-    # 2. A short grace period: the job is cancelled, re-queued without counting as a retry, and the
-    #    process is gone within grace + 5 s.
+
+def _short_grace_then_rerun(tmp_path: Path, reference: str) -> None:
+    """A short grace period: the job is cancelled, re-queued without counting as a retry, and the process
+    is gone within grace + 5 s; on restart it runs again, to the same bytes as the uninterrupted run."""
     grace_s = 1.0
     service = ServiceProcess(tmp_path, ["--shutdown-grace-s", str(grace_s)])
-    service.start()
+    service.start(timeout_s=300)
     try:
         requeued = service.submit(T2V, JOB).request_id
         _wait_denoising(service, requeued)
@@ -96,9 +109,8 @@ def test_sigterm_drains_then_requeues_and_the_rerun_gives_the_same_bytes(tmp_pat
     record = _record(tmp_path, requeued)
     assert record is not None and record.state is JobState.QUEUED and record.retries == 0
 
-    # 3. On restart the re-queued job runs again, to the same bytes as the uninterrupted run.
     service = ServiceProcess(tmp_path, [])
-    service.start()
+    service.start(timeout_s=300)
     try:
         service.wait_completed(requeued, timeout_s=300)
     finally:

@@ -208,6 +208,6 @@ def test_kill_9_loses_no_job(fresh_service: ServiceProcess) -> None:
         status = fresh_service.wait_completed(request_id, timeout_s=180)
         assert not status.HasField("error"), status.error
         output = fresh_service.stub.Result(pb.ResultRequest(request_id=request_id)).output.text_to_video
-        assert decode(download(output.video.url))[:3] == (9, 832, 480)
+        assert decode(download(output.video.url))[:3] == (9, 854, 480)  # 480p 16:9, the nominal frame
     logs = fresh_service.stub.Status(pb.StatusRequest(request_id=ids[0], logs=True)).logs
     assert any("re-queued" in line.message for line in logs)

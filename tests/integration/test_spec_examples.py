@@ -133,7 +133,7 @@ def test_text_to_video_example_as_written(example_service: ServiceProcess, tmp_p
     request = _example("ltx-video-lora")
     decoded = _run_cli(example_service, "ltx-video-lora", request, tmp_path)
     size = frame_size(Resolution(request["resolution"]), AspectRatio(request["aspect_ratio"]))
-    assert size == FrameSize(1280, 704)
+    assert size == FrameSize(1280, 720)
     _assert_video(decoded, request["number_of_frames"], size, request["frame_rate"])
 
 
@@ -146,7 +146,7 @@ def test_multiconditioning_example(
     decoded = _run_cli(example_service, "ltx-video-lora/multiconditioning", request, tmp_path)
     # aspect_ratio auto: the first image's 4:3 at 720p.
     size = size_for(Resolution(request["resolution"]), IMAGE_SIZE[0] / IMAGE_SIZE[1])
-    assert size == FrameSize(960, 704)
+    assert size == FrameSize(960, 720)
     _assert_video(decoded, request["number_of_frames"], size, request["frame_rate"])
 
 

@@ -259,7 +259,7 @@ def test_a_request_queued_inside_triton_gets_heartbeats_not_a_timeout(
         def run_second() -> None:
             try:
                 result.append(second.generate(SPEC, on_second_progress, never))
-            except BaseException as exc:  # noqa: BLE001 (reported by the assertions below)
+            except BaseException as exc:  # reported by the assertions below
                 result.append(exc)
 
         waiter = threading.Thread(target=run_second)
@@ -427,7 +427,7 @@ def test_transformer_model_takes_optional_stg_inputs(
 
     def infer(tensors: tuple[torch.Tensor, ...]) -> np.ndarray:
         request = []
-        for declared, tensor in zip(component.inputs, tensors):  # the optional STG inputs may be left out
+        for declared, tensor in zip(component.inputs, tensors, strict=False):  # the optional STG inputs may be left out
             array = tensor.numpy()
             request.append(grpcclient.InferInput(declared.name, list(array.shape), np_to_triton_dtype(array.dtype)))
             request[-1].set_data_from_numpy(array)

@@ -19,7 +19,10 @@ def test_every_endpoint_has_one_api_descriptor() -> None:
 @pytest.mark.parametrize("oneof", ["input", "output"])
 def test_oneof_fields_carry_the_descriptors_messages(oneof: str) -> None:
     container = pb.GenerationInput if oneof == "input" else pb.GenerationOutput
-    fields = {field.name: field.message_type.full_name for field in container.DESCRIPTOR.oneofs_by_name[oneof].fields}
+    fields = {}
+    for field in container.DESCRIPTOR.oneofs_by_name[oneof].fields:
+        assert field.message_type is not None
+        fields[field.name] = field.message_type.full_name
     declared = {
         entry.oneof_field: (entry.input_type if oneof == "input" else entry.output_type).DESCRIPTOR.full_name
         for entry in API_ENDPOINTS
@@ -46,5 +49,5 @@ def test_unknown_and_unrun_endpoints_are_refused_by_name() -> None:
     with pytest.raises(ValueError, match="no-such-endpoint"):
         api_endpoint("no-such-endpoint")
     assert api_endpoint("fal-ai/ltx-video-lora").endpoint is Endpoint.TEXT_TO_VIDEO
-    with pytest.raises(ValueError, match="no pipeline runs endpoint ltx-2.3"):
+    with pytest.raises(ValueError, match=r"no pipeline runs endpoint ltx-2.3"):
         pipeline_endpoint(Endpoint.LTX2_TEXT_TO_VIDEO)

@@ -138,7 +138,7 @@ def test_keyframe_bound_follows_validation() -> None:
     from service.pipelines.conditioning import DEFAULT_PREFIX_LATENT_FRAMES
 
     expected = MAX_IMAGE_CONDITIONS + MAX_VIDEO_CONDITIONS * DEFAULT_PREFIX_LATENT_FRAMES
-    assert CONDITIONING_KEYFRAME_LATENT_FRAMES == expected
+    assert expected == CONDITIONING_KEYFRAME_LATENT_FRAMES
 
 
 def test_parameters_and_shims() -> None:

@@ -72,11 +72,11 @@ def test_defaults_are_off_and_change_nothing(reference: torch.Tensor) -> None:
 
 
 def test_config_errors_name_the_field() -> None:
-    with pytest.raises(ValueError, match="fast_path.attention_backend: 'fastest'"):
+    with pytest.raises(ValueError, match=r"fast_path.attention_backend: 'fastest'"):
         FastPathConfig(attention_backend="fastest")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="fast_path.dtype"):
+    with pytest.raises(ValueError, match=r"fast_path.dtype"):
         FastPathConfig(dtype="int8")
-    with pytest.raises(ValueError, match="fast_path.compile"):
+    with pytest.raises(ValueError, match=r"fast_path.compile"):
         FastPathConfig(compile="false")  # type: ignore[arg-type]
 
 
@@ -91,7 +91,7 @@ def test_the_toml_section_and_the_triton_parameters(tmp_path) -> None:
     )
     assert parsed == FastPathConfig(fp8=True, attention_backend=AttentionBackend.CUDNN)
     assert fast_path_config_from({}) == FastPathConfig()
-    with pytest.raises(ValueError, match="fast_path.compile: 'yes' is not true or false"):
+    with pytest.raises(ValueError, match=r"fast_path.compile: 'yes' is not true or false"):
         fast_path_config_from({"fast_path.compile": "yes"})
 
 
@@ -178,7 +178,7 @@ def test_static_fp8_scales_come_from_a_calibration_call(reference: torch.Tensor)
 
 
 def test_cuda_graphs_refuse_a_cpu_model() -> None:
-    with pytest.raises(ValueError, match="fast_path.cuda_graphs needs a CUDA device"):
+    with pytest.raises(ValueError, match=r"fast_path.cuda_graphs needs a CUDA device"):
         fast_path.apply_fast_path(_transformer(), FastPathConfig(cuda_graphs=True))
 
 

@@ -155,10 +155,10 @@ def test_a_job_waiting_for_the_accelerator_is_cancelled_at_once(tmp_path: Path) 
     generated: list[int] = []
 
     class BlockingEngine(InterlockedStages):
-        def prepare(self, spec, on_progress, is_cancelled):  # type: ignore[no-untyped-def]
+        def prepare(self, spec, on_progress, is_cancelled):
             return PreparedJob(EndpointInputs(spec), checker=None)
 
-        def generate(self, inputs, loras, on_progress, is_cancelled):  # type: ignore[no-untyped-def]
+        def generate(self, inputs, loras, on_progress, is_cancelled):
             generated.append(inputs.spec.seed)
             release.wait(WAIT_S)
             frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)

@@ -139,5 +139,5 @@ def test_an_unplaceable_key_fails_the_job_naming_it(
 
 
 def test_a_module_without_its_up_weight_is_named() -> None:
-    with pytest.raises(LoraKeyError, match="to_q.lora_down.weight.*no lora_B/lora_up"):
+    with pytest.raises(LoraKeyError, match=r"to_q\.lora_down\.weight.*no lora_B/lora_up"):
         to_peft_weights({"to_q.lora_down.weight": torch.ones(2, 4)}, {"to_q"})

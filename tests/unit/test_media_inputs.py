@@ -25,6 +25,7 @@ from service.domain.specs import (
 )
 from service.inputs.media import PreparedInputs, prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
+from service.pipelines.conditioning import unit_pixels
 from service.safety.checker import SafetyChecker
 
 LIMITS = FetchLimits()
@@ -138,7 +139,8 @@ def test_target_fps_resamples_the_video() -> None:
     spec = dataclasses.replace(SPEC, aspect_ratio=AspectRatio.R1_1, width=64, height=64, videos=(video,))
     (media,) = _prepare(spec).media
     assert media.num_frames == 9  # 15 frames at 12 fps, of which 9 is the longest legal length
-    levels = ((media.pixels[0, :, :3].mean(dim=(0, 2, 3)) + 1) * 127.5).tolist()
+    assert media.pixels.dtype == torch.uint8  # videos are kept as uint8: a quarter of float32 (issue 8)
+    levels = ((unit_pixels(media.pixels)[0, :, :3].mean(dim=(0, 2, 3)) + 1) * 127.5).tolist()
     assert levels == pytest.approx([10, 20, 30], abs=3)
 
 
@@ -186,8 +188,8 @@ def _noise_png() -> str:
 
 
 def test_constant_rate_factor_recompresses_the_distilled_inputs() -> None:
-    raw = _prepare(_distilled(0)).media[0].pixels
-    compressed = _prepare(_distilled(40)).media[0].pixels
+    raw = unit_pixels(_prepare(_distilled(0)).media[0].pixels)
+    compressed = unit_pixels(_prepare(_distilled(40)).media[0].pixels)
     assert raw.shape == compressed.shape
     # Noise does not survive CRF 40: the mean error is many 8-bit steps (2/255 each).
     assert (raw - compressed).abs().mean() > 10 * 2 / 255
@@ -222,7 +224,26 @@ def test_extend_input_is_safety_checked() -> None:
     assert caught.value.message.startswith("video.video_url")
 
 
+def test_video_pixels_are_uint8_and_convert_to_the_same_values() -> None:
+    (media,) = _prepare(dataclasses.replace(SPEC, videos=(VideoConditionSpec(mp4_uri(12)),))).media
+    assert media.pixels.dtype == torch.uint8
+    unit = unit_pixels(media.pixels)
+    assert unit.dtype == torch.float32 and unit.min() >= -1 and unit.max() <= 1
+    assert torch.equal(((unit + 1) * 127.5).round().to(torch.uint8), media.pixels)
+
+
 def test_pixels_are_in_range_and_float() -> None:
     (media,) = _prepare(dataclasses.replace(SPEC, images=(ImageConditionSpec(png_uri(64, 64)),))).media
     assert media.pixels.dtype == torch.float32
     assert media.pixels.min() >= -1 and media.pixels.max() <= 1
+
+
+def test_inputs_whose_decoded_frames_exceed_the_budget_fail_before_decoding() -> None:
+    video = VideoConditionSpec(mp4_uri(12))
+    spec = dataclasses.replace(SPEC, aspect_ratio=AspectRatio.R1_1, width=64, height=64, videos=(video, video))
+    limits = dataclasses.replace(LIMITS, max_decoded_bytes=64 * 64 * 3 * 20)  # room for 20 frames, not 2 x 17
+    with pytest.raises(JobError) as caught:
+        prepare_conditioning_inputs(spec, limits, None, lambda _: None)
+    assert caught.value.error_type is ErrorType.INPUT_FETCH_FAILED
+    # The second video is the one that does not fit.
+    assert caught.value.message.startswith("videos[1].video_url: ") and "media.max_decoded_bytes" in caught.value.message

@@ -101,7 +101,7 @@ def test_a_200_token_prompt_is_not_cut_at_128() -> None:
 
 
 def test_unknown_dtype_is_a_config_error() -> None:
-    with pytest.raises(ValueError, match="model.dtype"):
+    with pytest.raises(ValueError, match=r"model.dtype"):
         loading.torch_dtype("float33")
 
 

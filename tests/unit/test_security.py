@@ -79,7 +79,7 @@ def test_signing_key_is_kept_across_restarts(tmp_path: Path) -> None:
 
 def test_half_configured_tls_is_refused() -> None:
     assert server_credentials(AuthConfig()) is None
-    with pytest.raises(ValueError, match="tls_cert_file and auth.tls_key_file"):
+    with pytest.raises(ValueError, match=r"tls_cert_file and auth.tls_key_file"):
         server_credentials(AuthConfig(tls_cert_file="/x.pem"))
     with pytest.raises(ValueError, match="tls_client_ca_file needs"):
         server_credentials(AuthConfig(tls_client_ca_file="/ca.pem"))

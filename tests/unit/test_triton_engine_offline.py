@@ -58,7 +58,7 @@ def test_unreachable_triton_fails_fast_with_runner_unavailable() -> None:
     engine = TritonEngine(ServiceConfig(triton_url=f"127.0.0.1:{free_port()}"), connect_timeout_s=2.0)
     started = time.monotonic()
 
-    with pytest.raises(RunnerUnavailable, match="127.0.0.1"):
+    with pytest.raises(RunnerUnavailable, match=r"127.0.0.1"):
         engine.generate(EndpointInputs(SPEC), (), lambda _: None, lambda: False)
 
     assert time.monotonic() - started < 10

@@ -112,7 +112,7 @@ def test_without_an_upsampler_directory_the_component_is_absent(
 
 def test_a_configured_upsampler_dir_that_does_not_exist_is_refused(tmp_path: Path) -> None:
     cfg = ModelConfig(preset=REAL_PRESET, upsampler_dir=str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="model.upsampler_dir"):
+    with pytest.raises(ValueError, match=r"model.upsampler_dir"):
         upsampler_models.upsampler_dir(cfg)
 
 

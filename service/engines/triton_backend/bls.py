@@ -44,7 +44,7 @@ class BlsModel:
         request = pb_utils.InferenceRequest(
             model_name=self.component.name,
             requested_output_names=self.component.output_names,
-            inputs=[_to_triton(tensor_decl, tensor) for tensor_decl, tensor in zip(declared, tensors)],
+            inputs=[_to_triton(tensor_decl, tensor) for tensor_decl, tensor in zip(declared, tensors, strict=True)],
         )
         response = request.exec()
         if response.has_error():

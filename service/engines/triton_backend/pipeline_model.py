@@ -177,7 +177,7 @@ class _TritonLogHandler(logging.Handler):
                 pb_utils.Logger.log_warn(message)
             else:
                 pb_utils.Logger.log_info(message)
-        except Exception:  # noqa: BLE001 (a log line must never fail a request)
+        except Exception:  # a log line must never fail a request
             self.handleError(record)
 
 

@@ -66,7 +66,7 @@ class Heartbeat:
             try:
                 if not self._sender.send(self._make_response()):
                     return
-            except Exception:  # noqa: BLE001 (the client is gone: the request thread finds out and ends)
+            except Exception:  # the client is gone: the request thread finds out and ends
                 return
 
 
