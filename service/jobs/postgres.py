@@ -50,7 +50,7 @@ class PostgresJobStore(SqlJobStore):
                 if version in applied:
                     continue
                 for sql in statements(Dialect.POSTGRES, version):
-                    conn.execute(sql)  # type: ignore[call-overload]  # our own constant SQL
+                    conn.execute(sql)  # our own constant SQL
                 conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
                 log.info("job store: applied schema migration %d", version)
 
@@ -59,7 +59,7 @@ class PostgresJobStore(SqlJobStore):
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[tuple[Any, ...]], int]:
         with self._pool.connection() as conn:
-            cur = conn.execute(sql.replace("?", "%s"), tuple(params))  # type: ignore[call-overload]
+            cur = conn.execute(sql.replace("?", "%s"), tuple(params))
             rows = cur.fetchall() if cur.description is not None else []
             return rows, cur.rowcount
 
