@@ -56,8 +56,13 @@ def _video_data_uri(frames: int, seed: int) -> str:
 def run_variant(width: int, height: int, frames: int, videos: int) -> dict[str, Any]:
     components = torch_bindings.load_components(ModelConfig())
     spec = spec_for(width, height, frames)
-    generate_distilled(components, dataclasses.replace(spec, width=64, height=64, num_frames=9), (),
-                       lambda _: None, lambda: False)  # warm-up
+    generate_distilled(
+        components,
+        dataclasses.replace(spec, width=64, height=64, num_frames=9),
+        (),
+        lambda _: None,
+        lambda: False,
+    )  # warm-up
     conditions = tuple(VideoConditionSpec(url=_video_data_uri(frames, i)) for i in range(videos))
     spec = dataclasses.replace(spec, videos=conditions)
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -89,8 +94,19 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = []
     for videos in (0, args.videos):
-        command = [sys.executable, "-m", "bench.conditioning_memory", "--width", str(args.width), "--height",
-                   str(args.height), "--frames", str(args.frames), "--child", str(videos)]
+        command = [
+            sys.executable,
+            "-m",
+            "bench.conditioning_memory",
+            "--width",
+            str(args.width),
+            "--height",
+            str(args.height),
+            "--frames",
+            str(args.frames),
+            "--child",
+            str(videos),
+        ]
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]))

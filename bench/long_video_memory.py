@@ -67,9 +67,7 @@ def run_length(num_frames: int, width: int, height: int, meters: bool) -> dict[s
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "num_frames": num_frames,
-        "chunks": len(
-            window_plan(latent_frame_count(num_frames), DistilledOptions().long_video)
-        ),
+        "chunks": len(window_plan(latent_frame_count(num_frames), DistilledOptions().long_video)),
         "seconds": seconds,
         "peak_rss_mib": peak_kib / 1024,
         "rss_rise_mib": (peak_kib - baseline_kib) / 1024,

@@ -44,7 +44,9 @@ def main() -> None:
     print(f"transformer parameters: {params / 1e9:.3f} B")
     for label, (height, width) in {"stage 1 640x352": (352, 640), "stage 2 1280x704": (704, 1280)}.items():
         tokens = LATENT_FRAMES * (height // 32) * (width // 32)
-        print(f"{label}: {tokens} video tokens, {forward_flops(transformer, height, width) / 1e12:.1f} TFLOP/forward")
+        print(
+            f"{label}: {tokens} video tokens, {forward_flops(transformer, height, width) / 1e12:.1f} TFLOP/forward"
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from service.domain.progress import Progress
 from service.domain.specs import Acceleration
 from service.jobs.ltx2_output import store_video
 from service.models.ltx2 import build_tiny_ltx2
-from service.models.ltx2_loras import ActiveAdapter, DISTILLED, install_distilled, set_stage_adapters
+from service.models.ltx2_loras import DISTILLED, ActiveAdapter, install_distilled, set_stage_adapters
 from service.pipelines.ltx2.text_to_video import generate_ltx2, ltx2_helper_pipeline
 from service.prompting.ltx2_gemma import ResidentGemmaExpander
 from service.storage.local import LocalStorage
@@ -38,7 +38,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     message = json_format.ParseDict(json.loads(EXAMPLE.read_text()), pb.Ltx2TextToVideoInput())
-    spec = dataclasses.replace(to_spec(message, rng=random.Random(0)), acceleration=Acceleration(args.acceleration))
+    spec = dataclasses.replace(
+        to_spec(message, rng=random.Random(0)), acceleration=Acceleration(args.acceleration)
+    )
     models = build_tiny_ltx2(0)
     pipe = ltx2_helper_pipeline(models)
     install_distilled(pipe, models, 0)
@@ -53,8 +55,12 @@ def main() -> None:
         if not marks or marks[-1][0] != label:
             marks.append((label, time.perf_counter()))
 
-    active = [ActiveAdapter(DISTILLED, spec.distill_lora_first_pass_scale, spec.distill_lora_second_pass_scale)]
-    video = generate_ltx2(models, spec, progress, lambda: False, lambda s: set_stage_adapters(models, active, s))
+    active = [
+        ActiveAdapter(DISTILLED, spec.distill_lora_first_pass_scale, spec.distill_lora_second_pass_scale)
+    ]
+    video = generate_ltx2(
+        models, spec, progress, lambda: False, lambda s: set_stage_adapters(models, active, s)
+    )
     marks.append(("generated", time.perf_counter()))
     with tempfile.TemporaryDirectory() as directory:
         store_video(LocalStorage(Path(directory), "http://x"), "bench", spec, video)

@@ -35,8 +35,15 @@ from service.jobs.store import SqliteJobStore
 from tests.integration.external_servers import PostgresServer, postgres_bin_dir
 from tests.integration.service_process import ServiceProcess
 
-SMALL = {"prompt": "a red ball", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
-         "number_of_steps": 2, "frame_rate": 12, "seed": 7}
+SMALL = {
+    "prompt": "a red ball",
+    "resolution": "480p",
+    "aspect_ratio": "1:1",
+    "number_of_frames": 9,
+    "number_of_steps": 2,
+    "frame_rate": 12,
+    "seed": 7,
+}
 REQUESTS_PER_LEVEL = 640
 
 
@@ -72,8 +79,10 @@ def bench_submit(name: str, args: list[str], root: Path) -> None:
     try:
         for clients in (1, 16, 64):
             rate, lat = asyncio.run(submit_load(gateway.grpc_port, clients, REQUESTS_PER_LEVEL))
-            print(f"| {name} | {clients} | {rate:.0f} | {pct(lat, 0.5) * 1e3:.1f} | {pct(lat, 0.99) * 1e3:.1f} |",
-                  flush=True)
+            print(
+                f"| {name} | {clients} | {rate:.0f} | {pct(lat, 0.5) * 1e3:.1f} | {pct(lat, 0.99) * 1e3:.1f} |",
+                flush=True,
+            )
     finally:
         gateway.stop()
 
@@ -114,8 +123,12 @@ def bench_claim(name: str, submitter: SqlJobStore, claimer: SqlJobStore, jobs: i
 
 
 def bench_watch_fanout(database_url: str, root: Path, streams: int = 200) -> None:
-    gateways = [ServiceProcess(root / f"fan-{i}", ["--role", "gateway", "--database-url", database_url,
-                                                   "--max-queued", "100000"]) for i in range(2)]
+    gateways = [
+        ServiceProcess(
+            root / f"fan-{i}", ["--role", "gateway", "--database-url", database_url, "--max-queued", "100000"]
+        )
+        for i in range(2)
+    ]
     for g in gateways:
         g.data_dir.mkdir(parents=True)
         g.start(timeout_s=120)
@@ -125,7 +138,9 @@ def bench_watch_fanout(database_url: str, root: Path, streams: int = 200) -> Non
         first_event = threading.Barrier(streams + 1, timeout=120)
 
         def watch(gateway: ServiceProcess, request_id: str) -> None:
-            for index, event in enumerate(gateway.stub.Watch(pb.WatchRequest(request_id=request_id), timeout=300)):
+            for index, event in enumerate(
+                gateway.stub.Watch(pb.WatchRequest(request_id=request_id), timeout=300)
+            ):
                 if index == 0:
                     first_event.wait()
                 if event.status == pb.COMPLETED:
@@ -142,8 +157,11 @@ def bench_watch_fanout(database_url: str, root: Path, streams: int = 200) -> Non
         for t in threads:
             t.join(timeout=300)
         lags = [ended[r] - t0 for r in ids if r in ended]
-        print(f"| {streams} streams, 2 gateways | {len(lags)} | {cancelled:.2f} | {statistics.median(lags):.2f} | "
-              f"{max(lags):.2f} |", flush=True)
+        print(
+            f"| {streams} streams, 2 gateways | {len(lags)} | {cancelled:.2f} | {statistics.median(lags):.2f} | "
+            f"{max(lags):.2f} |",
+            flush=True,
+        )
     finally:
         for g in gateways:
             g.stop()
@@ -172,7 +190,9 @@ def main() -> None:
         for store in stores:
             store.close()
 
-        print("\n| Watch fan-out | streams ended | cancel loop (s) | p50 to end (s) | max (s) |\n|---|---|---|---|---|")
+        print(
+            "\n| Watch fan-out | streams ended | cancel loop (s) | p50 to end (s) | max (s) |\n|---|---|---|---|---|"
+        )
         bench_watch_fanout(pg.create_database(f"fan_{uuid.uuid4().hex[:6]}"), root)
     finally:
         pg.stop()

@@ -31,8 +31,14 @@ from service.media.encode import encode_mp4
 from tests.integration.service_process import ServiceProcess
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "tests/data/spec_examples/ltx-video-lora.json"
-SMALL = {"prompt": "a red ball rolling", "resolution": "480p", "aspect_ratio": "16:9", "number_of_frames": 25,
-         "number_of_steps": 8, "seed": 3}
+SMALL = {
+    "prompt": "a red ball rolling",
+    "resolution": "480p",
+    "aspect_ratio": "16:9",
+    "number_of_frames": 25,
+    "number_of_steps": 8,
+    "seed": 3,
+}
 
 
 @dataclass(frozen=True)
@@ -84,14 +90,18 @@ def main() -> None:
             served = {name: service_latency(service, req, args.repeats) for name, req in cases.items()}
         finally:
             service.stop()
-    print("| request | pipeline (s) | + H.264 encode (s) | through the service (s) | service / pipeline "
-          "| rest: queue, gRPC, storage, HTTP (s) |")
+    print(
+        "| request | pipeline (s) | + H.264 encode (s) | through the service (s) | service / pipeline "
+        "| rest: queue, gRPC, storage, HTTP (s) |"
+    )
     print("|---|---|---|---|---|---|")
     for name in cases:
         b, total = bare[name], served[name]
         rest = total - b.pipeline_s - b.encode_s
-        print(f"| {name} | {b.pipeline_s:.2f} | {b.encode_s:.2f} | {total:.2f} | {total / b.pipeline_s:.2f}x "
-              f"| {rest:.2f} |")
+        print(
+            f"| {name} | {b.pipeline_s:.2f} | {b.encode_s:.2f} | {total:.2f} | {total / b.pipeline_s:.2f}x "
+            f"| {rest:.2f} |"
+        )
 
 
 if __name__ == "__main__":

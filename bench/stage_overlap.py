@@ -167,12 +167,18 @@ def main() -> None:
         http.shutdown()
     gaps, engine = busy.gaps(), busy.busy()
     engine_median = statistics.median(engine)
-    print(f"load average {os.getloadavg()[0]:.1f}; {args.jobs} jobs, {args.frames} frames, {args.steps} steps")
-    print("| code | engine time per job, median (s) | idle gap median (s) | idle gap p95 (s) "
-          "| gap / engine time | burst through the service (s) | bare engine back to back (s) | ratio |")
+    print(
+        f"load average {os.getloadavg()[0]:.1f}; {args.jobs} jobs, {args.frames} frames, {args.steps} steps"
+    )
+    print(
+        "| code | engine time per job, median (s) | idle gap median (s) | idle gap p95 (s) "
+        "| gap / engine time | burst through the service (s) | bare engine back to back (s) | ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {args.label} | {engine_median:.2f} | {statistics.median(gaps):.3f} | {p95(gaps):.3f} "
-          f"| {statistics.median(gaps) / engine_median:.1%} | {wall:.2f} | {bare:.2f} | {wall / bare:.2f}x |")
+    print(
+        f"| {args.label} | {engine_median:.2f} | {statistics.median(gaps):.3f} | {p95(gaps):.3f} "
+        f"| {statistics.median(gaps) / engine_median:.1%} | {wall:.2f} | {bare:.2f} | {wall / bare:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

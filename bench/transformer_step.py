@@ -81,7 +81,9 @@ def main() -> int:
         rows = {"PyTorch eager (bf16)": cuda_ms(lambda: module(*inputs), args.repeats),
                 "TensorRT plan (bf16)": cuda_ms(lambda: runner(*inputs), args.repeats)}  # fmt: skip
     if args.triton_url:
-        rows["through Triton (gRPC)"] = cuda_ms(triton_step(args.triton_url, component.input_names, inputs), 5)
+        rows["through Triton (gRPC)"] = cuda_ms(
+            triton_step(args.triton_url, component.input_names, inputs), 5
+        )
     eager = rows["PyTorch eager (bf16)"]
     print(f"| transformer step, {torch.cuda.get_device_name()}, {tuple(SPEC_EXAMPLE_STEP)} | ms | vs eager |")
     print("|---|---|---|")

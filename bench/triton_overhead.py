@@ -28,18 +28,32 @@ from service.engines.tritonserver_process import TritonServerProcess
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 CASES = {
-    "480p 1:1, 9 frames, 2 steps": {"resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
-                                     "number_of_steps": 2},
-    "480p 16:9, 25 frames, 8 steps": {"resolution": "480p", "aspect_ratio": "16:9", "number_of_frames": 25,
-                                      "number_of_steps": 8},
-    "720p 16:9, 89 frames, 30 steps": {"resolution": "720p", "aspect_ratio": "16:9", "number_of_frames": 89,
-                                       "number_of_steps": 30},
+    "480p 1:1, 9 frames, 2 steps": {
+        "resolution": "480p",
+        "aspect_ratio": "1:1",
+        "number_of_frames": 9,
+        "number_of_steps": 2,
+    },
+    "480p 16:9, 25 frames, 8 steps": {
+        "resolution": "480p",
+        "aspect_ratio": "16:9",
+        "number_of_frames": 25,
+        "number_of_steps": 8,
+    },
+    "720p 16:9, 89 frames, 30 steps": {
+        "resolution": "720p",
+        "aspect_ratio": "16:9",
+        "number_of_frames": 89,
+        "number_of_steps": 30,
+    },
 }
 
 
 def median_latency(engine: object, request: dict[str, object], repeats: int) -> float:
-    spec = to_spec(input_from_json("ltx-video-lora", {"prompt": "a red ball", "seed": 5, **request}),
-                   rng=random.Random(0))
+    spec = to_spec(
+        input_from_json("ltx-video-lora", {"prompt": "a red ball", "seed": 5, **request}),
+        rng=random.Random(0),
+    )
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

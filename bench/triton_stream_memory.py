@@ -68,7 +68,9 @@ def peak_mib(process: psutil.Process) -> float:
     raise RuntimeError(f"no VmHWM for {process.pid}")
 
 
-def run_one(service: ServiceProcess, tracked: dict[str, psutil.Process], frames: int, steps: int) -> dict[str, float]:
+def run_one(
+    service: ServiceProcess, tracked: dict[str, psutil.Process], frames: int, steps: int
+) -> dict[str, float]:
     for process in tracked.values():
         reset_peak(process)
     started = time.perf_counter()
@@ -110,7 +112,9 @@ def main() -> None:
             server.stop()
     names = list(next(iter(rows.values())))
     print(f"load average {os.getloadavg()[0]:.1f}")
-    print("| frames (720p) | " + " | ".join(f"{n} (MiB)" if n != "wall_s" else "wall (s)" for n in names) + " |")
+    print(
+        "| frames (720p) | " + " | ".join(f"{n} (MiB)" if n != "wall_s" else "wall (s)" for n in names) + " |"
+    )
     print("|---" * (len(names) + 1) + "|")
     for frames, row in rows.items():
         print(f"| {frames} | " + " | ".join(f"{row[n]:.0f}" for n in names) + " |")

@@ -49,12 +49,12 @@ def calibration_data(
     return feeds
 
 
-def quantize_fp8(
-    component: ExportableComponent, models: LoadedModels, fp32_onnx: Path, out: Path
-) -> Path:
+def quantize_fp8(component: ExportableComponent, models: LoadedModels, fp32_onnx: Path, out: Path) -> Path:
     """Write the FP8 Q/DQ graph of `fp32_onnx` to `out`, calibrated on the component's samples."""
     if component.name not in FP8_COMPONENTS:
-        raise ValueError(f"fp8 is for the GEMM-heavy components {sorted(FP8_COMPONENTS)}, not {component.name}")
+        raise ValueError(
+            f"fp8 is for the GEMM-heavy components {sorted(FP8_COMPONENTS)}, not {component.name}"
+        )
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError as missing:
@@ -84,6 +84,7 @@ def count_fp8_quantizers(onnx_path: Path) -> int:
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     fp8_initializers = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT8E4M3FN}
     return sum(
-        1 for node in graph.node
+        1
+        for node in graph.node
         if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in fp8_initializers
     )

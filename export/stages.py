@@ -152,7 +152,9 @@ class ExportStages:
 
         precision = self.precision_for(component)
         onnx_path = self.onnx(component, precision)
-        plan = self.key_dir / "engines" / f"{component.name}.{precision.value}.{_profile_hash(component)}.plan"
+        plan = (
+            self.key_dir / "engines" / f"{component.name}.{precision.value}.{_profile_hash(component)}.plan"
+        )
 
         def produce() -> None:
             build_engine(component, onnx_path, plan, self._timing_cache(), workspace_gib)

@@ -272,6 +272,7 @@ def _with_paths_under_data_dir(config: ServiceConfig) -> ServiceConfig:
     cache = Path(config.lora.cache_dir)
     if cache.is_absolute():
         return config
-    lora = dataclasses.replace(config.lora, cache_dir=str(Path(config.data_dir) / cache),
-                               local_roots=tuple(config.lora.local_roots))
+    lora = dataclasses.replace(
+        config.lora, cache_dir=str(Path(config.data_dir) / cache), local_roots=tuple(config.lora.local_roots)
+    )
     return dataclasses.replace(config, lora=lora)

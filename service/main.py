@@ -28,27 +28,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--triton-url", help="Triton gRPC address HOST:PORT (with --engine triton)")
     p.add_argument("--preset", help="model preset: tiny (default) or ltx-video-0.9.7")
     p.add_argument("--model-dir", help="local checkpoint directory (diffusers layout) for real presets")
-    p.add_argument("--ltx2-preset", help="LTX-2.3 family: tiny-ltx2 (default), ltx-2.3 (with --ltx2-model-dir) or none")
+    p.add_argument(
+        "--ltx2-preset", help="LTX-2.3 family: tiny-ltx2 (default), ltx-2.3 (with --ltx2-model-dir) or none"
+    )
     p.add_argument("--ltx2-model-dir", help="local LTX-2.3 checkpoint directory (diffusers layout)")
-    p.add_argument("--device", help="where the in-process engine runs the model: cpu (default), cuda, cuda:1, ...")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                   help="model precision (default float32, for the tiny preset; real weights: bfloat16 on a GPU)")
+    p.add_argument(
+        "--device", help="where the in-process engine runs the model: cpu (default), cuda, cuda:1, ..."
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="model precision (default float32, for the tiny preset; real weights: bfloat16 on a GPU)",
+    )
     p.add_argument("--workers", type=int, help="jobs run at once")
     p.add_argument("--max-queued", type=int, help="queued jobs before Submit answers RESOURCE_EXHAUSTED")
     p.add_argument("--retention-s", type=float, help="how long finished jobs and results are kept")
     p.add_argument("--shutdown-grace-s", type=float, help="SIGTERM: seconds running jobs get to finish")
     p.add_argument("--max-retries", type=int, help="re-runs of an interrupted job before it fails")
-    p.add_argument("--role", choices=["all", "gateway", "worker"],
-                   help="all (default: one process), gateway (API only) or worker (runs jobs)")
-    p.add_argument("--database-url", default=os.environ.get("LTX_DATABASE_URL"),
-                   help="job store: postgresql://USER:PASS@HOST/DB (env LTX_DATABASE_URL); default SQLite in data-dir")
-    p.add_argument("--storage-url", default=os.environ.get("LTX_STORAGE_URL"),
-                   help="results: s3://BUCKET/PREFIX (env LTX_STORAGE_URL; credentials from the AWS_* chain)")
-    p.add_argument("--s3-endpoint-url", default=os.environ.get("LTX_S3_ENDPOINT_URL"),
-                   help="S3-compatible endpoint, e.g. http://minio:9000 (env LTX_S3_ENDPOINT_URL)")
-    p.add_argument("--webhook-signing-key-file", default=os.environ.get("LTX_WEBHOOK_SIGNING_KEY_FILE"),
-                   help="Ed25519 private key (PEM) signing webhooks; the same file on every replica "
-                        "(env LTX_WEBHOOK_SIGNING_KEY_FILE; default data-dir/webhook_key.pem, created)")
+    p.add_argument(
+        "--role",
+        choices=["all", "gateway", "worker"],
+        help="all (default: one process), gateway (API only) or worker (runs jobs)",
+    )
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("LTX_DATABASE_URL"),
+        help="job store: postgresql://USER:PASS@HOST/DB (env LTX_DATABASE_URL); default SQLite in data-dir",
+    )
+    p.add_argument(
+        "--storage-url",
+        default=os.environ.get("LTX_STORAGE_URL"),
+        help="results: s3://BUCKET/PREFIX (env LTX_STORAGE_URL; credentials from the AWS_* chain)",
+    )
+    p.add_argument(
+        "--s3-endpoint-url",
+        default=os.environ.get("LTX_S3_ENDPOINT_URL"),
+        help="S3-compatible endpoint, e.g. http://minio:9000 (env LTX_S3_ENDPOINT_URL)",
+    )
+    p.add_argument(
+        "--webhook-signing-key-file",
+        default=os.environ.get("LTX_WEBHOOK_SIGNING_KEY_FILE"),
+        help="Ed25519 private key (PEM) signing webhooks; the same file on every replica "
+        "(env LTX_WEBHOOK_SIGNING_KEY_FILE; default data-dir/webhook_key.pem, created)",
+    )
     p.add_argument("--worker-id", help="this worker's name in leases and logs (default: random)")
     p.add_argument("--lease-s", type=float, help="a running job's lease; silent workers lose jobs after it")
     p.add_argument("--heartbeat-s", type=float, help="how often workers renew leases and sweep the queue")

@@ -93,7 +93,9 @@ class RunningService:
         log.info("stopped")
 
 
-async def set_readiness(health_servicer: health.aio.HealthServicer, *, serving: bool, reason: str | None) -> None:
+async def set_readiness(
+    health_servicer: health.aio.HealthServicer, *, serving: bool, reason: str | None
+) -> None:
     """Set every health name that follows readiness; the reason goes to the log."""
     status = _SERVING if serving else _NOT_SERVING
     for name in FOLLOWING_READINESS:
@@ -141,7 +143,9 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     store = await asyncio.to_thread(open_store, config)
     signer = webhook_signer(config)
     url_signer = UrlSigner.from_file(
-        config.auth.url_signing_key_file, config.auth.result_url_ttl_s, Path(config.data_dir) / "url-signing.key"
+        config.auth.url_signing_key_file,
+        config.auth.result_url_ttl_s,
+        Path(config.data_dir) / "url-signing.key",
     )
     storage, http = open_storage(config, jwks_file(config, signer), url_signer)
     config = trust_own_uploads(config, storage.upload_url_prefix())
@@ -153,9 +157,15 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
         await asyncio.to_thread(engine.ready)
         served = [e.value for e in Endpoint if _supports(engine)(e)]
         runner = JobRunner(engine, storage, config)
-        queue = JobQueue(store, config.queue, instrumented(runner), endpoints=served,
-                         worker_id=config.queue.worker_id, workers=runner.max_in_flight,
-                         before_accelerator=runner.before_accelerator)
+        queue = JobQueue(
+            store,
+            config.queue,
+            instrumented(runner),
+            endpoints=served,
+            worker_id=config.queue.worker_id,
+            workers=runner.max_in_flight,
+            before_accelerator=runner.before_accelerator,
+        )
     else:
         queue = JobQueue(store, config.queue, None)
     gateway_endpoints = GatewayEndpoints(store) if engine is None else None
@@ -181,20 +191,44 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     port = _listen(server, config)
     await server.start()
     admin_server, admin_port = await _start_admin(config, health_servicer)
-    metrics_port = metrics.serve_metrics(config.host, config.metrics.port) if config.metrics.port is not None else None
+    metrics_port = (
+        metrics.serve_metrics(config.host, config.metrics.port) if config.metrics.port is not None else None
+    )
     await queue.start()
     probe: Callable[[], bool] = gateway_endpoints.refresh if gateway_endpoints else engine.ready  # type: ignore[union-attr]
     tasks = [
         asyncio.create_task(_report_health(probe, health_servicer, readiness, queue)),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
         asyncio.create_task(
-            WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media).run_forever()
+            WebhookDispatcher(
+                store, config.webhooks, signer, events.webhook_payload, config.media
+            ).run_forever()
         ),
     ]
-    log.info("%s serving gRPC on %s:%d (admin %s, metrics %s), results at %s", config.role, config.host, port,
-             admin_port, metrics_port, storage.describe())
-    return RunningService(port, http.port, server, queue, tasks, http, store, health_servicer, readiness, config,
-                          admin_server, admin_port, metrics_port)
+    log.info(
+        "%s serving gRPC on %s:%d (admin %s, metrics %s), results at %s",
+        config.role,
+        config.host,
+        port,
+        admin_port,
+        metrics_port,
+        storage.describe(),
+    )
+    return RunningService(
+        port,
+        http.port,
+        server,
+        queue,
+        tasks,
+        http,
+        store,
+        health_servicer,
+        readiness,
+        config,
+        admin_server,
+        admin_port,
+        metrics_port,
+    )
 
 
 def _interceptors(config: ServiceConfig) -> list[grpc.aio.ServerInterceptor]:
@@ -280,7 +314,10 @@ class GatewayEndpoints:
 
 
 async def _report_health(
-    probe: Callable[[], bool], health_servicer: health.aio.HealthServicer, readiness: Readiness, queue: JobQueue
+    probe: Callable[[], bool],
+    health_servicer: health.aio.HealthServicer,
+    readiness: Readiness,
+    queue: JobQueue,
 ) -> None:
     """SERVING while the engine can take jobs (e.g. Triton reachable; for a gateway: the store answers)
     and a worker is free of store failures; NOT_SERVING, with the reason logged, otherwise. The drain

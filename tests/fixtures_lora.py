@@ -63,7 +63,9 @@ def write_kohya_lora(path: Path, weights: dict[str, torch.Tensor], alpha: float,
 
 
 @contextmanager
-def applied_loras(transformer: torch.nn.Module, loras: Sequence[LoraSpec], cfg: ServiceLoraConfig) -> Iterator[None]:
+def applied_loras(
+    transformer: torch.nn.Module, loras: Sequence[LoraSpec], cfg: ServiceLoraConfig
+) -> Iterator[None]:
     """The prepare stage's fetch, then the generate stage's application, as a job runs them."""
     with model_lora.applied_loras(transformer, fetch_loras(loras, cfg)):  # type: ignore[arg-type]
         yield

@@ -60,14 +60,19 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         key = self._ring.identify(token) if token else None
         submits = details.method in SUBMIT_METHODS
         return rewrap(
-            handler, lambda inner: self._unary(inner, key, submits), lambda inner: self._stream(inner, key, submits)
+            handler,
+            lambda inner: self._unary(inner, key, submits),
+            lambda inner: self._stream(inner, key, submits),
         )
 
-    async def _check(self, key: ApiKey | None, request: Any, context_: grpc.aio.ServicerContext, submits: bool) -> None:
+    async def _check(
+        self, key: ApiKey | None, request: Any, context_: grpc.aio.ServicerContext, submits: bool
+    ) -> None:
         if key is None:
             metrics.AUTH_CHECKS.labels("", "unauthenticated").inc()
             await context_.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "missing or unknown API key (metadata authorization: Bearer <key>)"
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or unknown API key (metadata authorization: Bearer <key>)",
             )
         assert key is not None
         api_key_name_var.set(key.name)

@@ -23,7 +23,6 @@ _STATUS = {
 }
 
 
-
 def timestamp(seconds: float | None) -> Timestamp | None:
     if seconds is None:
         return None
@@ -63,7 +62,9 @@ def webhook_delivery(record: JobRecord, delivery: dict[str, Any] | None) -> pb.W
     if delivery is None:
         return pb.WebhookDelivery(url=record.webhook_url, state="waiting")
     return pb.WebhookDelivery(
-        url=delivery["url"], state=delivery["state"], attempts=delivery["attempts"],
+        url=delivery["url"],
+        state=delivery["state"],
+        attempts=delivery["attempts"],
         last_error=delivery["last_error"] or "",
         next_attempt_at=timestamp(delivery["next_attempt_at"]) if delivery["state"] == "pending" else None,
         delivered_at=timestamp(delivery["delivered_at"]),

@@ -22,7 +22,10 @@ def rewrap(
     unary: Callable[[Unary], Unary],
     stream: Callable[[Stream], Stream],
 ) -> grpc.RpcMethodHandler:
-    kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
     if handler.request_streaming:
         if handler.response_streaming:
             return handler

@@ -30,8 +30,10 @@ def _code_name(context_: grpc.aio.ServicerContext, error: BaseException | None) 
 
 # Calls naming a job by id: small messages, parsed again here (the servicer parses requests itself) so
 # that every log line of the call carries the job's id.
-_BY_ID = {f"/{pb.DESCRIPTOR.services_by_name['VideoGeneration'].full_name}/{name}": getattr(pb, f"{name}Request")
-          for name in ("Status", "Watch", "Result", "Cancel")}
+_BY_ID = {
+    f"/{pb.DESCRIPTOR.services_by_name['VideoGeneration'].full_name}/{name}": getattr(pb, f"{name}Request")
+    for name in ("Status", "Watch", "Result", "Cancel")
+}
 
 
 def _request_id(method: str, request: Any, metadata: dict[str, str]) -> str | None:
@@ -57,7 +59,9 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         metadata[":method"] = details.method
         return rewrap(
-            handler, lambda inner: self._unary(inner, labels, metadata), lambda inner: self._stream(inner, labels, metadata)
+            handler,
+            lambda inner: self._unary(inner, labels, metadata),
+            lambda inner: self._stream(inner, labels, metadata),
         )
 
     @staticmethod

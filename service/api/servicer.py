@@ -118,10 +118,14 @@ def add_to_server(servicer: VideoGenerationServicer, server: grpc.aio.Server) ->
         serializer = getattr(pb, method.output_type.name).SerializeToString
         behavior = getattr(servicer, method.name)
         if method.client_streaming:
-            factory = grpc.stream_stream_rpc_method_handler if method.server_streaming else (
-                grpc.stream_unary_rpc_method_handler
+            factory = (
+                grpc.stream_stream_rpc_method_handler
+                if method.server_streaming
+                else (grpc.stream_unary_rpc_method_handler)
             )
-            handlers[method.name] = factory(_parsing_requests(behavior, request_class), response_serializer=serializer)
+            handlers[method.name] = factory(
+                _parsing_requests(behavior, request_class), response_serializer=serializer
+            )
         elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _parsing_stream(behavior, request_class), response_serializer=serializer
@@ -146,14 +150,18 @@ def _parsing_requests(behavior: Callable[..., Any], request_class: type[Message]
     return handle
 
 
-def _parsing_unary(behavior: Callable[..., Awaitable[Any]], request_class: type[Message]) -> Callable[..., Any]:
+def _parsing_unary(
+    behavior: Callable[..., Awaitable[Any]], request_class: type[Message]
+) -> Callable[..., Any]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         return await behavior(await _parse(raw, request_class, context), context)
 
     return handle
 
 
-def _parsing_stream(behavior: Callable[..., AsyncIterator[Any]], request_class: type[Message]) -> Callable[..., Any]:
+def _parsing_stream(
+    behavior: Callable[..., AsyncIterator[Any]], request_class: type[Message]
+) -> Callable[..., Any]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         request = await _parse(raw, request_class, context)
         async for item in behavior(request, context):
@@ -200,7 +208,9 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         view = await self._view(request.request_id)
         if not view.record.state.finished:
             state = events.status_response(view, []).status
-            raise NotServed(f"request {request.request_id} is {pb.JobStatus.Name(state)}; its result is not ready")
+            raise NotServed(
+                f"request {request.request_id} is {pb.JobStatus.Name(state)}; its result is not ready"
+            )
         return pb.ResultResponse(
             request_id=request.request_id,
             output=events.generation_output(view.record),
@@ -213,14 +223,18 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
         return pb.CancelResponse(status=_CANCEL_STATUS[outcome])
 
     @stream_guard
-    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
+    async def Watch(
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.JobEvent]:
         await self._view(request.request_id)
         # A client that goes away only ends this stream: the job keeps running.
         async for event in self._events(request.request_id):
             yield event
 
     @stream_guard
-    async def Generate(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.JobEvent]:
+    async def Generate(
+        self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.JobEvent]:
         job_id, _, _ = await self._submit(request)
         finished = False
         try:
@@ -263,7 +277,9 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
     async def _submit(self, request: pb.SubmitRequest) -> tuple[str, int, Endpoint]:
         which = request.input.WhichOneof("input")
         if which is None:
-            raise InvalidRequest([Violation("input", "must set exactly one endpoint's input (e.g. text_to_video)")])
+            raise InvalidRequest(
+                [Violation("input", "must set exactly one endpoint's input (e.g. text_to_video)")]
+            )
         message = getattr(request.input, which)
         violations = validate(message, max_media_bytes=self._max_media_bytes)
         if violations:
@@ -320,7 +336,9 @@ def validate_queue_options(request: pb.SubmitRequest) -> list[Violation]:
         found.append(Violation("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"))
     url = request.webhook_url
     if url and (len(url) > MAX_WEBHOOK_URL or not url.startswith(("http://", "https://"))):
-        found.append(Violation("webhook_url", f"must be an http(s) URL of at most {MAX_WEBHOOK_URL} characters"))
+        found.append(
+            Violation("webhook_url", f"must be an http(s) URL of at most {MAX_WEBHOOK_URL} characters")
+        )
     return found
 
 

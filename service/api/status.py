@@ -26,7 +26,9 @@ def bad_request_status(violations: Sequence[Violation]) -> grpc.Status:
     """INVALID_ARGUMENT whose message names the first violations and whose details carry all of them
     (bounded) as BadRequest."""
     violations = bounded(list(violations))
-    clipped = [(_clip(v.field, MAX_FIELD_CHARS), _clip(v.description, MAX_DESCRIPTION_CHARS)) for v in violations]
+    clipped = [
+        (_clip(v.field, MAX_FIELD_CHARS), _clip(v.description, MAX_DESCRIPTION_CHARS)) for v in violations
+    ]
     summary = "; ".join(f"{field}: {description}" for field, description in clipped[:SUMMARY_VIOLATIONS])
     if len(clipped) > SUMMARY_VIOLATIONS:
         summary += f" (and {len(clipped) - SUMMARY_VIOLATIONS} more in the details)"

@@ -145,7 +145,9 @@ class Checks:
             return
         decoded = len(payload) // 4 * 3  # base64: 3 bytes per 4 characters (whitespace aside)
         if self.max_media_bytes is not None and decoded > self.max_media_bytes:
-            self.fail(field, f"data URI holds about {decoded} bytes, more than the limit of {self.max_media_bytes}")
+            self.fail(
+                field, f"data URI holds about {decoded} bytes, more than the limit of {self.max_media_bytes}"
+            )
 
     def lora_path(self, field: str, path: str) -> None:
         if not path:
@@ -204,7 +206,9 @@ def _check_loras(checks: Checks, loras: Sequence[Any], *, empty_path_means_none:
             checks.lora_path(prefix + "path", lora.path)
         name = lora.weight_name
         if name and (name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > 255):
-            checks.fail(prefix + "weight_name", "must be a file name of at most 255 characters (no '/', '\\', '..')")
+            checks.fail(
+                prefix + "weight_name", "must be a file name of at most 255 characters (no '/', '\\', '..')"
+            )
         _optional_within(checks, lora, "scale", LORA_SCALE, prefix)
 
 

@@ -63,8 +63,14 @@ def upload_local_files(stub: pb_grpc.VideoGenerationStub, data: Any, base_dir: P
         return data
     out = {}
     for key, value in data.items():
-        if key in UPLOADABLE_KEYS and isinstance(value, str) and value and "://" not in value \
-                and not value.startswith("data:") and (base_dir / value).is_file():
+        if (
+            key in UPLOADABLE_KEYS
+            and isinstance(value, str)
+            and value
+            and "://" not in value
+            and not value.startswith("data:")
+            and (base_dir / value).is_file()
+        ):
             out[key] = upload_file(stub, base_dir / value)
             print(f"uploaded {value} -> {out[key].split('?')[0]}", file=sys.stderr)
         else:
@@ -72,8 +78,13 @@ def upload_local_files(stub: pb_grpc.VideoGenerationStub, data: Any, base_dir: P
     return out
 
 
-def run(stub: pb_grpc.VideoGenerationStub, endpoint_id: str, data: dict[str, Any], out_dir: Path,
-        base_dir: Path | None = None) -> dict[str, Any]:
+def run(
+    stub: pb_grpc.VideoGenerationStub,
+    endpoint_id: str,
+    data: dict[str, Any],
+    out_dir: Path,
+    base_dir: Path | None = None,
+) -> dict[str, Any]:
     """Upload local input files; generate with a live progress bar; print log lines; download the video.
     Returns the output JSON."""
     data = upload_local_files(stub, data, base_dir or Path.cwd())
@@ -145,7 +156,9 @@ def _report(error: grpc.RpcError) -> None:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ltx-client", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ltx-client", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--server", default=DEFAULT_SERVER, help=f"gRPC address (default {DEFAULT_SERVER})")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="generate and download the result")

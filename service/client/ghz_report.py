@@ -74,7 +74,10 @@ def histogram(sorted_ns: list[int]) -> list[dict[str, Any]] | None:
             bucket += 1
         counts[bucket] += 1
     n = len(sorted_ns)
-    return [{"mark": mark, "count": count, "frequency": count / n} for mark, count in zip(marks, counts, strict=True)]
+    return [
+        {"mark": mark, "count": count, "frequency": count / n}
+        for mark, count in zip(marks, counts, strict=True)
+    ]
 
 
 def _distributions(results: list[CallResult]) -> tuple[dict[str, int], dict[str, int]]:
@@ -118,10 +121,15 @@ def build_report(
         "latencyDistribution": percentiles(ok),
         "histogram": histogram(ok),
         "details": [
-            {"timestamp": _go_time(r.end, nanos=True), "latency": r.latency_ns, "error": r.error,
-             "status": go_status_name(r.code)}
+            {
+                "timestamp": _go_time(r.end, nanos=True),
+                "latency": r.latency_ns,
+                "error": r.error,
+                "status": go_status_name(r.code),
+            }
             for r in results[:MAX_DETAILS]
-        ] or None,
+        ]
+        or None,
     }
     if tags:
         report["tags"] = tags

@@ -30,9 +30,29 @@ from ltx.v1 import video_generation_pb2  # noqa: F401  (registers ltx.v1 for `ca
 from service.client.ghz_report import CallResult, build_report
 
 SUPPORTED = {
-    "name", "call", "host", "proto", "protoset", "import-paths", "insecure", "cacert", "cert", "key", "cname",
-    "total", "concurrency", "connections", "duration", "timeout", "connect-timeout", "data", "metadata",
-    "format", "output", "tags", "skipTLS",
+    "name",
+    "call",
+    "host",
+    "proto",
+    "protoset",
+    "import-paths",
+    "insecure",
+    "cacert",
+    "cert",
+    "key",
+    "cname",
+    "total",
+    "concurrency",
+    "connections",
+    "duration",
+    "timeout",
+    "connect-timeout",
+    "data",
+    "metadata",
+    "format",
+    "output",
+    "tags",
+    "skipTLS",
 }
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -81,15 +101,23 @@ def load_run_config(path: Path, overrides: dict[str, Any]) -> RunConfig:
     if total < 1 or not 1 <= concurrency <= 10_000:
         raise ValueError("total must be >= 1 and concurrency within 1..10000")
     return RunConfig(
-        call=str(raw["call"]), host=host, total=total, concurrency=concurrency,
+        call=str(raw["call"]),
+        host=host,
+        total=total,
+        concurrency=concurrency,
         connections=max(1, int(raw.get("connections", 1))),
         duration_s=parse_duration(raw["duration"]) if raw.get("duration") else None,
         timeout_s=parse_duration(raw.get("timeout", "20s")),
         connect_timeout_s=parse_duration(raw.get("connect-timeout", "10s")),
-        data=data if isinstance(data, list) else [data], metadata=dict(raw.get("metadata", {})),
-        tls={k: str(raw[k]) for k in ("cacert", "cert", "key") if raw.get(k)} if not raw.get("insecure") else {},
-        name=raw.get("name"), tags={str(k): str(v) for k, v in raw.get("tags", {}).items()},
-        output=raw.get("output"), raw=raw,
+        data=data if isinstance(data, list) else [data],
+        metadata=dict(raw.get("metadata", {})),
+        tls={k: str(raw[k]) for k in ("cacert", "cert", "key") if raw.get(k)}
+        if not raw.get("insecure")
+        else {},
+        name=raw.get("name"),
+        tags={str(k): str(v) for k, v in raw.get("tags", {}).items()},
+        output=raw.get("output"),
+        raw=raw,
     )
 
 
@@ -99,7 +127,9 @@ def _template(value: Any, number: int, worker: int) -> Any:
         value = value.replace("{{.RequestNumber}}", str(number)).replace("{{.WorkerID}}", str(worker))
         value = value.replace("{{.TimestampUnix}}", str(int(time.time())))
         while "{{newUUID}}" in value or "{{.UUID}}" in value:
-            value = value.replace("{{newUUID}}", str(uuid.uuid4()), 1).replace("{{.UUID}}", str(uuid.uuid4()), 1)
+            value = value.replace("{{newUUID}}", str(uuid.uuid4()), 1).replace(
+                "{{.UUID}}", str(uuid.uuid4()), 1
+            )
         return value
     if isinstance(value, dict):
         return {k: _template(v, number, worker) for k, v in value.items()}
@@ -137,7 +167,9 @@ def _channel(config: RunConfig) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(config.host, credentials)
 
 
-async def _one_call(callable_: Any, method: Method, request: Any, config: RunConfig, metadata: Any) -> CallResult:
+async def _one_call(
+    callable_: Any, method: Method, request: Any, config: RunConfig, metadata: Any
+) -> CallResult:
     started = time.perf_counter_ns()
     code, message = grpc.StatusCode.OK, ""
     try:
@@ -157,8 +189,14 @@ async def run_load(config: RunConfig, method: Method) -> tuple[list[CallResult],
     for channel in channels:
         await asyncio.wait_for(channel.channel_ready(), config.connect_timeout_s)
     make = (lambda ch: ch.unary_stream) if method.server_streaming else (lambda ch: ch.unary_unary)
-    callables = [make(ch)(method.path, request_serializer=method.request_class.SerializeToString,
-                          response_deserializer=method.response_class.FromString) for ch in channels]
+    callables = [
+        make(ch)(
+            method.path,
+            request_serializer=method.request_class.SerializeToString,
+            response_deserializer=method.response_class.FromString,
+        )
+        for ch in channels
+    ]
     numbers = itertools.count()
     results: list[CallResult] = []
     deadline = time.monotonic() + config.duration_s if config.duration_s else None
@@ -191,14 +229,30 @@ def report_options(config: RunConfig) -> dict[str, Any]:
     """ghz's report `options` (reporter.go Options): durations as integer nanoseconds."""
     raw = config.raw
     options: dict[str, Any] = {
-        "call": config.call, "host": config.host, "insecure": bool(raw.get("insecure", False)),
-        "total": config.total, "concurrency": config.concurrency, "connections": config.connections,
-        "timeout": int(config.timeout_s * 1e9), "dial-timeout": int(config.connect_timeout_s * 1e9),
-        "data": raw.get("data", {}), "metadata": config.metadata, "binary": False, "CPUs": 1,
-        "load-schedule": "const", "load-start": 0, "load-end": 0, "load-step": 0,
-        "load-step-duration": 0, "load-max-duration": 0, "concurrency-schedule": "const",
-        "concurrency-start": config.concurrency, "concurrency-end": 0, "concurrency-step": 0,
-        "concurrency-step-duration": 0, "concurrency-max-duration": 0,
+        "call": config.call,
+        "host": config.host,
+        "insecure": bool(raw.get("insecure", False)),
+        "total": config.total,
+        "concurrency": config.concurrency,
+        "connections": config.connections,
+        "timeout": int(config.timeout_s * 1e9),
+        "dial-timeout": int(config.connect_timeout_s * 1e9),
+        "data": raw.get("data", {}),
+        "metadata": config.metadata,
+        "binary": False,
+        "CPUs": 1,
+        "load-schedule": "const",
+        "load-start": 0,
+        "load-end": 0,
+        "load-step": 0,
+        "load-step-duration": 0,
+        "load-max-duration": 0,
+        "concurrency-schedule": "const",
+        "concurrency-start": config.concurrency,
+        "concurrency-end": 0,
+        "concurrency-step": 0,
+        "concurrency-step-duration": 0,
+        "concurrency-max-duration": 0,
     }
     for key in ("proto", "protoset", "import-paths", "name", "cacert", "cert", "key"):
         if raw.get(key):
@@ -225,16 +279,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     overrides = {
-        "host": args.host, "total": args.total, "concurrency": args.concurrency, "duration": args.duration,
+        "host": args.host,
+        "total": args.total,
+        "concurrency": args.concurrency,
+        "duration": args.duration,
         "data": json.loads(args.data) if args.data else None,
-        "metadata": json.loads(args.metadata) if args.metadata else None, "output": args.output,
+        "metadata": json.loads(args.metadata) if args.metadata else None,
+        "output": args.output,
     }
     config = load_run_config(args.config, overrides)
     method = resolve_method(config.call)
     when = datetime.datetime.now(datetime.UTC)
     results, total_ns, reason = asyncio.run(asyncio.wait_for(run_load(config, method), args.max_duration_s))
-    report = build_report(results, started=when, total_ns=total_ns, end_reason=reason,
-                          options=report_options(config), name=config.name, tags=config.tags)
+    report = build_report(
+        results,
+        started=when,
+        total_ns=total_ns,
+        end_reason=reason,
+        options=report_options(config),
+        name=config.name,
+        tags=config.tags,
+    )
     text = json.dumps(report, indent=2)
     if config.output:
         Path(config.output).parent.mkdir(parents=True, exist_ok=True)
@@ -246,9 +311,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _summary(report: dict[str, Any]) -> str:
     latencies = {d["percentage"]: d["latency"] / 1e6 for d in report["latencyDistribution"] or []}
-    return (f"{report['count']} calls in {report['total'] / 1e9:.2f} s, {report['rps']:.1f} rps; "
-            f"p50 {latencies.get(50, 0):.2f} ms p95 {latencies.get(95, 0):.2f} ms p99 {latencies.get(99, 0):.2f} ms; "
-            f"{report['statusCodeDistribution']}")
+    return (
+        f"{report['count']} calls in {report['total'] / 1e9:.2f} s, {report['rps']:.1f} rps; "
+        f"p50 {latencies.get(50, 0):.2f} ms p95 {latencies.get(95, 0):.2f} ms p99 {latencies.get(99, 0):.2f} ms; "
+        f"{report['statusCodeDistribution']}"
+    )
 
 
 if __name__ == "__main__":

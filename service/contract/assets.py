@@ -43,7 +43,10 @@ class AssetsDocument:
 
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
-        document = {"geometry": dataclasses.asdict(self.geometry), "scheduler_config": dict(self.scheduler_config)}
+        document = {
+            "geometry": dataclasses.asdict(self.geometry),
+            "scheduler_config": dict(self.scheduler_config),
+        }
         path = directory / ASSETS_FILE
         path.write_text(json.dumps(document, indent=2, sort_keys=True))
         return path
@@ -53,6 +56,7 @@ class AssetsDocument:
         document = json.loads((directory / ASSETS_FILE).read_text())
         # JSON has no tuples: the per-channel statistics come back as lists.
         geometry_fields: dict[str, Any] = {
-            key: tuple(value) if isinstance(value, list) else value for key, value in document["geometry"].items()
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in document["geometry"].items()
         }
         return cls(ModelGeometry(**geometry_fields), dict(document["scheduler_config"]))

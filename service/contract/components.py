@@ -249,7 +249,8 @@ class LatentUpsamplerDecl(ComponentDecl):
 
 
 COMPONENT_DECLS: dict[str, type[ComponentDecl]] = {
-    cls.name: cls for cls in (TextEncoderDecl, TransformerDecl, VaeDecoderDecl, VaeEncoderDecl, LatentUpsamplerDecl)
+    cls.name: cls
+    for cls in (TextEncoderDecl, TransformerDecl, VaeDecoderDecl, VaeEncoderDecl, LatentUpsamplerDecl)
 }
 # Every component: the four LTX-Video endpoints. Text to video needs the first three, the conditioned
 # endpoints add the VAE encoder, the distilled one the latent upsampler (each endpoint's `components`, service/engines/endpoint_pipelines.py).

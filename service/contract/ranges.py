@@ -68,7 +68,9 @@ class ApiRanges:
     def serving(cls, component_names: tuple[str, ...] | list[str]) -> ApiRanges:
         """The ranges of a repository with these components: the endpoints they serve set the shapes."""
         return cls(
-            keyframe_latent_frames=CONDITIONING_KEYFRAME_LATENT_FRAMES if "vae_encoder" in component_names else 0,
+            keyframe_latent_frames=CONDITIONING_KEYFRAME_LATENT_FRAMES
+            if "vae_encoder" in component_names
+            else 0,
             multiscale="latent_upsampler" in component_names,
         )
 

@@ -78,5 +78,7 @@ def kept_from_arrays(arrays: Mapping[str, np.ndarray], width: int, height: int) 
     if frames is None:
         return torch.empty(3, 0, height, width)
     if tuple(frames.shape[1:]) != (height, width, 3):
-        raise ValueError(f"{contract.KEPT_FRAMES} {tuple(frames.shape)} is not at the spec's {width}x{height}")
+        raise ValueError(
+            f"{contract.KEPT_FRAMES} {tuple(frames.shape)} is not at the spec's {width}x{height}"
+        )
     return pixels_from_frames(frames)

@@ -112,7 +112,10 @@ def _extend(
 PIPELINE_ENDPOINTS: tuple[PipelineEndpoint, ...] = (
     PipelineEndpoint(Endpoint.TEXT_TO_VIDEO, TextToVideoSpec, _text_to_video),
     PipelineEndpoint(
-        Endpoint.MULTICONDITIONING, MulticonditioningSpec, _multiconditioning, LTXV_COMPONENTS | {"vae_encoder"}
+        Endpoint.MULTICONDITIONING,
+        MulticonditioningSpec,
+        _multiconditioning,
+        LTXV_COMPONENTS | {"vae_encoder"},
     ),
     PipelineEndpoint(
         Endpoint.DISTILLED_MULTICONDITIONING,

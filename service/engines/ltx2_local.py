@@ -45,7 +45,9 @@ class Ltx2LocalRunner:
         with self.models.lock:
             install_distilled(self._pipe, self.models, config.ltx2.seed if tiny else None)
         # The prepare stage leaves LTX-2.3's expansion to this runner (it needs the resident model).
-        self._expander = _resident_expander(self.models, tiny) or build_prompt_expander(config.prompt_expansion)
+        self._expander = _resident_expander(self.models, tiny) or build_prompt_expander(
+            config.prompt_expansion
+        )
 
     def camera_lora_installed(self, camera: CameraLora) -> bool:
         return camera is CameraLora.NONE or camera_lora_path(self.models.camera_lora_dir, camera) is not None

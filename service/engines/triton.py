@@ -289,13 +289,18 @@ class FrameReceiver:
         piece = result.as_numpy(contract.FRAMES)
         if piece is None:
             return
-        start_tensor, total_tensor = result.as_numpy(contract.FRAME_START), result.as_numpy(contract.TOTAL_FRAMES)
+        start_tensor, total_tensor = (
+            result.as_numpy(contract.FRAME_START),
+            result.as_numpy(contract.TOTAL_FRAMES),
+        )
         # A model from before frames were streamed sends them all in one response, without these two.
         start = int(start_tensor[0]) if start_tensor is not None else 0
         total = int(total_tensor[0]) if total_tensor is not None else len(piece)
         if self._sink is None:
             height, width = piece.shape[1:3]
-            store = FrameStore.TEMP_FILE if total * piece[0].nbytes > self._memory_bytes else FrameStore.MEMORY
+            store = (
+                FrameStore.TEMP_FILE if total * piece[0].nbytes > self._memory_bytes else FrameStore.MEMORY
+            )
             self._sink = FrameSink(total, FrameSize(int(width), int(height)), reverse=False, store=store)
         self._sink.write(start, piece)
         self._received += len(piece)

@@ -52,7 +52,9 @@ def fetch_lora(index: int, lora: LoraSpec, cfg: LoraConfig) -> Path:
     if scheme in ("http", "https"):
         return _download(index, lora, cfg)
     if scheme not in ("", "file"):
-        raise _fail(index, lora, f"unsupported URL scheme {scheme[:20]!r}; use http(s) or a local path", _FETCH)
+        raise _fail(
+            index, lora, f"unsupported URL scheme {scheme[:20]!r}; use http(s) or a local path", _FETCH
+        )
     if not cfg.allow_local_paths:
         raise _fail(index, lora, "local LoRA paths are disabled on this server; pass an http(s) URL", _FETCH)
     return _local_path(index, lora, cfg, urlparse(lora.path).path if scheme == "file" else lora.path)

@@ -174,6 +174,7 @@ def check_pixels(safety: SafetyChecker, pixels: torch.Tensor, field: str) -> Non
     else:
         safety.check_frames(frames, field=field)
 
+
 def extend_field() -> str:
     return "video.video_url"
 

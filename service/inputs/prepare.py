@@ -1,14 +1,14 @@
 """The prepare stage: everything a job needs before it takes the accelerator, done while another job runs.
 
-  1. `expand_prompt`: the configured expander rewrites the prompt (the result reports the prompt actually
-     used; the job log says so when there is no expander or it fails);
-  2. the safety checker the request asks for is picked (used here on the inputs and by the finish stage
-     on the output; the extend spec has no `enable_safety_checker` field, so its output is always
-     checked unless the service config turns the checker off);
-  3. conditioning media are fetched, decoded, checked and re-compressed (service/inputs/media.py), which
-     also resolves `aspect_ratio: auto`;
-  4. LoRAs are resolved to local files, downloading URLs (service/inputs/lora.py), so the model lock is
-     never held over the network.
+1. `expand_prompt`: the configured expander rewrites the prompt (the result reports the prompt actually
+   used; the job log says so when there is no expander or it fails);
+2. the safety checker the request asks for is picked (used here on the inputs and by the finish stage
+   on the output; the extend spec has no `enable_safety_checker` field, so its output is always
+   checked unless the service config turns the checker off);
+3. conditioning media are fetched, decoded, checked and re-compressed (service/inputs/media.py), which
+   also resolves `aspect_ratio: auto`;
+4. LoRAs are resolved to local files, downloading URLs (service/inputs/lora.py), so the model lock is
+   never held over the network.
 """
 
 from __future__ import annotations
@@ -73,8 +73,13 @@ class InputPreparer:
         self, spec: Spec, on_progress: ProgressCallback
     ) -> tuple[Spec, SafetyChecker | None]:
         # LTX-2.3 expands with its resident Gemma-3 in the engine (service/engines/ltx2_local.py).
-        if getattr(spec, "expand_prompt", False) and Endpoint(spec.endpoint) is not Endpoint.LTX2_TEXT_TO_VIDEO:
-            spec = dataclasses.replace(spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress))
+        if (
+            getattr(spec, "expand_prompt", False)
+            and Endpoint(spec.endpoint) is not Endpoint.LTX2_TEXT_TO_VIDEO
+        ):
+            spec = dataclasses.replace(
+                spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress)
+            )
         if not getattr(spec, "enable_safety_checker", True):
             return spec, None
         if self.safety is None:

@@ -65,7 +65,9 @@ def _outcome(error: BaseException | None) -> tuple[str, str]:
 
 
 def instrumented(runner: Runner) -> Runner:
-    def run(record: JobRecord, on_progress: Callable[[Progress], None], is_cancelled: Callable[[], bool]) -> str:
+    def run(
+        record: JobRecord, on_progress: Callable[[Progress], None], is_cancelled: Callable[[], bool]
+    ) -> str:
         clock = _StageClock(record.endpoint)
 
         def report(progress: Progress) -> None:

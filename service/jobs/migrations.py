@@ -21,8 +21,10 @@ _TYPES = {
 }
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
-    (1, [
-        """CREATE TABLE IF NOT EXISTS jobs (
+    (
+        1,
+        [
+            """CREATE TABLE IF NOT EXISTS jobs (
             seq {serial},
             job_id TEXT UNIQUE NOT NULL,
             endpoint TEXT NOT NULL,
@@ -35,31 +37,34 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             error_message TEXT,
             output_json TEXT,
             cancel_requested INTEGER NOT NULL DEFAULT 0)""",
-        "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq)",
-        """CREATE TABLE IF NOT EXISTS logs (
+            "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq)",
+            """CREATE TABLE IF NOT EXISTS logs (
             job_id TEXT NOT NULL, timestamp {real} NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS logs_by_job ON logs (job_id)",
-    ]),
-    (2, [
-        # Many replicas: leases, retries, queue options, progress in the store, worker registry.
-        "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE jobs ADD COLUMN worker_id TEXT",
-        "ALTER TABLE jobs ADD COLUMN lease_expires_at {real}",
-        "ALTER TABLE jobs ADD COLUMN runs INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE jobs ADD COLUMN webhook_url TEXT",
-        "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT",
-        "ALTER TABLE jobs ADD COLUMN input_hash TEXT",
-        "ALTER TABLE jobs ADD COLUMN start_deadline {real}",
-        "CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs (idempotency_key)",
-        "CREATE INDEX IF NOT EXISTS jobs_claim_order ON jobs (state, priority, seq)",
-        "CREATE INDEX IF NOT EXISTS jobs_by_lease ON jobs (state, lease_expires_at)",
-        """CREATE TABLE IF NOT EXISTS progress (
+            "CREATE INDEX IF NOT EXISTS logs_by_job ON logs (job_id)",
+        ],
+    ),
+    (
+        2,
+        [
+            # Many replicas: leases, retries, queue options, progress in the store, worker registry.
+            "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE jobs ADD COLUMN worker_id TEXT",
+            "ALTER TABLE jobs ADD COLUMN lease_expires_at {real}",
+            "ALTER TABLE jobs ADD COLUMN runs INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE jobs ADD COLUMN webhook_url TEXT",
+            "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT",
+            "ALTER TABLE jobs ADD COLUMN input_hash TEXT",
+            "ALTER TABLE jobs ADD COLUMN start_deadline {real}",
+            "CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs (idempotency_key)",
+            "CREATE INDEX IF NOT EXISTS jobs_claim_order ON jobs (state, priority, seq)",
+            "CREATE INDEX IF NOT EXISTS jobs_by_lease ON jobs (state, lease_expires_at)",
+            """CREATE TABLE IF NOT EXISTS progress (
             id {serial}, job_id TEXT NOT NULL, run INTEGER NOT NULL, report_json TEXT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS progress_by_job ON progress (job_id, run)",
-        """CREATE TABLE IF NOT EXISTS workers (
+            "CREATE INDEX IF NOT EXISTS progress_by_job ON progress (job_id, run)",
+            """CREATE TABLE IF NOT EXISTS workers (
             worker_id TEXT PRIMARY KEY, endpoints_json TEXT NOT NULL, heartbeat_at {real} NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS webhooks (
+            """CREATE TABLE IF NOT EXISTS webhooks (
             job_id TEXT PRIMARY KEY,
             url TEXT NOT NULL,
             state TEXT NOT NULL,
@@ -68,8 +73,9 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             last_error TEXT,
             delivered_at {real},
             locked_until {real})""",
-        "CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (state, next_attempt_at)",
-    ]),
+            "CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (state, next_attempt_at)",
+        ],
+    ),
 ]
 
 POSTGRES_ONLY: dict[int, list[str]] = {

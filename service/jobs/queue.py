@@ -63,6 +63,8 @@ class StoreUnavailable(Exception):
 
 class Draining(Exception):
     """The service is shutting down and takes no new jobs: the API answers UNAVAILABLE."""
+
+
 MAX_TRACKED_JOBS = 100_000
 QUEUED_REFRESH_S = 0.2  # a queued job's watcher re-reads its position at most this often
 
@@ -230,16 +232,25 @@ class JobQueue:
         for job_id in self._store.ids_in_state(JobState.RUNNING):
             record = self._store.get(job_id)
             if record is not None and record.retries >= self._config.max_retries:
-                message = f"the job was interrupted more than {self._config.max_retries} times (queue.max_retries)"
-                self._store.finish(job_id, JobState.FAILED, error_type=ErrorType.RETRIES_EXHAUSTED,
-                                   error_message=message)
+                message = (
+                    f"the job was interrupted more than {self._config.max_retries} times (queue.max_retries)"
+                )
+                self._store.finish(
+                    job_id, JobState.FAILED, error_type=ErrorType.RETRIES_EXHAUSTED, error_message=message
+                )
                 self._store.add_log(job_id, f"retries_exhausted: {message}", "error")
             elif self._config.requeue_interrupted:
                 self._store.requeue(job_id, count_retry=True)
-                self._store.add_log(job_id, "the service restarted while this job ran; it was re-queued", "warning")
+                self._store.add_log(
+                    job_id, "the service restarted while this job ran; it was re-queued", "warning"
+                )
             else:
-                message = "the service restarted while this job ran; it was not re-run (queue.requeue_interrupted)"
-                self._store.finish(job_id, JobState.FAILED, error_type=ErrorType.INTERNAL_ERROR, error_message=message)
+                message = (
+                    "the service restarted while this job ran; it was not re-run (queue.requeue_interrupted)"
+                )
+                self._store.finish(
+                    job_id, JobState.FAILED, error_type=ErrorType.INTERNAL_ERROR, error_message=message
+                )
                 self._store.add_log(job_id, message, "error")
             log.info("recovered interrupted job", extra={"request_id": job_id})
 
@@ -277,7 +288,9 @@ class JobQueue:
             existing = self._store.by_idempotency_key(new.idempotency_key or "")
             assert existing is not None
             return self._same_input_or_conflict(existing, new)
-        self._best_effort(lambda: self._store.add_log(job_id, f"queued for {endpoint} (priority {new.priority})"))
+        self._best_effort(
+            lambda: self._store.add_log(job_id, f"queued for {endpoint} (priority {new.priority})")
+        )
         log.info("job queued", extra={"request_id": job_id})
         self._store.notify("new")
         return job_id, self._store.queue_position(job_id)
@@ -293,7 +306,9 @@ class JobQueue:
         if record is None:
             return None
         position = self._store.queue_position(job_id) if record.state is JobState.QUEUED else 0
-        latest = self._store.latest_progress(job_id, record.runs) if record.state is JobState.RUNNING else None
+        latest = (
+            self._store.latest_progress(job_id, record.runs) if record.state is JobState.RUNNING else None
+        )
         webhook = self._store.webhook(job_id) if record.webhook_url else None
         return JobView(record, position, progress_from_dict(latest) if latest else None, webhook)
 
@@ -328,7 +343,10 @@ class JobQueue:
             self._store.notify("state", job_id)
             return CancelOutcome.CANCELLED
         if self._before_accelerator(job_id) and self._store.finish(
-            job_id, JobState.CANCELLED, worker_id=self.worker_id, error_type=ErrorType.CANCELLED,
+            job_id,
+            JobState.CANCELLED,
+            worker_id=self.worker_id,
+            error_type=ErrorType.CANCELLED,
             error_message="cancelled by the client while queued",
         ):
             # Claimed here but still preparing or waiting for the accelerator: queued, as the client sees
@@ -469,7 +487,9 @@ class JobQueue:
         flag = self._cancel_flags.setdefault(job_id, threading.Event())
         if record.cancel_requested:
             flag.set()
-        self._best_effort(lambda: self._store.add_log(job_id, f"started on {self.worker_id} (run {record.runs})"))
+        self._best_effort(
+            lambda: self._store.add_log(job_id, f"started on {self.worker_id} (run {record.runs})")
+        )
         self._best_effort(lambda: self._store.notify("state", job_id))
         loop = asyncio.get_running_loop()
 
@@ -489,12 +509,19 @@ class JobQueue:
         self._drain_cancelled.discard(job_id)
 
     async def _record_failure(self, job_id: str, error: BaseException, worker: str) -> None:
-        if isinstance(error, JobError) and error.error_type is ErrorType.CANCELLED and job_id in self._drain_cancelled:
+        if (
+            isinstance(error, JobError)
+            and error.error_type is ErrorType.CANCELLED
+            and job_id in self._drain_cancelled
+        ):
             await self._persist(
                 lambda: self._store.requeue(job_id, count_retry=False, worker_id=self.worker_id),
-                "re-queueing a drained job", worker,
+                "re-queueing a drained job",
+                worker,
             )
-            self._best_effort(lambda: self._store.add_log(job_id, "the service is shutting down; re-queued", "warning"))
+            self._best_effort(
+                lambda: self._store.add_log(job_id, "the service is shutting down; re-queued", "warning")
+            )
             log.info("drained job re-queued", extra={"request_id": job_id})
             return
         if isinstance(error, JobError):
@@ -508,8 +535,15 @@ class JobQueue:
             error_type = ErrorType.INTERNAL_ERROR
             message = f"internal error (request id {job_id}); the service log has the details"
         state = JobState.CANCELLED if error_type is ErrorType.CANCELLED else JobState.FAILED
-        await self._end(job_id, state, f"{error_type}: {message}", "error", worker,
-                        error_type=error_type, error_message=message)
+        await self._end(
+            job_id,
+            state,
+            f"{error_type}: {message}",
+            "error",
+            worker,
+            error_type=error_type,
+            error_message=message,
+        )
 
     def _before_accelerator(self, job_id: str) -> bool:
         """A job of this process's stage runner that has not reached the accelerator yet."""
@@ -523,19 +557,26 @@ class JobQueue:
             return False
         return record is not None and record.state.finished and record.worker_id == self.worker_id
 
-    async def _end(self, job_id: str, state: JobState, line: str, level: str, worker: str, **fields: Any) -> None:
+    async def _end(
+        self, job_id: str, state: JobState, line: str, level: str, worker: str, **fields: Any
+    ) -> None:
         """Finish the job if this worker still holds it; a worker whose lease was taken over drops its
         result, so every job completes exactly once. The write is retried until the store takes it."""
         owned = await self._persist(
-            lambda: self._store.finish(job_id, state, worker_id=self.worker_id, **fields), "recording a job's end", worker
+            lambda: self._store.finish(job_id, state, worker_id=self.worker_id, **fields),
+            "recording a job's end",
+            worker,
         )
         if owned:
             self._best_effort(lambda: self._store.add_log(job_id, line, level))
         elif await asyncio.to_thread(self._ended_here, job_id):
             pass  # e.g. cancelled while it waited for the accelerator: already ended, by this process
         else:
-            log.warning("job was taken over by another worker; dropping this run's ending (%s)", state,
-                        extra={"request_id": job_id})
+            log.warning(
+                "job was taken over by another worker; dropping this run's ending (%s)",
+                state,
+                extra={"request_id": job_id},
+            )
         self._best_effort(lambda: self._store.notify("state", job_id))
 
     def _record_progress(self, job_id: str, run: int, progress: Progress) -> None:
@@ -587,7 +628,10 @@ class JobQueue:
 
 
 def _in_daemon_thread(
-    runner: JobRunner, record: JobRecord, on_progress: Callable[[Progress], None], is_cancelled: Callable[[], bool]
+    runner: JobRunner,
+    record: JobRecord,
+    on_progress: Callable[[Progress], None],
+    is_cancelled: Callable[[], bool],
 ) -> asyncio.Future[str]:
     """Run a job in a daemon thread: unlike `asyncio.to_thread`, a job stuck in a fetch or a codec
     cannot hold the process past its shutdown deadline. Its fetches see its cancel check."""

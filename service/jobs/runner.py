@@ -40,7 +40,11 @@ WAITING_MESSAGE = "prepared; waiting for the accelerator"
 
 class JobRunner:
     def __init__(
-        self, engine: Engine, storage: ResultStorage, config: ServiceConfig, preparer: InputPreparer | None = None
+        self,
+        engine: Engine,
+        storage: ResultStorage,
+        config: ServiceConfig,
+        preparer: InputPreparer | None = None,
     ) -> None:
         self._engine = engine
         self._preparer = preparer or InputPreparer(config, fetch_lora_files=engine.applies_loras)
@@ -83,7 +87,9 @@ class JobRunner:
             raise Cancelled("cancelled by the client")
         # No cancel check from here on: once encoding starts, the job finishes.
         with self._finish_slots.held():
-            output = self._finisher.finish(record.job_id, video, prepared.checker, on_progress, prepared.inputs.spec)
+            output = self._finisher.finish(
+                record.job_id, video, prepared.checker, on_progress, prepared.inputs.spec
+            )
         return output_to_json(output)
 
     def _generate(
@@ -97,7 +103,9 @@ class JobRunner:
             started = time.perf_counter()
             video = self._engine.generate(prepared.inputs, prepared.loras, on_progress, is_cancelled)
             log.info(
-                "generated %d frames in %.2f s", len(video.frames), time.perf_counter() - started,
+                "generated %d frames in %.2f s",
+                len(video.frames),
+                time.perf_counter() - started,
                 extra={"request_id": job_id},
             )
             return video

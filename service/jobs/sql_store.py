@@ -84,7 +84,9 @@ class SqlJobStore(ABC):
 
     # ---- submit and read ----
 
-    def insert(self, job_id: str, endpoint: str, spec_json: str, new: NewJob | None = None) -> JobRecord | None:
+    def insert(
+        self, job_id: str, endpoint: str, spec_json: str, new: NewJob | None = None
+    ) -> JobRecord | None:
         """Queue a job; None when `new.idempotency_key` is already taken (the caller looks it up)."""
         new = new or NewJob()
         now = time.time()
@@ -92,8 +94,18 @@ class SqlJobStore(ABC):
             "INSERT INTO jobs (job_id, endpoint, spec_json, state, created_at, priority, start_deadline, "
             "idempotency_key, input_hash, webhook_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO NOTHING RETURNING " + _COLUMNS,
-            (job_id, endpoint, spec_json, JobState.QUEUED.value, now, new.priority.rank, new.start_deadline,
-             new.idempotency_key, new.input_hash, new.webhook_url),
+            (
+                job_id,
+                endpoint,
+                spec_json,
+                JobState.QUEUED.value,
+                now,
+                new.priority.rank,
+                new.start_deadline,
+                new.idempotency_key,
+                new.input_hash,
+                new.webhook_url,
+            ),
         )
         return _record(rows[0]) if rows else None
 
@@ -119,15 +131,21 @@ class SqlJobStore(ABC):
 
     def queued_ids(self) -> list[str]:
         """Queued jobs in the order they will be claimed."""
-        rows = self._rows("SELECT job_id FROM jobs WHERE state = ? ORDER BY priority, seq", (JobState.QUEUED.value,))
+        rows = self._rows(
+            "SELECT job_id FROM jobs WHERE state = ? ORDER BY priority, seq", (JobState.QUEUED.value,)
+        )
         return [r[0] for r in rows]
 
     def ids_in_state(self, state: JobState) -> list[str]:
-        return [r[0] for r in self._rows("SELECT job_id FROM jobs WHERE state = ? ORDER BY seq", (state.value,))]
+        return [
+            r[0] for r in self._rows("SELECT job_id FROM jobs WHERE state = ? ORDER BY seq", (state.value,))
+        ]
 
     # ---- claims and leases ----
 
-    def claim_next(self, worker_id: str, lease_s: float, endpoints: Iterable[str] | None = None) -> JobRecord | None:
+    def claim_next(
+        self, worker_id: str, lease_s: float, endpoints: Iterable[str] | None = None
+    ) -> JobRecord | None:
         """Move the first queued job (priority, then FIFO) this worker serves to RUNNING under its lease."""
         now = time.time()
         served = list(endpoints) if endpoints is not None else None
@@ -139,8 +157,16 @@ class SqlJobStore(ABC):
         rows = self._rows(
             "UPDATE jobs SET state = ?, started_at = ?, worker_id = ?, lease_expires_at = ?, runs = runs + 1 "
             f"WHERE seq = ({pick}) AND state = ? RETURNING {_COLUMNS}",
-            (JobState.RUNNING.value, now, worker_id, now + lease_s, JobState.QUEUED.value, now, *(served or []),
-             JobState.QUEUED.value),
+            (
+                JobState.RUNNING.value,
+                now,
+                worker_id,
+                now + lease_s,
+                JobState.QUEUED.value,
+                now,
+                *(served or []),
+                JobState.QUEUED.value,
+            ),
         )
         return _record(rows[0]) if rows else None
 
@@ -163,9 +189,15 @@ class SqlJobStore(ABC):
         exhausted = self._rows(
             "UPDATE jobs SET state = ?, completed_at = ?, error_type = ?, error_message = ?, worker_id = NULL "
             "WHERE state = ? AND lease_expires_at < ? AND retries >= ? RETURNING job_id",
-            (JobState.FAILED.value, now, ErrorType.RETRIES_EXHAUSTED.value,
-             f"the job was interrupted more than {max_retries} times (queue.max_retries)",
-             JobState.RUNNING.value, now, max_retries),
+            (
+                JobState.FAILED.value,
+                now,
+                ErrorType.RETRIES_EXHAUSTED.value,
+                f"the job was interrupted more than {max_retries} times (queue.max_retries)",
+                JobState.RUNNING.value,
+                now,
+                max_retries,
+            ),
         )
         requeued = self._rows(
             "UPDATE jobs SET state = ?, started_at = NULL, worker_id = NULL, lease_expires_at = NULL, "
@@ -180,8 +212,13 @@ class SqlJobStore(ABC):
         _, count = self._execute(
             "UPDATE jobs SET state = ?, started_at = NULL, worker_id = NULL, lease_expires_at = NULL, "
             f"retries = retries + ? WHERE job_id = ? AND state = ?{owner}",
-            (JobState.QUEUED.value, 1 if count_retry else 0, job_id, JobState.RUNNING.value,
-             *([worker_id] if worker_id is not None else [])),
+            (
+                JobState.QUEUED.value,
+                1 if count_retry else 0,
+                job_id,
+                JobState.RUNNING.value,
+                *([worker_id] if worker_id is not None else []),
+            ),
         )
         return count == 1
 
@@ -191,8 +228,14 @@ class SqlJobStore(ABC):
         rows = self._rows(
             "UPDATE jobs SET state = ?, completed_at = ?, error_type = ?, error_message = ? "
             "WHERE state = ? AND start_deadline IS NOT NULL AND start_deadline < ? RETURNING job_id",
-            (JobState.FAILED.value, now, ErrorType.START_TIMEOUT.value, "the request waited in the queue past its start timeout",
-             JobState.QUEUED.value, now),
+            (
+                JobState.FAILED.value,
+                now,
+                ErrorType.START_TIMEOUT.value,
+                "the request waited in the queue past its start timeout",
+                JobState.QUEUED.value,
+                now,
+            ),
         )
         return [r[0] for r in rows]
 
@@ -215,8 +258,16 @@ class SqlJobStore(ABC):
         _, count = self._execute(
             "UPDATE jobs SET state = ?, completed_at = ?, output_json = ?, error_type = ?, error_message = ? "
             f"WHERE job_id = ? AND state NOT IN ({marks}){owner}",
-            (state.value, time.time(), output_json, error_type, error_message, job_id, *_FINISHED,
-             *([worker_id] if worker_id is not None else [])),
+            (
+                state.value,
+                time.time(),
+                output_json,
+                error_type,
+                error_message,
+                job_id,
+                *_FINISHED,
+                *([worker_id] if worker_id is not None else []),
+            ),
         )
         return count == 1
 
@@ -252,7 +303,8 @@ class SqlJobStore(ABC):
 
     def add_progress(self, job_id: str, run: int, report: dict[str, Any]) -> None:
         self._execute(
-            "INSERT INTO progress (job_id, run, report_json) VALUES (?, ?, ?)", (job_id, run, json.dumps(report))
+            "INSERT INTO progress (job_id, run, report_json) VALUES (?, ?, ?)",
+            (job_id, run, json.dumps(report)),
         )
 
     def progress(self, job_id: str, run: int, skip: int = 0) -> list[dict[str, Any]]:
@@ -264,7 +316,8 @@ class SqlJobStore(ABC):
 
     def latest_progress(self, job_id: str, run: int) -> dict[str, Any] | None:
         rows = self._rows(
-            "SELECT report_json FROM progress WHERE job_id = ? AND run = ? ORDER BY id DESC LIMIT 1", (job_id, run)
+            "SELECT report_json FROM progress WHERE job_id = ? AND run = ? ORDER BY id DESC LIMIT 1",
+            (job_id, run),
         )
         return json.loads(rows[0][0]) if rows else None
 
@@ -284,7 +337,9 @@ class SqlJobStore(ABC):
         return ids
 
     def expired(self, before: float) -> list[str]:
-        rows = self._rows("SELECT job_id FROM jobs WHERE completed_at IS NOT NULL AND completed_at < ?", (before,))
+        rows = self._rows(
+            "SELECT job_id FROM jobs WHERE completed_at IS NOT NULL AND completed_at < ?", (before,)
+        )
         return [r[0] for r in rows]
 
     def delete(self, job_id: str) -> None:
@@ -319,8 +374,9 @@ class SqlJobStore(ABC):
         )
         return [(r[0], r[1], int(r[2])) for r in rows]
 
-    def record_webhook_attempt(self, job_id: str, *, delivered: bool, error: str | None,
-                               next_attempt_at: float | None) -> None:
+    def record_webhook_attempt(
+        self, job_id: str, *, delivered: bool, error: str | None, next_attempt_at: float | None
+    ) -> None:
         """One attempt's outcome: delivered, retry at `next_attempt_at`, or (None) failed for good."""
         state = "delivered" if delivered else ("pending" if next_attempt_at is not None else "failed")
         self._execute(
@@ -352,7 +408,9 @@ class SqlJobStore(ABC):
 
     def served_endpoints(self, alive_within_s: float) -> set[str] | None:
         """Endpoints some live worker serves; None when no worker has registered lately."""
-        rows = self._rows("SELECT endpoints_json FROM workers WHERE heartbeat_at >= ?", (time.time() - alive_within_s,))
+        rows = self._rows(
+            "SELECT endpoints_json FROM workers WHERE heartbeat_at >= ?", (time.time() - alive_within_s,)
+        )
         if not rows:
             return None
         return {e for (blob,) in rows for e in json.loads(blob)}
@@ -362,11 +420,47 @@ class SqlJobStore(ABC):
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
-    (job_id, endpoint, spec_json, state, created, started, completed, etype, emsg, out, cancel, priority,
-     worker_id, lease, runs, retries, webhook_url, key, input_hash, start_deadline) = row
+    (
+        job_id,
+        endpoint,
+        spec_json,
+        state,
+        created,
+        started,
+        completed,
+        etype,
+        emsg,
+        out,
+        cancel,
+        priority,
+        worker_id,
+        lease,
+        runs,
+        retries,
+        webhook_url,
+        key,
+        input_hash,
+        start_deadline,
+    ) = row
     return JobRecord(
-        job_id, endpoint, spec_json, JobState(state), created, started, completed, etype, emsg, out, bool(cancel),
-        priority=Priority.from_rank(priority), worker_id=worker_id, lease_expires_at=lease, runs=runs,
-        retries=retries, webhook_url=webhook_url, idempotency_key=key, input_hash=input_hash,
+        job_id,
+        endpoint,
+        spec_json,
+        JobState(state),
+        created,
+        started,
+        completed,
+        etype,
+        emsg,
+        out,
+        bool(cancel),
+        priority=Priority.from_rank(priority),
+        worker_id=worker_id,
+        lease_expires_at=lease,
+        runs=runs,
+        retries=retries,
+        webhook_url=webhook_url,
+        idempotency_key=key,
+        input_hash=input_hash,
         start_deadline=start_deadline,
     )

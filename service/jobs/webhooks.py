@@ -59,8 +59,9 @@ class WebhookSigner:
         else:
             key = Ed25519PrivateKey.generate()
             key_file.parent.mkdir(parents=True, exist_ok=True)
-            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
             key_file.write_bytes(pem)
             key_file.chmod(0o600)
         self._key = key
@@ -72,8 +73,18 @@ class WebhookSigner:
         return b64url(self._key.sign(message))
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64url(self._public_raw), "kid": self.key_id,
-                          "use": "sig", "alg": "EdDSA"}]}
+        return {
+            "keys": [
+                {
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": b64url(self._public_raw),
+                    "kid": self.key_id,
+                    "use": "sig",
+                    "alg": "EdDSA",
+                }
+            ]
+        }
 
 
 def verify(jwks: dict[str, Any], headers: dict[str, str], body: bytes) -> bool:
@@ -100,18 +111,32 @@ def backoff_s(config: WebhookConfig, failed_attempts: int) -> float:
 def webhook_body(record: JobRecord, payload: dict[str, Any] | None) -> dict[str, Any]:
     ok = record.state is JobState.SUCCEEDED
     error = None if ok else f"{record.error_type}: {record.error_message}"
-    return {"request_id": record.job_id, "gateway_request_id": record.job_id, "status": "OK" if ok else "ERROR",
-            "payload": payload if ok else None, "error": error, "webhook_id": f"{record.job_id}:webhook"}
+    return {
+        "request_id": record.job_id,
+        "gateway_request_id": record.job_id,
+        "status": "OK" if ok else "ERROR",
+        "payload": payload if ok else None,
+        "error": error,
+        "webhook_id": f"{record.job_id}:webhook",
+    }
 
 
 class WebhookDispatcher:
-    def __init__(self, store: SqlJobStore, config: WebhookConfig, signer: WebhookSigner, payload_of: PayloadOf,
-                 limits: FetchLimits) -> None:
+    def __init__(
+        self,
+        store: SqlJobStore,
+        config: WebhookConfig,
+        signer: WebhookSigner,
+        payload_of: PayloadOf,
+        limits: FetchLimits,
+    ) -> None:
         self._store = store
         self._config = config
         self._signer = signer
         self._payload_of = payload_of
-        self._limits = FetchLimits(**{**limits.__dict__, "allow_private_networks": config.allow_private_networks})
+        self._limits = FetchLimits(
+            **{**limits.__dict__, "allow_private_networks": config.allow_private_networks}
+        )
 
     async def run_forever(self) -> None:
         while True:
@@ -143,7 +168,9 @@ class WebhookDispatcher:
         next_at = None
         if error is not None and tries < self._config.max_attempts:
             next_at = time.time() + backoff_s(self._config, tries)
-        self._store.record_webhook_attempt(record.job_id, delivered=error is None, error=error, next_attempt_at=next_at)
+        self._store.record_webhook_attempt(
+            record.job_id, delivered=error is None, error=error, next_attempt_at=next_at
+        )
         WEBHOOK_DELIVERIES.labels("delivered" if error is None else "failed").inc()
         outcome = "delivered" if error is None else f"attempt {tries} failed ({error})"
         self._store.add_log(record.job_id, f"webhook {outcome}", "info" if error is None else "warning")
@@ -153,11 +180,20 @@ class WebhookDispatcher:
         timestamp = str(int(time.time()))
         conn, path, host = connect_checked(url, self._limits, "webhook_url", self._config.timeout_s)
         try:
-            conn.request("POST", path, body=body, headers={
-                "Host": host, "Content-Type": "application/json", "User-Agent": "ltx-video-service-webhook",
-                "X-Ltx-Request-Id": request_id, "X-Ltx-Timestamp": timestamp, "X-Ltx-Key-Id": self._signer.key_id,
-                "X-Ltx-Signature": self._signer.sign(signed_message(timestamp, request_id, body)),
-            })
+            conn.request(
+                "POST",
+                path,
+                body=body,
+                headers={
+                    "Host": host,
+                    "Content-Type": "application/json",
+                    "User-Agent": "ltx-video-service-webhook",
+                    "X-Ltx-Request-Id": request_id,
+                    "X-Ltx-Timestamp": timestamp,
+                    "X-Ltx-Key-Id": self._signer.key_id,
+                    "X-Ltx-Signature": self._signer.sign(signed_message(timestamp, request_id, body)),
+                },
+            )
             response = conn.getresponse()
             response.read()
             return int(response.status)

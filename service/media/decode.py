@@ -88,7 +88,9 @@ def pixels_from_frames(frames: np.ndarray, dtype: torch.dtype = torch.float32) -
     stacked = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.uint8)).permute(3, 0, 1, 2)
     if dtype == torch.uint8:  # kept as stored: a quarter of float32 (conditioning videos)
         return stacked.contiguous()
-    out = torch.empty(stacked.shape, dtype=dtype)  # one allocation, scaled in place: 720p floats are 11 MB a frame
+    out = torch.empty(
+        stacked.shape, dtype=dtype
+    )  # one allocation, scaled in place: 720p floats are 11 MB a frame
     out.copy_(stacked)
     return out.div_(PIXEL_HALF_RANGE).sub_(1.0)
 

@@ -82,7 +82,9 @@ def encode_frames(
         audio_stream = _add_audio_stream(container, video)
         for chunk in chunks:
             if chunk.shape[1:] != (height, width, 3) or chunk.dtype != np.uint8:
-                raise ValueError(f"a chunk must be uint8 [n, {height}, {width}, 3], got {chunk.dtype} {chunk.shape}")
+                raise ValueError(
+                    f"a chunk must be uint8 [n, {height}, {width}, 3], got {chunk.dtype} {chunk.shape}"
+                )
             for pixels in chunk:
                 frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
                 frame.pts = count

@@ -300,7 +300,9 @@ def _fetch_http(
         deadline.close()
 
 
-def _follow_redirects(url: str, limits: FetchLimits, field_path: str, sink: BinaryIO, deadline: _Deadline) -> int:
+def _follow_redirects(
+    url: str, limits: FetchLimits, field_path: str, sink: BinaryIO, deadline: _Deadline
+) -> int:
     current = url
     for _ in range(limits.max_redirects + 1):
         conn = _open(current, limits, field_path, deadline)

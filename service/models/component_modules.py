@@ -45,7 +45,10 @@ class DeclaredIO(nn.Module):
         self.cast_to_model = [tensor.dtype is TensorType.FP32 and not tensor.keeps_fp32 for tensor in inputs]
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        cast = [x.to(self.model_dtype) if to_model else x for x, to_model in zip(inputs, self.cast_to_model, strict=False)]
+        cast = [
+            x.to(self.model_dtype) if to_model else x
+            for x, to_model in zip(inputs, self.cast_to_model, strict=False)
+        ]
         return self.adapter(*cast).float()
 
 

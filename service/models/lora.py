@@ -128,7 +128,9 @@ def _inject(
             )
     except (ValueError, RuntimeError, KeyError) as error:  # shape mismatches and the like, from peft
         logger.info("loras[%d] does not fit the transformer: %s", index, error)
-        raise lora_error(index, lora, "could not be applied to the transformer (its shapes do not fit this model)") from error
+        raise lora_error(
+            index, lora, "could not be applied to the transformer (its shapes do not fit this model)"
+        ) from error
 
 
 def _remove(transformer: LTXVideoTransformer3DModel, adapter_names: list[str]) -> None:

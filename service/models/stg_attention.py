@@ -135,7 +135,9 @@ def perturbed_self_attention_masked(
     """`perturbed_self_attention` with the skip list as a bool [num_blocks] tensor (module docstring)."""
     blocks = cast(nn.ModuleList, transformer.transformer_blocks)
     if block_mask.dtype != torch.bool or tuple(block_mask.shape) != (len(blocks),):
-        raise ValueError(f"block_mask must be bool [{len(blocks)}], got {block_mask.dtype} {list(block_mask.shape)}")
+        raise ValueError(
+            f"block_mask must be bool [{len(blocks)}], got {block_mask.dtype} {list(block_mask.shape)}"
+        )
     attentions: list[Any] = [block.attn1 for block in blocks]
     originals = [attn.processor for attn in attentions]
     try:

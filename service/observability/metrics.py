@@ -49,13 +49,18 @@ ACCELERATOR_BUSY_RATIO = Gauge(
     registry=REGISTRY,
 )
 FETCHED_BYTES = Counter(
-    "ltx_fetched_bytes", "Bytes fetched for job inputs, by kind (media: images and videos; download: LoRA files)", ["kind"], registry=REGISTRY
+    "ltx_fetched_bytes",
+    "Bytes fetched for job inputs, by kind (media: images and videos; download: LoRA files)",
+    ["kind"],
+    registry=REGISTRY,
 )
 FETCH_FAILURES = Counter(
     "ltx_fetch_failures", "Input fetches that failed, by kind (media, download)", ["kind"], registry=REGISTRY
 )
 WEBHOOK_DELIVERIES = Counter(
-    "ltx_webhook_deliveries", "Webhook delivery attempts by outcome (delivered, failed)", ["outcome"],
+    "ltx_webhook_deliveries",
+    "Webhook delivery attempts by outcome (delivered, failed)",
+    ["outcome"],
     registry=REGISTRY,
 )
 AUTH_CHECKS = Counter(
@@ -91,7 +96,9 @@ def bind_queue_depth(queued: Callable[[], int], running: Callable[[], int]) -> N
 class BusyTracker:
     """Busy intervals of the accelerator slots; the ratio is busy time / (window x slots)."""
 
-    def __init__(self, window_s: float = 60.0, slots: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window_s: float = 60.0, slots: int = 1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.window_s = window_s
         self.slots = max(slots, 1)
         self._clock = clock

@@ -188,7 +188,9 @@ def prepare_conditioned_latents(
         keyframe = _place(grid, frame_strength, latents, item, geometry, options)
         if keyframe is not None:
             extra.append(
-                _keyframe_tokens(keyframe, item.start_frame, item.strength, shape, geometry, generator, frame_rate)
+                _keyframe_tokens(
+                    keyframe, item.start_frame, item.strength, shape, geometry, generator, frame_rate
+                )
             )
     for condition in latent_conditions:
         latents = condition.latents.to(device, torch.float32)
@@ -317,4 +319,3 @@ def denoise_conditioned(
 def generated_tokens(tokens: torch.Tensor, num_extra_tokens: int) -> torch.Tensor:
     """Tokens of the generated grid: `tokens` without the leading keyframe tokens."""
     return tokens[:, num_extra_tokens:]
-

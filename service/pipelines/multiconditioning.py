@@ -216,7 +216,14 @@ def render_dev_clip(
             components, clip.shape, media, clip.frame_rate, generator, device, options=options.conditioning
         )
         tokens, _ = sample_dev(
-            components, state, prompts, clip.num_inference_steps, generator, options, on_progress, is_cancelled
+            components,
+            state,
+            prompts,
+            clip.num_inference_steps,
+            generator,
+            options,
+            on_progress,
+            is_cancelled,
         )
         on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
         frames = to_uint8_frames(decode(components, tokens, clip.shape, generator, options.decoding))
@@ -230,9 +237,7 @@ def dev_clip(
     size = FrameSize(spec.width, spec.height)
     generated = generated_size(size)
     shape = latent_shape(components.geometry, 1, num_frames, generated.height, generated.width)
-    return DevClip(
-        spec.prompt, spec.negative_prompt, size, shape, spec.frame_rate, spec.num_inference_steps
-    )
+    return DevClip(spec.prompt, spec.negative_prompt, size, shape, spec.frame_rate, spec.num_inference_steps)
 
 
 def generate_multiconditioning(

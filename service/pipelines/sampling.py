@@ -17,7 +17,14 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 
 from service.contract.assets import LTX_VIDEO_SCHEDULER_CONFIG
 
-__all__ = ["LTX_VIDEO_SCHEDULER_CONFIG", "classifier_free_guidance", "euler_step", "make_scheduler", "set_schedule"]
+__all__ = [
+    "LTX_VIDEO_SCHEDULER_CONFIG",
+    "classifier_free_guidance",
+    "euler_step",
+    "make_scheduler",
+    "set_schedule",
+]
+
 
 def make_scheduler(config: Mapping[str, Any] | None) -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler.from_config(dict(config or LTX_VIDEO_SCHEDULER_CONFIG))

@@ -33,7 +33,9 @@ def reachable_base_url(host: str, port: int) -> str:
     `public_base_url` when clients reach the service by another name)."""
     if host in ("", "0.0.0.0", "::"):
         host = socket.gethostname()
-        log.warning("results URLs use the host name %r; set public_base_url if clients cannot resolve it", host)
+        log.warning(
+            "results URLs use the host name %r; set public_base_url if clients cannot resolve it", host
+        )
     if ":" in host:  # an IPv6 literal
         host = f"[{host}]"
     return f"http://{host}:{port}"

@@ -43,7 +43,8 @@ class S3Storage:
         self._scratch = scratch
         self._client = boto3.session.Session().client("s3", **_client_args(config))
         self._transfer = TransferConfig(
-            multipart_threshold=config.multipart_threshold_bytes, multipart_chunksize=config.multipart_chunk_bytes
+            multipart_threshold=config.multipart_threshold_bytes,
+            multipart_chunksize=config.multipart_chunk_bytes,
         )
 
     def describe(self) -> str:
@@ -65,7 +66,9 @@ class S3Storage:
             str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}, Config=self._transfer
         )
         path.unlink()
-        return StoredFile(url=self.presign(key), content_type=content_type, file_name=path.name, file_size=size)
+        return StoredFile(
+            url=self.presign(key), content_type=content_type, file_name=path.name, file_size=size
+        )
 
     def presign(self, key: str) -> str:
         url: str = self._client.generate_presigned_url(
@@ -92,7 +95,9 @@ class S3Storage:
         paginator = self._client.get_paginator("list_objects_v2")
         removed = 0
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(UPLOAD_ID_PREFIX, "")):
-            old = [{"Key": o["Key"]} for o in page.get("Contents", []) if o["LastModified"].timestamp() < before]
+            old = [
+                {"Key": o["Key"]} for o in page.get("Contents", []) if o["LastModified"].timestamp() < before
+            ]
             if old:
                 self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": old, "Quiet": True})
                 removed += len(old)

@@ -55,11 +55,19 @@ def test_rendered_config_loads_and_ports_match(example: Path, tmp_path: Path) ->
             assert ports["metrics"] == config.metrics.port
         if "http" in ports:
             assert ports["http"] == config.http_port
-        for probe, service in (("startupProbe", LIVENESS), ("livenessProbe", LIVENESS), ("readinessProbe", READINESS)):
+        for probe, service in (
+            ("startupProbe", LIVENESS),
+            ("livenessProbe", LIVENESS),
+            ("readinessProbe", READINESS),
+        ):
             assert serve[probe]["grpc"] == {"port": config.admin_port, "service": service}
         mounts = {m["mountPath"] for m in serve["volumeMounts"]}
         assert config.data_dir in mounts
-        for setting in (config.auth.api_keys_file, config.auth.tls_cert_file, config.auth.url_signing_key_file):
+        for setting in (
+            config.auth.api_keys_file,
+            config.auth.tls_cert_file,
+            config.auth.url_signing_key_file,
+        ):
             if setting:
                 assert any(setting.startswith(m + "/") for m in mounts), setting
         triton = container(spec, "tritonserver")
@@ -69,7 +77,9 @@ def test_rendered_config_loads_and_ports_match(example: Path, tmp_path: Path) ->
 
 
 def test_secret_backed_env_vars_are_the_ones_ltx_serve_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    (deployment, *_) = [d for d in of_kind(rendered(ROOT / "helm/ltx-video/examples/scaled.yaml"), "Deployment")]
+    (deployment, *_) = [
+        d for d in of_kind(rendered(ROOT / "helm/ltx-video/examples/scaled.yaml"), "Deployment")
+    ]
     serve = container(deployment["spec"]["template"]["spec"], "ltx-serve")
     assert serve is not None
     (dsn,) = [e for e in serve["env"] if "secretKeyRef" in e.get("valueFrom", {}) and "DATABASE" in e["name"]]

@@ -71,9 +71,13 @@ def test_scaled_renders_gateway_hpa_pdbs_and_keda_workers() -> None:
 def test_scaled_hpa_variant_scales_workers_on_an_external_metric() -> None:
     objects = rendered(CHART / "examples" / "scaled-hpa.yaml")
     assert not of_kind(objects, "ScaledObject")
-    worker_hpa = [h for h in of_kind(objects, "HorizontalPodAutoscaler") if h["metadata"]["name"].endswith("-worker")]
+    worker_hpa = [
+        h for h in of_kind(objects, "HorizontalPodAutoscaler") if h["metadata"]["name"].endswith("-worker")
+    ]
     (metric,) = worker_hpa[0]["spec"]["metrics"]
-    assert metric["type"] == "External" and metric["external"]["metric"]["name"] == "ltx_jobs_queued_and_running"
+    assert (
+        metric["type"] == "External" and metric["external"]["metric"]["name"] == "ltx_jobs_queued_and_running"
+    )
 
 
 REJECTED = {
@@ -83,7 +87,10 @@ REJECTED = {
     "unknown storage backend": ({"storage": {"backend": "gcs"}}, "/storage/backend"),
     "replicaCount 0": ({"gateway": {"replicaCount": 0}}, "/gateway/replicaCount"),
     "latest tag": ({"image": {"repository": "x/y", "tag": "latest"}}, "/image/tag"),
-    "root filesystem writable": ({"securityContext": {"readOnlyRootFilesystem": False}}, "readOnlyRootFilesystem"),
+    "root filesystem writable": (
+        {"securityContext": {"readOnlyRootFilesystem": False}},
+        "readOnlyRootFilesystem",
+    ),
     "scaled without a database Secret": ({"mode": "scaled", "storage": {"backend": "s3"}}, "existingSecret"),
 }
 
@@ -114,4 +121,6 @@ def test_readme_values_table_covers_every_top_level_value() -> None:
     readme = (CHART / "README.md").read_text()
     documented = set(re.findall(r"^\| `([^`]+)` \|", readme, re.MULTILINE))
     for key in _leaf_keys(values):
-        assert any(key == d or key.startswith(d + ".") for d in documented), f"{key} missing from the README table"
+        assert any(key == d or key.startswith(d + ".") for d in documented), (
+            f"{key} missing from the README table"
+        )

@@ -49,7 +49,9 @@ def test_distinct_grpc_liveness_and_readiness_probes(example: Path) -> None:
         if triton is not None:
             assert triton["livenessProbe"]["httpGet"]["path"] != triton["readinessProbe"]["httpGet"]["path"]
             startup = triton["startupProbe"]
-            assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, "TensorRT engines load for minutes"
+            assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, (
+                "TensorRT engines load for minutes"
+            )
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
@@ -59,14 +61,18 @@ def test_selectors_match_pod_labels(example: Path) -> None:
     for deployment in of_kind(objects, "Deployment"):
         assert _matches(deployment["spec"]["selector"]["matchLabels"], pods[deployment["metadata"]["name"]])
     for service in of_kind(objects, "Service"):
-        assert any(_matches(service["spec"]["selector"], labels) for labels in pods.values()), service["metadata"]
+        assert any(_matches(service["spec"]["selector"], labels) for labels in pods.values()), service[
+            "metadata"
+        ]
     for pdb in of_kind(objects, "PodDisruptionBudget"):
         assert any(_matches(pdb["spec"]["selector"]["matchLabels"], labels) for labels in pods.values())
     for scaler in of_kind(objects, "HorizontalPodAutoscaler") + of_kind(objects, "ScaledObject"):
         assert scaler["spec"]["scaleTargetRef"]["name"] in pods
     services = {s["metadata"]["name"]: s["metadata"]["labels"] for s in of_kind(objects, "Service")}
     for monitor in of_kind(objects, "ServiceMonitor"):
-        assert any(_matches(monitor["spec"]["selector"]["matchLabels"], labels) for labels in services.values())
+        assert any(
+            _matches(monitor["spec"]["selector"]["matchLabels"], labels) for labels in services.values()
+        )
     for policy in of_kind(objects, "NetworkPolicy"):
         assert all(_matches(policy["spec"]["podSelector"]["matchLabels"], labels) for labels in pods.values())
 
@@ -115,12 +121,14 @@ def test_termination_grace_covers_prestop_drain_and_margin(example: Path) -> Non
             assert command[0] == "sleep"
             sleep_s = float(command[1])
             needed = sleep_s + (drain_s if c["name"] == "ltx-serve" else 0) + MARGIN_S
-            assert grace >= needed, f"{name}/{c['name']}: grace {grace} < preStop {sleep_s} + drain + {MARGIN_S}"
+            assert grace >= needed, (
+                f"{name}/{c['name']}: grace {grace} < preStop {sleep_s} + drain + {MARGIN_S}"
+            )
 
 
 def test_embedded_keeps_sqlite_on_the_pvc() -> None:
     objects = rendered(CHART / "examples" / "embedded.yaml")
-    (_, _, spec), = list(pod_specs(objects))
+    ((_, _, spec),) = list(pod_specs(objects))
     (claim,) = of_kind(objects, "PersistentVolumeClaim")
     data = next(v for v in spec["volumes"] if v["name"] == "data")
     assert data["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]

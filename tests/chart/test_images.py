@@ -37,6 +37,9 @@ def test_triton_image_holds_the_model_repository_where_the_chart_looks() -> None
     assert triton is not None and triton["command"] == ["tritonserver"]
     repository = next(a.split("=", 1)[1] for a in triton["args"] if a.startswith("--model-repository="))
     assert f"COPY model_repository {repository}" in TRITON
-    assert re.search(r"^FROM \$\{TRITON_IMAGE\}", TRITON, re.MULTILINE) and "nvcr.io/nvidia/tritonserver:" in TRITON
+    assert (
+        re.search(r"^FROM \$\{TRITON_IMAGE\}", TRITON, re.MULTILINE)
+        and "nvcr.io/nvidia/tritonserver:" in TRITON
+    )
     exposed = {int(p) for p in _instruction(TRITON, "EXPOSE")[-1].split()}
     assert exposed == {p["containerPort"] for p in triton["ports"]}

@@ -57,7 +57,9 @@ def test_malformed_protobuf_is_invalid_argument_on_every_rpc(channel: grpc.Chann
     assert "Error" not in (failure.value.details() or "")  # no exception class names
 
 
-@pytest.mark.parametrize("url", ["http://[::1", "http://[abc]/x", "http://h:99999/a.png", "http://h:-1/a.png"])
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://[abc]/x", "http://h:99999/a.png", "http://h:-1/a.png"]
+)
 @pytest.mark.parametrize("rpc", ["Submit", "Generate"])
 def test_unparsable_urls_are_invalid_argument(channel: grpc.Channel, url: str, rpc: str) -> None:
     data = _example(MULTI)
@@ -69,13 +71,15 @@ def test_unparsable_urls_are_invalid_argument(channel: grpc.Channel, url: str, r
         else:
             list(stub.Generate(build_request("ltx-video-lora/multiconditioning", data), timeout=10))
     assert failure.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert ("images[0].image_url" in dict(field_violations(failure.value)))
+    assert "images[0].image_url" in dict(field_violations(failure.value))
 
 
 def _hostile_cases() -> list[tuple[str, str, dict]]:
     long_resolution = dict(_example("ltx-video-lora"), resolution="x" * 3000)
     many_images = _example(MULTI)
-    many_images["images"] = [{"image_url": f"ftp://bad/{i}" + "y" * 200, "start_frame_number": 0} for i in range(50)]
+    many_images["images"] = [
+        {"image_url": f"ftp://bad/{i}" + "y" * 200, "start_frame_number": 0} for i in range(50)
+    ]
     many_loras = dict(_example("ltx-video-lora"), loras=[{"path": ""} for _ in range(1000)])
     return [
         ("3000-character resolution", "ltx-video-lora", long_resolution),
@@ -84,8 +88,12 @@ def _hostile_cases() -> list[tuple[str, str, dict]]:
     ]
 
 
-@pytest.mark.parametrize(("case", "endpoint", "data"), _hostile_cases(), ids=lambda v: v if isinstance(v, str) else "")
-def test_large_error_details_still_reach_the_client(channel: grpc.Channel, case: str, endpoint: str, data: dict) -> None:
+@pytest.mark.parametrize(
+    ("case", "endpoint", "data"), _hostile_cases(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_large_error_details_still_reach_the_client(
+    channel: grpc.Channel, case: str, endpoint: str, data: dict
+) -> None:
     error = _submit_error(channel, endpoint, data)
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, case
     assert field_violations(error), "the BadRequest details were lost"
@@ -123,7 +131,10 @@ def test_a_data_uri_over_the_media_limit_is_invalid_argument_naming_the_field(ch
 
 @pytest.mark.parametrize("rpc", ["Watch", "Generate"])
 def test_a_bug_inside_a_stream_is_internal_with_an_incident_id(
-    channel: grpc.Channel, running_server, monkeypatch: pytest.MonkeyPatch, rpc: str  # type: ignore[no-untyped-def]
+    channel: grpc.Channel,
+    running_server,
+    monkeypatch: pytest.MonkeyPatch,
+    rpc: str,  # type: ignore[no-untyped-def]
 ) -> None:
     stub = pb_grpc.VideoGenerationStub(channel)
     request = build_request("ltx-video-lora", _example("ltx-video-lora"))
@@ -141,4 +152,6 @@ def test_a_bug_inside_a_stream_is_internal_with_an_incident_id(
             list(stub.Generate(request, timeout=10))
     assert failure.value.code() is grpc.StatusCode.INTERNAL
     assert "incident" in (failure.value.details() or "")
-    assert "RuntimeError" not in (failure.value.details() or "") and "a bug in" not in (failure.value.details() or "")
+    assert "RuntimeError" not in (failure.value.details() or "") and "a bug in" not in (
+        failure.value.details() or ""
+    )

@@ -13,8 +13,15 @@ from ltx.v1 import video_generation_pb2 as pb
 from tests.integration.service_process import ServiceProcess
 
 T2V = "ltx-video-lora"
-JOB = {"prompt": "a long walk", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
-       "number_of_steps": 30, "frame_rate": 12, "seed": 5}
+JOB = {
+    "prompt": "a long walk",
+    "resolution": "480p",
+    "aspect_ratio": "1:1",
+    "number_of_frames": 9,
+    "number_of_steps": 30,
+    "frame_rate": 12,
+    "seed": 5,
+}
 
 pytestmark = pytest.mark.slow
 

@@ -78,7 +78,9 @@ def test_a_redirect_to_an_unparsable_url_fails_the_fetch_cleanly(location: str) 
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with pytest.raises(JobError) as failure:
-            fetch_media(f"http://127.0.0.1:{server.server_address[1]}/a.png", field="image_url", limits=LIMITS)
+            fetch_media(
+                f"http://127.0.0.1:{server.server_address[1]}/a.png", field="image_url", limits=LIMITS
+            )
     finally:
         server.shutdown()
         server.server_close()

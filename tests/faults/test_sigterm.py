@@ -19,8 +19,15 @@ from tests.integration.service_process import ServiceProcess
 
 T2V = "ltx-video-lora"
 # Long enough on the tiny preset to be mid-run when the signal comes.
-JOB = {"prompt": "a long walk", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
-       "number_of_steps": 50, "frame_rate": 12, "seed": 3}
+JOB = {
+    "prompt": "a long walk",
+    "resolution": "480p",
+    "aspect_ratio": "1:1",
+    "number_of_frames": 9,
+    "number_of_steps": 50,
+    "frame_rate": 12,
+    "seed": 3,
+}
 EXIT_MARGIN_S = 5.0  # the Done-when: gone within grace + 5 s
 
 

@@ -24,7 +24,9 @@ def test_a_client_pinging_every_second_keeps_its_stream(server_target: str) -> N
     ]
     with grpc.insecure_channel(server_target, options=options) as channel:
         stub = pb_grpc.VideoGenerationStub(channel)
-        job_id = stub.Submit(build_request("ltx-video-lora", _example("ltx-video-lora")), timeout=30).request_id
+        job_id = stub.Submit(
+            build_request("ltx-video-lora", _example("ltx-video-lora")), timeout=30
+        ).request_id
         started = time.monotonic()
         stream = stub.Watch(pb.WatchRequest(request_id=job_id), timeout=6)
         try:

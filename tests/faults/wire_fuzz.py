@@ -28,7 +28,9 @@ from tests.unit.test_validation_fuzz import _mutations
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "spec_examples"
 METHODS = ("Submit", "Status", "Watch", "Result", "Cancel", "Generate")
 STREAMING = {"Watch", "Generate"}
-_ONEOF_FIELD = {f.message_type.full_name: f.name for f in pb.GenerationInput.DESCRIPTOR.oneofs_by_name["input"].fields}
+_ONEOF_FIELD = {
+    f.message_type.full_name: f.name for f in pb.GenerationInput.DESCRIPTOR.oneofs_by_name["input"].fields
+}
 
 
 def _examples() -> list[tuple[str, dict]]:
@@ -39,8 +41,18 @@ def _examples() -> list[tuple[str, dict]]:
     return found
 
 
-HOSTILE_STRINGS = ["x" * 3000, "http://[::1", "http://[abc]/x", "http://h:99999/", "http://h:-1/", "data:",
-                   "data:image/png;base64," + "A" * 5000, "\u202e" * 500, "../" * 200, "/etc/passwd"]
+HOSTILE_STRINGS = [
+    "x" * 3000,
+    "http://[::1",
+    "http://[abc]/x",
+    "http://h:99999/",
+    "http://h:-1/",
+    "data:",
+    "data:image/png;base64," + "A" * 5000,
+    "\u202e" * 500,
+    "../" * 200,
+    "/etc/passwd",
+]
 
 
 def _hostile(message: Message, rng: random.Random, depth: int = 0) -> None:

@@ -52,16 +52,48 @@ class PostgresServer:
             shutil.chown(self.root, "nobody")
         data = self.root / "data"
         subprocess.run(
-            _as_postgres_user([str(self.bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "ltx",
-                               "--no-sync", "-E", "UTF8"]),
-            check=True, capture_output=True, cwd=self.root,
+            _as_postgres_user(
+                [
+                    str(self.bin_dir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "ltx",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            cwd=self.root,
         )
         log = (self.root / "postgres.log").open("ab")
         self.proc = subprocess.Popen(
-            _as_postgres_user([str(self.bin_dir / "postgres"), "-D", str(data), "-p", str(self.port),
-                               "-h", "127.0.0.1", "-k", str(self.root), "-c", "fsync=off",
-                               "-c", "synchronous_commit=off", "-c", "max_connections=200"]),
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+            _as_postgres_user(
+                [
+                    str(self.bin_dir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-h",
+                    "127.0.0.1",
+                    "-k",
+                    str(self.root),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "max_connections=200",
+                ]
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
         )
         self._wait_ready(timeout_s)
 
@@ -109,7 +141,9 @@ class MotoServer:
 
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="ltx-moto-", suffix=".log")[1]))
+    log_path: Path = field(
+        default_factory=lambda: Path(tempfile.mkstemp(prefix="ltx-moto-", suffix=".log")[1])
+    )
 
     @property
     def url(self) -> str:
@@ -120,7 +154,8 @@ class MotoServer:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -143,4 +178,8 @@ class MotoServer:
         self.log_path.unlink(missing_ok=True)
 
 
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}

@@ -41,10 +41,22 @@ class ServiceProcess:
     def start(self, timeout_s: float = 90.0) -> None:
         self.grpc_port = self.grpc_port or free_port()
         self.http_port = self.http_port or free_port()
-        cmd = [sys.executable, "-m", "service.main", "--port", str(self.grpc_port),
-               "--http-port", str(self.http_port), "--data-dir", str(self.data_dir), *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "service.main",
+            "--port",
+            str(self.grpc_port),
+            "--http-port",
+            str(self.http_port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
         log = (self.data_dir / "service.log").open("ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+        )
         # Reconnect at least every second: a slow start (a loaded machine) must not leave the channel in
         # gRPC's exponential reconnect backoff (up to 2 minutes) after the server is up.
         self.channel = grpc.insecure_channel(

@@ -26,8 +26,15 @@ from tests.integration.certs import CertFiles, make_certs
 from tests.integration.service_process import ROOT, free_port
 
 T2V = "ltx-video-lora"
-SMALL = {"prompt": "a red ball", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
-         "number_of_steps": 2, "frame_rate": 12, "seed": 7}
+SMALL = {
+    "prompt": "a red ball",
+    "resolution": "480p",
+    "aspect_ratio": "1:1",
+    "number_of_frames": 9,
+    "number_of_steps": 2,
+    "frame_rate": 12,
+    "seed": 7,
+}
 FULL_KEY = "full-access-key-0123456789"
 LIMITED_KEY = "distilled-only-key-0123456789"
 KEYS_TOML = f"""
@@ -64,7 +71,9 @@ class SecureService:
             return response.read().decode()
 
 
-def _wait_ready(admin_port: int, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 120) -> None:
+def _wait_ready(
+    admin_port: int, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 120
+) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{admin_port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + timeout_s
@@ -86,10 +95,31 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureService]
     keys = root / "api-keys.toml"
     keys.write_text(KEYS_TOML)
     ports = [free_port() for _ in range(4)]
-    cmd = [sys.executable, "-m", "service.main", "--data-dir", str(root / "data"), "--port", str(ports[0]),
-           "--http-port", str(ports[1]), "--admin-port", str(ports[2]), "--metrics-port", str(ports[3]),
-           "--api-keys-file", str(keys), "--tls-cert-file", str(certs.server_cert),
-           "--tls-key-file", str(certs.server_key), "--tls-client-ca-file", str(certs.ca), "--log-format", "json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.main",
+        "--data-dir",
+        str(root / "data"),
+        "--port",
+        str(ports[0]),
+        "--http-port",
+        str(ports[1]),
+        "--admin-port",
+        str(ports[2]),
+        "--metrics-port",
+        str(ports[3]),
+        "--api-keys-file",
+        str(keys),
+        "--tls-cert-file",
+        str(certs.server_cert),
+        "--tls-key-file",
+        str(certs.server_key),
+        "--tls-client-ca-file",
+        str(certs.ca),
+        "--log-format",
+        "json",
+    ]
     log_path = root / "service.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -135,7 +165,10 @@ def test_key_not_allowed_the_endpoint_is_permission_denied(service: SecureServic
 
 
 def test_tls_without_client_certificate_or_plaintext_is_refused(service: SecureService) -> None:
-    for channel in (service.channel(client_cert=False), grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}")):
+    for channel in (
+        service.channel(client_cert=False),
+        grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}"),
+    ):
         with channel, pytest.raises(grpc.RpcError) as caught:
             pb_grpc.VideoGenerationStub(channel).Status(
                 pb.StatusRequest(request_id="x"), metadata=_bearer(FULL_KEY), timeout=5
@@ -172,7 +205,9 @@ def _fetch_status(url: str) -> int:
 def test_job_end_to_end_with_key_then_metrics_logs_and_signed_url(service: SecureService) -> None:
     stub = _stub(service)
     submitted = stub.Submit(build_request(T2V, SMALL), metadata=_bearer(FULL_KEY), timeout=10)
-    events = list(stub.Watch(pb.WatchRequest(request_id=submitted.request_id), metadata=_bearer(FULL_KEY), timeout=120))
+    events = list(
+        stub.Watch(pb.WatchRequest(request_id=submitted.request_id), metadata=_bearer(FULL_KEY), timeout=120)
+    )
     assert events[-1].status == pb.COMPLETED
     url = events[-1].result.text_to_video.video.url
     assert re.search(r"\?expires=\d+&sig=[0-9a-f]{64}$", url), url
@@ -194,7 +229,10 @@ def test_job_end_to_end_with_key_then_metrics_logs_and_signed_url(service: Secur
     assert samples[("grpc_server_handled_total", (("grpc_code", "OK"), *rpc))] >= 1
     assert samples[("grpc_server_handling_seconds_count", rpc)] >= 5
     assert samples[("ltx_auth_requests_total", (("key", "renderer"), ("outcome", "ok")))] >= 2
-    assert samples[("ltx_auth_requests_total", (("key", "distilled-only"), ("outcome", "permission_denied")))] >= 1
+    assert (
+        samples[("ltx_auth_requests_total", (("key", "distilled-only"), ("outcome", "permission_denied")))]
+        >= 1
+    )
 
     lines = [json.loads(line) for line in service.log_path.read_text().splitlines() if line.startswith("{")]
     assert lines, "no JSON log lines"

@@ -18,8 +18,15 @@ from tests.integration.service_process import ROOT, free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-SMALL = {"prompt": "a red ball", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
-         "number_of_steps": 2, "frame_rate": 12, "seed": 7}
+SMALL = {
+    "prompt": "a red ball",
+    "resolution": "480p",
+    "aspect_ratio": "1:1",
+    "number_of_frames": 9,
+    "number_of_steps": 2,
+    "frame_rate": 12,
+    "seed": 7,
+}
 
 
 def _check(stub: health_pb2_grpc.HealthStub, name: str) -> int:
@@ -28,9 +35,23 @@ def _check(stub: health_pb2_grpc.HealthStub, name: str) -> int:
 
 def test_live_but_not_ready_while_triton_is_unreachable(tmp_path: Path) -> None:
     grpc_port, admin_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "service.main", "--data-dir", str(tmp_path), "--port", str(grpc_port),
-           "--http-port", "0", "--admin-port", str(admin_port), "--engine", "triton",
-           "--triton-url", f"127.0.0.1:{free_port()}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.main",
+        "--data-dir",
+        str(tmp_path),
+        "--port",
+        str(grpc_port),
+        "--http-port",
+        "0",
+        "--admin-port",
+        str(admin_port),
+        "--engine",
+        "triton",
+        "--triton-url",
+        f"127.0.0.1:{free_port()}",
+    ]
     with (tmp_path / "service.log").open("ab") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -51,7 +72,9 @@ def test_live_but_not_ready_while_triton_is_unreachable(tmp_path: Path) -> None:
                 assert _check(stub, name) == NOT_SERVING, name
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             with pytest.raises(grpc.RpcError) as caught:
-                pb_grpc.VideoGenerationStub(channel).Submit(build_request("ltx-video-lora", SMALL), timeout=10)
+                pb_grpc.VideoGenerationStub(channel).Submit(
+                    build_request("ltx-video-lora", SMALL), timeout=10
+                )
             assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     finally:
         proc.terminate()

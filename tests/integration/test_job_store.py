@@ -25,6 +25,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[objec
     """A factory of stores on one database (PostgreSQL: a fresh database per test)."""
     opened: list[SqlJobStore] = []
     if request.param == "sqlite":
+
         def make() -> SqlJobStore:
             opened.append(SqliteJobStore(tmp_path / "jobs.sqlite3"))
             return opened[-1]
@@ -37,6 +38,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[objec
         def make() -> SqlJobStore:
             opened.append(PostgresJobStore(url))
             return opened[-1]
+
     yield make
     for store in opened:
         store.close()

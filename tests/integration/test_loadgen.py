@@ -16,13 +16,26 @@ from tests.integration.service_process import ROOT, ServiceProcess
 
 SCHEMA = json.loads((ROOT / "tests/data/ghz/report.schema.json").read_text())
 MAX_QUEUED = 12
-SMALL = {"prompt": "a red ball", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
-         "number_of_steps": 2, "frame_rate": 12, "seed": 7}
+SMALL = {
+    "prompt": "a red ball",
+    "resolution": "480p",
+    "aspect_ratio": "1:1",
+    "number_of_frames": 9,
+    "number_of_steps": 2,
+    "frame_rate": 12,
+    "seed": 7,
+}
 
 
 def _loadgen(output: Path, *args: str) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "service.client.loadgen", *args, "--output", str(output)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "service.client.loadgen", *args, "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(output.read_text())
     jsonschema.validate(report, SCHEMA)
@@ -36,8 +49,17 @@ def test_submit_and_status_reports(tmp_path: Path) -> None:
     try:
         host = f"127.0.0.1:{service.grpc_port}"
         first = service.submit("ltx-video-lora", SMALL).request_id
-        submit = _loadgen(tmp_path / "submit.json", "--config", "loadtest/submit.json", "--host", host,
-                          "--total", "30", "--concurrency", "4")
+        submit = _loadgen(
+            tmp_path / "submit.json",
+            "--config",
+            "loadtest/submit.json",
+            "--host",
+            host,
+            "--total",
+            "30",
+            "--concurrency",
+            "4",
+        )
         assert submit["count"] == 30 and submit["endReason"] == "normal"
         accepted = MAX_QUEUED - 1
         assert submit["statusCodeDistribution"] == {"OK": accepted, "ResourceExhausted": 30 - accepted}
@@ -45,8 +67,19 @@ def test_submit_and_status_reports(tmp_path: Path) -> None:
         assert submit["options"]["call"] == "ltx.v1.VideoGeneration.Submit"
         assert len(submit["details"]) == 30
 
-        status = _loadgen(tmp_path / "status.json", "--config", "loadtest/status.json", "--host", host,
-                          "--data", json.dumps({"request_id": first}), "--duration", "1s", "--concurrency", "2")
+        status = _loadgen(
+            tmp_path / "status.json",
+            "--config",
+            "loadtest/status.json",
+            "--host",
+            host,
+            "--data",
+            json.dumps({"request_id": first}),
+            "--duration",
+            "1s",
+            "--concurrency",
+            "2",
+        )
         assert status["endReason"] == "timeout" and status["count"] > 0
         assert status["statusCodeDistribution"] == {"OK": status["count"]}
         assert 0 < status["fastest"] <= status["slowest"]

@@ -19,10 +19,22 @@ from tests.integration.external_servers import S3_ENV, MotoServer, PostgresServe
 from tests.integration.service_process import ServiceProcess
 
 T2V = "ltx-video-lora"
-SMALL = {"prompt": "a red ball", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
-         "number_of_steps": 2, "frame_rate": 12}
-SLOW = {"prompt": "a long walk", "resolution": "720p", "aspect_ratio": "16:9", "number_of_frames": 161,
-        "number_of_steps": 50, "seed": 1}
+SMALL = {
+    "prompt": "a red ball",
+    "resolution": "480p",
+    "aspect_ratio": "1:1",
+    "number_of_frames": 9,
+    "number_of_steps": 2,
+    "frame_rate": 12,
+}
+SLOW = {
+    "prompt": "a long walk",
+    "resolution": "720p",
+    "aspect_ratio": "16:9",
+    "number_of_frames": 161,
+    "number_of_steps": 50,
+    "seed": 1,
+}
 SEEDS = (3, 4)
 JOBS = 20
 
@@ -54,14 +66,26 @@ def fleet(
     database_url = postgres.create_database(f"fleet_{uuid.uuid4().hex[:8]}")
     bucket = f"results-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_s3.url, **_boto_credentials()).create_bucket(Bucket=bucket)
-    shared = ["--database-url", database_url, "--storage-url", f"s3://{bucket}/ltx",
-              "--s3-endpoint-url", moto_s3.url, "--lease-s", "3", "--heartbeat-s", "0.5"]
+    shared = [
+        "--database-url",
+        database_url,
+        "--storage-url",
+        f"s3://{bucket}/ltx",
+        "--s3-endpoint-url",
+        moto_s3.url,
+        "--lease-s",
+        "3",
+        "--heartbeat-s",
+        "0.5",
+    ]
     procs = {"single": ServiceProcess(tmp_path_factory.mktemp("single"))}
     procs |= {
         name: ServiceProcess(tmp_path_factory.mktemp(name), [*shared, "--role", role, *extra], env=S3_ENV)
         for name, role, extra in (
-            ("gateway-a", "gateway", []), ("gateway-b", "gateway", []),
-            ("worker-1", "worker", ["--worker-id", "worker-1"]), ("worker-2", "worker", ["--worker-id", "worker-2"]),
+            ("gateway-a", "gateway", []),
+            ("gateway-b", "gateway", []),
+            ("worker-1", "worker", ["--worker-id", "worker-1"]),
+            ("worker-2", "worker", ["--worker-id", "worker-2"]),
         )
     }
     try:
@@ -70,10 +94,14 @@ def fleet(
             thread.start()
         for thread in starts:
             thread.join()
-        assert all(proc.channel is not None and proc.proc is not None and proc.proc.poll() is None
-                   for proc in procs.values()), {name: proc.log_tail() for name, proc in procs.items()}
+        assert all(
+            proc.channel is not None and proc.proc is not None and proc.proc.poll() is None
+            for proc in procs.values()
+        ), {name: proc.log_tail() for name, proc in procs.items()}
         for proc in procs.values():
-            proc._wait_serving(30)  # each one answers SERVING (a start thread's timeout does not fail the test)
+            proc._wait_serving(
+                30
+            )  # each one answers SERVING (a start thread's timeout does not fail the test)
         yield procs
     finally:
         for proc in procs.values():
@@ -81,8 +109,11 @@ def fleet(
 
 
 def _boto_credentials() -> dict[str, str]:
-    return {"aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-            "region_name": S3_ENV["AWS_DEFAULT_REGION"]}
+    return {
+        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
+    }
 
 
 def watch_to_end(proc: ServiceProcess, request_id: str, events: dict[str, list[pb.JobEvent]]) -> None:
@@ -118,7 +149,9 @@ def test_jobs_across_gateways_and_workers_survive_a_worker_kill(
         assert last.status == pb.COMPLETED and not last.HasField("error"), (request_id, last.error)
         video = last.result.text_to_video.video
         assert "X-Amz-Signature=" in video.url  # a presigned S3 URL
-        assert download(video.url) == reference_bytes[SEEDS[i % 2]], f"job {i} differs from the single process"
+        assert download(video.url) == reference_bytes[SEEDS[i % 2]], (
+            f"job {i} differs from the single process"
+        )
         status = gateways[i % 2].stub.Status(pb.StatusRequest(request_id=request_id))
         runs = started_on(gateways[i % 2], request_id)
         if len(runs) == 2:  # claimed by worker-1 (running, or prepared ahead) when it died: re-run once
@@ -136,7 +169,12 @@ def _kill_worker_mid_job(fleet: dict[str, ServiceProcess], gateway: ServiceProce
         for request_id in ids:
             status = gateway.stub.Status(pb.StatusRequest(request_id=request_id, logs=True))
             runs = [line.message for line in status.logs if line.message.startswith("started on ")]
-            if status.status == pb.IN_PROGRESS and runs and "worker-1" in runs[-1] and status.progress.step >= 1:
+            if (
+                status.status == pb.IN_PROGRESS
+                and runs
+                and "worker-1" in runs[-1]
+                and status.progress.step >= 1
+            ):
                 fleet["worker-1"].kill9()
                 return request_id
         time.sleep(0.02)
@@ -144,7 +182,9 @@ def _kill_worker_mid_job(fleet: dict[str, ServiceProcess], gateway: ServiceProce
 
 
 @pytest.mark.parametrize("cancel_on", ["gateway-a", "gateway-b"])
-def test_cancel_through_either_gateway_stops_the_running_job(fleet: dict[str, ServiceProcess], cancel_on: str) -> None:
+def test_cancel_through_either_gateway_stops_the_running_job(
+    fleet: dict[str, ServiceProcess], cancel_on: str
+) -> None:
     submit_to = fleet["gateway-b" if cancel_on == "gateway-a" else "gateway-a"]
     canceller = fleet[cancel_on]
     request_id = submit_to.submit(T2V, SLOW).request_id

@@ -21,10 +21,23 @@ from service.jobs.webhooks import verify
 from tests.integration.service_process import ServiceProcess, free_port
 
 T2V = "ltx-video-lora"
-SMALL = {"prompt": "a red ball", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
-         "number_of_steps": 2, "frame_rate": 12, "seed": 7}
-SLOW = {"prompt": "a long walk", "resolution": "720p", "aspect_ratio": "16:9", "number_of_frames": 161,
-        "number_of_steps": 50, "seed": 1}
+SMALL = {
+    "prompt": "a red ball",
+    "resolution": "480p",
+    "aspect_ratio": "1:1",
+    "number_of_frames": 9,
+    "number_of_steps": 2,
+    "frame_rate": 12,
+    "seed": 7,
+}
+SLOW = {
+    "prompt": "a long walk",
+    "resolution": "720p",
+    "aspect_ratio": "16:9",
+    "number_of_frames": 161,
+    "number_of_steps": 50,
+    "seed": 1,
+}
 
 
 class Receiver:
@@ -66,9 +79,13 @@ class Receiver:
 def queue_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     data = tmp_path_factory.mktemp("queue-api")
     config = data / "config.toml"
-    config.write_text("max_upload_bytes = 300000\n"
-                      "[webhooks]\nallow_private_networks = true\nfirst_backoff_s = 0.3\npoll_s = 0.2\n")
-    proc = ServiceProcess(data, ["--config", str(config), "--heartbeat-s", "0.3", "--metrics-port", str(free_port())])
+    config.write_text(
+        "max_upload_bytes = 300000\n"
+        "[webhooks]\nallow_private_networks = true\nfirst_backoff_s = 0.3\npoll_s = 0.2\n"
+    )
+    proc = ServiceProcess(
+        data, ["--config", str(config), "--heartbeat-s", "0.3", "--metrics-port", str(free_port())]
+    )
     proc.start()
     try:
         yield proc
@@ -83,7 +100,9 @@ def submit(proc: ServiceProcess, data: dict[str, object], **options: object) -> 
     return proc.stub.Submit(request, timeout=10)
 
 
-def test_webhook_is_retried_then_delivered_once_and_verifies_with_the_jwks(queue_service: ServiceProcess) -> None:
+def test_webhook_is_retried_then_delivered_once_and_verifies_with_the_jwks(
+    queue_service: ServiceProcess,
+) -> None:
     receiver = Receiver(fail_first=2)
     try:
         request_id = submit(queue_service, SMALL, webhook_url=receiver.url).request_id
@@ -137,8 +156,10 @@ def test_priority_orders_claims_and_start_timeout_never_starts(queue_service: Se
     low = submit(queue_service, SMALL, priority=pb.LOW).request_id
     normal = submit(queue_service, SMALL).request_id
     expiring = submit(queue_service, SMALL, start_timeout_s=0.5)
-    positions = {r: queue_service.stub.Status(pb.StatusRequest(request_id=r)).queue_position
-                 for r in (normal, expiring.request_id, low)}
+    positions = {
+        r: queue_service.stub.Status(pb.StatusRequest(request_id=r)).queue_position
+        for r in (normal, expiring.request_id, low)
+    }
     assert positions == {normal: 0, expiring.request_id: 1, low: 2}
 
     timed_out = queue_service.wait_completed(expiring.request_id, timeout_s=30)
@@ -160,8 +181,15 @@ def test_upload_of_a_local_image_feeds_a_multiconditioning_request(
     from PIL import Image
 
     Image.new("RGB", (96, 64), (200, 30, 30)).save(tmp_path / "cat.png")
-    request = {"prompt": "a red card", "resolution": "480p", "aspect_ratio": "auto", "number_of_frames": 9,
-               "number_of_steps": 2, "seed": 3, "images": [{"image_url": "./cat.png", "start_frame_number": 0}]}
+    request = {
+        "prompt": "a red card",
+        "resolution": "480p",
+        "aspect_ratio": "auto",
+        "number_of_frames": 9,
+        "number_of_steps": 2,
+        "seed": 3,
+        "images": [{"image_url": "./cat.png", "start_frame_number": 0}],
+    }
     sent = upload_local_files(queue_service.stub, request, tmp_path)
     url = sent["images"][0]["image_url"]
     assert url.startswith(f"http://127.0.0.1:{queue_service.http_port}/results/upload-")

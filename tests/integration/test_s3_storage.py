@@ -23,8 +23,12 @@ def storage(moto_s3: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv(name, value)
     bucket = f"b-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_s3.url).create_bucket(Bucket=bucket)
-    config = S3Config(endpoint_url=moto_s3.url, url_expiry_s=600, multipart_threshold_bytes=5 * 1024**2,
-                      multipart_chunk_bytes=5 * 1024**2)
+    config = S3Config(
+        endpoint_url=moto_s3.url,
+        url_expiry_s=600,
+        multipart_threshold_bytes=5 * 1024**2,
+        multipart_chunk_bytes=5 * 1024**2,
+    )
     return S3Storage(f"s3://{bucket}/prefix/x", config, tmp_path / "scratch")
 
 

@@ -21,11 +21,24 @@ from tests.integration.service_process import ServiceProcess
 T2V = "ltx-video-lora"
 EXAMPLES = Path(__file__).resolve().parents[1] / "data/spec_examples"
 # Small and quick: 480x480, 9 frames, 2 steps.
-SMALL = {"prompt": "a red ball", "resolution": "480p", "aspect_ratio": "1:1", "number_of_frames": 9,
-         "number_of_steps": 2, "frame_rate": 12, "seed": 7}
+SMALL = {
+    "prompt": "a red ball",
+    "resolution": "480p",
+    "aspect_ratio": "1:1",
+    "number_of_frames": 9,
+    "number_of_steps": 2,
+    "frame_rate": 12,
+    "seed": 7,
+}
 # Slow enough to cancel or kill mid-run on the tiny preset: many steps at the largest size.
-SLOW = {"prompt": "a long walk", "resolution": "720p", "aspect_ratio": "16:9", "number_of_frames": 161,
-        "number_of_steps": 50, "seed": 1}
+SLOW = {
+    "prompt": "a long walk",
+    "resolution": "720p",
+    "aspect_ratio": "16:9",
+    "number_of_frames": 161,
+    "number_of_steps": 50,
+    "seed": 1,
+}
 
 
 def decode(data: bytes) -> tuple[int, int, int, float]:

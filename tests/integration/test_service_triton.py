@@ -70,14 +70,18 @@ def test_text_to_video_through_triton(triton_service: ServiceProcess) -> None:
 def test_cancel_running_job_on_triton(triton_service: ServiceProcess) -> None:
     request_id = triton_service.submit(T2V, SLOW_ON_TRITON).request_id
     wait_for_denoising(triton_service, request_id, timeout_s=120)
-    assert triton_service.stub.Cancel(pb.CancelRequest(request_id=request_id)).status == pb.CANCELLATION_REQUESTED
+    assert (
+        triton_service.stub.Cancel(pb.CancelRequest(request_id=request_id)).status
+        == pb.CANCELLATION_REQUESTED
+    )
     final = triton_service.wait_completed(request_id, timeout_s=60)
     assert final.error.error_type == "cancelled"
     assert final.progress.step < SLOW_ON_TRITON["number_of_steps"]
 
 
 def test_killed_tritonserver_fails_the_job_and_recovers(
-    triton_service: ServiceProcess, triton_server: TritonServerProcess  # noqa: F811
+    triton_service: ServiceProcess,
+    triton_server: TritonServerProcess,  # noqa: F811
 ) -> None:
     request_id = triton_service.submit(T2V, SLOW_ON_TRITON).request_id
     wait_for_denoising(triton_service, request_id, timeout_s=120)

@@ -108,7 +108,9 @@ def _run_cli(service: ServiceProcess, endpoint: str, request: dict[str, Any], tm
     out_dir = tmp_path / "out"
     command = [sys.executable, "-m", "service.client.cli", "--server", f"127.0.0.1:{service.grpc_port}",
                "run", endpoint, "--input", str(request_file), "--out", str(out_dir)]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False
+    )
     assert done.returncode == 0, f"{done.stderr[-3000:]}\n--- service log ---\n{service.log_tail()}"
     result = json.loads(done.stdout)
     if "prompt" in result:  # the extend output has no prompt field

@@ -334,14 +334,18 @@ DISTILLED = DistilledMulticonditioningSpec(
 InProcess = Callable[[Components, object, Callable[[Progress], None]], GeneratedVideo]
 
 
-def _multiconditioning(components: Components, spec: object, on_progress: Callable[[Progress], None]) -> GeneratedVideo:
+def _multiconditioning(
+    components: Components, spec: object, on_progress: Callable[[Progress], None]
+) -> GeneratedVideo:
     assert isinstance(spec, MulticonditioningSpec)
     inputs = prepare_conditioning_inputs(spec, FetchLimits(), None, on_progress)
     assert isinstance(inputs.spec, MulticonditioningSpec)
     return generate_multiconditioning(components, inputs.spec, inputs.media, on_progress, never)
 
 
-def _distilled(components: Components, spec: object, on_progress: Callable[[Progress], None]) -> GeneratedVideo:
+def _distilled(
+    components: Components, spec: object, on_progress: Callable[[Progress], None]
+) -> GeneratedVideo:
     assert isinstance(spec, DistilledMulticonditioningSpec)
     inputs = prepare_conditioning_inputs(spec, FetchLimits(), None, on_progress)
     assert isinstance(inputs.spec, DistilledMulticonditioningSpec)
@@ -401,7 +405,9 @@ class _WithoutStg:
 def test_stg_perturbed_pass_runs_on_triton(
     triton_engine: EngineInLine, repository_components: Components
 ) -> None:
-    without_stg = dataclasses.replace(repository_components, transformer=_WithoutStg(repository_components.transformer))
+    without_stg = dataclasses.replace(
+        repository_components, transformer=_WithoutStg(repository_components.transformer)
+    )
     with_stg_frames = _multiconditioning(repository_components, MULTICONDITIONING, lambda _: None).frames
     no_stg_events: list[Progress] = []
     no_stg_frames = _multiconditioning(without_stg, MULTICONDITIONING, no_stg_events.append).frames
@@ -422,14 +428,20 @@ def test_transformer_model_takes_optional_stg_inputs(
 ) -> None:
     component = TransformerComponent(repository_components.geometry)
     models = load_models(repository_model_config())
-    inputs = component.sample_inputs(models, SampleSize(batch=2, latent_frames=2, latent_height=2, latent_width=3))
+    inputs = component.sample_inputs(
+        models, SampleSize(batch=2, latent_frames=2, latent_height=2, latent_width=3)
+    )
     assert inputs[6].tolist() == [False, True]  # row 1 perturbed, in block 0
 
     def infer(tensors: tuple[torch.Tensor, ...]) -> np.ndarray:
         request = []
-        for declared, tensor in zip(component.inputs, tensors, strict=False):  # the optional STG inputs may be left out
+        for declared, tensor in zip(
+            component.inputs, tensors, strict=False
+        ):  # the optional STG inputs may be left out
             array = tensor.numpy()
-            request.append(grpcclient.InferInput(declared.name, list(array.shape), np_to_triton_dtype(array.dtype)))
+            request.append(
+                grpcclient.InferInput(declared.name, list(array.shape), np_to_triton_dtype(array.dtype))
+            )
             request[-1].set_data_from_numpy(array)
         with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
             return np.asarray(client.infer(component.name, request).as_numpy(component.output_names[0]))

@@ -60,7 +60,9 @@ def _expected_latents(components: Components, pixels: torch.Tensor) -> torch.Ten
     vae = loading.load_models(ModelConfig()).vae
     with torch.no_grad():
         raw = vae.encode(pixels).latent_dist.mode()
-    return LTXPipeline._normalize_latents(raw, vae.latents_mean, vae.latents_std, vae.config["scaling_factor"])
+    return LTXPipeline._normalize_latents(
+        raw, vae.latents_mean, vae.latents_std, vae.config["scaling_factor"]
+    )
 
 
 def _constant_velocity(value: float = 1.0) -> tuple[VelocityFn, list[torch.Tensor]]:

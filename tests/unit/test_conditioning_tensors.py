@@ -32,7 +32,10 @@ SPEC = MulticonditioningSpec(
     num_inference_steps=2,
     frame_rate=24,
     seed=0,
-    images=(ImageConditionSpec(png_uri(40, 20, level=90), 0, 1.0), ImageConditionSpec(png_uri(8, 4), 16, 0.7)),
+    images=(
+        ImageConditionSpec(png_uri(40, 20, level=90), 0, 1.0),
+        ImageConditionSpec(png_uri(8, 4), 16, 0.7),
+    ),
     videos=(VideoConditionSpec(mp4_uri(12), start_frame=8, strength=0.35),),
     enable_safety_checker=False,
 )

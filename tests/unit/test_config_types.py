@@ -40,7 +40,9 @@ def test_enums_list_their_values(tmp_path: Path) -> None:
 def test_optional_values_take_their_type_or_stay_unset(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^model\.model_dir: expected a string, got int 5$"):
         load_config(_toml(tmp_path, "[model]\nmodel_dir = 5\n"))
-    config = load_config(_toml(tmp_path, '[model]\nmodel_dir = "/models/ltx"\n'), **{"model.config_dir": None})
+    config = load_config(
+        _toml(tmp_path, '[model]\nmodel_dir = "/models/ltx"\n'), **{"model.config_dir": None}
+    )
     assert config.model.model_dir == "/models/ltx" and config.model.config_dir is None
 
 
@@ -77,7 +79,9 @@ class Outer:
 def test_nested_dataclasses_sequences_and_mappings_are_checked_item_by_item() -> None:
     built = build(Outer, {"inner": {"colors": ["red"], "limits": {"a": 1}}, "path": "/tmp/x"})
     assert built == Outer(Inner((Color.RED,), {"a": 1}), Path("/tmp/x"))
-    with pytest.raises(ConfigError, match=r"^inner\.colors\[1\]: expected one of red, got the string 'blue'$"):
+    with pytest.raises(
+        ConfigError, match=r"^inner\.colors\[1\]: expected one of red, got the string 'blue'$"
+    ):
         build(Outer, {"inner": {"colors": ["red", "blue"]}})
     with pytest.raises(ConfigError, match=r"^inner\.limits\.b: expected an integer, got the string 'x'$"):
         build(Outer, {"inner": {"limits": {"b": "x"}}})

@@ -17,7 +17,9 @@ from service.contract.frames import (
 )
 
 
-@pytest.mark.parametrize(("frames", "expected"), [(1, 1), (8, 1), (9, 9), (24, 17), (25, 25), (30, 25), (0, 1)])
+@pytest.mark.parametrize(
+    ("frames", "expected"), [(1, 1), (8, 1), (9, 9), (24, 17), (25, 25), (30, 25), (0, 1)]
+)
 def test_legal_frames_at_most_is_the_largest_8k_plus_1_below(frames: int, expected: int) -> None:
     assert legal_frames_at_most(frames) == expected
 

@@ -110,7 +110,9 @@ def test_chunks_from_an_iterator_encode_as_the_whole_video_does(tmp_path: Path) 
     whole = _encode(tmp_path, video)
     streamed = tmp_path / "streamed.mp4"
     pieces = (frames[start : start + 4] for start in range(0, 11, 4))  # 4 + 4 + 3, never the whole
-    empty = GeneratedVideo(frames=np.empty((0, 32, 48, 3), dtype=np.uint8), frame_rate=24.0, prompt="p", seed=1)
+    empty = GeneratedVideo(
+        frames=np.empty((0, 32, 48, 3), dtype=np.uint8), frame_rate=24.0, prompt="p", seed=1
+    )
     assert encode_frames(pieces, 48, 32, empty, streamed) == 11
     assert streamed.read_bytes() == whole.read_bytes()  # the same frames give the same stream
 

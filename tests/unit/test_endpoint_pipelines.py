@@ -16,7 +16,11 @@ def test_endpoints_follow_the_optional_components() -> None:
     no_encoder = dataclasses.replace(full, vae_encoder=None)
 
     assert endpoints_served(full) == PIPELINE_SUPPORTED
-    assert endpoints_served(no_upsampler) == {Endpoint.TEXT_TO_VIDEO, Endpoint.MULTICONDITIONING, Endpoint.EXTEND}
+    assert endpoints_served(no_upsampler) == {
+        Endpoint.TEXT_TO_VIDEO,
+        Endpoint.MULTICONDITIONING,
+        Endpoint.EXTEND,
+    }
     assert endpoints_served(no_encoder) == {Endpoint.TEXT_TO_VIDEO}
 
 

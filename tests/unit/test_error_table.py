@@ -30,7 +30,11 @@ TABLE = [
     ("input URL unreachable, too large, not media", None, "input_fetch_failed"),
     ("safety checker flags output", None, "content_policy_violation"),
     ("cancelled", None, "cancelled"),
-    ("missing or bad API key / key not allowed this endpoint", ["UNAUTHENTICATED", "PERMISSION_DENIED"], None),
+    (
+        "missing or bad API key / key not allowed this endpoint",
+        ["UNAUTHENTICATED", "PERMISSION_DENIED"],
+        None,
+    ),
     ("idempotency key reused with a different input", ["ALREADY_EXISTS"], None),
     ("waited in the queue past its start timeout", None, "start_timeout"),
     ("interrupted more often than the retry cap", None, "retries_exhausted"),
@@ -53,7 +57,9 @@ EXAMPLES: dict[type[BaseException], BaseException] = {
 
 
 @pytest.mark.parametrize(("situation", "codes", "error_type"), TABLE, ids=[row[0][:40] for row in TABLE])
-def test_every_row_of_the_error_table(situation: str, codes: list[str] | None, error_type: str | None) -> None:
+def test_every_row_of_the_error_table(
+    situation: str, codes: list[str] | None, error_type: str | None
+) -> None:
     for name in codes or []:
         code = grpc.StatusCode[name]
         if code is grpc.StatusCode.INTERNAL:

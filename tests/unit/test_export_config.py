@@ -59,14 +59,20 @@ def test_pipeline_config_is_decoupled_and_names_the_contract_tensors() -> None:
     assert required == [contract.ENDPOINT, contract.SPEC_JSON]
     assert optional == [*contract.CONDITION_INPUTS, contract.KEPT_FRAMES, contract.MAX_RESPONSE_BYTES]
     outputs = {t.name for t in config.output}
-    assert outputs == set(contract.PROGRESS_OUTPUTS) | set(contract.FRAMES_OUTPUTS) | set(contract.RESULT_OUTPUTS)
+    assert outputs == set(contract.PROGRESS_OUTPUTS) | set(contract.FRAMES_OUTPUTS) | set(
+        contract.RESULT_OUTPUTS
+    )
 
 
 def test_checked_in_pipeline_serves_every_ltx_video_endpoint() -> None:
     config = read_config(CHECKED_IN_REPOSITORY / contract.PIPELINE_MODEL / "config.pbtxt")
     names = config.parameters[contract.COMPONENTS_PARAMETER].string_value
     assert set(names.split(",")) == {
-        "text_encoder", "transformer", "vae_decoder", "vae_encoder", "latent_upsampler"
+        "text_encoder",
+        "transformer",
+        "vae_decoder",
+        "vae_encoder",
+        "latent_upsampler",
     }
     assert served_endpoints(names) == {
         Endpoint.TEXT_TO_VIDEO,

@@ -23,7 +23,9 @@ pytestmark = [
 @pytest.mark.parametrize("precision", [Precision.FP32, Precision.BF16, Precision.FP8])
 def test_engines_build_match_torch_and_are_cached(tmp_path: Path, precision: Precision) -> None:
     if precision is Precision.FP8:
-        pytest.importorskip("modelopt.onnx.quantization", reason="fp8 needs the [fp8] extra (NVIDIA ModelOpt)")
+        pytest.importorskip(
+            "modelopt.onnx.quantization", reason="fp8 needs the [fp8] extra (NVIDIA ModelOpt)"
+        )
     stages = ExportStages(ServiceConfig(), tmp_path, DEFAULT_COMPONENTS, precision=precision)
 
     for component in stages.components:

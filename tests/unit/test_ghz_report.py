@@ -42,13 +42,21 @@ def test_histogram_has_eleven_marks_and_counts_everything() -> None:
 
 
 def test_report_validates_and_counts_errors_apart() -> None:
-    results = [CallResult(NOW, 2_000_000, grpc.StatusCode.OK), CallResult(NOW, 4_000_000, grpc.StatusCode.OK),
-               CallResult(NOW, 9_000_000, grpc.StatusCode.RESOURCE_EXHAUSTED, "the queue is full")]
+    results = [
+        CallResult(NOW, 2_000_000, grpc.StatusCode.OK),
+        CallResult(NOW, 4_000_000, grpc.StatusCode.OK),
+        CallResult(NOW, 9_000_000, grpc.StatusCode.RESOURCE_EXHAUSTED, "the queue is full"),
+    ]
     report = build_report(results, started=NOW, total_ns=1_000_000_000, end_reason="normal", options={})
     jsonschema.validate(report, SCHEMA)
     assert report["date"] == "2026-12-01T09:30:00Z"
     assert report["details"][0]["timestamp"] == "2026-12-01T09:30:00.1234Z"
-    assert (report["count"], report["average"], report["fastest"], report["slowest"]) == (3, 5_000_000, 2_000_000, 4_000_000)
+    assert (report["count"], report["average"], report["fastest"], report["slowest"]) == (
+        3,
+        5_000_000,
+        2_000_000,
+        4_000_000,
+    )
     assert report["statusCodeDistribution"] == {"OK": 2, "ResourceExhausted": 1}
     assert report["errorDistribution"] == {"rpc error: code = ResourceExhausted desc = the queue is full": 1}
     assert report["rps"] == pytest.approx(3.0)

@@ -72,5 +72,7 @@ def test_fetches_count_bytes_and_failures() -> None:
     fetch_media(uri, field="image_url", limits=FetchLimits())
     assert _count("ltx_fetched_bytes_total", {"kind": "media"}) == before_bytes + len(png.getvalue())
     with pytest.raises(JobError):
-        fetch_media("data:text/plain;base64," + base64.b64encode(b"hello").decode(), field="x", limits=FetchLimits())
+        fetch_media(
+            "data:text/plain;base64," + base64.b64encode(b"hello").decode(), field="x", limits=FetchLimits()
+        )
     assert _count("ltx_fetch_failures_total", {"kind": "media"}) == before_failures + 1

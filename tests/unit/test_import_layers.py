@@ -220,7 +220,11 @@ def test_a_planted_wrong_way_import_fails(tmp_path: Path, relative: str, source:
 
 def test_allowed_directions_and_type_only_imports_pass(tmp_path: Path) -> None:
     _plant(tmp_path, "service/engines/ok.py", "from service.pipelines import components\nimport torch\n")
-    _plant(tmp_path, "service/contract/ok.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n")
+    _plant(
+        tmp_path,
+        "service/contract/ok.py",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n",
+    )
     _plant(tmp_path, "service/newpackage/ok.py", "from service.engines import ok\n")
     _plant(tmp_path, "export/ok.py", "from service.engines import ok\nfrom export import other\n")
     assert violations(imports_under(tmp_path)) == []

@@ -73,7 +73,9 @@ class InterlockedStages:
         self.overlapping_generates = 0
 
     # the preparer
-    def prepare(self, spec: TextToVideoSpec, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> PreparedJob:
+    def prepare(
+        self, spec: TextToVideoSpec, on_progress: ProgressCallback, is_cancelled: CancelCheck
+    ) -> PreparedJob:
         if spec.seed > 0:
             self.waits_met.append(self.generating.wait_for(spec.seed))
         self.prepared.add()
@@ -122,8 +124,13 @@ def _queue(tmp_path: Path, stages: InterlockedStages, config: ServiceConfig) -> 
     storage = CountingStorage(tmp_path / "results", stages.stored)
     runner = JobRunner(stages, storage, config, preparer=stages)  # type: ignore[arg-type]
     store = JobStore(tmp_path / "jobs.sqlite3")
-    queue = JobQueue(store, config.queue, runner, workers=runner.max_in_flight,
-                     before_accelerator=runner.before_accelerator)
+    queue = JobQueue(
+        store,
+        config.queue,
+        runner,
+        workers=runner.max_in_flight,
+        before_accelerator=runner.before_accelerator,
+    )
     return queue, store
 
 
@@ -139,8 +146,10 @@ def test_next_job_is_prepared_and_last_one_finished_while_one_generates(tmp_path
     async def scenario() -> list[JobState]:
         queue, _store = _queue(tmp_path, stages, ServiceConfig())
         await queue.start()
-        ids = [(await queue.submit("ltx-video-lora", spec_to_json(dataclasses.replace(SPEC, seed=k))))[0]
-               for k in range(4)]
+        ids = [
+            (await queue.submit("ltx-video-lora", spec_to_json(dataclasses.replace(SPEC, seed=k))))[0]
+            for k in range(4)
+        ]
         states = [await _finished(queue, job_id) for job_id in ids]
         await queue.stop()
         return states
@@ -188,7 +197,9 @@ def test_a_job_waiting_for_the_accelerator_is_cancelled_at_once(tmp_path: Path) 
 
 
 def test_queue_runs_one_job_per_slot_of_every_stage(tmp_path: Path) -> None:
-    config = ServiceConfig(queue=QueueConfig(workers=2), stages=StagesConfig(prepare_workers=3, finish_workers=2))
+    config = ServiceConfig(
+        queue=QueueConfig(workers=2), stages=StagesConfig(prepare_workers=3, finish_workers=2)
+    )
     stages = InterlockedStages()
     runner = JobRunner(stages, LocalStorage(tmp_path, "http://127.0.0.1:1"), config, preparer=stages)  # type: ignore[arg-type]
     assert runner.max_in_flight == 7
@@ -242,7 +253,7 @@ def test_stages_config_is_read_from_toml_and_checked(tmp_path: Path) -> None:
     path = tmp_path / "service.toml"
     path.write_text("[stages]\nprepare_workers = 2\nfinish_workers = 3\n")
     assert load_config(path).stages == StagesConfig(prepare_workers=2, finish_workers=3)
-    path.write_text('[stages]\nprepare_workers = 0\n')
+    path.write_text("[stages]\nprepare_workers = 0\n")
     with pytest.raises(ValueError, match=r"stages\.prepare_workers must be an integer of at least 1, got 0"):
         load_config(path)
 
@@ -255,7 +266,10 @@ def test_prepare_resolves_lora_files_before_the_accelerator(tmp_path: Path) -> N
     prepared = InputPreparer(config).prepare(spec, lambda _p: None, lambda: False)
     assert prepared.loras == (FetchedLora(0, spec.loras[0], lora.resolve()),)
     # An engine that applies no LoRA (Triton) gets none fetched.
-    assert InputPreparer(config, fetch_lora_files=False).prepare(spec, lambda _p: None, lambda: False).loras == ()
+    assert (
+        InputPreparer(config, fetch_lora_files=False).prepare(spec, lambda _p: None, lambda: False).loras
+        == ()
+    )
     missing = dataclasses.replace(SPEC, loras=(LoraSpec(str(tmp_path / "absent.safetensors")),))
     with pytest.raises(JobError) as caught:
         InputPreparer(config).prepare(missing, lambda _p: None, lambda: False)

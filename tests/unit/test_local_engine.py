@@ -33,7 +33,9 @@ SPEC = TextToVideoSpec(
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> EngineInLine:
     cache = tmp_path_factory.mktemp("lora-cache")
-    lora = LoraConfig(cache_dir=str(cache), allow_local_paths=True, local_roots=(str(tmp_path_factory.getbasetemp()),))
+    lora = LoraConfig(
+        cache_dir=str(cache), allow_local_paths=True, local_roots=(str(tmp_path_factory.getbasetemp()),)
+    )
     config = ServiceConfig(lora=lora)
     return EngineInLine(LocalEngine(config), config)
 

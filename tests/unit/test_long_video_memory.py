@@ -44,7 +44,10 @@ SPEC = DistilledMulticonditioningSpec(
     constant_rate_factor=29,
 )
 TINY_CHUNKS = LongVideoOptions(
-    window_latent_frames=3, overlap_latent_frames=2, decode_tile_latent_frames=3, decode_overlap_latent_frames=2
+    window_latent_frames=3,
+    overlap_latent_frames=2,
+    decode_tile_latent_frames=3,
+    decode_overlap_latent_frames=2,
 )
 FRAME_BYTES = SPEC.width * SPEC.height * 3  # one uint8 output frame
 

@@ -140,7 +140,9 @@ def test_missing_file_names_the_lora(
     error = _load_error(models, [LoraSpec(str(tmp_path / "absent.safetensors"))], lora_config)
     # Not getting the file is input_fetch_failed, from a path as from a URL (issue 8: they differed).
     assert error.error_type is ErrorType.INPUT_FETCH_FAILED
-    assert "loras[0]" in error.message and "absent.safetensors" in error.message and "not found" in error.message
+    assert (
+        "loras[0]" in error.message and "absent.safetensors" in error.message and "not found" in error.message
+    )
 
 
 def test_file_that_is_not_safetensors_fails_clearly(
@@ -170,7 +172,9 @@ def test_local_paths_can_be_disabled(
 ) -> None:
     cfg = LoraConfig(cache_dir=str(tmp_path), allow_local_paths=False)
     error = _load_error(models, [LoraSpec(str(lora_files["diffusers"]))], cfg)
-    assert error.error_type is ErrorType.INPUT_FETCH_FAILED and "local LoRA paths are disabled" in error.message
+    assert (
+        error.error_type is ErrorType.INPUT_FETCH_FAILED and "local LoRA paths are disabled" in error.message
+    )
 
 
 class _Files(BaseHTTPRequestHandler):

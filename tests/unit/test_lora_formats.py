@@ -34,7 +34,9 @@ def models() -> loading.LoadedModels:
 @pytest.fixture
 def cfg(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> LoraConfig:
     return LoraConfig(
-        cache_dir=str(tmp_path / "cache"), allow_local_paths=True, local_roots=(str(tmp_path_factory.getbasetemp()),)
+        cache_dir=str(tmp_path / "cache"),
+        allow_local_paths=True,
+        local_roots=(str(tmp_path_factory.getbasetemp()),),
     )
 
 

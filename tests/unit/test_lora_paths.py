@@ -44,11 +44,16 @@ def test_local_paths_are_off_by_default(tmp_path: Path) -> None:
 
 def test_a_path_inside_a_root_is_used(roots: tuple[Path, Path, LoraConfig]) -> None:
     allowed, _, cfg = roots
-    assert fetch_lora(0, LoraSpec(str(allowed / "style.safetensors")), cfg) == (allowed / "style.safetensors").resolve()
+    assert (
+        fetch_lora(0, LoraSpec(str(allowed / "style.safetensors")), cfg)
+        == (allowed / "style.safetensors").resolve()
+    )
 
 
 @pytest.mark.parametrize("name", ["key.safetensors", "absent.safetensors"])
-def test_outside_the_roots_existing_or_not_gives_the_same_answer(roots: tuple[Path, Path, LoraConfig], name: str) -> None:
+def test_outside_the_roots_existing_or_not_gives_the_same_answer(
+    roots: tuple[Path, Path, LoraConfig], name: str
+) -> None:
     allowed, outside, cfg = roots
     for path in (outside / name, allowed / ".." / "secret" / name):
         error = _error(LoraSpec(str(path)), cfg)
@@ -68,7 +73,9 @@ def test_a_5000_character_path_is_a_clean_lora_failure(roots: tuple[Path, Path, 
     assert error.error_type is ErrorType.INPUT_FETCH_FAILED  # not internal_error
 
 
-@pytest.mark.parametrize("weight_name", ["../secret/key.safetensors", "..", "a/b.safetensors", "a\\b", "x\0y"])
+@pytest.mark.parametrize(
+    "weight_name", ["../secret/key.safetensors", "..", "a/b.safetensors", "a\\b", "x\0y"]
+)
 def test_weight_name_traversal_is_refused(roots: tuple[Path, Path, LoraConfig], weight_name: str) -> None:
     allowed, _, cfg = roots
     error = _error(LoraSpec(str(allowed), weight_name=weight_name), cfg)
@@ -115,11 +122,16 @@ def _web_cfg(tmp_path: Path, **extra: object) -> LoraConfig:
 def test_a_truncated_download_is_never_cached(tmp_path: Path, lora_server: str) -> None:
     _Server.truncate = True
     error = _error(LoraSpec(f"{lora_server}/a.safetensors"), _web_cfg(tmp_path))
-    assert error.error_type is ErrorType.INPUT_FETCH_FAILED and "stopped after 500 of 1000 bytes" in error.message
+    assert (
+        error.error_type is ErrorType.INPUT_FETCH_FAILED
+        and "stopped after 500 of 1000 bytes" in error.message
+    )
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_the_cache_is_refreshed_after_its_ttl_and_evicted_past_its_size(tmp_path: Path, lora_server: str) -> None:
+def test_the_cache_is_refreshed_after_its_ttl_and_evicted_past_its_size(
+    tmp_path: Path, lora_server: str
+) -> None:
     cfg = _web_cfg(tmp_path, cache_ttl_s=3600.0, cache_max_bytes=2500)
     first = fetch_lora(0, LoraSpec(f"{lora_server}/a.safetensors"), cfg)
     fetch_lora(0, LoraSpec(f"{lora_server}/a.safetensors"), cfg)

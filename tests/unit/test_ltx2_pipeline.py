@@ -100,7 +100,7 @@ def test_schedules_match_the_reference_values() -> None:
 def test_loop_matches_ltx2_pipeline_where_semantics_overlap(models: Ltx2Models) -> None:
     pipe = ltx2_helper_pipeline(models)
     set_stage_adapters(models, [], 1)
-    call = dict(  # noqa: C408
+    call = dict(
         prompt=BASE.prompt, negative_prompt=BASE.negative_prompt, width=64, height=64, num_frames=9,
         frame_rate=24.0, num_inference_steps=4, guidance_scale=3.0, stg_scale=1.0, guidance_rescale=0.85,
         modality_scale=3.0, audio_guidance_scale=7.0, audio_stg_scale=1.0, audio_guidance_rescale=0.7,

@@ -240,10 +240,15 @@ def test_pixels_are_in_range_and_float() -> None:
 
 def test_inputs_whose_decoded_frames_exceed_the_budget_fail_before_decoding() -> None:
     video = VideoConditionSpec(mp4_uri(12))
-    spec = dataclasses.replace(SPEC, aspect_ratio=AspectRatio.R1_1, width=64, height=64, videos=(video, video))
+    spec = dataclasses.replace(
+        SPEC, aspect_ratio=AspectRatio.R1_1, width=64, height=64, videos=(video, video)
+    )
     limits = dataclasses.replace(LIMITS, max_decoded_bytes=64 * 64 * 3 * 20)  # room for 20 frames, not 2 x 17
     with pytest.raises(JobError) as caught:
         prepare_conditioning_inputs(spec, limits, None, lambda _: None)
     assert caught.value.error_type is ErrorType.INPUT_FETCH_FAILED
     # The second video is the one that does not fit.
-    assert caught.value.message.startswith("videos[1].video_url: ") and "media.max_decoded_bytes" in caught.value.message
+    assert (
+        caught.value.message.startswith("videos[1].video_url: ")
+        and "media.max_decoded_bytes" in caught.value.message
+    )

@@ -120,7 +120,9 @@ def test_runs_the_dev_recipe_cfg_and_stg_per_step(components: Components) -> Non
     intervals and STG on every step from the third interval on (the old loop: constant CFG, no STG)."""
     recorder = RecordingTransformer(components.transformer, num_blocks=4)  # type: ignore[arg-type]
     spec = dataclasses.replace(SPEC, num_inference_steps=30)
-    generate_text_to_video(dataclasses.replace(components, transformer=recorder), spec, lambda _: None, lambda: False)
+    generate_text_to_video(
+        dataclasses.replace(components, transformer=recorder), spec, lambda _: None, lambda: False
+    )
     sigmas = linear_quadratic_sigmas(30)
     expected = [1 + (_official(s, OFFICIAL_CFG) > 1) + (_official(s, OFFICIAL_STG) > 0) for s in sigmas]
     assert recorder.batches == expected

@@ -31,7 +31,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ResultsHt
         http_server.stop()
 
 
-def _request(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+def _request(
+    port: int, method: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request(method, path, headers=headers or {})
@@ -79,7 +81,9 @@ def test_other_methods_are_405(server: tuple[ResultsHttpServer, Path], method: s
         ("bytes=0-1,5-6", 200, BODY),  # several ranges: the whole file, as RFC 9110 allows
     ],
 )
-def test_range_requests(server: tuple[ResultsHttpServer, Path], header: str, status: int, content: bytes) -> None:
+def test_range_requests(
+    server: tuple[ResultsHttpServer, Path], header: str, status: int, content: bytes
+) -> None:
     got_status, headers, body = _request(server[0].port, "GET", "/results/job1/job1.mp4", {"Range": header})
     assert (got_status, body) == (status, content)
     if status == 206:
@@ -91,7 +95,9 @@ def test_head_has_the_length_and_no_body(server: tuple[ResultsHttpServer, Path])
     assert (status, headers["Content-Length"], body) == (200, str(len(BODY)), b"")
 
 
-def test_a_stalled_client_is_dropped(server: tuple[ResultsHttpServer, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stalled_client_is_dropped(
+    server: tuple[ResultsHttpServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     http_server, _ = server
     monkeypatch.setattr(local._ResultsHandler, "timeout", 1.0)  # the real one is HTTP_TIMEOUT_S
     with socket.create_connection(("127.0.0.1", http_server.port)) as half_open:

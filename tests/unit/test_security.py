@@ -42,7 +42,10 @@ def test_keys_identify_by_name_and_endpoints() -> None:
         ('[[keys]]\nname = "a"\nkey = "short"\n', "keys[0].key"),
         ('[[keys]]\nname = "a"\nsha256 = "zz"\n', "keys[0].sha256"),
         ('[[keys]]\nname = "a"\nkey = "' + KEY + '"\nscope = 1\n', "unknown fields scope"),
-        ('[[keys]]\nname = "a"\nkey = "' + KEY + '"\n[[keys]]\nname = "a"\nkey = "' + "x" * 20 + '"\n', "duplicated"),
+        (
+            '[[keys]]\nname = "a"\nkey = "' + KEY + '"\n[[keys]]\nname = "a"\nkey = "' + "x" * 20 + '"\n',
+            "duplicated",
+        ),
     ],
 )
 def test_bad_key_files_name_the_field(text: str, named: str) -> None:

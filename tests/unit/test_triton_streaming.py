@@ -125,6 +125,7 @@ def test_in_flight_waits_for_the_last_request() -> None:
     in_flight.add()
     in_flight.add()
     assert not in_flight.wait_idle(0.01)
+
     def finish_both() -> None:
         in_flight.done()
         in_flight.done()
@@ -137,7 +138,9 @@ def test_in_flight_waits_for_the_last_request() -> None:
 
 def test_pipeline_model_refuses_to_load_unless_decoupled(monkeypatch: pytest.MonkeyPatch) -> None:
     # The python_backend's own utilities module (its pure-Python half), as the stub process has it.
-    utils_path = Path(pytriton.__file__).parent / "tritonserver/backends/python/triton_python_backend_utils.py"
+    utils_path = (
+        Path(pytriton.__file__).parent / "tritonserver/backends/python/triton_python_backend_utils.py"
+    )
     spec = importlib.util.spec_from_file_location("triton_python_backend_utils", utils_path)
     assert spec is not None and spec.loader is not None
     utils = importlib.util.module_from_spec(spec)

@@ -24,8 +24,23 @@ CASES_PER_ENDPOINT = 2000
 
 INTS = [-(2**40), -1, 0, 1, 8, 9, 24, 89, 120, 161, 257, 1441, 1442, 2**31 - 1, 2**40]
 FLOATS = [-1.0, 0.0, 0.05, 0.5, 1.0, 1.5, 4.0, 25.0, 1e12, math.nan, math.inf, -math.inf]
-STRINGS = ["", "x", "480p", "720p", "1080p", "16:9", "9:16", "1:1", "auto", "4:3", "landscape_16_9",
-           "http://example.com/a.jpg", "ftp://example.com/a.jpg", "data:image/png;base64,AAAA", "\u0000"]
+STRINGS = [
+    "",
+    "x",
+    "480p",
+    "720p",
+    "1080p",
+    "16:9",
+    "9:16",
+    "1:1",
+    "auto",
+    "4:3",
+    "landscape_16_9",
+    "http://example.com/a.jpg",
+    "ftp://example.com/a.jpg",
+    "data:image/png;base64,AAAA",
+    "\u0000",
+]
 
 
 def _mutations(message: Any, rng: random.Random, depth: int = 0) -> None:
@@ -68,7 +83,9 @@ def _value_for(field: descriptor.FieldDescriptor, rng: random.Random) -> Any:
     return None
 
 
-@pytest.mark.parametrize("example", sorted(p.stem for p in EXAMPLES.glob("*.json") if ".output" not in p.stem))
+@pytest.mark.parametrize(
+    "example", sorted(p.stem for p in EXAMPLES.glob("*.json") if ".output" not in p.stem)
+)
 def test_random_requests_are_refused_with_violations_or_convert(example: str) -> None:
     data = json.loads((EXAMPLES / f"{example}.json").read_text())
     endpoint = next(a.endpoint for a in API_ENDPOINTS if a.endpoint.value.replace("/", "-") == example)

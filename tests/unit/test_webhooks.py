@@ -40,14 +40,21 @@ def receiver() -> tuple[str, list[tuple[dict[str, str], bytes]]]:
 
 def finished_job(store: SqliteJobStore, url: str, state: JobState = JobState.SUCCEEDED) -> None:
     store.insert("job-1", "ltx-video-lora", "{}", NewJob(webhook_url=url))
-    store.finish("job-1", state, output_json="{}", error_type=None if state is JobState.SUCCEEDED else "cancelled",
-                 error_message=None if state is JobState.SUCCEEDED else "cancelled by the client")
+    store.finish(
+        "job-1",
+        state,
+        output_json="{}",
+        error_type=None if state is JobState.SUCCEEDED else "cancelled",
+        error_message=None if state is JobState.SUCCEEDED else "cancelled by the client",
+    )
 
 
 def dispatcher(store: SqliteJobStore, tmp_path: Path, **config: object) -> WebhookDispatcher:
     cfg = WebhookConfig(**{"allow_private_networks": True, "first_backoff_s": 10.0, **config})  # type: ignore[arg-type]
     payload = {"video": {"url": "http://x/v.mp4"}, "seed": 1}
-    return WebhookDispatcher(store, cfg, WebhookSigner(tmp_path / "key.pem"), lambda r: payload, FetchLimits())
+    return WebhookDispatcher(
+        store, cfg, WebhookSigner(tmp_path / "key.pem"), lambda r: payload, FetchLimits()
+    )
 
 
 def test_delivered_once_signed_and_verifiable(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]

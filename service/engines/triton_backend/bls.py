@@ -44,7 +44,9 @@ class BlsModel:
         request = pb_utils.InferenceRequest(
             model_name=self.component.name,
             requested_output_names=self.component.output_names,
-            inputs=[_to_triton(tensor_decl, tensor) for tensor_decl, tensor in zip(declared, tensors, strict=True)],
+            inputs=[
+                _to_triton(tensor_decl, tensor) for tensor_decl, tensor in zip(declared, tensors, strict=True)
+            ],
         )
         response = request.exec()
         if response.has_error():
@@ -109,7 +111,13 @@ class BlsTransformer:
             skip_blocks[list(perturbation.skip_blocks)] = True
             rows = perturbation.rows.to("cpu", torch.bool)
         return self.model(
-            hidden_states, timestep, video_coords, encoder_hidden_states, encoder_attention_mask, skip_blocks, rows
+            hidden_states,
+            timestep,
+            video_coords,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            skip_blocks,
+            rows,
         )
 
 
@@ -137,7 +145,9 @@ class BlsLatentUpsampler:
         return self.model(latents)
 
 
-def bls_components(assets: PipelineAssets, device: torch.device, component_names: frozenset[str]) -> Components:
+def bls_components(
+    assets: PipelineAssets, device: torch.device, component_names: frozenset[str]
+) -> Components:
     """Components whose every call is a BLS request to the component model of the same name; the optional
     ones (VAE encoder, latent upsampler) only when the repository has their models (`component_names`)."""
     geometry = assets.geometry
@@ -154,8 +164,6 @@ def bls_components(assets: PipelineAssets, device: torch.device, component_names
         transformer=BlsTransformer(model(TransformerDecl), geometry.transformer_blocks),
         vae_decoder=BlsVaeDecoder(model(VaeDecoderDecl)),
         vae_encoder=BlsVaeEncoder(model(VaeEncoderDecl)) if present(VaeEncoderDecl) else None,
-        upsampler=(
-            BlsLatentUpsampler(model(LatentUpsamplerDecl)) if present(LatentUpsamplerDecl) else None
-        ),
+        upsampler=(BlsLatentUpsampler(model(LatentUpsamplerDecl)) if present(LatentUpsamplerDecl) else None),
         scheduler_config=assets.scheduler_config,
     )

@@ -131,7 +131,9 @@ class PipelineModel:
             inputs = _read_inputs(request, self.served)
             max_bytes = _response_cap(request, self.max_response_bytes)
             log.info("request %s: %s accepted", request_id, inputs.spec.endpoint)
-            sender.send(_progress_response(Progress(Stage.WAITING, message=f"accepted by {contract.PIPELINE_MODEL}")))
+            sender.send(
+                _progress_response(Progress(Stage.WAITING, message=f"accepted by {contract.PIPELINE_MODEL}"))
+            )
             with Heartbeat(sender, _heartbeat_response, self.heartbeat_s):
                 video = self._run_when_free(request, inputs, sender)
                 _send_frames(sender, video, max_bytes)
@@ -202,7 +204,9 @@ def _read_inputs(request: Any, served: frozenset[Endpoint]) -> EndpointInputs:
     except Exception as exc:
         raise BadRequest(f"{contract.ENDPOINT}/{contract.SPEC_JSON}: {exc}") from exc
     if spec.endpoint not in served:
-        raise BadRequest(f"{contract.PIPELINE_MODEL} does not serve endpoint {spec.endpoint} in this repository")
+        raise BadRequest(
+            f"{contract.PIPELINE_MODEL} does not serve endpoint {spec.endpoint} in this repository"
+        )
     arrays = {}
     for name in (*contract.CONDITION_INPUTS, contract.KEPT_FRAMES):
         tensor = pb_utils.get_input_tensor_by_name(request, name)
