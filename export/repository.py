@@ -115,7 +115,7 @@ def write_gpu_repository(
 
 def _write_python_model(out: Path, name: str, config: object, *, pipeline: bool) -> Path:
     model_dir = out / name
-    write_config(config, model_dir)  # type: ignore[arg-type]
+    write_config(config, model_dir)
     version = model_dir / "1"
     version.mkdir(parents=True, exist_ok=True)
     (version / "model.py").write_text(model_shim(name, pipeline=pipeline))

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -45,6 +46,10 @@ from service.security.signing import UrlSigner
 from service.storage.factory import ResultStorage, open_storage
 from service.storage.local import ResultsHttpServer
 
+if TYPE_CHECKING:
+    # grpc_health-stubs lack `health.aio` (at run time it is this module); untyped, so Any to mypy.
+    from grpc_health.v1._async import HealthServicer as AioHealthServicer
+
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VideoGeneration"].full_name
@@ -66,7 +71,7 @@ class RunningService:
     tasks: list[asyncio.Task[None]]
     http: ResultsHttpServer
     store: SqlJobStore
-    health: health.aio.HealthServicer
+    health: AioHealthServicer
     readiness: Readiness
     config: ServiceConfig = field(default_factory=ServiceConfig)
     admin_server: grpc.aio.Server | None = None  # health on the admin port stays up through the drain
@@ -93,9 +98,7 @@ class RunningService:
         log.info("stopped")
 
 
-async def set_readiness(
-    health_servicer: health.aio.HealthServicer, *, serving: bool, reason: str | None
-) -> None:
+async def set_readiness(health_servicer: AioHealthServicer, *, serving: bool, reason: str | None) -> None:
     """Set every health name that follows readiness; the reason goes to the log."""
     status = _SERVING if serving else _NOT_SERVING
     for name in FOLLOWING_READINESS:
@@ -184,7 +187,7 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
             precondition=getattr(engine, "precondition_failure", None),
         )
         add_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # stub gap, see above
     await set_readiness(health_servicer, serving=False, reason="starting")  # until the first check says so
     await health_servicer.set(LIVENESS, _SERVING)
     _add_health_and_reflection(server, health_servicer)
@@ -245,13 +248,13 @@ def _listen(server: grpc.aio.Server, config: ServiceConfig) -> int:
     return server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
 
 
-def _add_health_and_reflection(server: grpc.aio.Server, health_servicer: health.aio.HealthServicer) -> None:
+def _add_health_and_reflection(server: grpc.aio.Server, health_servicer: AioHealthServicer) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
 
 async def _start_admin(
-    config: ServiceConfig, health_servicer: health.aio.HealthServicer
+    config: ServiceConfig, health_servicer: AioHealthServicer
 ) -> tuple[grpc.aio.Server | None, int | None]:
     """Plaintext health and reflection for kubelet probes, apart from the (maybe mTLS) API port."""
     if config.admin_port is None:
@@ -315,7 +318,7 @@ class GatewayEndpoints:
 
 async def _report_health(
     probe: Callable[[], bool],
-    health_servicer: health.aio.HealthServicer,
+    health_servicer: AioHealthServicer,
     readiness: Readiness,
     queue: JobQueue,
 ) -> None:

@@ -26,13 +26,15 @@ def rewrap(
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
+    # grpc-stubs type a handler's behaviours as sync callables; under grpc.aio they are coroutine
+    # functions and async generators (Unary, Stream), hence the arg-type ignores.
     if handler.request_streaming:
         if handler.response_streaming:
             return handler
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)  # type: ignore[arg-type]
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **kwargs)
-    return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **kwargs)  # type: ignore[arg-type]
+    return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)  # type: ignore[arg-type]
 
 
 def split_method(full_method: str) -> tuple[str, str]:

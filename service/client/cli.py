@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(error: grpc.RpcError) -> None:
-    print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+    print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
     for field, description in field_violations(error):
         print(f"  {field}: {description}", file=sys.stderr)
 

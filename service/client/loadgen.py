@@ -221,7 +221,7 @@ async def run_load(config: RunConfig, method: Method) -> tuple[list[CallResult],
     await asyncio.gather(*(worker(i) for i in range(config.concurrency)))
     total_ns = time.perf_counter_ns() - started
     for channel in channels:
-        await channel.close()
+        await channel.close(grace=None)
     return results, total_ns, "timeout" if timed_out else "normal"
 
 

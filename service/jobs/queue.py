@@ -553,7 +553,7 @@ class JobQueue:
     def _ended_here(self, job_id: str) -> bool:
         try:
             record = self._store.get(job_id)
-        except Exception:  # the store is unreachable: report the takeover as before
+        except Exception:  # noqa: BLE001 - any failure to read the record: report the takeover as before
             return False
         return record is not None and record.state.finished and record.worker_id == self.worker_id
 

@@ -209,7 +209,7 @@ def _audio_stream(
     stream.layout = _AUDIO_LAYOUTS[channels]
     if bit_rate:
         stream.bit_rate = bit_rate
-    return stream  # type: ignore[no-any-return]
+    return stream
 
 
 def _encode_audio(container: av.container.OutputContainer, stream: av.AudioStream, audio: AudioTrack) -> None:

@@ -179,7 +179,7 @@ class _TritonLogHandler(logging.Handler):
                 pb_utils.Logger.log_warn(message)
             else:
                 pb_utils.Logger.log_info(message)
-        except Exception:  # a log line must never fail a request
+        except Exception:  # noqa: BLE001 - logging.Handler's contract: a log line never fails a request
             self.handleError(record)
 
 
