@@ -28,8 +28,9 @@ import numpy as np
 
 from bench.two_pass_vs_single import spec_for
 from service.config import ModelConfig
-from service.domain.specs import VideoConditionSpec
+from service.domain.specs import DistilledMulticonditioningSpec, VideoConditionSpec
 from service.engines import torch_bindings
+from service.engines.endpoint_pipelines import narrowed
 from service.inputs.media import prepare_conditioning_inputs
 from service.media.fetch import FetchLimits
 from service.pipelines.distilled import generate_distilled
@@ -68,7 +69,8 @@ def run_variant(width: int, height: int, frames: int, videos: int) -> dict[str, 
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     prepared = prepare_conditioning_inputs(spec, FetchLimits(), None, lambda _: None)
-    video = generate_distilled(components, prepared.spec, prepared.media, lambda _: None, lambda: False)
+    distilled = narrowed(prepared.spec, DistilledMulticonditioningSpec)
+    video = generate_distilled(components, distilled, prepared.media, lambda _: None, lambda: False)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "videos": videos,

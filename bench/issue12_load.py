@@ -40,6 +40,7 @@ SMALL = {
     "seed": 7,
 }
 KEY = "bench-key-0123456789abcdef"
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lack grpc.aio.EOF (grpc has it)
 
 
 def _proc_stats(pid: int) -> tuple[float, float]:
@@ -111,10 +112,10 @@ async def _hold_watches(port: int, request_id: str, streams: int, hold_s: float,
     rss_held, cpu_held = _proc_stats(pid)
     await stub.Cancel(pb.CancelRequest(request_id=request_id))
     finals = await asyncio.gather(*(_last(call) for call in calls))
-    await channel.close()
+    await channel.close(grace=None)
     return {
         "streams": streams,
-        "answered": sum(1 for e in firsts if e is not grpc.aio.EOF),
+        "answered": sum(1 for e in firsts if e is not _EOF),
         "ended_cancelled": sum(
             1
             for e in finals
@@ -130,7 +131,7 @@ async def _hold_watches(port: int, request_id: str, streams: int, hold_s: float,
 
 async def _last(call: Any) -> pb.JobEvent | None:
     last = None
-    while (event := await call.read()) is not grpc.aio.EOF:
+    while (event := await call.read()) is not _EOF:
         last = event
     return last
 
@@ -208,7 +209,7 @@ def main() -> None:
     print(json.dumps({"load_average_at_start": [round(x, 1) for x in os.getloadavg()]}), flush=True)
     with tempfile.TemporaryDirectory(prefix="ltx-bench12-") as tmp:
         root = Path(tmp)
-        results = {
+        results: dict[str, Any] = {
             "submit": submit_levels(
                 root, [1, 16, 64, 256], max_queued=int(1000 * scale), total=int(2000 * scale)
             ),

@@ -19,7 +19,7 @@ import torch
 from google.protobuf import json_format
 
 from ltx.v1 import endpoints_pb2 as pb
-from service.api.convert import to_spec
+from service.api.convert import ltx2_spec
 from service.domain.progress import Progress
 from service.domain.specs import Acceleration
 from service.jobs.ltx2_output import store_video
@@ -39,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(2)
     message = json_format.ParseDict(json.loads(EXAMPLE.read_text()), pb.Ltx2TextToVideoInput())
     spec = dataclasses.replace(
-        to_spec(message, rng=random.Random(0)), acceleration=Acceleration(args.acceleration)
+        ltx2_spec(message, rng=random.Random(0)), acceleration=Acceleration(args.acceleration)
     )
     models = build_tiny_ltx2(0)
     pipe = ltx2_helper_pipeline(models)
@@ -67,7 +67,7 @@ def main() -> None:
     marks.append(("container encode", time.perf_counter()))
     previous = started
     print(f"acceleration {args.acceleration}: {video.frames.shape} frames, audio {video.audio is not None}")
-    for (label, at), (_, end) in zip(marks, [*marks[1:], ("", marks[-1][1])]):
+    for (label, at), (_, end) in zip(marks, [*marks[1:], ("", marks[-1][1])], strict=True):
         if label == "prompt expansion":
             print(f"  {label:24s} {at - previous:7.2f} s")
         elif end > at:

@@ -123,7 +123,7 @@ async def burst(config: ServiceConfig, requests: list[dict[str, Any]]) -> float:
                     pending.discard(request_id)
             await asyncio.sleep(0.02)
         wall = time.perf_counter() - start
-        await channel.close()
+        await channel.close(grace=None)
         return wall
     finally:
         await running.stop()
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--label", default="")
     args = parser.parse_args()
     busy = BusyLog()
-    local_engine.run_endpoint = busy.wrap(local_engine.run_endpoint)  # type: ignore[assignment]
+    local_engine.run_endpoint = busy.wrap(local_engine.run_endpoint)
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
         images.mkdir()

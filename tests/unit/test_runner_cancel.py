@@ -47,7 +47,7 @@ def _text_to_video_spec_json(spec_to_json) -> str:  # type: ignore[no-untyped-de
     import json
     import random
 
-    from service.api.convert import input_from_json, to_spec
+    from service.api.endpoints import input_from_json, to_spec
 
     example = Path(__file__).resolve().parents[1] / "data/spec_examples/ltx-video-lora.json"
     message = input_from_json("ltx-video-lora", json.loads(example.read_text()))
