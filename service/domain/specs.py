@@ -247,7 +247,7 @@ class Ltx2TextToVideoSpec:
 
 
 # Every endpoint's spec type, keyed by endpoint id.
-SPEC_TYPES: dict[Endpoint, type] = {
+SPEC_TYPES: dict[Endpoint, type[Spec]] = {
     Endpoint.TEXT_TO_VIDEO: TextToVideoSpec,
     Endpoint.MULTICONDITIONING: MulticonditioningSpec,
     Endpoint.DISTILLED_MULTICONDITIONING: DistilledMulticonditioningSpec,

@@ -80,7 +80,7 @@ def test_scaled_hpa_variant_scales_workers_on_an_external_metric() -> None:
     )
 
 
-REJECTED = {
+REJECTED: dict[str, tuple[dict[str, Any], str]] = {
     "typo key": ({"replicaCoutn": 2}, "replicaCoutn"),
     "nested typo key": ({"gateway": {"replicas": 2}}, "replicas"),
     "unknown engine backend": ({"engine": "onnx"}, "/engine"),

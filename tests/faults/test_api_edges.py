@@ -26,7 +26,7 @@ def _example(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def channel(server_target: str):  # type: ignore[no-untyped-def]
+def channel(server_target: str):
     with grpc.insecure_channel(
         server_target, options=[("grpc.max_send_message_length", 64 * 1024**2)]
     ) as channel:
@@ -40,18 +40,19 @@ def _submit_error(channel: grpc.Channel, endpoint: str, data: dict) -> grpc.RpcE
 
 
 def _trailer_bytes(error: grpc.RpcError) -> int:
-    return sum(len(k) + len(v) for k, v in (error.trailing_metadata() or ())) + len(error.details() or "")
+    metadata = error.trailing_metadata() or ()  # (key, value) namedtuples
+    return sum(len(m.key) + len(m.value) for m in metadata) + len(error.details() or "")
 
 
 @pytest.mark.parametrize("method", ["Submit", "Status", "Watch", "Result", "Cancel", "Generate"])
 def test_malformed_protobuf_is_invalid_argument_on_every_rpc(channel: grpc.Channel, method: str) -> None:
     garbage = b"\x0a\xff\xff\xff\xff\x0f\x01"  # a length prefix far past the end
-    path = f"/ltx.v1.VideoGeneration/{method}"
+    path = f"/ltx.v1.VideoGeneration/{method}"  # called with no (de)serializers: raw bytes both ways
     with pytest.raises(grpc.RpcError) as failure:
         if method in ("Watch", "Generate"):
-            list(channel.unary_stream(path)(garbage, timeout=10))
+            list(channel.unary_stream(path, None, None)(garbage, timeout=10))
         else:
-            channel.unary_unary(path)(garbage, timeout=10)
+            channel.unary_unary(path, None, None)(garbage, timeout=10)
     assert failure.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in field_violations(failure.value)] == ["request"]
     assert "Error" not in (failure.value.details() or "")  # no exception class names
@@ -134,13 +135,13 @@ def test_a_bug_inside_a_stream_is_internal_with_an_incident_id(
     channel: grpc.Channel,
     running_server,
     monkeypatch: pytest.MonkeyPatch,
-    rpc: str,  # type: ignore[no-untyped-def]
+    rpc: str,
 ) -> None:
     stub = pb_grpc.VideoGenerationStub(channel)
     request = build_request("ltx-video-lora", _example("ltx-video-lora"))
     job_id = stub.Submit(request, timeout=30).request_id
 
-    async def broken_follow(job_id: str):  # type: ignore[no-untyped-def]
+    async def broken_follow(job_id: str):
         raise RuntimeError("a bug in the queue")
         yield  # an async generator, like the real one
 

@@ -25,14 +25,14 @@ class DiskWritingRunner:
         self.release = threading.Event()
         self.started = threading.Event()
 
-    def __call__(self, record, on_progress, is_cancelled) -> str:  # type: ignore[no-untyped-def]
+    def __call__(self, record, on_progress, is_cancelled) -> str:
         self.started.set()
         self.release.wait(timeout=30)
         (self.out_dir / f"{record.job_id}.mp4").write_bytes(b"\0" * 256 * 1024)
         return '{"done": true}'
 
 
-async def _wait_for(predicate, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+async def _wait_for(predicate, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -87,7 +87,7 @@ def _crash_while_running(path: Path, times: int) -> None:
 
 
 class InstantRunner:
-    def __call__(self, record, on_progress, is_cancelled) -> str:  # type: ignore[no-untyped-def]
+    def __call__(self, record, on_progress, is_cancelled) -> str:
         return '{"done": true}'
 
 
@@ -129,7 +129,7 @@ class SteppingRunner:
         self.steps, self.step_s, self.stubborn = steps, step_s, stubborn
         self.started = threading.Event()
 
-    def __call__(self, record, on_progress, is_cancelled) -> str:  # type: ignore[no-untyped-def]
+    def __call__(self, record, on_progress, is_cancelled) -> str:
         self.started.set()
         for step in range(self.steps):
             if is_cancelled() and not self.stubborn:

@@ -54,7 +54,7 @@ def _sigterm_and_wait(service: ServiceProcess, timeout_s: float) -> float:
     return time.monotonic() - started
 
 
-def _record(data_dir: Path, request_id: str):  # type: ignore[no-untyped-def]
+def _record(data_dir: Path, request_id: str):
     store = JobStore(data_dir / "jobs.sqlite3")
     try:
         return store.get(request_id)

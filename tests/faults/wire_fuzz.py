@@ -29,7 +29,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "spec_examples"
 METHODS = ("Submit", "Status", "Watch", "Result", "Cancel", "Generate")
 STREAMING = {"Watch", "Generate"}
 _ONEOF_FIELD = {
-    f.message_type.full_name: f.name for f in pb.GenerationInput.DESCRIPTOR.oneofs_by_name["input"].fields
+    f.message_type.full_name: f.name
+    for f in pb.GenerationInput.DESCRIPTOR.oneofs_by_name["input"].fields
+    if f.message_type is not None  # every field of the oneof is a message; this narrows the type
 }
 
 
@@ -125,13 +127,13 @@ def _has_bad_request(error: grpc.RpcError) -> bool:
 
 
 def _call(channel: grpc.Channel, method: str, raw: bytes) -> grpc.RpcError | None:
-    path = f"/ltx.v1.VideoGeneration/{method}"
+    path = f"/ltx.v1.VideoGeneration/{method}"  # called with no (de)serializers: raw bytes both ways
     try:
         if method in STREAMING:  # a valid request streams on: a short deadline ends it
-            for _ in channel.unary_stream(path)(raw, timeout=0.3):
+            for _ in channel.unary_stream(path, None, None)(raw, timeout=0.3):
                 pass
         else:
-            channel.unary_unary(path)(raw, timeout=10)
+            channel.unary_unary(path, None, None)(raw, timeout=10)
     except grpc.RpcError as error:
         if method in STREAMING and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
             return None  # accepted and streaming

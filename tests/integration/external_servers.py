@@ -114,7 +114,7 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[call-overload]
+            conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://ltx@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:

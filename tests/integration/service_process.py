@@ -81,6 +81,7 @@ class ServiceProcess:
 
     @property
     def stub(self) -> pb_grpc.VideoGenerationStub:
+        assert self.channel is not None, "start the service first"
         return pb_grpc.VideoGenerationStub(self.channel)
 
     def submit(self, endpoint_id: str, data: dict[str, Any]) -> pb.SubmitResponse:

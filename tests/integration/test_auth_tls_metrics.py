@@ -139,13 +139,13 @@ def _stub(service: SecureService) -> pb_grpc.VideoGenerationStub:
     return pb_grpc.VideoGenerationStub(service.channel())
 
 
-def _bearer(key: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {key}")]
+def _bearer(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
 
 
 def test_no_key_or_a_wrong_key_is_unauthenticated(service: SecureService) -> None:
     stub = _stub(service)
-    for metadata in ([], _bearer("not-a-configured-key-at-all"), [("authorization", FULL_KEY)]):
+    for metadata in ((), _bearer("not-a-configured-key-at-all"), (("authorization", FULL_KEY),)):
         with pytest.raises(grpc.RpcError) as caught:
             stub.Submit(build_request(T2V, SMALL), metadata=metadata, timeout=10)
         assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED

@@ -44,7 +44,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[objec
         store.close()
 
 
-def test_claims_are_priority_then_fifo_and_positions_count_what_runs_first(make_store) -> None:  # type: ignore[no-untyped-def]
+def test_claims_are_priority_then_fifo_and_positions_count_what_runs_first(make_store) -> None:
     store = make_store()
     store.insert("low", T2V, "{}", NewJob(priority=Priority.LOW))
     store.insert("n1", T2V, "{}")
@@ -56,7 +56,7 @@ def test_claims_are_priority_then_fifo_and_positions_count_what_runs_first(make_
     assert store.claim_next("w", 30.0) is None
 
 
-def test_concurrent_claims_take_each_job_once(make_store) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_claims_take_each_job_once(make_store) -> None:
     first = make_store()
     stores = [first] + [make_store() for _ in range(1 if first.dialect == "sqlite" else 3)]
     for i in range(40):
@@ -77,7 +77,7 @@ def test_concurrent_claims_take_each_job_once(make_store) -> None:  # type: igno
     assert sorted(claimed) == [f"j{i:02d}" for i in range(40)]  # none twice, none lost
 
 
-def test_expired_lease_requeues_with_a_retry_then_exhausts(make_store) -> None:  # type: ignore[no-untyped-def]
+def test_expired_lease_requeues_with_a_retry_then_exhausts(make_store) -> None:
     store = make_store()
     store.insert("a", T2V, '{"seed": 5}')
     for attempt in range(3):
@@ -97,7 +97,7 @@ def test_expired_lease_requeues_with_a_retry_then_exhausts(make_store) -> None: 
     assert store.get("a").error_type == "retries_exhausted"
 
 
-def test_start_timeout_ends_a_job_that_never_started(make_store) -> None:  # type: ignore[no-untyped-def]
+def test_start_timeout_ends_a_job_that_never_started(make_store) -> None:
     store = make_store()
     store.insert("late", T2V, "{}", NewJob(start_deadline=time.time() - 1))
     store.insert("ok", T2V, "{}", NewJob(start_deadline=time.time() + 60))
@@ -107,14 +107,14 @@ def test_start_timeout_ends_a_job_that_never_started(make_store) -> None:  # typ
     assert late.state is JobState.FAILED and late.error_type == "start_timeout" and late.started_at is None
 
 
-def test_idempotency_key_is_unique(make_store) -> None:  # type: ignore[no-untyped-def]
+def test_idempotency_key_is_unique(make_store) -> None:
     store = make_store()
     assert store.insert("a", T2V, "{}", NewJob(idempotency_key="k", input_hash="h1")) is not None
     assert store.insert("b", T2V, "{}", NewJob(idempotency_key="k", input_hash="h2")) is None
     assert store.by_idempotency_key("k").job_id == "a"
 
 
-def test_cancel_flag_reaches_the_lease_holder_and_finish_is_once(make_store) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_flag_reaches_the_lease_holder_and_finish_is_once(make_store) -> None:
     store = make_store()
     store.insert("a", T2V, "{}")
     store.claim_next("w", 30.0)
@@ -124,7 +124,7 @@ def test_cancel_flag_reaches_the_lease_holder_and_finish_is_once(make_store) -> 
     assert not store.finish("a", JobState.SUCCEEDED, worker_id="w")
 
 
-def test_retention_sweeps_from_many_replicas_delete_each_job_once(make_store) -> None:  # type: ignore[no-untyped-def]
+def test_retention_sweeps_from_many_replicas_delete_each_job_once(make_store) -> None:
     stores = [make_store(), make_store()]
     for i in range(30):
         stores[0].insert(f"j{i}", T2V, "{}")
@@ -147,7 +147,7 @@ def test_retention_sweeps_from_many_replicas_delete_each_job_once(make_store) ->
     assert stores[1].logs("j3") == [] and stores[1].get("j3") is None
 
 
-def test_notifications_reach_other_store_instances(make_store) -> None:  # type: ignore[no-untyped-def]
+def test_notifications_reach_other_store_instances(make_store) -> None:
     sender, receiver = make_store(), make_store()
     if not sender.shared:
         receiver = sender  # SQLite: one process, notifications are in-process
@@ -165,7 +165,7 @@ def test_notifications_reach_other_store_instances(make_store) -> None:  # type:
     assert heard[0] == ("cancel", "job-1")
 
 
-def test_migrations_apply_once_and_reopen_cleanly(make_store) -> None:  # type: ignore[no-untyped-def]
+def test_migrations_apply_once_and_reopen_cleanly(make_store) -> None:
     first = make_store()
     second = make_store()  # a second replica starting on the migrated schema
     assert first.schema_versions() == second.schema_versions() == list(range(1, LATEST + 1))
@@ -188,5 +188,6 @@ def test_first_release_sqlite_database_is_migrated(tmp_path: Path) -> None:
     db.close()
     store = SqliteJobStore(path)
     assert store.schema_versions() == list(range(1, LATEST + 1))
-    assert store.claim_next("w", 30.0).job_id == "old"
+    claimed = store.claim_next("w", 30.0)
+    assert claimed is not None and claimed.job_id == "old"
     store.close()

@@ -81,6 +81,7 @@ def _check(path: Path, frames: int, width: int, height: int, fps: float, audio: 
         stream = container.streams.video[0]
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
         assert len(decoded) == frames and decoded[0].shape == (height, width, 3)
+        assert stream.average_rate is not None
         assert float(stream.average_rate) == pytest.approx(fps)
     with av.open(str(path)) as container:
         assert bool(container.streams.audio) == audio

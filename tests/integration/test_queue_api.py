@@ -140,7 +140,7 @@ def test_idempotency_key_returns_the_first_id_or_already_exists(queue_service: S
     with pytest.raises(grpc.RpcError) as conflict:
         submit(queue_service, {**SMALL, "seed": 8}, idempotency_key="order-17")
     assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert "order-17" in conflict.value.details()
+    assert "order-17" in (conflict.value.details() or "")
     other = submit(queue_service, SMALL, idempotency_key="order-18")
     assert other.request_id != first.request_id
     for request_id in (first.request_id, other.request_id):

@@ -6,7 +6,9 @@ import io
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import grpc
@@ -21,7 +23,7 @@ from tests.integration.service_process import ServiceProcess
 T2V = "ltx-video-lora"
 EXAMPLES = Path(__file__).resolve().parents[1] / "data/spec_examples"
 # Small and quick: 480x480, 9 frames, 2 steps.
-SMALL = {
+SMALL: dict[str, Any] = {
     "prompt": "a red ball",
     "resolution": "480p",
     "aspect_ratio": "1:1",
@@ -31,7 +33,7 @@ SMALL = {
     "seed": 7,
 }
 # Slow enough to cancel or kill mid-run on the tiny preset: many steps at the largest size.
-SLOW = {
+SLOW: dict[str, Any] = {
     "prompt": "a long walk",
     "resolution": "720p",
     "aspect_ratio": "16:9",
@@ -43,9 +45,10 @@ SLOW = {
 
 def decode(data: bytes) -> tuple[int, int, int, float]:
     """(frames, width, height, fps) of an MP4, decoded with PyAV."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(stream))
+        assert stream.average_rate is not None, "the MP4 has no frame rate"
         return frames, stream.codec_context.width, stream.codec_context.height, float(stream.average_rate)
 
 
@@ -54,7 +57,9 @@ def download(url: str) -> bytes:
         return response.read()
 
 
-def wait_for_state(service: ServiceProcess, request_id: str, status: int, timeout_s: float = 60) -> None:
+def wait_for_state(
+    service: ServiceProcess, request_id: str, status: pb.JobStatus.ValueType, timeout_s: float = 60
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if service.stub.Status(pb.StatusRequest(request_id=request_id)).status == status:
@@ -102,7 +107,7 @@ def test_same_seed_same_video(service: ServiceProcess) -> None:
         rid = service.submit(T2V, {**SMALL, "seed": seed}).request_id
         service.wait_completed(rid)
         url = service.stub.Result(pb.ResultRequest(request_id=rid)).output.text_to_video.video.url
-        with av.open(io.BytesIO(download(url))) as container:
+        with av.open(io.BytesIO(download(url)), mode="r") as container:
             return b"".join(f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0))
 
     first, again, other = frames(11), frames(11), frames(12)
@@ -125,10 +130,13 @@ def test_empty_input_and_unknown_id(service: ServiceProcess) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         service.stub.Submit(pb.SubmitRequest())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    for call in (service.stub.Status, service.stub.Result):
-        request = pb.StatusRequest if call is service.stub.Status else pb.ResultRequest
+    lookups: tuple[Callable[[], object], ...] = (
+        lambda: service.stub.Status(pb.StatusRequest(request_id="no-such-id")),
+        lambda: service.stub.Result(pb.ResultRequest(request_id="no-such-id")),
+    )
+    for lookup in lookups:
         with pytest.raises(grpc.RpcError) as missing:
-            call(request(request_id="no-such-id"))
+            lookup()
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     assert service.stub.Cancel(pb.CancelRequest(request_id="no-such-id")).status == pb.NOT_FOUND
 
@@ -168,7 +176,7 @@ def test_cancelling_generate_cancels_the_job(service: ServiceProcess) -> None:
 def test_watch_disconnect_does_not_cancel(service: ServiceProcess) -> None:
     request_id = service.submit(T2V, {**SMALL, "number_of_steps": 6}).request_id
     watch = service.stub.Watch(pb.WatchRequest(request_id=request_id))
-    next(watch)
+    next(iter(watch))  # iter(): grpc-stubs' CallIterator has no __next__ (the call is its own iterator)
     watch.cancel()
     final = service.wait_completed(request_id)
     assert not final.HasField("error")
@@ -180,7 +188,7 @@ def test_uninstalled_camera_lora_is_failed_precondition(service: ServiceProcess)
     with pytest.raises(grpc.RpcError) as caught:
         service.submit("ltx-2.3-22b/text-to-video/lora", {**example, "camera_lora": "jib_up"})
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "camera_lora jib_up" in caught.value.details()
+    assert "camera_lora jib_up" in (caught.value.details() or "")
 
 
 def test_health_and_reflection(service: ServiceProcess) -> None:

@@ -123,6 +123,7 @@ def _decode(path: Path) -> Decoded:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(stream)])
+        assert stream.average_rate is not None, "the video has no frame rate"
         return Decoded(frames, float(stream.average_rate))
 
 

@@ -77,8 +77,10 @@ def test_transformer_graph_carries_stg(stages: ExportStages) -> None:
     plain = run_graph(*inputs[:5], torch.zeros_like(skip_mask), rows)
     binding = TorchTransformer(models.transformer)
     skip_blocks = tuple(int(i) for i in torch.nonzero(skip_mask).flatten())
-    expected = binding.velocity(*inputs[:5], Perturbation(skip_blocks=skip_blocks, rows=rows)).numpy()
-    expected_plain = binding.velocity(*inputs[:5]).numpy()
+    hidden, timestep, coords, encoder_states, encoder_mask = inputs[:5]
+    perturbation = Perturbation(skip_blocks=skip_blocks, rows=rows)
+    expected = binding.velocity(hidden, timestep, coords, encoder_states, encoder_mask, perturbation).numpy()
+    expected_plain = binding.velocity(hidden, timestep, coords, encoder_states, encoder_mask).numpy()
 
     tolerance = FP32_TOLERANCE.atol + FP32_TOLERANCE.rtol * float(np.abs(expected).max())
     assert np.abs(perturbed - expected).max() <= tolerance

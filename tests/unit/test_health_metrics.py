@@ -36,12 +36,12 @@ def _count(name: str, labels: dict[str, str]) -> float:
 def test_stage_clock_and_outcomes() -> None:
     endpoint = "test-endpoint-metrics"
 
-    def runner(record: JobRecord, report, is_cancelled) -> str:  # type: ignore[no-untyped-def]
+    def runner(record: JobRecord, report, is_cancelled) -> str:
         for stage in (Stage.ENCODING_PROMPT, Stage.DENOISING, Stage.DECODING, Stage.ENCODING_VIDEO):
             report(Progress(stage))
         return "{}"
 
-    def failing(record: JobRecord, report, is_cancelled) -> str:  # type: ignore[no-untyped-def]
+    def failing(record: JobRecord, report, is_cancelled) -> str:
         raise JobError(ErrorType.INPUT_FETCH_FAILED, "nope")
 
     seen: list[Progress] = []

@@ -24,7 +24,7 @@ class FakeRunner:
         self.release = threading.Event()
         self.started = threading.Event()
 
-    def __call__(self, record, on_progress, is_cancelled) -> str:  # type: ignore[no-untyped-def]
+    def __call__(self, record, on_progress, is_cancelled) -> str:
         self.started.set()
         for step in range(1, self.steps + 1):
             if is_cancelled():

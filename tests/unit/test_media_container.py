@@ -56,6 +56,7 @@ def test_each_container_decodes_with_its_geometry_and_audio(
         video = container.streams.video[0]
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video)]
         assert len(decoded) == FRAMES and decoded[0].shape == (64, 96, 3)
+        assert video.average_rate is not None
         assert float(video.average_rate) == pytest.approx(stored_frame_rate(output_type, FPS))
         codec = {
             "X264 (.mp4)": "h264",
@@ -79,7 +80,7 @@ def test_prores_is_4444_with_an_alpha_capable_format(tmp_path: Path) -> None:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         assert "4444" in (stream.codec_context.profile or "")
-        assert stream.codec_context.pix_fmt.startswith("yuva444")
+        assert (stream.codec_context.pix_fmt or "").startswith("yuva444")
 
 
 @pytest.mark.parametrize("output_type", list(VideoOutputType))

@@ -103,7 +103,7 @@ def test_unknown_preset_is_a_config_error() -> None:
 @pytest.fixture(scope="module")
 def tiny_097(tiny: loading.LoadedModels) -> loading.LoadedModels:
     """The tiny models with a VAE in the 0.9.7 layout (tests/fixtures_checkpoint.py)."""
-    vae = AutoencoderKLLTXVideo(**TINY_VAE_097_CONFIG).eval()  # type: ignore[arg-type]
+    vae = AutoencoderKLLTXVideo(**TINY_VAE_097_CONFIG).eval()
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for parameter in vae.parameters():  # non-trivial weights, so a key mix-up shows in the output

@@ -60,8 +60,8 @@ class _Counting:
 
     @property
     def num_blocks(self) -> int:
-        return self.inner.num_blocks  # type: ignore[attr-defined, no-any-return]
+        return self.inner.num_blocks  # type: ignore[attr-defined]
 
     def velocity(self, latents: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         self.tokens.append(latents.shape[1])
-        return self.inner.velocity(latents, *args, **kwargs)  # type: ignore[attr-defined, no-any-return]
+        return self.inner.velocity(latents, *args, **kwargs)  # type: ignore[attr-defined]

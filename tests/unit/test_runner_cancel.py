@@ -25,7 +25,7 @@ class DecodingEngine:
 
     applies_loras = True
 
-    def generate(self, inputs, loras, on_progress, is_cancelled) -> GeneratedVideo:  # type: ignore[no-untyped-def]
+    def generate(self, inputs, loras, on_progress, is_cancelled) -> GeneratedVideo:
         self.cancel.set()
         return GeneratedVideo(np.zeros((9, 32, 32, 3), np.uint8), 24.0, "p", 1)
 
@@ -43,7 +43,7 @@ def test_a_cancel_during_the_decode_ends_the_job_cancelled(tmp_path: Path) -> No
     assert not (tmp_path / "job" / "job.mp4").exists()  # nothing was encoded or stored
 
 
-def _text_to_video_spec_json(spec_to_json) -> str:  # type: ignore[no-untyped-def]
+def _text_to_video_spec_json(spec_to_json) -> str:
     import json
     import random
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from service.media.fetch import FetchLimits
 
 
 @pytest.fixture
-def receiver() -> tuple[str, list[tuple[dict[str, str], bytes]]]:
+def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
     got: list[tuple[dict[str, str], bytes]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -57,7 +58,7 @@ def dispatcher(store: SqliteJobStore, tmp_path: Path, **config: object) -> Webho
     )
 
 
-def test_delivered_once_signed_and_verifiable(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_delivered_once_signed_and_verifiable(tmp_path: Path, receiver) -> None:
     url, got = receiver
     store = SqliteJobStore(tmp_path / "jobs.sqlite3")
     finished_job(store, url)
@@ -74,7 +75,7 @@ def test_delivered_once_signed_and_verifiable(tmp_path: Path, receiver) -> None:
     assert not verify(other, headers, body)  # another key does not verify it
 
 
-def test_failure_is_reported_as_error(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_failure_is_reported_as_error(tmp_path: Path, receiver) -> None:
     url, got = receiver
     store = SqliteJobStore(tmp_path / "jobs.sqlite3")
     finished_job(store, url, JobState.CANCELLED)
