@@ -134,6 +134,9 @@ class JobQueue:
         self._worker_count = workers or config.workers
         self._runner_before_accelerator = before_accelerator
         self._cancel_flags: dict[str, threading.Event] = {}  # jobs running in this process
+        # Submits run in threads: the bound is checked and the job inserted under one lock, so concurrent
+        # Submits to this process cannot overshoot `max_queued` (across replicas it stays approximate).
+        self._submit_lock = threading.Lock()
         self._changed = asyncio.Condition()
         # Change counters that watchers compare with what they last saw: per job, and for the queue as a
         # whole (a claim or an ending elsewhere moves the queue positions of every waiting job).
@@ -279,11 +282,11 @@ class JobQueue:
             existing = self._store.by_idempotency_key(new.idempotency_key)
             if existing is not None:
                 return self._same_input_or_conflict(existing, new)
-        queued = self._store.queued_count()
-        if queued >= self._config.max_queued:
-            raise QueueFull(self._config.max_queued)
         job_id = str(uuid.uuid4())
-        record = self._store.insert(job_id, endpoint, spec_json, new)
+        with self._submit_lock:
+            if self._store.queued_count() >= self._config.max_queued:
+                raise QueueFull(self._config.max_queued)
+            record = self._store.insert(job_id, endpoint, spec_json, new)
         if record is None:  # another replica took the key between our look-up and the insert
             existing = self._store.by_idempotency_key(new.idempotency_key or "")
             assert existing is not None

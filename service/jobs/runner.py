@@ -50,14 +50,19 @@ class JobRunner:
         self._preparer = preparer or InputPreparer(config, fetch_lora_files=engine.applies_loras)
         self._finisher = Finisher(storage)
         self._prepare_slots = Slots(config.stages.prepare_workers)
-        self._generate_slots = Slots(config.queue.workers)
+        # `queue.workers = 0` is a queue that runs nothing (e.g. Submit load tests): `max_in_flight` is 0,
+        # no job reaches the runner, and its accelerator pool may as well have one slot.
+        self._runs_jobs = config.queue.workers > 0
+        self._generate_slots = Slots(max(config.queue.workers, 1))
         self._finish_slots = Slots(config.stages.finish_workers)
         self._before_accelerator: set[str] = set()  # jobs preparing or waiting for a generate slot
         self._lock = threading.Lock()
 
     @property
     def max_in_flight(self) -> int:
-        """Jobs the queue should run at once: one per slot of every stage."""
+        """Jobs the queue should run at once: one per slot of every stage (none with `queue.workers = 0`)."""
+        if not self._runs_jobs:
+            return 0
         return self._prepare_slots.count + self._generate_slots.count + self._finish_slots.count
 
     def before_accelerator(self, job_id: str) -> bool:
