@@ -179,15 +179,26 @@ def _disable(models: Ltx2Models) -> None:
 
 def tiny_distilled_lora(models: Ltx2Models, seed: int = 0, rank: int = 2) -> dict[str, torch.Tensor]:
     """A seeded random LoRA in the original key format for the tiny preset's `distilled` adapter, on the
-    attention projections of every block and the connectors' video projection (as the real file targets)."""
+    attention projections of every block and the connectors' video projection (as the real file targets).
+    The layers are found through any peft wrapper (an adapter already loaded turns `to_q` into a
+    `lora.Linear`), so the same keys come out whatever adapters the models hold."""
     g = torch.Generator().manual_seed(seed)
     weights: dict[str, torch.Tensor] = {}
     for name, module in models.transformer.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in ("to_q", "to_k", "to_v"):
-            weights |= _pair(f"diffusion_model.{name}", module, rank, g)
-    projection = models.connectors.video_text_proj_in
+        layer = _base_linear(module)
+        if layer is not None and name.split(".")[-1] in ("to_q", "to_k", "to_v"):
+            weights |= _pair(f"diffusion_model.{name}", layer, rank, g)
+    projection = _base_linear(models.connectors.video_text_proj_in)
+    assert projection is not None, "the connectors' video_text_proj_in is a Linear"
     weights |= _pair("text_embedding_projection.video_aggregate_embed", projection, rank, g)
     return weights
+
+
+def _base_linear(module: torch.nn.Module) -> torch.nn.Linear | None:
+    """`module` itself, or the layer a peft LoRA wrapper holds, when that is a Linear."""
+    get_base_layer = getattr(module, "get_base_layer", None)
+    base = get_base_layer() if callable(get_base_layer) else module
+    return base if isinstance(base, torch.nn.Linear) else None
 
 
 def _pair(prefix: str, layer: torch.nn.Linear, rank: int, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -198,8 +209,12 @@ def _pair(prefix: str, layer: torch.nn.Linear, rank: int, g: torch.Generator) ->
 
 
 def install_distilled(pipe: LTX2Pipeline, models: Ltx2Models, tiny_seed: int | None) -> None:
-    """The resident `distilled` adapter: the configured file, or for the tiny preset a seeded random one."""
-    if models.distilled_lora:
+    """The resident `distilled` adapter: the configured file, or for the tiny preset a seeded random one.
+    The models are shared by every runner of the same config (service/models/ltx2.py caches them), so a
+    second runner finds the adapter already resident and leaves it as it is."""
+    if _has_adapter(models, DISTILLED):
+        logger.info("distilled LoRA already resident on the shared LTX-2.3 models")
+    elif models.distilled_lora:
         load_adapter(pipe, models, models.distilled_lora, DISTILLED, "distilled LoRA")
     elif tiny_seed is not None:
         load_adapter(pipe, models, tiny_distilled_lora(models, tiny_seed), DISTILLED, "tiny distilled LoRA")

@@ -22,7 +22,13 @@ from service.domain.specs import (
     VideoWriteMode,
 )
 from service.models.ltx2 import Ltx2Models, build_tiny_ltx2
-from service.models.ltx2_loras import DISTILLED, ActiveAdapter, install_distilled, set_stage_adapters
+from service.models.ltx2_loras import (
+    DISTILLED,
+    ActiveAdapter,
+    install_distilled,
+    set_stage_adapters,
+    tiny_distilled_lora,
+)
 from service.pipelines.ltx2 import schedules
 from service.pipelines.ltx2.denoiser import Ltx2Denoiser
 from service.pipelines.ltx2.guidance import guided_x0
@@ -242,6 +248,32 @@ def test_second_pass_distill_scale_changes_stage_two(models: Ltx2Models) -> None
     b = run(models, use_multiscale=True, distill_lora_second_pass_scale=0.0)
     assert not np.array_equal(a.frames, b.frames)
     assert np.array_equal(a.audio, b.audio)  # the stage-1 audio is the one decoded
+
+
+def test_distilled_lora_installs_once_on_shared_models(models: Ltx2Models) -> None:
+    # Every runner of one config shares the cached models; a second runner's install must keep the
+    # resident adapter, and the tiny LoRA must see the Linear layers through peft's wrappers.
+    def distilled_weights() -> dict[str, torch.Tensor]:
+        return {
+            f"{m}.{k}": v.clone()
+            for m in ("transformer", "connectors")
+            for k, v in getattr(models, m).state_dict().items()
+            if f".{DISTILLED}." in k
+        }
+
+    before = distilled_weights()
+    assert any(k.startswith("transformer.") for k in before) and any(
+        k.startswith("connectors.") for k in before
+    )
+    install_distilled(ltx2_helper_pipeline(models), models, 0)
+    after = distilled_weights()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+    fresh = tiny_distilled_lora(build_tiny_ltx2(0), 0)
+    wrapped = tiny_distilled_lora(models, 0)
+    assert wrapped.keys() == fresh.keys()
+    assert all(torch.equal(wrapped[k], fresh[k]) for k in fresh)
 
 
 def test_acceleration_levels_cut_forwards(models: Ltx2Models) -> None:
