@@ -77,6 +77,7 @@ class RunningService:
     admin_server: grpc.aio.Server | None = None  # health on the admin port stays up through the drain
     admin_port: int | None = None
     metrics_port: int | None = None
+    unbind_metrics: Callable[[], None] = lambda: None  # the depth gauges stop reading the store
 
     async def drain(self) -> None:
         """SIGTERM: readiness NOT_SERVING and Submit UNAVAILABLE at once, then the queue's drain."""
@@ -94,6 +95,7 @@ class RunningService:
             await self.admin_server.stop(0)
         await self.queue.stop()
         self.http.stop()
+        self.unbind_metrics()  # before the close: a scrape must not read a closed store
         self.store.close()
         log.info("stopped")
 
@@ -172,7 +174,7 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     else:
         queue = JobQueue(store, config.queue, None)
     gateway_endpoints = GatewayEndpoints(store) if engine is None else None
-    _bind_metrics(config, store)
+    unbind_metrics = _bind_metrics(config, store)
     server = grpc.aio.server(options=grpc_options(config.transport), interceptors=_interceptors(config))
     readiness = Readiness(queue)
     if config.role is not Role.WORKER:
@@ -231,6 +233,7 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
         admin_server,
         admin_port,
         metrics_port,
+        unbind_metrics,
     )
 
 
@@ -266,9 +269,10 @@ async def _start_admin(
     return admin, port
 
 
-def _bind_metrics(config: ServiceConfig, store: SqlJobStore) -> None:
-    metrics.bind_queue_depth(store.queued_count, lambda: len(store.ids_in_state(JobState.RUNNING)))
+def _bind_metrics(config: ServiceConfig, store: SqlJobStore) -> Callable[[], None]:
+    """Returns the unbind, for `RunningService.stop` to call before it closes the store."""
     metrics.BUSY.configure(config.metrics.busy_window_s, config.queue.workers)
+    return metrics.bind_queue_depth(store.queued_count, lambda: len(store.ids_in_state(JobState.RUNNING)))
 
 
 def trust_own_uploads(config: ServiceConfig, prefix: str) -> ServiceConfig:

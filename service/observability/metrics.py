@@ -2,13 +2,15 @@
 
 Metric objects are module-level (like prometheus-client's own default registry) so that any layer can
 count without a metrics object threaded through its constructors; only gauges that read live state
-(queue depth, busy ratio) are bound at start-up with `bind_queue_depth` and `BUSY`.
+(queue depth, busy ratio) are bound at start-up with `bind_queue_depth` (unbound at stop) and `BUSY`.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import logging
+import math
 import threading
 import time
 from collections import deque
@@ -18,6 +20,7 @@ from typing import ParamSpec, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry()
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -87,10 +90,52 @@ RPC_SECONDS = Histogram(
 )
 
 
-def bind_queue_depth(queued: Callable[[], int], running: Callable[[], int]) -> None:
-    """Read the depth from the store at scrape time, so every replica reports the shared queue."""
-    JOBS_QUEUED.set_function(lambda: float(queued()))
-    JOBS_RUNNING.set_function(lambda: float(running()))
+class QueueDepth:
+    """What the depth gauges read at scrape time: the running service's store, or nothing (0).
+
+    The gauges live as long as the process, a store only as long as its service, so the binding is
+    handed back (`bind` returns the unbind) before the store is closed; a scrape never reads a
+    closed store, and a store that fails to answer reads NaN instead of failing the whole scrape.
+    """
+
+    def __init__(self) -> None:
+        self._reads: tuple[Callable[[], int], Callable[[], int]] | None = None
+        self._lock = threading.Lock()
+
+    def bind(self, queued: Callable[[], int], running: Callable[[], int]) -> Callable[[], None]:
+        reads = (queued, running)
+        with self._lock:
+            self._reads = reads
+
+        def unbind() -> None:
+            with self._lock:
+                if self._reads is reads:  # a later service's binding stays
+                    self._reads = None
+
+        return unbind
+
+    def read(self, which: int) -> float:
+        with self._lock:
+            reads = self._reads
+        if reads is None:
+            return 0.0
+        try:
+            return float(reads[which]())
+        except Exception:
+            log.warning("queue depth unreadable from the job store", exc_info=True)
+            return math.nan
+
+
+QUEUE_DEPTH = QueueDepth()
+JOBS_QUEUED.set_function(lambda: QUEUE_DEPTH.read(0))
+JOBS_RUNNING.set_function(lambda: QUEUE_DEPTH.read(1))
+
+
+def bind_queue_depth(queued: Callable[[], int], running: Callable[[], int]) -> Callable[[], None]:
+    """Read the depth from the store at scrape time, so every replica reports the shared queue.
+
+    Returns the unbind, to call before the store is closed."""
+    return QUEUE_DEPTH.bind(queued, running)
 
 
 class BusyTracker:

@@ -76,3 +76,32 @@ def test_fetches_count_bytes_and_failures() -> None:
             "data:text/plain;base64," + base64.b64encode(b"hello").decode(), field="x", limits=FetchLimits()
         )
     assert _count("ltx_fetch_failures_total", {"kind": "media"}) == before_failures + 1
+
+
+def test_queue_depth_does_not_outlive_its_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A stopped service's closed store is no longer read by a scrape (it used to raise there)."""
+    import math
+
+    from service.jobs.store import SqliteJobStore
+
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    unbind = metrics.bind_queue_depth(store.queued_count, lambda: len(store.ids_in_state(JobState.RUNNING)))
+    assert metrics.REGISTRY.get_sample_value("ltx_jobs_queued") == 0.0
+    later = SqliteJobStore(tmp_path / "later.sqlite3")
+    unbind_later = metrics.bind_queue_depth(later.queued_count, lambda: 2)
+    unbind()  # the first service stops after a second one bound: the second's binding stays
+    store.close()
+    assert metrics.REGISTRY.get_sample_value("ltx_jobs_running") == 2.0
+    unbind_later()
+    later.close()
+    assert metrics.REGISTRY.get_sample_value("ltx_jobs_queued") == 0.0  # unbound: nothing to read
+
+    def unreachable() -> int:
+        raise ConnectionError("store down")
+
+    unbind = metrics.bind_queue_depth(unreachable, unreachable)
+    try:  # a store that fails to answer reads NaN; the other metrics are still scraped
+        assert math.isnan(metrics.REGISTRY.get_sample_value("ltx_jobs_queued") or 0.0)
+        assert metrics.REGISTRY.get_sample_value("ltx_accelerator_busy_ratio") is not None
+    finally:
+        unbind()
