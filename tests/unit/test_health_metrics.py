@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from service.domain.errors import ErrorType, JobError
@@ -78,7 +80,7 @@ def test_fetches_count_bytes_and_failures() -> None:
     assert _count("ltx_fetch_failures_total", {"kind": "media"}) == before_failures + 1
 
 
-def test_queue_depth_does_not_outlive_its_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_queue_depth_does_not_outlive_its_store(tmp_path: Path) -> None:
     """A stopped service's closed store is no longer read by a scrape (it used to raise there)."""
     import math
 
