@@ -17,6 +17,7 @@ import pytest
 from ltx.v1 import video_generation_pb2 as pb
 from service.api.status import field_violations
 from service.client.cli import build_request, upload_file, upload_local_files
+from service.config import ServiceConfig
 from service.jobs.webhooks import verify
 from tests.integration.service_process import ServiceProcess, free_port
 
@@ -148,23 +149,31 @@ def test_idempotency_key_returns_the_first_id_or_already_exists(queue_service: S
 
 
 def test_priority_orders_claims_and_start_timeout_never_starts(queue_service: ServiceProcess) -> None:
-    busy = submit(queue_service, SLOW).request_id  # holds the one worker
-    deadline = time.monotonic() + 60
-    while queue_service.stub.Status(pb.StatusRequest(request_id=busy)).status != pb.IN_PROGRESS:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    low = submit(queue_service, SMALL, priority=pb.LOW).request_id
-    normal = submit(queue_service, SMALL).request_id
-    expiring = submit(queue_service, SMALL, start_timeout_s=0.5)
-    positions = {
-        r: queue_service.stub.Status(pb.StatusRequest(request_id=r)).queue_position
-        for r in (normal, expiring.request_id, low)
-    }
-    assert positions == {normal: 0, expiring.request_id: 1, low: 2}
+    # The worker claims as many jobs as its stages have slots (one generating, the next ones preparing or
+    # waiting for the accelerator), so priorities order only the jobs left waiting once those are full.
+    defaults = ServiceConfig()
+    in_flight = defaults.queue.workers + defaults.stages.prepare_workers + defaults.stages.finish_workers
+    busy = [submit(queue_service, SLOW).request_id for _ in range(in_flight)]
+    try:  # a failure here must not leave the slow jobs holding the accelerator for the next tests
+        deadline = time.monotonic() + 60
+        for job in busy:
+            while queue_service.stub.Status(pb.StatusRequest(request_id=job)).status != pb.IN_PROGRESS:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        low = submit(queue_service, SMALL, priority=pb.LOW).request_id
+        normal = submit(queue_service, SMALL).request_id
+        expiring = submit(queue_service, SMALL, start_timeout_s=0.5)
+        positions = {
+            r: queue_service.stub.Status(pb.StatusRequest(request_id=r)).queue_position
+            for r in (normal, expiring.request_id, low)
+        }
+        assert positions == {normal: 0, expiring.request_id: 1, low: 2}
 
-    timed_out = queue_service.wait_completed(expiring.request_id, timeout_s=30)
-    assert timed_out.error.error_type == "start_timeout" and not timed_out.HasField("started_at")
-    queue_service.stub.Cancel(pb.CancelRequest(request_id=busy))
+        timed_out = queue_service.wait_completed(expiring.request_id, timeout_s=30)
+        assert timed_out.error.error_type == "start_timeout" and not timed_out.HasField("started_at")
+    finally:
+        for job in busy:
+            queue_service.stub.Cancel(pb.CancelRequest(request_id=job))
     done = {r: queue_service.wait_completed(r) for r in (low, normal)}
     assert not done[low].HasField("error") and not done[normal].HasField("error")
     assert done[normal].started_at.ToNanoseconds() < done[low].started_at.ToNanoseconds()
