@@ -88,12 +88,8 @@ def _wait_ready(
     raise TimeoutError(log_path.read_text()[-3000:])
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureService]:
-    root = tmp_path_factory.mktemp("secure")
-    certs = make_certs(root)
-    keys = root / "api-keys.toml"
-    keys.write_text(KEYS_TOML)
+def _start(root: Path, certs: CertFiles, extra: list[str]) -> SecureService:
+    """`ltx-serve` with TLS from `certs` and `extra` flags, ready (its readiness health SERVING)."""
     ports = [free_port() for _ in range(4)]
     cmd = [
         sys.executable,
@@ -109,30 +105,45 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureService]
         str(ports[2]),
         "--metrics-port",
         str(ports[3]),
-        "--api-keys-file",
-        str(keys),
         "--tls-cert-file",
         str(certs.server_cert),
         "--tls-key-file",
         str(certs.server_key),
-        "--tls-client-ca-file",
-        str(certs.ca),
-        "--log-format",
-        "json",
+        *extra,
     ]
     log_path = root / "service.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_ready(ports[2], proc, log_path)
-        yield SecureService(proc, log_path, certs, ports[0], ports[2], ports[3])
+    except BaseException:
+        _stop(proc)
+        raise
+    return SecureService(proc, log_path, certs, ports[0], ports[2], ports[3])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureService]:
+    """API keys, mTLS (a client certificate signed by the CA is required) and JSON logs."""
+    root = tmp_path_factory.mktemp("secure")
+    certs = make_certs(root)
+    keys = root / "api-keys.toml"
+    keys.write_text(KEYS_TOML)
+    extra = ["--api-keys-file", str(keys), "--tls-client-ca-file", str(certs.ca), "--log-format", "json"]
+    running = _start(root, certs, extra)
+    try:
+        yield running
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _stop(running.proc)
 
 
 def _stub(service: SecureService) -> pb_grpc.VideoGenerationStub:
@@ -174,6 +185,25 @@ def test_tls_without_client_certificate_or_plaintext_is_refused(service: SecureS
                 pb.StatusRequest(request_id="x"), metadata=_bearer(FULL_KEY), timeout=5
             )
         assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_plain_tls_without_client_certificates(tmp_path: Path) -> None:
+    """Server TLS alone (no client CA): a client that trusts the CA gets through without a certificate of
+    its own; plaintext is refused."""
+    certs = make_certs(tmp_path)
+    running = _start(tmp_path, certs, [])
+    try:
+        with running.channel(client_cert=False) as channel, pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.VideoGenerationStub(channel).Status(pb.StatusRequest(request_id="x"), timeout=10)
+        assert caught.value.code() is grpc.StatusCode.NOT_FOUND  # it reached the servicer over TLS
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as plain,
+            pytest.raises(grpc.RpcError) as refused,
+        ):
+            pb_grpc.VideoGenerationStub(plain).Status(pb.StatusRequest(request_id="x"), timeout=5)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    finally:
+        _stop(running.proc)
 
 
 def test_admin_port_health_names_without_key(service: SecureService) -> None:
