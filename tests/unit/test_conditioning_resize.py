@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from service.config import ModelConfig
 from service.domain.geometry import AspectRatio, Resolution
+from service.domain.job_context import JobContext
 from service.domain.specs import DistilledMulticonditioningSpec
 from service.engines import torch_bindings
 from service.models import loading
@@ -66,8 +67,7 @@ def test_each_pass_encodes_a_plain_bilinear_resize_of_the_prepared_frames() -> N
         dataclasses.replace(components, vae_encoder=recorder),
         SPEC,
         [ConditioningMedia(pixels=image, start_frame=0, strength=1.0)],
-        lambda _: None,
-        lambda: False,
+        JobContext.create(),
         DistilledOptions(),
     )
     first, second = recorder.pixels  # 96x96 -> first pass int(96 * 0.6666666) floored to 32 = 32, second 64

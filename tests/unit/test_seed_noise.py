@@ -12,10 +12,14 @@ The expected values are independent draws from fresh generators.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from service.config import ModelConfig
+from service.domain.job_context import JobContext
+from service.domain.specs import TextToVideoSpec
 from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.components import Components
@@ -25,7 +29,10 @@ from service.pipelines.conditioning import (
     denoise_conditioned,
     prepare_conditioned_latents,
 )
-from service.pipelines.latents import latent_shape
+from service.pipelines.latents import denormalize, latent_shape
+from service.pipelines.multiconditioning import DevSamplingOptions, generate_text_to_video
+from service.pipelines.text_to_video import DecodeOptions
+from tests.unit.test_parity_dev import RecordingDecoder
 
 SEED = 11
 CPU = torch.device("cpu")
@@ -79,3 +86,20 @@ def test_re_noise_is_drawn_every_step_of_a_conditioned_run(
     for _ in range(steps if conditioned else 0):
         torch.randn((1, shape.num_tokens, shape.channels), generator=reference)
     assert torch.equal(generator.get_state(), reference.get_state())
+
+
+def test_decode_noise_is_a_stream_of_its_own_seeded_with_the_seed(components: Components) -> None:
+    spec = TextToVideoSpec(
+        prompt="p", negative_prompt="n", width=64, height=64, num_frames=9, num_inference_steps=2,
+        frame_rate=24, seed=SEED,
+    )  # fmt: skip
+    assert components.geometry.decode_timestep_conditioning
+    recorder = RecordingDecoder(components.vae_decoder)
+    # Decode noise scale 1: the decoder sees the decode noise alone (lerp(latents, noise, 1) = noise).
+    options = DevSamplingOptions(decoding=DecodeOptions(decode_noise_scale=1.0))
+    generate_text_to_video(
+        dataclasses.replace(components, vae_decoder=recorder), spec, JobContext.create(), options
+    )
+    (decoded,) = recorder.latents
+    expected = torch.randn(tuple(decoded.shape), generator=torch.Generator().manual_seed(SEED))
+    assert torch.allclose(decoded, denormalize(expected, components.geometry), atol=1e-6)
