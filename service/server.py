@@ -78,6 +78,7 @@ class RunningService:
     admin_port: int | None = None
     metrics_port: int | None = None
     unbind_metrics: Callable[[], None] = lambda: None  # the depth gauges stop reading the store
+    webhooks: WebhookDispatcher | None = None  # its delivery in progress is interrupted at the stop
 
     async def drain(self) -> None:
         """SIGTERM: readiness NOT_SERVING and Submit UNAVAILABLE at once, then the queue's drain."""
@@ -88,6 +89,8 @@ class RunningService:
         await drain
 
     async def stop(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.stop()
         for task in self.tasks:
             task.cancel()
         await self.server.stop(self.config.transport.graceful_stop_s)
@@ -201,14 +204,11 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     )
     await queue.start()
     probe: Callable[[], bool] = gateway_endpoints.refresh if gateway_endpoints else engine.ready  # type: ignore[union-attr]
+    webhooks = WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media)
     tasks = [
         asyncio.create_task(_report_health(probe, health_servicer, readiness, queue)),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
-        asyncio.create_task(
-            WebhookDispatcher(
-                store, config.webhooks, signer, events.webhook_payload, config.media
-            ).run_forever()
-        ),
+        asyncio.create_task(webhooks.run_forever()),
     ]
     log.info(
         "%s serving gRPC on %s:%d (admin %s, metrics %s), results at %s",
@@ -234,6 +234,7 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
         admin_port,
         metrics_port,
         unbind_metrics,
+        webhooks,
     )
 
 
