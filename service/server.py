@@ -122,13 +122,16 @@ class Readiness:
     def __init__(self, queue: JobQueue) -> None:
         self._queue = queue
         self.engine_ready = False  # as the health loop last saw it
+        self.engine_reason: str | None = None  # why not, when the engine says (e.g. a hung Triton model)
 
     def reason(self) -> str | None:
         """None when ready, else why not (shown to clients and logged)."""
         queue_reason = self._queue.unavailable_reason()
         if queue_reason is not None:
             return queue_reason
-        return None if self.engine_ready else "the inference backend is not reachable"
+        if self.engine_ready:
+            return None
+        return self.engine_reason or "the inference backend is not reachable"
 
 
 def grpc_options(transport: TransportConfig) -> list[tuple[str, int]]:
@@ -206,7 +209,9 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     probe: Callable[[], bool] = gateway_endpoints.refresh if gateway_endpoints else engine.ready  # type: ignore[union-attr]
     webhooks = WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media)
     tasks = [
-        asyncio.create_task(_report_health(probe, health_servicer, readiness, queue)),
+        asyncio.create_task(
+            _report_health(probe, health_servicer, readiness, queue, getattr(engine, "unready_reason", _no_reason))
+        ),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
         asyncio.create_task(webhooks.run_forever()),
     ]
@@ -321,11 +326,16 @@ class GatewayEndpoints:
         return True
 
 
+def _no_reason() -> str | None:
+    return None
+
+
 async def _report_health(
     probe: Callable[[], bool],
     health_servicer: AioHealthServicer,
     readiness: Readiness,
     queue: JobQueue,
+    engine_reason: Callable[[], str | None] = lambda: None,
 ) -> None:
     """SERVING while the engine can take jobs (e.g. Triton reachable; for a gateway: the store answers)
     and a worker is free of store failures; NOT_SERVING, with the reason logged, otherwise. The drain
@@ -333,6 +343,7 @@ async def _report_health(
     last: str | None = "starting"
     while not queue.draining:
         readiness.engine_ready = await asyncio.to_thread(probe)
+        readiness.engine_reason = engine_reason()
         reason = readiness.reason()
         if reason != last and not queue.draining:
             await set_readiness(health_servicer, serving=reason is None, reason=reason)
