@@ -20,6 +20,7 @@ from google.protobuf import json_format
 
 from ltx.v1 import endpoints_pb2 as pb
 from service.api.convert import ltx2_spec
+from service.domain.job_context import JobContext
 from service.domain.progress import Progress
 from service.domain.specs import Acceleration
 from service.jobs.ltx2_output import store_video
@@ -59,7 +60,7 @@ def main() -> None:
         ActiveAdapter(DISTILLED, spec.distill_lora_first_pass_scale, spec.distill_lora_second_pass_scale)
     ]
     video = generate_ltx2(
-        models, spec, progress, lambda: False, lambda s: set_stage_adapters(models, active, s)
+        models, spec, JobContext.create(on_progress=progress), lambda s: set_stage_adapters(models, active, s)
     )
     marks.append(("generated", time.perf_counter()))
     with tempfile.TemporaryDirectory() as directory:

@@ -13,8 +13,9 @@ import logging
 from collections.abc import Sequence
 
 from service.config import ServiceConfig
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Progress, Stage
 from service.domain.specs import CameraLora, Ltx2TextToVideoSpec
 from service.models.lora import FetchedLora
 from service.models.ltx2 import Ltx2Models, Ltx2Preset, load_ltx2_models
@@ -56,9 +57,9 @@ class Ltx2LocalRunner:
         self,
         spec: Ltx2TextToVideoSpec,
         loras: Sequence[FetchedLora],
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
+        ctx: JobContext,
     ) -> GeneratedVideo:
+        on_progress = ctx.on_progress
         if spec.expand_prompt:
             spec = dataclasses.replace(
                 spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress)
@@ -71,8 +72,7 @@ class Ltx2LocalRunner:
             return generate_ltx2(
                 models,
                 spec,
-                on_progress,
-                is_cancelled,
+                ctx,
                 lambda stage: set_stage_adapters(models, active, stage),
             )
 

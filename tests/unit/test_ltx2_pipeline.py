@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from service.domain.job_context import JobContext
 from service.domain.specs import (
     Acceleration,
     CameraLora,
@@ -87,7 +88,7 @@ def run(models: Ltx2Models, **changes: Any) -> Any:
         ActiveAdapter(DISTILLED, spec.distill_lora_first_pass_scale, spec.distill_lora_second_pass_scale)
     ]
     return generate_ltx2(
-        models, spec, lambda p: None, lambda: False, lambda stage: set_stage_adapters(models, active, stage)
+        models, spec, JobContext.create(), lambda stage: set_stage_adapters(models, active, stage)
     )
 
 

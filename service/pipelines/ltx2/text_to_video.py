@@ -31,6 +31,7 @@ from diffusers.pipelines.ltx2.utils import conditioning_frame_rate
 from service.contract.frames import frames_to_generate
 from service.domain.errors import Cancelled
 from service.domain.geometry import audio_samples
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Acceleration, Ltx2TextToVideoSpec
@@ -103,12 +104,11 @@ def encode_text(
 def generate_ltx2(
     models: Ltx2Models,
     spec: Ltx2TextToVideoSpec,
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     set_stage_adapters: StageAdapters = lambda stage: None,
 ) -> GeneratedVideo:
     with torch.inference_mode():
-        return _generate(models, spec, on_progress, is_cancelled, set_stage_adapters)
+        return _generate(models, spec, ctx.on_progress, ctx.is_cancelled, set_stage_adapters)
 
 
 def _generate(
