@@ -289,6 +289,8 @@ class DistilledPasses:
         for chunk in decode(
             self.components, latents, self.generators[0], spec.tone_map_compression_ratio, self.options
         ):
+            if self.is_cancelled():  # between decode tiles: a long video's decode takes minutes
+                raise Cancelled()
             if chunk.start < spec.num_frames:
                 frames = to_output_frames(chunk.video[None], self.clip.sizes.output)
                 sink.write(chunk.start, crop_frames(frames, size))

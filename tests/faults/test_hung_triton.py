@@ -16,12 +16,13 @@ import pytest
 from ltx.v1 import video_generation_pb2 as pb
 from service.config import ServiceConfig
 from service.domain.errors import RunnerUnavailable
+from service.domain.job_context import JobContext
 from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import TritonServerProcess
 from tests.engine_in_line import EngineInLine
 from tests.integration.service_process import ServiceProcess
 from tests.integration.test_service_triton import health, wait_health
-from tests.integration.test_triton_engine import SPEC, never
+from tests.integration.test_triton_engine import SPEC
 from tests.integration.triton_fixtures import MODEL_REPOSITORY, ROOT, STARTUP_TIMEOUT_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.triton, pytest.mark.timeout(900)]
@@ -93,7 +94,7 @@ def test_a_hung_component_fails_the_job_within_its_bound(hung_triton: TritonServ
     assert engine.ready()
     started = time.monotonic()
     with pytest.raises(RunnerUnavailable) as failure:
-        EngineInLine(engine, config).generate(SPEC, lambda _: None, never)
+        EngineInLine(engine, config).generate(SPEC, JobContext.create())
     took = time.monotonic() - started
     assert "vae_decoder" in failure.value.message and "within 4 s" in failure.value.message
     assert COMPONENT_TIMEOUT_S <= took < COMPONENT_TIMEOUT_S + 60, took
