@@ -20,6 +20,7 @@ from google.protobuf import json_format
 
 from ltx.v1 import endpoints_pb2 as pb
 from service.api.convert import ltx2_spec
+from service.domain.job_context import JobContext
 from service.domain.progress import Progress
 from service.domain.specs import Acceleration
 from service.engines.ltx2_local import bind_ltx2_components
@@ -68,8 +69,7 @@ def main() -> None:
     video = generate_ltx2(
         bind_ltx2_components(models),
         spec,
-        progress,
-        lambda: False,
+        JobContext.create(on_progress=progress),
         lambda s: set_stage_adapters(models, active, s),
     )
     marks.append(("generated", time.perf_counter()))

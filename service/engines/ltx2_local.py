@@ -20,8 +20,9 @@ from service.contract.ltx2_components import (
     Ltx2TransformerDecl,
     Ltx2VaeDecoderDecl,
 )
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Progress, Stage
 from service.domain.specs import CameraLora, Ltx2TextToVideoSpec
 from service.models.lora import FetchedLora
 from service.models.ltx2 import Ltx2Models, Ltx2Preset, load_ltx2_models
@@ -74,9 +75,9 @@ class Ltx2LocalRunner:
         self,
         spec: Ltx2TextToVideoSpec,
         loras: Sequence[FetchedLora],
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
+        ctx: JobContext,
     ) -> GeneratedVideo:
+        on_progress = ctx.on_progress
         if spec.expand_prompt:
             spec = dataclasses.replace(
                 spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress)
@@ -89,8 +90,7 @@ class Ltx2LocalRunner:
             return generate_ltx2(
                 self.components,
                 spec,
-                on_progress,
-                is_cancelled,
+                ctx,
                 lambda stage: set_stage_adapters(models, active, stage),
             )
 

@@ -25,7 +25,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,12 +35,12 @@ from service.config import ServiceConfig
 from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, RunnerUnavailable
 from service.domain.geometry import FrameSize
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Progress, Stage
 from service.domain.specs import Endpoint, spec_to_json
 from service.engines.conditioning_tensors import kept_to_arrays, media_to_arrays
 from service.engines.endpoint_pipelines import PIPELINE_SUPPORTED, EndpointInputs, served_endpoints
-from service.logs import current_request_id
 from service.models.lora import FetchedLora
 from service.pipelines.long_video import FrameSink, FrameStore
 
@@ -112,28 +111,23 @@ class TritonEngine:
         self,
         inputs: EndpointInputs,
         loras: Sequence[FetchedLora],
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
+        ctx: JobContext,
     ) -> GeneratedVideo:
         """The prepared job's pipeline, run in Triton (`loras` is empty: see `applies_loras`)."""
         endpoint = inputs.spec.endpoint
         if not self.supports(endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"{contract.PIPELINE_MODEL} does not serve endpoint {endpoint}")
-        return self._run_pipeline(inputs, on_progress, is_cancelled)
+        return self._run_pipeline(inputs, ctx)
 
-    def _run_pipeline(
-        self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-    ) -> GeneratedVideo:
+    def _run_pipeline(self, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
         """One `ltx_pipeline` request over a gRPC stream of its own."""
-        if is_cancelled():
-            raise Cancelled()
+        ctx.raise_if_cancelled()
         spec = inputs.spec
         events: queue.Queue[StreamEvent] = queue.Queue()
         client = grpcclient.InferenceServerClient(self._url)
-        # The job's request id (the runner's log scope), so one job can be followed from the service log
-        # into tritonserver's; a fresh id outside a job (tools, tests).
-        request_id = current_request_id() or uuid.uuid4().hex
+        # The job's request id, so one job can be followed from the service log into tritonserver's.
+        request_id = ctx.request_id
         try:
             self._require_pipeline_ready(client)
             client.start_stream(callback=lambda result, error: events.put((result, error)))
@@ -143,8 +137,8 @@ class TritonEngine:
                 request_id=request_id,
                 enable_empty_final_response=True,
             )
-            log.info("triton request %s started (%s)", request_id, spec.endpoint)
-            return self._collect(events, on_progress, is_cancelled, request_id)
+            ctx.logger.info("triton request %s started (%s)", request_id, spec.endpoint)
+            return self._collect(events, ctx)
         except InferenceServerException as exc:
             raise RunnerUnavailable(f"Triton at {self._url} failed: {exc.message()}") from exc
         finally:
@@ -155,17 +149,15 @@ class TritonEngine:
     def _collect(
         self,
         events: queue.Queue[StreamEvent],
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
-        request_id: str,
+        ctx: JobContext,
     ) -> GeneratedVideo:
         """Relay progress and collect the frames until the final response; return the video or raise the
         job's error."""
         frames = FrameReceiver(self._memory_frames_bytes)
         silent_since = time.monotonic()
         while True:
-            if is_cancelled():
-                log.info("triton request %s cancelled by the client", request_id)
+            if ctx.is_cancelled():
+                ctx.logger.info("triton request %s cancelled by the client", ctx.request_id)
                 raise Cancelled()
             try:
                 result, error = events.get(timeout=self._poll_interval_s)
@@ -180,10 +172,10 @@ class TritonEngine:
                 raise self._error_from_stream(error)
             progress = _progress_of(result)
             if progress is not None:
-                on_progress(progress)
+                ctx.on_progress(progress)
             frames.add(result)
             if _is_final(result):
-                return _video_of(result, frames.result(request_id))
+                return _video_of(result, frames.result(ctx.request_id))
 
     def _error_from_stream(self, error: InferenceServerException) -> Exception:
         if error.status() in _LOST_BACKEND_STATUSES:

@@ -17,8 +17,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from service.config import ServiceConfig
-from service.domain.errors import Cancelled
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.job_context import JobContext
+from service.domain.progress import Progress, ProgressCallback, Stage
 from service.domain.specs import (
     DistilledMulticonditioningSpec,
     Endpoint,
@@ -60,11 +60,10 @@ class InputPreparer:
         # The Triton engine applies no LoRA (ltx_pipeline refuses them), so it need not download any.
         self._fetch_lora_files = fetch_lora_files
 
-    def prepare(self, spec: Spec, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> PreparedJob:
-        if is_cancelled():
-            raise Cancelled()
-        spec, checker = self._expand_and_pick_checker(spec, on_progress)
-        inputs = prepare_endpoint_inputs(spec, self._media_limits, checker, on_progress)
+    def prepare(self, spec: Spec, ctx: JobContext) -> PreparedJob:
+        ctx.raise_if_cancelled()
+        spec, checker = self._expand_and_pick_checker(spec, ctx.on_progress)
+        inputs = prepare_endpoint_inputs(spec, self._media_limits, checker, ctx.on_progress)
         requested: tuple[LoraSpec, ...] = getattr(spec, "loras", ())
         loras = fetch_loras(requested, self._lora_config) if self._fetch_lora_files else ()
         return PreparedJob(inputs, checker, loras)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from service.contract.frames import frames_to_generate, legal_frames_at_most, uint8_frames
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, ProgressCallback
 from service.domain.specs import ExtendSpec
 from service.pipelines.components import Components
 from service.pipelines.conditioning import ConditioningMedia
@@ -35,6 +35,7 @@ from service.pipelines.multiconditioning import (
     dev_clip,
     render_dev_clip,
 )
+from service.pipelines.seeding import seeded_generator
 
 logger = logging.getLogger(__name__)
 
@@ -69,21 +70,20 @@ def generate_extension(
     components: Components,
     spec: ExtendSpec,
     kept_pixels: torch.Tensor,
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
 ) -> GeneratedVideo:
     """`spec.num_frames` frames: `kept_pixels` ([3, K, H, W] in [-1, 1], at the output size) then new ones."""
     geometry = components.geometry
     plan = plan_extension(spec.num_frames, int(kept_pixels.shape[1]), geometry.temporal_compression)
     request = dev_clip(components, spec, plan.clip)
-    generator = torch.Generator("cpu").manual_seed(spec.seed)
+    generator = seeded_generator(spec.seed)
     logger.info("extend %dx%d: %s, %d steps", spec.width, spec.height, plan, spec.num_inference_steps)
     media = []
     if plan.context:
         context = kept_pixels[:, plan.kept - plan.context : plan.kept]
         media.append(ConditioningMedia(pixels=context[None], start_frame=0, strength=spec.video.strength))
-    clip = render_dev_clip(components, request, media, generator, options, on_progress, is_cancelled)
+    clip = render_dev_clip(components, request, media, generator, options, ctx)
     new_frames = clip[plan.context : plan.context + plan.new]
     frames = np.concatenate([uint8_frames(kept_pixels), new_frames])
     return GeneratedVideo(

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from service.config import ModelConfig
+from service.domain.job_context import JobContext
 from service.domain.specs import ExtendSpec, VideoConditionSpec
 from service.engines import torch_bindings
 from service.pipelines import multiconditioning
@@ -66,7 +67,7 @@ def _kept(count: int) -> tuple[np.ndarray, torch.Tensor]:
 
 def test_output_keeps_the_input_frames_exactly_and_has_num_frames(components: Components) -> None:
     frames, pixels = _kept(10)
-    video = generate_extension(components, SPEC, pixels, lambda _: None, lambda: False)
+    video = generate_extension(components, SPEC, pixels, JobContext.create())
     assert video.frames.shape == (17, 32, 64, 3)
     assert np.array_equal(video.frames[:10], frames)
     assert (video.prompt, video.seed, video.frame_rate) == (SPEC.prompt, SPEC.seed, 24.0)
@@ -84,7 +85,7 @@ def test_the_tail_of_the_kept_frames_conditions_the_clip(
 
     monkeypatch.setattr(multiconditioning, "prepare_conditioned_latents", spy)
     _, pixels = _kept(10)
-    generate_extension(components, SPEC, pixels, lambda _: None, lambda: False)
+    generate_extension(components, SPEC, pixels, JobContext.create())
     (condition,) = captured["media"]
     # Context 9 (the largest 8k + 1 <= 10): input frames 1..9 at clip frame 0, full strength.
     assert condition.start_frame == 0 and condition.strength == 1.0
@@ -93,12 +94,12 @@ def test_the_tail_of_the_kept_frames_conditions_the_clip(
 
 
 def test_nothing_kept_generates_every_frame(components: Components) -> None:
-    video = generate_extension(components, SPEC, torch.empty(3, 0, 32, 64), lambda _: None, lambda: False)
+    video = generate_extension(components, SPEC, torch.empty(3, 0, 32, 64), JobContext.create())
     assert video.frames.shape == (17, 32, 64, 3)
 
 
 def test_same_spec_same_extension(components: Components) -> None:
     _, pixels = _kept(10)
-    first = generate_extension(components, SPEC, pixels, lambda _: None, lambda: False).frames
-    second = generate_extension(components, SPEC, pixels, lambda _: None, lambda: False).frames
+    first = generate_extension(components, SPEC, pixels, JobContext.create()).frames
+    second = generate_extension(components, SPEC, pixels, JobContext.create()).frames
     assert np.array_equal(first, second)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from service.domain.job_context import JobContext
 from service.domain.specs import (
     Acceleration,
     CameraLora,
@@ -90,8 +91,7 @@ def run(models: Ltx2Models, **changes: Any) -> Any:
     return generate_ltx2(
         bind_ltx2_components(models),
         spec,
-        lambda p: None,
-        lambda: False,
+        JobContext.create(),
         lambda stage: set_stage_adapters(models, active, stage),
     )
 

@@ -17,6 +17,7 @@ from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 
 from service.config import ModelConfig
+from service.domain.job_context import JobContext
 from service.domain.specs import TextToVideoSpec
 from service.engines import torch_bindings
 from service.models import loading
@@ -67,7 +68,7 @@ def test_text_to_video_matches_ltx_condition_pipeline(models: loading.LoadedMode
     recorder = RecordingDecoder(components.vae_decoder)
     options = DevSamplingOptions(guidance=CONSTANT_CFG_3, decoding=DecodeOptions(decode_noise_scale=0.0))
     generate_text_to_video(
-        dataclasses.replace(components, vae_decoder=recorder), SPEC, lambda _: None, lambda: False, options
+        dataclasses.replace(components, vae_decoder=recorder), SPEC, JobContext.create(), options
     )
     reference = LTXConditionPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False, shift=1.0),

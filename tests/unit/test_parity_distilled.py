@@ -28,6 +28,7 @@ from service.domain.geometry import (
     Resolution,
     multiscale_sizes,
 )
+from service.domain.job_context import JobContext
 from service.domain.specs import DistilledMulticonditioningSpec
 from service.engines import torch_bindings
 from service.models import loading
@@ -67,8 +68,7 @@ def test_distilled_matches_the_documented_diffusers_composition() -> None:
         dataclasses.replace(components, vae_decoder=recorder),
         SPEC,
         (),
-        lambda _: None,
-        lambda: False,
+        JobContext.create(),
         options,
     )
     (ours,) = recorder.latents

@@ -22,6 +22,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 
 from service.config import ModelConfig
 from service.domain.geometry import AspectRatio, Resolution
+from service.domain.job_context import JobContext
 from service.domain.specs import MulticonditioningSpec
 from service.engines import torch_bindings
 from service.models import loading
@@ -71,8 +72,7 @@ def test_multiconditioning_matches_ltx_condition_pipeline(case: str, monkeypatch
         dataclasses.replace(components, vae_decoder=recorder),
         SPEC,
         media,
-        lambda _: None,
-        lambda: False,
+        JobContext.create(),
         options,
     )
     (ours,) = recorder.latents

@@ -25,7 +25,7 @@ class DecodingEngine:
 
     applies_loras = True
 
-    def generate(self, inputs, loras, on_progress, is_cancelled) -> GeneratedVideo:
+    def generate(self, inputs, loras, ctx) -> GeneratedVideo:
         self.cancel.set()
         return GeneratedVideo(np.zeros((9, 32, 32, 3), np.uint8), 24.0, "p", 1)
 

@@ -37,8 +37,9 @@ import triton_python_backend_utils as pb_utils  # only importable inside a Trito
 
 from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, ErrorType, JobError
+from service.domain.job_context import JobContext, job_logger
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Progress, Stage
 from service.domain.specs import Endpoint, spec_from_json
 from service.engines.conditioning_tensors import kept_from_arrays, media_from_arrays
 from service.engines.endpoint_pipelines import (
@@ -154,17 +155,17 @@ class PipelineModel:
         def on_progress(progress: Progress) -> None:
             sender.send(_progress_response(progress))
 
-        with self.accelerator.held(request.is_cancelled):
-            return self._generate(inputs, on_progress, request.is_cancelled)
+        request_id = request.request_id() or "unnamed"
+        ctx = JobContext(request_id, on_progress, request.is_cancelled, job_logger(request_id, log.name))
+        with self.accelerator.held(ctx.is_cancelled):
+            return self._generate(inputs, ctx)
 
-    def _generate(
-        self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-    ) -> GeneratedVideo:
+    def _generate(self, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
         # Prompt expansion, media fetching and the safety checks run in the service (its prepare and
         # finish stages).
         if getattr(inputs.spec, "loras", ()):
             raise JobError(ErrorType.LORA_LOAD_FAILED, NO_LORA)
-        return run_endpoint(self.components, inputs, on_progress, is_cancelled)
+        return run_endpoint(self.components, inputs, ctx)
 
 
 class _TritonLogHandler(logging.Handler):

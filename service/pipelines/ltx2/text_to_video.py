@@ -35,6 +35,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from service.contract.frames import frames_to_generate
 from service.domain.errors import Cancelled
 from service.domain.geometry import audio_samples
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Acceleration, Ltx2TextToVideoSpec
@@ -84,12 +85,11 @@ def encode_text(
 def generate_ltx2(
     components: Ltx2Components,
     spec: Ltx2TextToVideoSpec,
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     set_stage_adapters: StageAdapters = lambda stage: None,
 ) -> GeneratedVideo:
     with torch.inference_mode():
-        return _generate(components, spec, on_progress, is_cancelled, set_stage_adapters)
+        return _generate(components, spec, ctx.on_progress, ctx.is_cancelled, set_stage_adapters)
 
 
 def _generate(
