@@ -290,8 +290,11 @@ class DistilledPasses:
             self.components, latents, self.generators[0], spec.tone_map_compression_ratio, self.options
         ):
             if chunk.start < spec.num_frames:
-                frames = to_output_frames(chunk.video[None], self.clip.sizes.output)
-                sink.write(chunk.start, crop_frames(frames, size))
+                sink.write(
+                    chunk.start,
+                    crop_frames(to_output_frames(chunk.video[None], self.clip.sizes.output), size),
+                )
+            del chunk  # a tile's float frames: dropped before the next tile decodes
         return sink.result()
 
 
