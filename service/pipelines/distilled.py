@@ -292,8 +292,11 @@ class DistilledPasses:
             if self.is_cancelled():  # between decode tiles: a long video's decode takes minutes
                 raise Cancelled()
             if chunk.start < spec.num_frames:
-                frames = to_output_frames(chunk.video[None], self.clip.sizes.output)
-                sink.write(chunk.start, crop_frames(frames, size))
+                sink.write(
+                    chunk.start,
+                    crop_frames(to_output_frames(chunk.video[None], self.clip.sizes.output), size),
+                )
+            del chunk  # a tile's float frames: dropped before the next tile decodes
         return sink.result()
 
 
