@@ -291,6 +291,8 @@ class DistilledPasses:
         # seed), not the sampling generator.
         noise = seeded_generator(spec.seed)
         for chunk in decode(self.components, latents, noise, spec.tone_map_compression_ratio, self.options):
+            if self.is_cancelled():  # between decode tiles: a long video's decode takes minutes
+                raise Cancelled()
             if chunk.start < spec.num_frames:
                 sink.write(
                     chunk.start,
