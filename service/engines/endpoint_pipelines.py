@@ -4,13 +4,15 @@ One `PipelineEndpoint` per endpoint that a pipeline runs (service/api/endpoints.
 list of files a new endpoint touches). Both engines and Triton's `ltx_pipeline` read it:
   run         the pipeline on components: LocalEngine's torch bindings, or, inside `ltx_pipeline`, the
               BLS bindings on the same inputs (sent as tensors, service/engines/conditioning_tensors.py);
-  components  the component models (service/contract/components.py names) the pipeline calls: a Triton
-              repository, or a local model set, serves the endpoints whose components it has;
+  components  the component models (service/contract/components.py and ltx2_components.py names) the
+              pipeline calls: a Triton repository, or a local model set, serves the endpoints whose
+              components it has;
+  family      which bound components `run` takes: LTX-Video's `Components` or LTX-2.3's `Ltx2Components`;
   takes_kept_frames  whether input frames that start the output travel with the spec (extend).
 The inputs come from the prepare stage (service/inputs/), which fetches, decodes and checks the
 conditioning media before the accelerator is taken.
 
-To add an endpoint's pipeline (e.g. LTX-2.3): write its `run` (narrow the spec with `narrowed`, call the
+To add an endpoint's pipeline: write its `run` (narrow the spec with `narrowed`, call the
 pipeline), add a `PipelineEndpoint` to `PIPELINE_ENDPOINTS` naming the component models it calls (declared
 in service/contract/components.py), and its input preparation in service/inputs/prepare.py; every engine
 then serves it where those components exist, and Submit stops answering FAILED_PRECONDITION.
