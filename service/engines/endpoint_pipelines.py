@@ -121,7 +121,7 @@ def _distilled(bound: BoundComponents, inputs: EndpointInputs, ctx: JobContext) 
 def _extend(bound: BoundComponents, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
     components = _family(bound, Components)
     spec = narrowed(inputs.spec, ExtendSpec)
-    return generate_extension(components, spec, _kept(inputs), ctx)
+    return generate_extension(components, spec, _kept(inputs), inputs.media, ctx)
 
 
 def _ltx2(bound: BoundComponents, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:

@@ -25,7 +25,8 @@ from service.contract.ltx2_components import (
     Ltx2TransformerDecl,
     Ltx2VaeDecoderDecl,
 )
-from service.engines.triton_backend.bls import _from_triton, _to_triton
+from service.contract.pipeline import DEFAULT_COMPONENT_TIMEOUT_S
+from service.engines.triton_backend.bls import BlsModel, _from_triton, _to_triton
 from service.models.ltx2_bindings import stg_tensors, tokenize_ltx2
 from service.pipelines.ltx2.components import Ltx2Components, RopeCoords
 
@@ -43,25 +44,31 @@ class DistilledScale:
         return torch.tensor([self.value], dtype=torch.float32)
 
 
-class Ltx2BlsModel:
-    """One LTX-2.3 component model, called with its declared inputs; returns every output on `device`."""
+class Ltx2BlsModel(BlsModel):
+    """One LTX-2.3 component model, called with its declared inputs; returns every output on `device`
+    (each call bounded by `timeout_s`, as `BlsModel`'s)."""
 
-    def __init__(self, component: Ltx2ComponentDecl, device: torch.device, python_backend: bool) -> None:
-        self.component = component
-        self.device = device
+    def __init__(
+        self,
+        component: Ltx2ComponentDecl,
+        device: torch.device,
+        python_backend: bool,
+        timeout_s: float = DEFAULT_COMPONENT_TIMEOUT_S,
+    ) -> None:
+        super().__init__(component, device, timeout_s)
         # A TensorRT plan has no Python-backend-only inputs (the LoRA scale): leave them out there.
         self.inputs = tuple(
             t for t in component.inputs if python_backend or t.name not in PYTHON_BACKEND_ONLY
         )
 
-    def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         sent = self.inputs[: len(tensors)]
         request = pb_utils.InferenceRequest(
             model_name=self.component.name,
             requested_output_names=self.component.output_names,
             inputs=[_to_triton(declared, tensor) for declared, tensor in zip(sent, tensors, strict=True)],
         )
-        response = request.exec()
+        response = self._exec_within_timeout(request)
         if response.has_error():
             raise RuntimeError(f"{self.component.name} failed: {response.error().message()}")
         return tuple(
@@ -133,14 +140,15 @@ def ltx2_bls_components(
     tokenizer: PreTrainedTokenizerBase,
     device: torch.device,
     component_names: frozenset[str],
+    timeout_s: float = DEFAULT_COMPONENT_TIMEOUT_S,
     python_backend: bool = True,
 ) -> Ltx2Components:
-    """Components whose every call is a BLS request to the `ltx2_*` model of the same name (the upsampler
-    only when the repository has it)."""
+    """Components whose every call is a BLS request to the `ltx2_*` model of the same name, each bounded by
+    `timeout_s` (the upsampler only when the repository has it)."""
     scale = DistilledScale()
 
     def model(decl: type[Ltx2ComponentDecl]) -> Ltx2BlsModel:
-        return Ltx2BlsModel(decl(geometry), device, python_backend)
+        return Ltx2BlsModel(decl(geometry), device, python_backend, timeout_s)
 
     has_upsampler = Ltx2LatentUpsamplerDecl.name in component_names
     return Ltx2Components(

@@ -21,7 +21,7 @@ config.pbtxt parameters: `components`, the repository's component models (which 
 the ModelConfig fields (preset, seed, dtype, model_dir, ...) say which model the tiny/real assets come
 from; `assets_dir` (relative to the version directory) holds exported assets instead; `device` is where
 the pipeline keeps its latents (cpu, or cuda next to TensorRT models); `max_response_bytes` and
-`heartbeat_s` (service/contract/pipeline.py).
+`heartbeat_s` and `component_timeout_s` (service/contract/pipeline.py).
 """
 
 from __future__ import annotations
@@ -89,8 +89,11 @@ class PipelineModel:
         device = torch.device(parameters.get("device") or "cpu")
         names = parameters.get(contract.COMPONENTS_PARAMETER, "")
         component_names = frozenset(name.strip() for name in names.split(",") if name.strip())
-        self.components = bls_components(assets, device, component_names)
-        self.ltx2_components = _ltx2_components(parameters, device, component_names)
+        component_timeout_s = float(
+            parameters.get(contract.COMPONENT_TIMEOUT_PARAMETER) or contract.DEFAULT_COMPONENT_TIMEOUT_S
+        )
+        self.components = bls_components(assets, device, component_names, component_timeout_s)
+        self.ltx2_components = _ltx2_components(parameters, device, component_names, component_timeout_s)
         self.served = served_endpoints(component_names)
         self.max_response_bytes = int(
             parameters.get(contract.MAX_RESPONSE_BYTES_PARAMETER) or contract.DEFAULT_MAX_RESPONSE_BYTES
@@ -332,7 +335,7 @@ def _result_response(video: GeneratedVideo) -> Any:
 
 
 def _ltx2_components(
-    parameters: dict[str, str], device: torch.device, component_names: frozenset[str]
+    parameters: dict[str, str], device: torch.device, component_names: frozenset[str], timeout_s: float
 ) -> Ltx2Components | None:
     """BLS bindings of the LTX-2.3 component models, when the repository has them: the tokenizer and
     geometry come from the `ltx2.*` parameters' models (built here for the tiny preset)."""
@@ -341,7 +344,7 @@ def _ltx2_components(
     from service.models.ltx2_component_modules import load_ltx2_assets
 
     geometry, tokenizer = load_ltx2_assets(ltx2_config_from(parameters))
-    return ltx2_bls_components(geometry, tokenizer, device, component_names)
+    return ltx2_bls_components(geometry, tokenizer, device, component_names, timeout_s)
 
 
 def _send_final_error(sender: SerialSender, exc: Exception, request_id: str) -> None:
