@@ -5,6 +5,8 @@ The legacy TorchScript exporter fails on RMSNorm and is silently wrong on LTX, s
 all batch axes together before the tracer can prove the LTX attention-mask reshape, which then fails, while
 AUTO lets the tracer discover the relations itself. The price is that AUTO may silently specialize an axis,
 so every declared dynamic axis is checked to be symbolic in the graph, and renamed to its declared name.
+Two aten ops get our own translations (export/onnx_translations.py: a stable sort, and a squeeze torchlib
+emits on axes that are not 1).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch.export import Dim
 
 from export.components import EXPORT_SAMPLE, ExportableComponent, TensorDecl
+from export.onnx_translations import TRANSLATIONS
 
 if TYPE_CHECKING:
     from service.models.loading import LoadedModels
@@ -58,6 +61,7 @@ def export_onnx(component: ExportableComponent, models: LoadedModels, path: Path
             input_names=component.input_names,
             output_names=component.output_names,
             external_data=True,  # real transformers are far over protobuf's 2 GB limit
+            custom_translation_table=TRANSLATIONS,
         )
     name_declared_axes(component, path)
     log.info("exported %s to %s in %.1f s", component.name, path, time.monotonic() - started)
