@@ -28,6 +28,7 @@ import numpy as np
 
 from bench.two_pass_vs_single import spec_for
 from service.config import ModelConfig
+from service.domain.job_context import JobContext
 from service.domain.specs import DistilledMulticonditioningSpec, VideoConditionSpec
 from service.engines import torch_bindings
 from service.engines.endpoint_pipelines import narrowed
@@ -61,8 +62,7 @@ def run_variant(width: int, height: int, frames: int, videos: int) -> dict[str, 
         components,
         dataclasses.replace(spec, width=64, height=64, num_frames=9),
         (),
-        lambda _: None,
-        lambda: False,
+        JobContext.create(),
     )  # warm-up
     conditions = tuple(VideoConditionSpec(url=_video_data_uri(frames, i)) for i in range(videos))
     spec = dataclasses.replace(spec, videos=conditions)
@@ -70,7 +70,7 @@ def run_variant(width: int, height: int, frames: int, videos: int) -> dict[str, 
     started = time.perf_counter()
     prepared = prepare_conditioning_inputs(spec, FetchLimits(), None, lambda _: None)
     distilled = narrowed(prepared.spec, DistilledMulticonditioningSpec)
-    video = generate_distilled(components, distilled, prepared.media, lambda _: None, lambda: False)
+    video = generate_distilled(components, distilled, prepared.media, JobContext.create())
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "videos": videos,

@@ -33,6 +33,7 @@ from bench.two_pass_vs_single import spec_for
 from service.config import ModelConfig
 from service.contract.frames import latent_frame_count
 from service.domain.geometry import Resolution
+from service.domain.job_context import JobContext
 from service.domain.progress import Progress, ProgressCallback, Stage
 from service.engines import torch_bindings
 from service.pipelines.distilled import DistilledOptions, generate_distilled
@@ -48,8 +49,7 @@ def run_length(num_frames: int, width: int, height: int, meters: bool) -> dict[s
         components,
         dataclasses.replace(spec, width=64, height=64, num_frames=9),
         (),
-        lambda _: None,
-        lambda: False,
+        JobContext.create(),
     )  # warm-up: kernels, lazy init
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     meter = LiveTensorMeter()
@@ -59,7 +59,9 @@ def run_length(num_frames: int, width: int, height: int, meters: bool) -> dict[s
             tracemalloc.start()
         rss_by_chunk: list[float] = []  # peak RSS so far, as decoding starts and at the end
         started = time.perf_counter()
-        video = generate_distilled(components, spec, (), _rss_recorder(rss_by_chunk), lambda: False)
+        video = generate_distilled(
+            components, spec, (), JobContext.create(on_progress=_rss_recorder(rss_by_chunk))
+        )
         rss_by_chunk.append(_max_rss_mib())
         seconds = time.perf_counter() - started
         traced_peak = tracemalloc.get_traced_memory()[1] if meters else 0

@@ -36,6 +36,7 @@ from diffusers.schedulers.scheduling_ltx_euler_ancestral_rf import LTXEulerAnces
 from bench.two_pass_vs_single import spec_for
 from service.config import ModelConfig
 from service.domain.geometry import Resolution
+from service.domain.job_context import JobContext
 from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.distilled import generate_distilled
@@ -60,7 +61,7 @@ def ours(frames: int, size: int, seed: int) -> np.ndarray:
     spec = dataclasses.replace(
         spec_for(size, size, frames), resolution=Resolution.P480, seed=seed, temporal_adain_factor=0.5
     )
-    video = generate_distilled(components, spec, (), lambda _: None, lambda: False)
+    video = generate_distilled(components, spec, (), JobContext.create())
     return np.asarray(video.frames)
 
 

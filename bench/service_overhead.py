@@ -25,6 +25,7 @@ from ltx.v1 import video_generation_pb2 as pb
 from service.api.endpoints import input_from_json, to_spec
 from service.client.cli import build_request
 from service.config import ServiceConfig
+from service.domain.job_context import JobContext
 from service.engines.endpoint_pipelines import EndpointInputs
 from service.engines.local import LocalEngine
 from service.media.encode import encode_mp4
@@ -53,7 +54,7 @@ def bare_latency(engine: LocalEngine, request: dict[str, Any], repeats: int) -> 
     with tempfile.TemporaryDirectory() as out:
         for _ in range(repeats):
             start = time.perf_counter()
-            video = engine.generate(EndpointInputs(spec), (), lambda _p: None, lambda: False)
+            video = engine.generate(EndpointInputs(spec), (), JobContext.create())
             middle = time.perf_counter()
             encode_mp4(video, Path(out) / "bare.mp4")
             pipeline.append(middle - start)

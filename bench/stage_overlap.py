@@ -39,6 +39,7 @@ from ltx.v1 import video_generation_pb2_grpc as pb_grpc
 from service.api.endpoints import input_from_json, to_spec
 from service.client.cli import build_request
 from service.config import ServiceConfig
+from service.domain.job_context import JobContext
 from service.engines import local as local_engine
 from service.media.fetch import FetchLimits
 from service.server import start_service
@@ -140,7 +141,7 @@ def bare_back_to_back(config: ServiceConfig, requests: list[dict[str, Any]]) -> 
     inputs = [prepare_endpoint_inputs(spec, config.media, None, lambda _p: None) for spec in specs]
     start = time.perf_counter()
     for prepared in inputs:
-        local_engine.run_endpoint(engine._components, prepared, lambda _p: None, lambda: False)
+        local_engine.run_endpoint(engine._components, prepared, JobContext.create())
     return time.perf_counter() - start
 
 

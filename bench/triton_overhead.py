@@ -21,6 +21,7 @@ from pathlib import Path
 
 from service.api.endpoints import input_from_json, to_spec
 from service.config import ServiceConfig
+from service.domain.job_context import JobContext
 from service.engines.endpoint_pipelines import EndpointInputs
 from service.engines.local import LocalEngine
 from service.engines.triton import TritonEngine
@@ -58,7 +59,7 @@ def median_latency(engine: object, request: dict[str, object], repeats: int) -> 
     for _ in range(repeats):
         start = time.perf_counter()
         # The text-to-video spec needs no preparing: the generate stage alone, as the job runner calls it.
-        engine.generate(EndpointInputs(spec), (), lambda _p: None, lambda: False)  # type: ignore[attr-defined]
+        engine.generate(EndpointInputs(spec), (), JobContext.create())  # type: ignore[attr-defined]
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

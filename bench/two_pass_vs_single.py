@@ -28,6 +28,7 @@ import torch
 from service.config import ModelConfig
 from service.contract.frames import latent_tokens
 from service.domain.geometry import AspectRatio, FrameSize, Resolution
+from service.domain.job_context import JobContext
 from service.domain.specs import DistilledMulticonditioningSpec
 from service.engines import torch_bindings
 from service.pipelines import distilled
@@ -109,7 +110,7 @@ def run_variant(variant: str, spec: DistilledMulticonditioningSpec) -> dict[str,
 
     def generate(target: DistilledMulticonditioningSpec) -> Any:
         if variant == "two-pass":
-            return distilled.generate_distilled(components, target, (), lambda _: None, lambda: False).frames
+            return distilled.generate_distilled(components, target, (), JobContext.create()).frames
         return single_pass(components, target, steps)
 
     generate(dataclasses.replace(spec, width=64, height=64, num_frames=9))  # warm-up: kernels, lazy init

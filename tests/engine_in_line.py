@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from service.config import ServiceConfig
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, ProgressCallback
 from service.engines.base import Engine
 from service.inputs import InputPreparer
 from service.jobs.runner import generate_in_line
@@ -18,8 +18,8 @@ class EngineInLine:
         self.engine = engine
         self.preparer = InputPreparer(config, fetch_lora_files=engine.applies_loras)
 
-    def generate(self, spec: Any, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> GeneratedVideo:
-        return generate_in_line(self.preparer, self.engine, spec, on_progress, is_cancelled)
+    def generate(self, spec: Any, ctx: JobContext) -> GeneratedVideo:
+        return generate_in_line(self.preparer, self.engine, spec, ctx)
 
     def supports(self, endpoint: Any) -> bool:
         return bool(self.engine.supports(endpoint))  # type: ignore[attr-defined]

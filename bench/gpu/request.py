@@ -15,6 +15,7 @@ from bench.gpu import build, measure
 from bench.gpu.plan import RunPlan
 from bench.two_pass_vs_single import spec_for
 from service.config import FastPathConfig
+from service.domain.job_context import JobContext
 from service.models import fast_path as fast_path_models
 from service.models import torch_components as tc
 from service.pipelines import distilled
@@ -86,7 +87,7 @@ def run_request(plan: RunPlan, cfg: FastPathConfig, flops: dict[str, float]) -> 
     timed = _timed_components(base, device, first, totals)
 
     def run() -> Any:
-        return distilled.generate_distilled(timed, spec, (), lambda _: None, lambda: False)
+        return distilled.generate_distilled(timed, spec, (), JobContext.create())
 
     _, cold = measure.timed_call(run, device)
     totals.clear()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, ProgressCallback
 from service.models.lora import FetchedLora
 from service.pipelines.endpoint_inputs import EndpointInputs
 
@@ -21,10 +21,10 @@ class Engine(Protocol):
         self,
         inputs: EndpointInputs,
         loras: Sequence[FetchedLora],
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
+        ctx: JobContext,
     ) -> GeneratedVideo:
-        """Raise `service.domain.errors.Cancelled` at the first cancel check after cancellation, and
+        """Report progress through `ctx` and raise `service.domain.errors.Cancelled` at the first cancel
+        check after `ctx.is_cancelled()` turns true, and
         `JobError` for failures the client caused or can act on."""
         ...
 

@@ -24,8 +24,8 @@ from typing import TypeVar
 
 import torch
 
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, ProgressCallback
 from service.domain.specs import (
     DistilledMulticonditioningSpec,
     Endpoint,
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 SpecT = TypeVar("SpecT", bound=Spec)
-Pipeline = Callable[[Components, EndpointInputs, ProgressCallback, CancelCheck], GeneratedVideo]
+Pipeline = Callable[[Components, EndpointInputs, JobContext], GeneratedVideo]
 
 # The component models every LTX-Video pipeline calls; the conditioned ones add the VAE encoder, the
 # distilled one the latent upsampler.
@@ -81,32 +81,24 @@ def _kept(inputs: EndpointInputs) -> torch.Tensor:
     return inputs.kept_pixels
 
 
-def _text_to_video(
-    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-) -> GeneratedVideo:
+def _text_to_video(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
     spec = narrowed(inputs.spec, TextToVideoSpec)
-    return generate_text_to_video(components, spec, on_progress, is_cancelled)
+    return generate_text_to_video(components, spec, ctx)
 
 
-def _multiconditioning(
-    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-) -> GeneratedVideo:
+def _multiconditioning(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
     spec = narrowed(inputs.spec, MulticonditioningSpec)
-    return generate_multiconditioning(components, spec, inputs.media, on_progress, is_cancelled)
+    return generate_multiconditioning(components, spec, inputs.media, ctx)
 
 
-def _distilled(
-    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-) -> GeneratedVideo:
+def _distilled(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
     spec = narrowed(inputs.spec, DistilledMulticonditioningSpec)
-    return generate_distilled(components, spec, inputs.media, on_progress, is_cancelled)
+    return generate_distilled(components, spec, inputs.media, ctx)
 
 
-def _extend(
-    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-) -> GeneratedVideo:
+def _extend(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
     spec = narrowed(inputs.spec, ExtendSpec)
-    return generate_extension(components, spec, _kept(inputs), on_progress, is_cancelled)
+    return generate_extension(components, spec, _kept(inputs), inputs.media, ctx)
 
 
 PIPELINE_ENDPOINTS: tuple[PipelineEndpoint, ...] = (
@@ -161,8 +153,6 @@ def endpoints_served(components: Components) -> frozenset[Endpoint]:
     return served_endpoints(component_names(components))
 
 
-def run_endpoint(
-    components: Components, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-) -> GeneratedVideo:
-    """The endpoint's pipeline on `components`."""
-    return pipeline_endpoint(inputs.spec.endpoint).run(components, inputs, on_progress, is_cancelled)
+def run_endpoint(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+    """The endpoint's pipeline on `components`, for the job `ctx` (progress, cancel, request id)."""
+    return pipeline_endpoint(inputs.spec.endpoint).run(components, inputs, ctx)

@@ -14,8 +14,9 @@ import logging
 from collections.abc import Sequence
 
 from service.config import ServiceConfig
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Progress, Stage
 from service.domain.specs import CameraLora, Endpoint, Ltx2TextToVideoSpec, Spec
 from service.engines.endpoint_pipelines import EndpointInputs, endpoints_served, run_endpoint
 from service.engines.ltx2_local import Ltx2LocalRunner
@@ -70,17 +71,16 @@ class LocalEngine:
         self,
         inputs: EndpointInputs,
         loras: Sequence[FetchedLora],
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
+        ctx: JobContext,
     ) -> GeneratedVideo:
         if not self.supports(inputs.spec.endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"the local engine does not serve endpoint {inputs.spec.endpoint}")
         if self._ltx2 is not None and isinstance(inputs.spec, Ltx2TextToVideoSpec):
-            return self._ltx2.generate(inputs.spec, loras, on_progress, is_cancelled)
+            return self._ltx2.generate(inputs.spec, loras, ctx)
         # One job at a time on these modules: LoRAs are applied to the shared transformer in place.
         with self._models.lock:
             if loras:
-                on_progress(Progress(Stage.LOADING, message=f"applying {len(loras)} LoRA(s)"))
+                ctx.on_progress(Progress(Stage.LOADING, message=f"applying {len(loras)} LoRA(s)"))
             with applied_loras(self._models.transformer, loras):
-                return run_endpoint(self._components, inputs, on_progress, is_cancelled)
+                return run_endpoint(self._components, inputs, ctx)

@@ -16,7 +16,10 @@ learns them; `supports` (called by Submit, on the event loop) only reads what wa
 
 Triton being down never hangs a job: connecting has a short timeout, and a stream that stays silent for
 longer than `response_timeout_s` (not even a heartbeat: the model sends one every few seconds, queued or
-running) is treated as a lost backend.
+running) is treated as a lost backend. A component model that never answers (heartbeats go on) is
+bounded inside `ltx_pipeline` by its `component_timeout_s`: the job fails as runner_unavailable, and for
+`wedged_hold_s` after that the engine reports itself not ready, with the reason (`unready_reason`), so
+readiness turns NOT_SERVING instead of feeding the hung model more jobs; then it tries again.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,12 +38,12 @@ from service.config import ServiceConfig
 from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, RunnerUnavailable
 from service.domain.geometry import FrameSize
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Progress, Stage
 from service.domain.specs import Endpoint, spec_to_json
 from service.engines.conditioning_tensors import kept_to_arrays, media_to_arrays
 from service.engines.endpoint_pipelines import PIPELINE_SUPPORTED, EndpointInputs, served_endpoints
-from service.logs import current_request_id
 from service.models.lora import FetchedLora
 from service.pipelines.long_video import FrameSink, FrameStore
 
@@ -71,6 +73,7 @@ class TritonEngine:
         poll_interval_s: float = 0.1,
         max_response_bytes: int | None = None,
         memory_frames_bytes: int = 512 * 1024**2,
+        wedged_hold_s: float = 60.0,
     ) -> None:
         self._url = config.triton_url
         self._connect_timeout_s = connect_timeout_s
@@ -85,6 +88,8 @@ class TritonEngine:
         self._ready_checked_at = -float("inf")
         self._ready_answer = False
         self._served: frozenset[Endpoint] | None = None  # from ltx_pipeline's config, once Triton answered
+        self._wedged_hold_s = wedged_hold_s
+        self._wedged: tuple[str, float] | None = None  # (why, when): a component timed out
 
     def supports(self, endpoint: Endpoint | str) -> bool:
         """Whether the connected repository serves `endpoint`. Until Triton has answered once, every
@@ -99,8 +104,18 @@ class TritonEngine:
         # No probe here: Submit calls this on the event loop. `ready` (the health loop) learns `_served`.
         return self._served is None or endpoint in self._served
 
+    def unready_reason(self) -> str | None:
+        """Why the engine reports not ready although Triton answers (a hung component), else None."""
+        wedged = self._wedged
+        if wedged is None or time.monotonic() - wedged[1] >= self._wedged_hold_s:
+            return None
+        return wedged[0]
+
     def ready(self) -> bool:
-        """Triton is reachable and `ltx_pipeline` is ready; the answer is cached for `ready_cache_s`."""
+        """Triton is reachable, `ltx_pipeline` is ready and no component timed out in the last
+        `wedged_hold_s`; the probe's answer is cached for `ready_cache_s`."""
+        if self.unready_reason() is not None:
+            return False
         with self._ready_lock:
             now = time.monotonic()
             if now - self._ready_checked_at >= self._ready_cache_s:
@@ -112,28 +127,23 @@ class TritonEngine:
         self,
         inputs: EndpointInputs,
         loras: Sequence[FetchedLora],
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
+        ctx: JobContext,
     ) -> GeneratedVideo:
         """The prepared job's pipeline, run in Triton (`loras` is empty: see `applies_loras`)."""
         endpoint = inputs.spec.endpoint
         if not self.supports(endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"{contract.PIPELINE_MODEL} does not serve endpoint {endpoint}")
-        return self._run_pipeline(inputs, on_progress, is_cancelled)
+        return self._run_pipeline(inputs, ctx)
 
-    def _run_pipeline(
-        self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-    ) -> GeneratedVideo:
+    def _run_pipeline(self, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
         """One `ltx_pipeline` request over a gRPC stream of its own."""
-        if is_cancelled():
-            raise Cancelled()
+        ctx.raise_if_cancelled()
         spec = inputs.spec
         events: queue.Queue[StreamEvent] = queue.Queue()
         client = grpcclient.InferenceServerClient(self._url)
-        # The job's request id (the runner's log scope), so one job can be followed from the service log
-        # into tritonserver's; a fresh id outside a job (tools, tests).
-        request_id = current_request_id() or uuid.uuid4().hex
+        # The job's request id, so one job can be followed from the service log into tritonserver's.
+        request_id = ctx.request_id
         try:
             self._require_pipeline_ready(client)
             client.start_stream(callback=lambda result, error: events.put((result, error)))
@@ -143,8 +153,8 @@ class TritonEngine:
                 request_id=request_id,
                 enable_empty_final_response=True,
             )
-            log.info("triton request %s started (%s)", request_id, spec.endpoint)
-            return self._collect(events, on_progress, is_cancelled, request_id)
+            ctx.logger.info("triton request %s started (%s)", request_id, spec.endpoint)
+            return self._collect(events, ctx)
         except InferenceServerException as exc:
             raise RunnerUnavailable(f"Triton at {self._url} failed: {exc.message()}") from exc
         finally:
@@ -155,17 +165,15 @@ class TritonEngine:
     def _collect(
         self,
         events: queue.Queue[StreamEvent],
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
-        request_id: str,
+        ctx: JobContext,
     ) -> GeneratedVideo:
         """Relay progress and collect the frames until the final response; return the video or raise the
         job's error."""
         frames = FrameReceiver(self._memory_frames_bytes)
         silent_since = time.monotonic()
         while True:
-            if is_cancelled():
-                log.info("triton request %s cancelled by the client", request_id)
+            if ctx.is_cancelled():
+                ctx.logger.info("triton request %s cancelled by the client", ctx.request_id)
                 raise Cancelled()
             try:
                 result, error = events.get(timeout=self._poll_interval_s)
@@ -180,15 +188,19 @@ class TritonEngine:
                 raise self._error_from_stream(error)
             progress = _progress_of(result)
             if progress is not None:
-                on_progress(progress)
+                ctx.on_progress(progress)
             frames.add(result)
             if _is_final(result):
-                return _video_of(result, frames.result(request_id))
+                return _video_of(result, frames.result(ctx.request_id))
 
     def _error_from_stream(self, error: InferenceServerException) -> Exception:
         if error.status() in _LOST_BACKEND_STATUSES:
             return RunnerUnavailable(f"lost the connection to Triton at {self._url}: {error.message()}")
-        return contract.exception_from_message(error.message() or str(error))
+        exception = contract.exception_from_message(error.message() or str(error))
+        if isinstance(exception, RunnerUnavailable) and contract.COMPONENT_TIMEOUT_MESSAGE in exception.message:
+            self._wedged = (exception.message, time.monotonic())
+            log.error("%s; not ready for %.0f s", exception.message, self._wedged_hold_s)
+        return exception
 
     def _require_pipeline_ready(self, client: grpcclient.InferenceServerClient) -> None:
         try:

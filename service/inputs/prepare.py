@@ -5,8 +5,9 @@
 2. the safety checker the request asks for is picked (used here on the inputs and by the finish stage
    on the output; the extend spec has no `enable_safety_checker` field, so its output is always
    checked unless the service config turns the checker off);
-3. conditioning media are fetched, decoded, checked and re-compressed (service/inputs/media.py), which
-   also resolves `aspect_ratio: auto`;
+3. conditioning media are fetched, decoded, checked and preprocessed as upstream does (blur, CRF;
+   service/inputs/media.py, service/inputs/conditioning_recipe.py), which also resolves
+   `aspect_ratio: auto`; extend's context frames are taken from its kept frames and preprocessed alike;
 4. LoRAs are resolved to local files, downloading URLs (service/inputs/lora.py), so the model lock is
    never held over the network.
 """
@@ -17,8 +18,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from service.config import ServiceConfig
-from service.domain.errors import Cancelled
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.job_context import JobContext
+from service.domain.progress import Progress, ProgressCallback, Stage
 from service.domain.specs import (
     DistilledMulticonditioningSpec,
     Endpoint,
@@ -28,7 +29,7 @@ from service.domain.specs import (
     Spec,
 )
 from service.inputs.lora import fetch_loras
-from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
+from service.inputs.media import extend_context, prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
 from service.models.lora import FetchedLora
 from service.pipelines.endpoint_inputs import EndpointInputs
@@ -60,11 +61,10 @@ class InputPreparer:
         # The Triton engine applies no LoRA (ltx_pipeline refuses them), so it need not download any.
         self._fetch_lora_files = fetch_lora_files
 
-    def prepare(self, spec: Spec, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> PreparedJob:
-        if is_cancelled():
-            raise Cancelled()
-        spec, checker = self._expand_and_pick_checker(spec, on_progress)
-        inputs = prepare_endpoint_inputs(spec, self._media_limits, checker, on_progress)
+    def prepare(self, spec: Spec, ctx: JobContext) -> PreparedJob:
+        ctx.raise_if_cancelled()
+        spec, checker = self._expand_and_pick_checker(spec, ctx.on_progress)
+        inputs = prepare_endpoint_inputs(spec, self._media_limits, checker, ctx.on_progress)
         requested: tuple[LoraSpec, ...] = getattr(spec, "loras", ())
         loras = fetch_loras(requested, self._lora_config) if self._fetch_lora_files else ()
         return PreparedJob(inputs, checker, loras)
@@ -95,5 +95,6 @@ def prepare_endpoint_inputs(
         prepared = prepare_conditioning_inputs(spec, limits, checker, on_progress)
         return EndpointInputs(prepared.spec, media=prepared.media)
     if isinstance(spec, ExtendSpec):
-        return EndpointInputs(spec, kept_pixels=prepare_extend_input(spec, limits, checker, on_progress))
+        kept = prepare_extend_input(spec, limits, checker, on_progress)
+        return EndpointInputs(spec, media=extend_context(spec, kept), kept_pixels=kept)
     return EndpointInputs(spec)

@@ -22,6 +22,7 @@ from typing import Any
 
 from service.config import ServiceConfig
 from service.domain.errors import Cancelled
+from service.domain.job_context import JobContext, job_logger
 from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import spec_from_json
@@ -74,45 +75,38 @@ class JobRunner:
     def __call__(self, record: JobRecord, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> str:
         # Every log line of this job, from any module and stage, carries its request id (service/logs.py);
         # TritonEngine sends it as the Triton request id.
+        ctx = JobContext(record.job_id, on_progress, is_cancelled, job_logger(record.job_id, log.name))
         with request_scope(record.job_id):
-            return self._run(record, on_progress, is_cancelled)
+            return self._run(record, ctx)
 
-    def _run(self, record: JobRecord, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> str:
+    def _run(self, record: JobRecord, ctx: JobContext) -> str:
         spec = spec_from_json(record.endpoint, record.spec_json)
         with self._lock:
             self._before_accelerator.add(record.job_id)
         try:
-            with self._prepare_slots.held(is_cancelled):
-                prepared = self._preparer.prepare(spec, on_progress, is_cancelled)
-            video = self._generate(record.job_id, prepared, on_progress, is_cancelled)
+            with self._prepare_slots.held(ctx.is_cancelled):
+                prepared = self._preparer.prepare(spec, ctx)
+            video = self._generate(prepared, ctx)
         finally:
             with self._lock:
                 self._before_accelerator.discard(record.job_id)
-        if is_cancelled():  # cancelled during the decode: the client was told CANCELLATION_REQUESTED
+        if ctx.is_cancelled():  # cancelled during the decode: the client was told CANCELLATION_REQUESTED
             raise Cancelled("cancelled by the client")
-        # No cancel check from here on: once encoding starts, the job finishes.
-        with self._finish_slots.held():
-            output = self._finisher.finish(
-                record.job_id, video, prepared.checker, on_progress, prepared.inputs.spec
-            )
+        # Cancel is checked through the finish stage too (the safety check, between encode chunks) until
+        # the result is stored: a job the client was told would stop never ends SUCCEEDED.
+        with self._finish_slots.held(ctx.is_cancelled):
+            output = self._finisher.finish(video, prepared.checker, ctx, prepared.inputs.spec)
         return output_to_json(output)
 
-    def _generate(
-        self, job_id: str, prepared: PreparedJob, on_progress: ProgressCallback, is_cancelled: CancelCheck
-    ) -> GeneratedVideo:
+    def _generate(self, prepared: PreparedJob, ctx: JobContext) -> GeneratedVideo:
         if not self._generate_slots.free():
-            on_progress(Progress(Stage.WAITING, message=WAITING_MESSAGE))
-        with self._generate_slots.held(is_cancelled):
+            ctx.on_progress(Progress(Stage.WAITING, message=WAITING_MESSAGE))
+        with self._generate_slots.held(ctx.is_cancelled):
             with self._lock:
-                self._before_accelerator.discard(job_id)
+                self._before_accelerator.discard(ctx.request_id)
             started = time.perf_counter()
-            video = self._engine.generate(prepared.inputs, prepared.loras, on_progress, is_cancelled)
-            log.info(
-                "generated %d frames in %.2f s",
-                len(video.frames),
-                time.perf_counter() - started,
-                extra={"request_id": job_id},
-            )
+            video = self._engine.generate(prepared.inputs, prepared.loras, ctx)
+            ctx.logger.info("generated %d frames in %.2f s", len(video.frames), time.perf_counter() - started)
             return video
 
 
@@ -120,14 +114,13 @@ def generate_in_line(
     preparer: InputPreparer,
     engine: Engine,
     spec: Any,
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
 ) -> GeneratedVideo:
     """One job's prepare and generate stages and its output check, back to back in this thread (tests,
     benchmarks and tools that want frames without the queue)."""
-    prepared = preparer.prepare(spec, on_progress, is_cancelled)
-    video = engine.generate(prepared.inputs, prepared.loras, on_progress, is_cancelled)
-    check_output(video, prepared.checker, on_progress)
+    prepared = preparer.prepare(spec, ctx)
+    video = engine.generate(prepared.inputs, prepared.loras, ctx)
+    check_output(video, prepared.checker, ctx.on_progress)
     return video
 
 

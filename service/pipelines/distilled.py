@@ -49,8 +49,9 @@ from service.domain.geometry import (
     MultiscaleSizes,
     multiscale_sizes,
 )
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Progress, Stage
 from service.domain.specs import DistilledMulticonditioningSpec
 from service.pipelines.adain import adain_filter_latent
 from service.pipelines.components import Components
@@ -76,6 +77,7 @@ from service.pipelines.long_video import (
 )
 from service.pipelines.padding import crop_frames, generated_size, pad_media
 from service.pipelines.schedules import DistilledTimesteps, distilled_timesteps
+from service.pipelines.seeding import seeded_generator
 from service.pipelines.tone_map import tone_map_latents
 
 logger = logging.getLogger(__name__)
@@ -148,8 +150,7 @@ def generate_distilled(
     components: Components,
     spec: DistilledMulticonditioningSpec,
     conditions: Sequence[ConditioningMedia],
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     options: DistilledOptions = DistilledOptions(),
 ) -> GeneratedVideo:
     """Exactly `spec.num_frames` frames of `spec.width` x `spec.height`; same spec and inputs, same frames.
@@ -160,12 +161,10 @@ def generate_distilled(
         raise ValueError("the spec's AUTO size must be resolved (specs.resolve_auto_size) before generating")
     if components.upsampler is None:
         raise ValueError("the distilled pipeline needs a latent upsampler component")
-    on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
+    ctx.on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
     with torch.inference_mode():
         embeds, mask = components.text_encoder.encode([spec.prompt])
-        passes = DistilledPasses(
-            components, spec, PromptEmbeddings(embeds, mask), options, on_progress, is_cancelled
-        )
+        passes = DistilledPasses(components, spec, PromptEmbeddings(embeds, mask), options, ctx)
         frames = passes.render(conditions)
     return GeneratedVideo(
         frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
@@ -181,15 +180,14 @@ class DistilledPasses:
         spec: DistilledMulticonditioningSpec,
         prompts: PromptEmbeddings,
         options: DistilledOptions,
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
+        ctx: JobContext,
     ) -> None:
         self.components = components
         self.spec = spec
         self.prompts = prompts
         self.options = options
-        self.on_progress = on_progress
-        self.is_cancelled = is_cancelled
+        self.on_progress = ctx.on_progress
+        self.is_cancelled = ctx.is_cancelled
         self.clip = clip_geometry(components, spec, frames_to_generate(spec.num_frames))
         self.windows = window_plan(self.clip.first_pass.frames, options.long_video)
         self.generators = window_generators(spec.seed, self.windows)
@@ -289,12 +287,18 @@ class DistilledPasses:
         spec, size = self.spec, FrameSize(self.spec.width, self.spec.height)
         store = frame_store_for(self.options.long_video, len(self.windows))
         sink = FrameSink(spec.num_frames, size, spec.reverse_video, store)
-        for chunk in decode(
-            self.components, latents, self.generators[0], spec.tone_map_compression_ratio, self.options
-        ):
+        # The decode noise's own stream, as upstream (`torch.randn_like` on the global RNG seeded with the
+        # seed), not the sampling generator.
+        noise = seeded_generator(spec.seed)
+        for chunk in decode(self.components, latents, noise, spec.tone_map_compression_ratio, self.options):
+            if self.is_cancelled():  # between decode tiles: a long video's decode takes minutes
+                raise Cancelled()
             if chunk.start < spec.num_frames:
-                frames = to_output_frames(chunk.video[None], self.clip.sizes.output)
-                sink.write(chunk.start, crop_frames(frames, size))
+                sink.write(
+                    chunk.start,
+                    crop_frames(to_output_frames(chunk.video[None], self.clip.sizes.output), size),
+                )
+            del chunk  # a tile's float frames: dropped before the next tile decodes
         return sink.result()
 
 

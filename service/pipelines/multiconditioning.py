@@ -30,6 +30,7 @@ import torch
 
 from service.contract.frames import frames_to_generate
 from service.domain.geometry import FrameSize
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import ExtendSpec, MulticonditioningSpec, TextToVideoSpec
@@ -52,6 +53,7 @@ from service.pipelines.guidance import (
 from service.pipelines.latents import LatentShape, latent_shape
 from service.pipelines.padding import crop_frames, generated_size, pad_media
 from service.pipelines.schedules import DEV_13B_097_FIRST_PASS, GuidanceSchedule, linear_quadratic_sigmas
+from service.pipelines.seeding import seeded_generator
 from service.pipelines.text_to_video import (
     DecodeOptions,
     PromptEmbeddings,
@@ -191,6 +193,7 @@ class DevClip:
     shape: LatentShape
     frame_rate: float
     num_inference_steps: int
+    seed: int  # the request's: the decode noise is drawn from a stream of its own seeded with it
 
 
 def render_dev_clip(
@@ -199,13 +202,13 @@ def render_dev_clip(
     media: Sequence[ConditioningMedia],
     generator: torch.Generator,
     options: DevSamplingOptions,
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
 ) -> np.ndarray:
     """Prompt encoding, conditioning, guided sampling and decoding of one clip: uint8 [F, H, W, 3] with
     all of the clip's generated frames (callers trim), cropped to `clip.size`; `media` are at that size.
     Shared by text to video, multiconditioning and extend."""
     media = [pad_media(item, clip.size) for item in media]
+    on_progress, is_cancelled = ctx.on_progress, ctx.is_cancelled
     with torch.inference_mode():
         on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt"))
         prompts = encode_guided_prompts(components, clip.prompt, clip.negative_prompt)
@@ -226,7 +229,10 @@ def render_dev_clip(
             is_cancelled,
         )
         on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
-        frames = to_uint8_frames(decode(components, tokens, clip.shape, generator, options.decoding))
+        # Upstream draws the decode noise with `torch.randn_like` from the global RNG, which
+        # `seed_everething(seed)` seeded, not from the sampling generator: a fresh stream of the seed.
+        decode_noise = seeded_generator(clip.seed)
+        frames = to_uint8_frames(decode(components, tokens, clip.shape, decode_noise, options.decoding))
         return np.ascontiguousarray(crop_frames(frames, clip.size))
 
 
@@ -237,15 +243,16 @@ def dev_clip(
     size = FrameSize(spec.width, spec.height)
     generated = generated_size(size)
     shape = latent_shape(components.geometry, 1, num_frames, generated.height, generated.width)
-    return DevClip(spec.prompt, spec.negative_prompt, size, shape, spec.frame_rate, spec.num_inference_steps)
+    return DevClip(
+        spec.prompt, spec.negative_prompt, size, shape, spec.frame_rate, spec.num_inference_steps, spec.seed
+    )
 
 
 def generate_multiconditioning(
     components: Components,
     spec: MulticonditioningSpec,
     media: Sequence[ConditioningMedia],
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
 ) -> GeneratedVideo:
     """Exactly `spec.num_frames` frames of `spec.width` x `spec.height`, conditioned on `media`.
@@ -256,7 +263,7 @@ def generate_multiconditioning(
         raise ValueError("the spec's AUTO size must be resolved before generation")
     num_frames = frames_to_generate(spec.num_frames, components.geometry.temporal_compression)
     clip = dev_clip(components, spec, num_frames)
-    generator = torch.Generator("cpu").manual_seed(spec.seed)
+    generator = seeded_generator(spec.seed)
     logger.info(
         "multiconditioning %dx%d, %d frames (%d generated), %d steps, %d images, %d videos",
         spec.width,
@@ -267,7 +274,7 @@ def generate_multiconditioning(
         len(spec.images),
         len(spec.videos),
     )
-    frames = render_dev_clip(components, clip, media, generator, options, on_progress, is_cancelled)
+    frames = render_dev_clip(components, clip, media, generator, options, ctx)
     frames = frames[: spec.num_frames]
     if spec.reverse_video:
         frames = np.ascontiguousarray(frames[::-1])
@@ -279,8 +286,7 @@ def generate_multiconditioning(
 def generate_text_to_video(
     components: Components,
     spec: TextToVideoSpec,
-    on_progress: ProgressCallback,
-    is_cancelled: CancelCheck,
+    ctx: JobContext,
     options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
 ) -> GeneratedVideo:
     """`ltx-video-lora`: the 13B 0.9.7-dev recipe with no conditions (ltxv-13b-0.9.7-dev.yaml first pass:
@@ -288,7 +294,7 @@ def generate_text_to_video(
     `spec.num_frames` frames of `spec.width` x `spec.height`. Same spec, same frames."""
     num_frames = frames_to_generate(spec.num_frames, components.geometry.temporal_compression)
     clip = dev_clip(components, spec, num_frames)
-    generator = torch.Generator("cpu").manual_seed(spec.seed)
+    generator = seeded_generator(spec.seed)
     logger.info(
         "text-to-video %dx%d, %d frames (%d generated), %d steps, %d tokens",
         spec.width,
@@ -298,7 +304,7 @@ def generate_text_to_video(
         spec.num_inference_steps,
         clip.shape.num_tokens,
     )
-    frames = render_dev_clip(components, clip, (), generator, options, on_progress, is_cancelled)
+    frames = render_dev_clip(components, clip, (), generator, options, ctx)
     frames = frames[: spec.num_frames]
     if spec.reverse_video:
         frames = np.ascontiguousarray(frames[::-1])

@@ -21,6 +21,7 @@ from service.config import ModelConfig, ServiceConfig
 from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
 from service.domain.geometry import AspectRatio, Resolution
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, Stage
 from service.domain.specs import (
@@ -38,8 +39,7 @@ from service.engines.torch_bindings import load_components
 from service.engines.triton import TritonEngine, served_by_repository
 from service.engines.triton_backend.params import model_config_from
 from service.engines.tritonserver_process import TritonServerProcess
-from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
-from service.logs import request_scope
+from service.inputs.media import extend_context, prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
 from service.models.loading import load_models
 from service.models.torch_components import TorchTransformer
@@ -80,10 +80,9 @@ def never() -> bool:
 def test_the_job_request_id_is_the_triton_request_id(
     triton_server: TritonServerProcess, triton_engine: EngineInLine
 ) -> None:
-    """One job can be followed from the service log into tritonserver's: inside the job runner's scope
-    TritonEngine sends the job's id, and ltx_pipeline logs its lines under it."""
-    with request_scope("job-trace-7f3a"):
-        triton_engine.generate(SPEC, lambda _: None, never)
+    """One job can be followed from the service log into tritonserver's: TritonEngine sends the job
+    context's request id (the job's id, in the runner), and ltx_pipeline logs its lines under it."""
+    triton_engine.generate(SPEC, JobContext.create("job-trace-7f3a"))
     deadline = time.monotonic() + 10
     while "request job-trace-7f3a:" not in triton_server.log_path.read_text(errors="replace"):
         assert time.monotonic() < deadline, "ltx_pipeline never logged the job's request id"
@@ -93,7 +92,7 @@ def test_the_job_request_id_is_the_triton_request_id(
 def test_generates_frames_and_a_progress_event_per_step(triton_engine: EngineInLine) -> None:
     events: list[Progress] = []
 
-    video = triton_engine.generate(SPEC, events.append, never)
+    video = triton_engine.generate(SPEC, JobContext.create(on_progress=events.append))
 
     assert video.frames.shape == (9, 64, 64, 3) and video.frames.dtype == np.uint8
     assert (video.frame_rate, video.seed, video.prompt) == (24.0, 1234, SPEC.prompt)
@@ -136,8 +135,8 @@ def test_same_frames_through_triton_as_in_process(
 ) -> None:
     spec = dataclasses.replace(SPEC, width=96, height=64, num_frames=12, num_inference_steps=3, seed=99)
 
-    expected = generate_text_to_video(repository_components, spec, lambda _: None, never)
-    actual = triton_engine.generate(spec, lambda _: None, never)
+    expected = generate_text_to_video(repository_components, spec, JobContext.create())
+    actual = triton_engine.generate(spec, JobContext.create())
 
     assert actual.frames.shape == (12, 64, 96, 3)
     assert_same_frames(actual.frames, expected.frames)
@@ -155,13 +154,15 @@ def test_cancel_stops_the_triton_request(
 
     before = _transformer_executions(triton_server)
     with pytest.raises(Cancelled):
-        triton_engine.generate(spec, on_progress, cancelled.is_set)
+        triton_engine.generate(
+            spec, JobContext.create(on_progress=on_progress, is_cancelled=cancelled.is_set)
+        )
     settled = _settled_transformer_executions(triton_server)
 
     # The model saw the cancellation between steps and stopped, far short of the requested steps.
     assert 2 <= settled - before < LONG_STEPS / 2
     # And the model serves the next request.
-    assert triton_engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
+    assert triton_engine.generate(SPEC, JobContext.create()).frames.shape == (9, 64, 64, 3)
 
 
 def test_a_bad_request_fails_alone(triton_engine: EngineInLine, triton_server: TritonServerProcess) -> None:
@@ -170,10 +171,10 @@ def test_a_bad_request_fails_alone(triton_engine: EngineInLine, triton_server: T
 
     with pytest.raises(JobError) as raised:
         lora_spec = dataclasses.replace(SPEC, loras=(LoraSpec(path="/nonexistent.safetensors"),))
-        triton_engine.generate(lora_spec, lambda _: None, never)
+        triton_engine.generate(lora_spec, JobContext.create())
     assert raised.value.error_type is ErrorType.LORA_LOAD_FAILED
 
-    assert triton_engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
+    assert triton_engine.generate(SPEC, JobContext.create()).frames.shape == (9, 64, 64, 3)
 
 
 def test_killed_server_fails_the_job_and_a_restart_recovers(triton_server: TritonServerProcess) -> None:
@@ -187,19 +188,19 @@ def test_killed_server_fails_the_job_and_a_restart_recovers(triton_server: Trito
 
     started = time.monotonic()
     with pytest.raises(RunnerUnavailable):
-        engine.generate(spec, kill_midway, never)
+        engine.generate(spec, JobContext.create(on_progress=kill_midway))
     assert time.monotonic() - started < 60  # failed promptly, did not wait out the job
     assert not engine.ready()
 
     triton_server.start()  # same ports
     assert engine.ready()
-    assert engine.generate(SPEC, lambda _: None, never).frames.shape == (9, 64, 64, 3)
+    assert engine.generate(SPEC, JobContext.create()).frames.shape == (9, 64, 64, 3)
 
 
 def test_frames_arrive_in_pieces_under_a_low_byte_cap(
     triton_server: TritonServerProcess, triton_engine: EngineInLine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    expected = triton_engine.generate(SPEC, lambda _: None, never)
+    expected = triton_engine.generate(SPEC, JobContext.create())
     pieces: list[int] = []
     add = triton_module.FrameReceiver.add
 
@@ -214,7 +215,7 @@ def test_frames_arrive_in_pieces_under_a_low_byte_cap(
     config = ServiceConfig(triton_url=triton_server.grpc_url)
     capped = EngineInLine(TritonEngine(config, max_response_bytes=cap, memory_frames_bytes=cap), config)
 
-    actual = capped.generate(SPEC, lambda _: None, never)
+    actual = capped.generate(SPEC, JobContext.create())
 
     assert len(pieces) == 5 and max(pieces) <= cap  # 9 frames: 2 + 2 + 2 + 2 + 1
     assert isinstance(actual.frames, np.memmap)  # past memory_frames_bytes: received into a file
@@ -237,7 +238,9 @@ def test_a_request_queued_inside_triton_gets_heartbeats_not_a_timeout(
         try:
             # Runs until cancelled: 100x the usual long job, far past the 14 s the second one waits.
             long_spec = dataclasses.replace(SPEC, num_inference_steps=100 * LONG_STEPS)
-            triton_engine.generate(long_spec, on_progress, stop_first.is_set)
+            triton_engine.generate(
+                long_spec, JobContext.create(on_progress=on_progress, is_cancelled=stop_first.is_set)
+            )
         except Cancelled as exc:
             first_outcome.append(exc)
 
@@ -258,7 +261,7 @@ def test_a_request_queued_inside_triton_gets_heartbeats_not_a_timeout(
 
         def run_second() -> None:
             try:
-                result.append(second.generate(SPEC, on_second_progress, never))
+                result.append(second.generate(SPEC, JobContext.create(on_progress=on_second_progress)))
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread's assertions below
                 result.append(exc)
 
@@ -340,7 +343,9 @@ def _multiconditioning(
     assert isinstance(spec, MulticonditioningSpec)
     inputs = prepare_conditioning_inputs(spec, FetchLimits(), None, on_progress)
     assert isinstance(inputs.spec, MulticonditioningSpec)
-    return generate_multiconditioning(components, inputs.spec, inputs.media, on_progress, never)
+    return generate_multiconditioning(
+        components, inputs.spec, inputs.media, JobContext.create(on_progress=on_progress)
+    )
 
 
 def _distilled(
@@ -349,13 +354,16 @@ def _distilled(
     assert isinstance(spec, DistilledMulticonditioningSpec)
     inputs = prepare_conditioning_inputs(spec, FetchLimits(), None, on_progress)
     assert isinstance(inputs.spec, DistilledMulticonditioningSpec)
-    return generate_distilled(components, inputs.spec, inputs.media, on_progress, never)
+    return generate_distilled(
+        components, inputs.spec, inputs.media, JobContext.create(on_progress=on_progress)
+    )
 
 
 def _extend(components: Components, spec: object, on_progress: Callable[[Progress], None]) -> GeneratedVideo:
     assert isinstance(spec, ExtendSpec)
     kept = prepare_extend_input(spec, FetchLimits(), None, on_progress)
-    return generate_extension(components, spec, kept, on_progress, never)
+    context = extend_context(spec, kept)  # as the prepare stage makes it
+    return generate_extension(components, spec, kept, context, JobContext.create(on_progress=on_progress))
 
 
 def _denoising(events: list[Progress]) -> list[tuple[int, int]]:
@@ -383,7 +391,7 @@ def test_same_frames_and_steps_through_triton_as_in_process(
     expected = in_process(repository_components, spec, expected_events.append)
     events: list[Progress] = []
 
-    actual = triton_engine.generate(spec, events.append, never)
+    actual = triton_engine.generate(spec, JobContext.create(on_progress=events.append))
 
     assert actual.frames.shape == shape
     assert_same_frames(actual.frames, expected.frames)
@@ -413,7 +421,7 @@ def test_stg_perturbed_pass_runs_on_triton(
     no_stg_frames = _multiconditioning(without_stg, MULTICONDITIONING, no_stg_events.append).frames
     events: list[Progress] = []
 
-    actual = triton_engine.generate(MULTICONDITIONING, events.append, never)
+    actual = triton_engine.generate(MULTICONDITIONING, JobContext.create(on_progress=events.append))
 
     # The STG step changes the video by far more than the one-level tolerance...
     assert NO_STG_MESSAGE in [e.message for e in no_stg_events]

@@ -18,6 +18,7 @@ from export.stages import ExportStages, Precision
 from export.tensorrt_build import tensorrt_available
 from service.config import ModelConfig, ServiceConfig
 from service.domain.geometry import AspectRatio, Resolution
+from service.domain.job_context import JobContext
 from service.domain.progress import Progress, Stage
 from service.domain.specs import Endpoint, ImageConditionSpec, MulticonditioningSpec, TextToVideoSpec
 from service.engines.torch_bindings import load_components
@@ -96,8 +97,8 @@ def _mean_difference(actual: np.ndarray, expected: np.ndarray) -> float:
 
 def test_gpu_repository_generates_what_torch_generates(gpu_engine: EngineInLine) -> None:
     events: list[Progress] = []
-    video = gpu_engine.generate(SPEC, events.append, lambda: False)
-    expected = generate_text_to_video(load_components(ModelConfig()), SPEC, lambda _: None, lambda: False)
+    video = gpu_engine.generate(SPEC, JobContext.create(on_progress=events.append))
+    expected = generate_text_to_video(load_components(ModelConfig()), SPEC, JobContext.create())
 
     assert video.frames.shape == expected.frames.shape == (9, 480, 480, 3)
     assert [e.step for e in events if e.stage is Stage.DENOISING] == [1, 2]
@@ -109,10 +110,10 @@ def test_gpu_repository_generates_what_torch_generates(gpu_engine: EngineInLine)
 def test_gpu_repository_runs_multiconditioning_with_stg(gpu_engine: EngineInLine) -> None:
     assert gpu_engine.supports(Endpoint.DISTILLED_MULTICONDITIONING)  # every component model is there
     events: list[Progress] = []
-    video = gpu_engine.generate(MULTICONDITIONING, events.append, lambda: False)
+    video = gpu_engine.generate(MULTICONDITIONING, JobContext.create(on_progress=events.append))
     inputs = prepare_conditioning_inputs(MULTICONDITIONING, FetchLimits(), None, lambda _: None)
     expected = generate_multiconditioning(
-        load_components(ModelConfig()), MULTICONDITIONING, inputs.media, lambda _: None, lambda: False
+        load_components(ModelConfig()), MULTICONDITIONING, inputs.media, JobContext.create()
     )
 
     assert video.frames.shape == expected.frames.shape == (9, 480, 480, 3)

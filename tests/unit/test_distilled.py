@@ -20,6 +20,7 @@ from service.domain.geometry import (
     Resolution,
     multiscale_sizes,
 )
+from service.domain.job_context import JobContext
 from service.domain.progress import Progress, Stage
 from service.domain.specs import DistilledMulticonditioningSpec
 from service.engines import torch_bindings
@@ -90,7 +91,9 @@ def _run(
     on_progress: Callable[[Progress], None] = lambda _: None,
     is_cancelled: Callable[[], bool] = lambda: False,
 ) -> np.ndarray:
-    return distilled.generate_distilled(components, spec, conditions, on_progress, is_cancelled).frames
+    return distilled.generate_distilled(
+        components, spec, conditions, JobContext.create(on_progress=on_progress, is_cancelled=is_cancelled)
+    ).frames
 
 
 def _pass_tokens(spec: DistilledMulticonditioningSpec) -> tuple[int, int]:
@@ -103,7 +106,7 @@ def test_output_has_exactly_the_requested_size_and_frames(
     components: Components, num_frames: int, width: int, height: int
 ) -> None:
     spec = dataclasses.replace(SPEC, num_frames=num_frames, width=width, height=height)
-    video = distilled.generate_distilled(components, spec, (), lambda _: None, lambda: False)
+    video = distilled.generate_distilled(components, spec, (), JobContext.create())
     assert video.frames.shape == (num_frames, height, width, 3)
     assert video.frames.dtype == np.uint8
     assert (video.frame_rate, video.prompt, video.seed) == (24.0, SPEC.prompt, SPEC.seed)

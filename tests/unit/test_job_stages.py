@@ -14,8 +14,8 @@ import pytest
 
 from service.config import LoraConfig, QueueConfig, ServiceConfig, StagesConfig, load_config
 from service.domain.errors import Cancelled, ErrorType, JobError
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo, StoredFile
-from service.domain.progress import CancelCheck, ProgressCallback
 from service.domain.specs import LoraSpec, TextToVideoSpec, spec_to_json
 from service.engines.slots import Slots
 from service.inputs import InputPreparer, PreparedJob
@@ -73,9 +73,7 @@ class InterlockedStages:
         self.overlapping_generates = 0
 
     # the preparer
-    def prepare(
-        self, spec: TextToVideoSpec, on_progress: ProgressCallback, is_cancelled: CancelCheck
-    ) -> PreparedJob:
+    def prepare(self, spec: TextToVideoSpec, ctx: JobContext) -> PreparedJob:
         if spec.seed > 0:
             self.waits_met.append(self.generating.wait_for(spec.seed))
         self.prepared.add()
@@ -88,8 +86,7 @@ class InterlockedStages:
         self,
         inputs: EndpointInputs,
         loras: Sequence[FetchedLora],
-        on_progress: ProgressCallback,
-        is_cancelled: CancelCheck,
+        ctx: JobContext,
     ) -> GeneratedVideo:
         if not self.engine_busy.acquire(blocking=False):
             self.overlapping_generates += 1
@@ -164,10 +161,10 @@ def test_a_job_waiting_for_the_accelerator_is_cancelled_at_once(tmp_path: Path) 
     generated: list[int] = []
 
     class BlockingEngine(InterlockedStages):
-        def prepare(self, spec, on_progress, is_cancelled):
+        def prepare(self, spec, ctx):
             return PreparedJob(EndpointInputs(spec), checker=None)
 
-        def generate(self, inputs, loras, on_progress, is_cancelled):
+        def generate(self, inputs, loras, ctx):
             generated.append(inputs.spec.seed)
             release.wait(WAIT_S)
             frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)
@@ -263,15 +260,12 @@ def test_prepare_resolves_lora_files_before_the_accelerator(tmp_path: Path) -> N
     lora.write_bytes(b"not read until the generate stage applies it")
     spec = dataclasses.replace(SPEC, loras=(LoraSpec(str(lora), 0.5),))
     config = ServiceConfig(lora=LoraConfig(allow_local_paths=True, local_roots=(str(tmp_path),)))
-    prepared = InputPreparer(config).prepare(spec, lambda _p: None, lambda: False)
+    prepared = InputPreparer(config).prepare(spec, JobContext.create())
     assert prepared.loras == (FetchedLora(0, spec.loras[0], lora.resolve()),)
     # An engine that applies no LoRA (Triton) gets none fetched.
-    assert (
-        InputPreparer(config, fetch_lora_files=False).prepare(spec, lambda _p: None, lambda: False).loras
-        == ()
-    )
+    assert InputPreparer(config, fetch_lora_files=False).prepare(spec, JobContext.create()).loras == ()
     missing = dataclasses.replace(SPEC, loras=(LoraSpec(str(tmp_path / "absent.safetensors")),))
     with pytest.raises(JobError) as caught:
-        InputPreparer(config).prepare(missing, lambda _p: None, lambda: False)
+        InputPreparer(config).prepare(missing, JobContext.create())
     # Not getting the file is input_fetch_failed (the error table's row for inputs), before the accelerator.
     assert caught.value.error_type is ErrorType.INPUT_FETCH_FAILED and "loras[0]" in caught.value.message

@@ -10,6 +10,7 @@ import pytest
 
 from service.config import LoraConfig, ServiceConfig
 from service.domain.errors import Cancelled, ErrorType, JobError
+from service.domain.job_context import JobContext
 from service.domain.progress import Progress
 from service.domain.specs import Endpoint, LoraSpec, TextToVideoSpec
 from service.engines.local import LocalEngine
@@ -42,7 +43,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> EngineInLine:
 
 def _generate(engine: EngineInLine, spec: TextToVideoSpec) -> tuple[np.ndarray, list[Progress]]:
     events: list[Progress] = []
-    video = engine.generate(spec, events.append, lambda: False)
+    video = engine.generate(spec, JobContext.create(on_progress=events.append))
     return video.frames, events
 
 
@@ -74,7 +75,7 @@ def test_bad_lora_fails_the_job_and_leaves_the_engine_usable(engine: EngineInLin
     before, _ = _generate(engine, SPEC)
     spec = dataclasses.replace(SPEC, loras=(LoraSpec(str(tmp_path / "missing.safetensors")),))
     with pytest.raises(JobError) as caught:
-        engine.generate(spec, lambda _: None, lambda: False)
+        engine.generate(spec, JobContext.create())
     # A file that is not there is input_fetch_failed (service/inputs/lora.py), a bad file lora_load_failed.
     assert caught.value.error_type is ErrorType.INPUT_FETCH_FAILED
     assert np.array_equal(_generate(engine, SPEC)[0], before)
@@ -82,13 +83,13 @@ def test_bad_lora_fails_the_job_and_leaves_the_engine_usable(engine: EngineInLin
 
 def test_cancelled_job_raises_cancelled(engine: EngineInLine) -> None:
     with pytest.raises(Cancelled):
-        engine.generate(SPEC, lambda _: None, lambda: True)
+        engine.generate(SPEC, JobContext.create(is_cancelled=lambda: True))
 
 
 def test_unconfigured_expansion_is_reported_plainly(engine: EngineInLine) -> None:
     spec = dataclasses.replace(SPEC, expand_prompt=True)
     events: list[Progress] = []
-    video = engine.generate(spec, events.append, lambda: False)
+    video = engine.generate(spec, JobContext.create(on_progress=events.append))
     assert NOT_CONFIGURED_MESSAGE in [event.message for event in events]
     assert video.prompt == SPEC.prompt
     assert np.array_equal(video.frames, _generate(engine, SPEC)[0])  # the prompt was used as given
@@ -100,4 +101,4 @@ def test_unsupported_spec_is_refused(engine: EngineInLine) -> None:
         endpoint = "no-such-endpoint"
 
     with pytest.raises(ValueError):
-        engine.generate(UnknownSpec(), lambda _: None, lambda: False)
+        engine.generate(UnknownSpec(), JobContext.create())

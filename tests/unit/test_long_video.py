@@ -20,6 +20,7 @@ from diffusers.pipelines.ltx import pipeline_ltx_i2v_long_multi_prompt as refere
 from service.config import ModelConfig
 from service.domain.errors import Cancelled
 from service.domain.geometry import AspectRatio, Resolution
+from service.domain.job_context import JobContext
 from service.domain.specs import DistilledMulticonditioningSpec
 from service.engines import torch_bindings
 from service.pipelines.components import Components
@@ -184,10 +185,10 @@ def test_distilled_long_video_has_exactly_the_requested_frames_and_is_reproducib
     components: Components,
 ) -> None:
     options = DistilledOptions(long_video=TINY_WINDOWS)
-    video = generate_distilled(components, SPEC, (), lambda _: None, lambda: False, options)
+    video = generate_distilled(components, SPEC, (), JobContext.create(), options)
     assert video.frames.shape == (49, 64, 64, 3)
-    again = generate_distilled(components, SPEC, (), lambda _: None, lambda: False, options)
+    again = generate_distilled(components, SPEC, (), JobContext.create(), options)
     assert np.array_equal(np.asarray(video.frames), np.asarray(again.frames))
     reversed_spec = dataclasses.replace(SPEC, reverse_video=True)
-    backward = generate_distilled(components, reversed_spec, (), lambda _: None, lambda: False, options)
+    backward = generate_distilled(components, reversed_spec, (), JobContext.create(), options)
     assert np.array_equal(np.asarray(backward.frames), np.asarray(video.frames)[::-1])

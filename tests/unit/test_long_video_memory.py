@@ -19,6 +19,7 @@ import torch
 from bench.torch_memory import LiveTensorMeter
 from service.config import ModelConfig
 from service.domain.geometry import AspectRatio, Resolution
+from service.domain.job_context import JobContext
 from service.domain.specs import DistilledMulticonditioningSpec
 from service.engines import torch_bindings
 from service.pipelines.components import Components
@@ -74,7 +75,7 @@ def _peaks(components: Components, num_frames: int, store: FrameStore = FrameSto
     options = DistilledOptions(long_video=dataclasses.replace(TINY_CHUNKS, frame_store=store))
     spec = dataclasses.replace(SPEC, num_frames=num_frames)
     with _measured() as peaks:
-        video = generate_distilled(components, spec, (), lambda _: None, lambda: False, options)
+        video = generate_distilled(components, spec, (), JobContext.create(), options)
         assert video.frames.shape[0] == num_frames
     return peaks[0]
 
@@ -98,8 +99,9 @@ class HoardingDecoder:
         self.inner, self.kept = inner, list[torch.Tensor]()
 
     def decode(self, latents: torch.Tensor, decode_timestep: torch.Tensor) -> torch.Tensor:
-        self.kept.append(self.inner.decode(latents, decode_timestep))
-        return self.kept[-1]
+        decoded = self.inner.decode(latents, decode_timestep)
+        self.kept.append(decoded.clone())  # its own copy: the pipeline blends tiles in place
+        return decoded
 
 
 def test_torch_peak_and_largest_tensor_do_not_grow_with_length(default_peaks: tuple[Peaks, Peaks]) -> None:

@@ -12,6 +12,7 @@ import torch
 from service.config import ModelConfig
 from service.domain.errors import Cancelled
 from service.domain.geometry import AspectRatio, Resolution
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, ProgressCallback
 from service.domain.specs import ImageConditionSpec, MulticonditioningSpec
@@ -107,7 +108,7 @@ def _generate(
     events: list[Progress] | None = None,
 ) -> GeneratedVideo:
     sink: ProgressCallback = events.append if events is not None else (lambda _: None)
-    return generate_multiconditioning(components, spec, list(media), sink, lambda: False)
+    return generate_multiconditioning(components, spec, list(media), JobContext.create(on_progress=sink))
 
 
 @pytest.mark.parametrize(
@@ -195,5 +196,10 @@ def test_cancel_is_checked_between_steps(components: Components) -> None:
     calls = iter([False, False, True])  # cancelled after the second step
     events: list[Progress] = []
     with pytest.raises(Cancelled):
-        generate_multiconditioning(components, SPEC, [], events.append, lambda: next(calls))
+        generate_multiconditioning(
+            components,
+            SPEC,
+            [],
+            JobContext.create(on_progress=events.append, is_cancelled=lambda: next(calls)),
+        )
     assert [event.step for event in events if event.stage == "denoising"] == [1, 2]

@@ -12,6 +12,7 @@ import pytest
 from service.config import ServiceConfig
 from service.domain.errors import ErrorType, JobError
 from service.domain.geometry import AspectRatio, Resolution
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress
 from service.domain.specs import (
@@ -90,7 +91,7 @@ def _engine(monkeypatch: pytest.MonkeyPatch, *, expander: bool = False, flag: bo
 
 
 def _run(engine: EngineInLine, spec: object, events: list[Progress] | None = None) -> GeneratedVideo:
-    return engine.generate(spec, (events if events is not None else []).append, lambda: False)
+    return engine.generate(spec, JobContext.create(on_progress=(events if events is not None else []).append))
 
 
 def test_serves_the_conditioned_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:

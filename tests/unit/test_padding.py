@@ -9,6 +9,7 @@ import torch
 
 from service.config import ModelConfig
 from service.domain.geometry import FrameSize
+from service.domain.job_context import JobContext
 from service.domain.specs import TextToVideoSpec
 from service.engines import torch_bindings
 from service.pipelines.conditioning import ConditioningMedia
@@ -47,8 +48,7 @@ def test_text_to_video_generates_the_padded_frame_and_returns_the_nominal_one() 
     video = generate_text_to_video(
         dataclasses.replace(components, transformer=_Counting(components.transformer, tokens)),  # type: ignore[arg-type]
         spec,
-        lambda _: None,
-        lambda: False,
+        JobContext.create(),
     )
     assert video.frames.shape == (9, 40, 80, 3)
     assert set(tokens) == {3 * 2 * 2}  # 96/32 x 64/32 cells x 2 latent frames

@@ -9,6 +9,7 @@ import pytest
 
 from service.config import ModelConfig
 from service.domain.errors import Cancelled
+from service.domain.job_context import JobContext
 from service.domain.progress import Progress, Stage
 from service.domain.specs import TextToVideoSpec
 from service.engines import torch_bindings
@@ -35,7 +36,7 @@ def components() -> Components:
 
 
 def _run(components: Components, spec: TextToVideoSpec = SPEC, **kwargs: object) -> np.ndarray:
-    return generate_text_to_video(components, spec, lambda _: None, lambda: False, **kwargs).frames  # type: ignore[arg-type]
+    return generate_text_to_video(components, spec, JobContext.create(), **kwargs).frames  # type: ignore[arg-type]
 
 
 def test_same_spec_gives_identical_frames(components: Components) -> None:
@@ -52,7 +53,7 @@ def test_output_has_exactly_the_requested_frames_and_size(
     components: Components, num_frames: int, width: int, height: int
 ) -> None:
     spec = dataclasses.replace(SPEC, num_frames=num_frames, width=width, height=height)
-    video = generate_text_to_video(components, spec, lambda _: None, lambda: False)
+    video = generate_text_to_video(components, spec, JobContext.create())
     assert video.frames.shape == (num_frames, height, width, 3)
     assert video.frames.dtype == np.uint8
     assert video.frame_rate == float(SPEC.frame_rate)
@@ -70,7 +71,7 @@ def test_reverse_video_reverses_the_frame_order(components: Components) -> None:
 def test_progress_reports_stages_in_order_and_every_step(components: Components) -> None:
     events: list[Progress] = []
     spec = dataclasses.replace(SPEC, num_inference_steps=3)
-    generate_text_to_video(components, spec, events.append, lambda: False)
+    generate_text_to_video(components, spec, JobContext.create(on_progress=events.append))
     stages = [event.stage for event in events]
     assert stages == [
         Stage.ENCODING_PROMPT,
@@ -98,7 +99,9 @@ def test_cancel_raises_after_at_most_one_more_step(components: Components, cance
 
     spec = dataclasses.replace(SPEC, num_inference_steps=4)
     with pytest.raises(Cancelled):
-        generate_text_to_video(components, spec, on_progress, is_cancelled)
+        generate_text_to_video(
+            components, spec, JobContext.create(on_progress=on_progress, is_cancelled=is_cancelled)
+        )
     assert len(steps) == cancel_after_checks
 
 
@@ -120,9 +123,7 @@ def test_runs_the_dev_recipe_cfg_and_stg_per_step(components: Components) -> Non
     intervals and STG on every step from the third interval on (the old loop: constant CFG, no STG)."""
     recorder = RecordingTransformer(components.transformer, num_blocks=4)  # type: ignore[arg-type]
     spec = dataclasses.replace(SPEC, num_inference_steps=30)
-    generate_text_to_video(
-        dataclasses.replace(components, transformer=recorder), spec, lambda _: None, lambda: False
-    )
+    generate_text_to_video(dataclasses.replace(components, transformer=recorder), spec, JobContext.create())
     sigmas = linear_quadratic_sigmas(30)
     expected = [1 + (_official(s, OFFICIAL_CFG) > 1) + (_official(s, OFFICIAL_STG) > 0) for s in sigmas]
     assert recorder.batches == expected

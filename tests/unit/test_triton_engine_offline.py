@@ -10,6 +10,7 @@ import pytest
 from service.config import ServiceConfig
 from service.contract.pipeline import error_message_for, exception_from_message
 from service.domain.errors import Cancelled, ErrorType, JobError, RunnerUnavailable
+from service.domain.job_context import JobContext
 from service.domain.specs import Endpoint, TextToVideoSpec
 from service.engines import triton as triton_module
 from service.engines.endpoint_pipelines import EndpointInputs
@@ -59,7 +60,7 @@ def test_unreachable_triton_fails_fast_with_runner_unavailable() -> None:
     started = time.monotonic()
 
     with pytest.raises(RunnerUnavailable, match=r"127.0.0.1"):
-        engine.generate(EndpointInputs(SPEC), (), lambda _: None, lambda: False)
+        engine.generate(EndpointInputs(SPEC), (), JobContext.create())
 
     assert time.monotonic() - started < 10
     assert engine.ready() is False

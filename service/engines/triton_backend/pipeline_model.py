@@ -21,7 +21,7 @@ config.pbtxt parameters: `components`, the repository's component models (which 
 the ModelConfig fields (preset, seed, dtype, model_dir, ...) say which model the tiny/real assets come
 from; `assets_dir` (relative to the version directory) holds exported assets instead; `device` is where
 the pipeline keeps its latents (cpu, or cuda next to TensorRT models); `max_response_bytes` and
-`heartbeat_s` (service/contract/pipeline.py).
+`heartbeat_s` and `component_timeout_s` (service/contract/pipeline.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ import triton_python_backend_utils as pb_utils  # only importable inside a Trito
 
 from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, ErrorType, JobError
+from service.domain.job_context import JobContext, job_logger
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Progress, Stage
 from service.domain.specs import Endpoint, spec_from_json
 from service.engines.conditioning_tensors import kept_from_arrays, media_from_arrays
 from service.engines.endpoint_pipelines import (
@@ -81,7 +82,10 @@ class PipelineModel:
         device = torch.device(parameters.get("device") or "cpu")
         names = parameters.get(contract.COMPONENTS_PARAMETER, "")
         component_names = frozenset(name.strip() for name in names.split(",") if name.strip())
-        self.components = bls_components(assets, device, component_names)
+        component_timeout_s = float(
+            parameters.get(contract.COMPONENT_TIMEOUT_PARAMETER) or contract.DEFAULT_COMPONENT_TIMEOUT_S
+        )
+        self.components = bls_components(assets, device, component_names, component_timeout_s)
         self.served = served_endpoints(component_names)
         self.max_response_bytes = int(
             parameters.get(contract.MAX_RESPONSE_BYTES_PARAMETER) or contract.DEFAULT_MAX_RESPONSE_BYTES
@@ -154,17 +158,17 @@ class PipelineModel:
         def on_progress(progress: Progress) -> None:
             sender.send(_progress_response(progress))
 
-        with self.accelerator.held(request.is_cancelled):
-            return self._generate(inputs, on_progress, request.is_cancelled)
+        request_id = request.request_id() or "unnamed"
+        ctx = JobContext(request_id, on_progress, request.is_cancelled, job_logger(request_id, log.name))
+        with self.accelerator.held(ctx.is_cancelled):
+            return self._generate(inputs, ctx)
 
-    def _generate(
-        self, inputs: EndpointInputs, on_progress: ProgressCallback, is_cancelled: CancelCheck
-    ) -> GeneratedVideo:
+    def _generate(self, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
         # Prompt expansion, media fetching and the safety checks run in the service (its prepare and
         # finish stages).
         if getattr(inputs.spec, "loras", ()):
             raise JobError(ErrorType.LORA_LOAD_FAILED, NO_LORA)
-        return run_endpoint(self.components, inputs, on_progress, is_cancelled)
+        return run_endpoint(self.components, inputs, ctx)
 
 
 class _TritonLogHandler(logging.Handler):

@@ -1,0 +1,72 @@
+"""`JobContext`: what every layer below the queue needs to know about the job it runs, passed whole.
+
+One value instead of an `on_progress, is_cancelled` pair threaded through two dozen signatures (and a
+request id fished out of a context variable): the job runner builds it for each job, `ltx_pipeline` for
+each Triton request, and it goes down unchanged through `Engine.generate`, `run_endpoint` and the
+pipelines' entry functions.
+
+The generator is not in it, on purpose. The domain layer imports no torch, and a `torch.Generator` is
+mutable state (one pipeline draws from several, e.g. one per long-video window seeded `seed + start`),
+which a frozen value should not carry. The seed already lives in the normalized spec (validated, stored
+with the job, reported in the output), so the pipelines build their generators from it through one
+helper, `service.pipelines.seeding.seeded_generator`: one place that says how a seed becomes noise,
+and the context stays a plain, torch-free, hashable-by-identity value.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, replace
+
+from service.domain.errors import Cancelled
+from service.domain.progress import CancelCheck, Progress, ProgressCallback
+
+JOB_LOGGER = "service.job"
+
+
+def _ignore_progress(_progress: Progress) -> None:
+    return None
+
+
+def _never_cancelled() -> bool:
+    return False
+
+
+def job_logger(request_id: str, name: str = JOB_LOGGER) -> logging.LoggerAdapter[logging.Logger]:
+    """A logger whose every record carries `request_id` (service/logs.py prints it on each line)."""
+    return logging.LoggerAdapter(logging.getLogger(name), {"request_id": request_id})
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The job's request id, its progress callback, its cancel check and a logger carrying the id."""
+
+    request_id: str
+    on_progress: ProgressCallback
+    is_cancelled: CancelCheck
+    logger: logging.LoggerAdapter[logging.Logger]
+
+    @classmethod
+    def create(
+        cls,
+        request_id: str | None = None,
+        on_progress: ProgressCallback = _ignore_progress,
+        is_cancelled: CancelCheck = _never_cancelled,
+    ) -> JobContext:
+        """A context for `request_id` (a fresh one when None: tools, tests, benchmarks); by default
+        progress goes nowhere and the job is never cancelled."""
+        request_id = request_id or uuid.uuid4().hex
+        return cls(request_id, on_progress, is_cancelled, job_logger(request_id))
+
+    def report(self, progress: Progress) -> None:
+        self.on_progress(progress)
+
+    def raise_if_cancelled(self) -> None:
+        """`Cancelled` once the job has been cancelled (call it between steps)."""
+        if self.is_cancelled():
+            raise Cancelled()
+
+    def with_progress(self, on_progress: ProgressCallback) -> JobContext:
+        """The same job reporting through `on_progress` (e.g. to relabel a pass's steps)."""
+        return replace(self, on_progress=on_progress)
