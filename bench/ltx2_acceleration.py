@@ -36,6 +36,7 @@ from google.protobuf import json_format
 from ltx.v1 import endpoints_pb2 as pb
 from service.api.convert import ltx2_spec
 from service.config import load_config
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, Stage
 from service.domain.specs import Acceleration, Ltx2TextToVideoSpec
@@ -98,7 +99,7 @@ def run_level(runner: Ltx2LocalRunner, spec: Ltx2TextToVideoSpec, level: Acceler
         ):
             started = time.perf_counter()
             video = runner.generate(
-                dataclasses.replace(spec, acceleration=level), [], progress, lambda: False
+                dataclasses.replace(spec, acceleration=level), [], JobContext.create(on_progress=progress)
             )
             total = time.perf_counter() - started
     finally:
@@ -162,9 +163,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     spec = bench_spec(args.width, args.height, args.frames)
     runner = Ltx2LocalRunner(load_config())
-    runner.generate(
-        dataclasses.replace(spec, num_inference_steps=2), [], lambda _e: None, lambda: False
-    )  # warm-up
+    runner.generate(dataclasses.replace(spec, num_inference_steps=2), [], JobContext.create())  # warm-up
     runs = [best_of(args.repeats, runner, spec, level) for level in Acceleration]
     print(
         f"{spec.width}x{spec.height}, {spec.num_frames} frames, {spec.num_inference_steps} {spec.scheduler.value} "

@@ -194,7 +194,7 @@ DEFAULT_COMPONENTS = tuple(COMPONENT_TYPES)
 
 def declare(
     names: tuple[str, ...] | list[str], geometry: ModelGeometry, api: ApiRanges | None = None
-) -> list[LtxVideoComponent]:
+) -> list[ExportableComponent[Any]]:
     """The declarations and recipes of the LTX-Video components `names` for a model of `geometry`."""
     unknown = [name for name in names if name not in COMPONENT_TYPES]
     if unknown:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -95,7 +95,7 @@ class Ltx2TextEncoderComponent(Ltx2TextEncoderDecl, Ltx2ExportableComponent):
     @contextlib.contextmanager
     def export_context(self, models: Ltx2Models) -> Iterator[None]:
         # SDPA: the padding rows (every key masked) differ in the graph (module docstring); eager is exact.
-        encoder = models.text_encoder
+        encoder: Any = models.text_encoder
         previous = encoder.config._attn_implementation
         encoder.set_attn_implementation("eager")
         try:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import onnx
 import torch
@@ -23,9 +23,6 @@ from torch.export import Dim
 
 from export.components import EXPORT_SAMPLE, ExportableComponent, TensorDecl
 from export.onnx_translations import TRANSLATIONS
-
-if TYPE_CHECKING:
-    from service.models.loading import LoadedModels
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +37,17 @@ class ExportError(RuntimeError):
     """The exported graph does not match its declaration."""
 
 
-def export_onnx(component: ExportableComponent, models: LoadedModels, path: Path) -> Path:
-    """Export `component` of `models` to `path` (weights in `path`.data); returns `path`."""
+def export_onnx(component: ExportableComponent[Any], models: Any, path: Path) -> Path:
+    """Export `component` of `models` (its family's loaded models) to `path` (weights in `path`.data);
+    returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     module = component.module(models)
     sample = component.sample_inputs(models, EXPORT_SAMPLE)
     # The exported module takes its inputs as *args: one top-level argument, a tuple in `inputs` order.
     dynamic_shapes = (
-        tuple({index: Dim.AUTO for index in tensor.dynamic_axes} or None for tensor in component.inputs),
+        tuple(
+            {index: Dim.AUTO for index in tensor.dynamic_axes} or None for tensor in component.exported_inputs
+        ),
     )
     started = time.monotonic()
     with component.export_context(models), torch.no_grad():
@@ -58,7 +58,7 @@ def export_onnx(component: ExportableComponent, models: LoadedModels, path: Path
             (),
             str(path),
             dynamo=True,
-            input_names=component.input_names,
+            input_names=component.exported_input_names,
             output_names=component.output_names,
             external_data=True,  # real transformers are far over protobuf's 2 GB limit
             custom_translation_table=TRANSLATIONS,
@@ -68,12 +68,12 @@ def export_onnx(component: ExportableComponent, models: LoadedModels, path: Path
     return path
 
 
-def name_declared_axes(component: ExportableComponent, path: Path) -> None:
+def name_declared_axes(component: ExportableComponent[Any], path: Path) -> None:
     """Check the graph's inputs and outputs against the declaration and give dynamic axes their names."""
     model = onnx.load(str(path), load_external_data=False)
     graph = model.graph
     renames: dict[str, str] = {}
-    for declared, actual in _paired(component.inputs, graph.input, "input"):
+    for declared, actual in _paired(component.exported_inputs, graph.input, "input"):
         renames.update(_check_value(component.name, declared, actual))
     for declared, actual in _paired(component.outputs, graph.output, "output"):
         _check_value(component.name, declared, actual)

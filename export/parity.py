@@ -83,7 +83,9 @@ def check_parity(
         actual = session.run(component.output_names, feed)
         for output, reference, graph in zip(component.output_names, expected, actual, strict=True):
             reference_np = reference.float().cpu().numpy()
-            results.append(compare(component, size, reference_np, graph, tolerance or component.tolerance, output))
+            results.append(
+                compare(component, size, reference_np, graph, tolerance or component.tolerance, output)
+            )
     for result in results:
         (log.info if result.passed else log.error)("parity %s", result.line())
     return results
