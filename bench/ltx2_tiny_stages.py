@@ -23,10 +23,17 @@ from service.api.convert import ltx2_spec
 from service.domain.job_context import JobContext
 from service.domain.progress import Progress
 from service.domain.specs import Acceleration
+from service.engines.ltx2_local import bind_ltx2_components
 from service.jobs.ltx2_output import store_video
 from service.models.ltx2 import build_tiny_ltx2
-from service.models.ltx2_loras import DISTILLED, ActiveAdapter, install_distilled, set_stage_adapters
-from service.pipelines.ltx2.text_to_video import generate_ltx2, ltx2_helper_pipeline
+from service.models.ltx2_loras import (
+    DISTILLED,
+    ActiveAdapter,
+    install_distilled,
+    ltx2_helper_pipeline,
+    set_stage_adapters,
+)
+from service.pipelines.ltx2.text_to_video import generate_ltx2
 from service.prompting.ltx2_gemma import ResidentGemmaExpander
 from service.storage.local import LocalStorage
 
@@ -60,7 +67,10 @@ def main() -> None:
         ActiveAdapter(DISTILLED, spec.distill_lora_first_pass_scale, spec.distill_lora_second_pass_scale)
     ]
     video = generate_ltx2(
-        models, spec, JobContext.create(on_progress=progress), lambda s: set_stage_adapters(models, active, s)
+        bind_ltx2_components(models),
+        spec,
+        JobContext.create(on_progress=progress),
+        lambda s: set_stage_adapters(models, active, s),
     )
     marks.append(("generated", time.perf_counter()))
     with tempfile.TemporaryDirectory() as directory:

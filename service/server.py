@@ -78,6 +78,7 @@ class RunningService:
     admin_port: int | None = None
     metrics_port: int | None = None
     unbind_metrics: Callable[[], None] = lambda: None  # the depth gauges stop reading the store
+    webhooks: WebhookDispatcher | None = None  # its delivery in progress is interrupted at the stop
 
     async def drain(self) -> None:
         """SIGTERM: readiness NOT_SERVING and Submit UNAVAILABLE at once, then the queue's drain."""
@@ -88,6 +89,8 @@ class RunningService:
         await drain
 
     async def stop(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.stop()
         for task in self.tasks:
             task.cancel()
         await self.server.stop(self.config.transport.graceful_stop_s)
@@ -119,13 +122,16 @@ class Readiness:
     def __init__(self, queue: JobQueue) -> None:
         self._queue = queue
         self.engine_ready = False  # as the health loop last saw it
+        self.engine_reason: str | None = None  # why not, when the engine says (e.g. a hung Triton model)
 
     def reason(self) -> str | None:
         """None when ready, else why not (shown to clients and logged)."""
         queue_reason = self._queue.unavailable_reason()
         if queue_reason is not None:
             return queue_reason
-        return None if self.engine_ready else "the inference backend is not reachable"
+        if self.engine_ready:
+            return None
+        return self.engine_reason or "the inference backend is not reachable"
 
 
 def grpc_options(transport: TransportConfig) -> list[tuple[str, int]]:
@@ -201,14 +207,13 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     )
     await queue.start()
     probe: Callable[[], bool] = gateway_endpoints.refresh if gateway_endpoints else engine.ready  # type: ignore[union-attr]
+    webhooks = WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media)
     tasks = [
-        asyncio.create_task(_report_health(probe, health_servicer, readiness, queue)),
-        asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
         asyncio.create_task(
-            WebhookDispatcher(
-                store, config.webhooks, signer, events.webhook_payload, config.media
-            ).run_forever()
+            _report_health(probe, health_servicer, readiness, queue, getattr(engine, "unready_reason", _no_reason))
         ),
+        asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
+        asyncio.create_task(webhooks.run_forever()),
     ]
     log.info(
         "%s serving gRPC on %s:%d (admin %s, metrics %s), results at %s",
@@ -234,6 +239,7 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
         admin_port,
         metrics_port,
         unbind_metrics,
+        webhooks,
     )
 
 
@@ -320,11 +326,16 @@ class GatewayEndpoints:
         return True
 
 
+def _no_reason() -> str | None:
+    return None
+
+
 async def _report_health(
     probe: Callable[[], bool],
     health_servicer: AioHealthServicer,
     readiness: Readiness,
     queue: JobQueue,
+    engine_reason: Callable[[], str | None] = lambda: None,
 ) -> None:
     """SERVING while the engine can take jobs (e.g. Triton reachable; for a gateway: the store answers)
     and a worker is free of store failures; NOT_SERVING, with the reason logged, otherwise. The drain
@@ -332,6 +343,7 @@ async def _report_health(
     last: str | None = "starting"
     while not queue.draining:
         readiness.engine_ready = await asyncio.to_thread(probe)
+        readiness.engine_reason = engine_reason()
         reason = readiness.reason()
         if reason != last and not queue.draining:
             await set_readiness(health_servicer, serving=reason is None, reason=reason)

@@ -112,3 +112,41 @@ def job_event(view: JobView, new_logs: list[LogEntry], report: Progress | None) 
 def step_event(job_id: str, report: Progress) -> pb.JobEvent:
     """An intermediate progress event, for reports that arrived between two views of the job."""
     return pb.JobEvent(request_id=job_id, status=pb.IN_PROGRESS, progress=progress(report))
+
+
+class EventCursor:
+    """What one Watch/Generate stream has sent of a job, so that each log line and each progress report
+    goes out exactly once and in order.
+
+    A progress report is written to the store before its notification arrives, so a stream that reads
+    the reports right after a view often gets the new report before the notification that announces it;
+    the next view then carries that same report as its latest progress. Counting what was sent (per run:
+    a re-queued job's reports start again) and leaving a view's own progress out once a report has been
+    sent is what keeps a denoising step from being delivered twice."""
+
+    def __init__(self, job_id: str) -> None:
+        self._job_id = job_id
+        self._run: int | None = None
+        self.sent_logs = 0
+        self.sent_reports = 0
+        self._last_key: tuple[object, ...] | None = None
+
+    def reports_to_skip(self, run: int) -> int:
+        """The progress reports of `run` already sent (0 for a run not seen before)."""
+        return self.sent_reports if run == self._run else 0
+
+    def events(self, view: JobView, new_logs: list[LogEntry], reports: list[Progress]) -> list[pb.JobEvent]:
+        """The events for `view`, given the log lines and this run's reports not yet sent."""
+        first = self._last_key is None
+        if view.record.runs != self._run:
+            self._run, self.sent_reports = view.record.runs, 0
+        self.sent_logs += len(new_logs)
+        self.sent_reports += len(reports)
+        key = (view.record.state, view.queue_position, view.record.error_type, view.record.output_json)
+        if not reports and not new_logs and key == self._last_key:
+            return []  # nothing this stream has not sent already
+        self._last_key = key
+        out = [step_event(self._job_id, report) for report in reports[:-1]]
+        latest = reports[-1] if reports else (view.progress if first else None)
+        out.append(job_event(view, new_logs, latest))
+        return out

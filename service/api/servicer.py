@@ -315,15 +315,15 @@ class VideoGenerationServicer(pb_grpc.VideoGenerationServicer):
     async def _events(self, job_id: str) -> AsyncIterator[pb.JobEvent]:
         """One event per change of the job, and one per progress report even when several arrive
         between two looks at the job (a client counting steps sees every step)."""
-        sent_logs = sent_reports = 0
+        cursor = events.EventCursor(job_id)
         async for view in self._queue.follow(job_id):
-            new_logs = await asyncio.to_thread(self._queue.logs, job_id, sent_logs)
-            sent_logs += len(new_logs)
-            reports = await asyncio.to_thread(self._queue.progress_since, job_id, sent_reports)
-            sent_reports += len(reports)
-            for report in reports[:-1]:
-                yield events.step_event(job_id, report)
-            yield events.job_event(view, new_logs, reports[-1] if reports else view.progress)
+            run = view.record.runs
+            new_logs = await asyncio.to_thread(self._queue.logs, job_id, cursor.sent_logs)
+            reports = await asyncio.to_thread(
+                self._queue.progress_since, job_id, cursor.reports_to_skip(run), run
+            )
+            for event in cursor.events(view, new_logs, reports):
+                yield event
 
 
 MAX_START_TIMEOUT_S = 86400.0

@@ -34,6 +34,13 @@ MAX_RESPONSE_BYTES_PARAMETER = "max_response_bytes"  # the cap on one frames res
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024**2  # 24 frames of 720p; far under gRPC's 2 GiB message cap
 HEARTBEAT_PARAMETER = "heartbeat_s"  # seconds between heartbeats (empty responses) of a live request
 DEFAULT_HEARTBEAT_S = 5.0
+# Seconds one component call (a BLS request: a denoising step, a decode chunk) may take before the
+# request fails as runner_unavailable: a component model that never answers (a wedged GPU, a hung
+# backend) must not hold a job forever while the heartbeats say it is alive.
+COMPONENT_TIMEOUT_PARAMETER = "component_timeout_s"
+DEFAULT_COMPONENT_TIMEOUT_S = 600.0
+# The start of the message of that failure, so the client can tell a hung component from a lost server.
+COMPONENT_TIMEOUT_MESSAGE = "did not answer within"
 
 # Progress responses carry these (shape [1] each).
 STAGE = "stage"  # BYTES, a service.domain.progress.Stage value

@@ -16,7 +16,10 @@ learns them; `supports` (called by Submit, on the event loop) only reads what wa
 
 Triton being down never hangs a job: connecting has a short timeout, and a stream that stays silent for
 longer than `response_timeout_s` (not even a heartbeat: the model sends one every few seconds, queued or
-running) is treated as a lost backend.
+running) is treated as a lost backend. A component model that never answers (heartbeats go on) is
+bounded inside `ltx_pipeline` by its `component_timeout_s`: the job fails as runner_unavailable, and for
+`wedged_hold_s` after that the engine reports itself not ready, with the reason (`unready_reason`), so
+readiness turns NOT_SERVING instead of feeding the hung model more jobs; then it tries again.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class TritonEngine:
         poll_interval_s: float = 0.1,
         max_response_bytes: int | None = None,
         memory_frames_bytes: int = 512 * 1024**2,
+        wedged_hold_s: float = 60.0,
     ) -> None:
         self._url = config.triton_url
         self._connect_timeout_s = connect_timeout_s
@@ -84,6 +88,8 @@ class TritonEngine:
         self._ready_checked_at = -float("inf")
         self._ready_answer = False
         self._served: frozenset[Endpoint] | None = None  # from ltx_pipeline's config, once Triton answered
+        self._wedged_hold_s = wedged_hold_s
+        self._wedged: tuple[str, float] | None = None  # (why, when): a component timed out
 
     def supports(self, endpoint: Endpoint | str) -> bool:
         """Whether the connected repository serves `endpoint`. Until Triton has answered once, every
@@ -98,8 +104,18 @@ class TritonEngine:
         # No probe here: Submit calls this on the event loop. `ready` (the health loop) learns `_served`.
         return self._served is None or endpoint in self._served
 
+    def unready_reason(self) -> str | None:
+        """Why the engine reports not ready although Triton answers (a hung component), else None."""
+        wedged = self._wedged
+        if wedged is None or time.monotonic() - wedged[1] >= self._wedged_hold_s:
+            return None
+        return wedged[0]
+
     def ready(self) -> bool:
-        """Triton is reachable and `ltx_pipeline` is ready; the answer is cached for `ready_cache_s`."""
+        """Triton is reachable, `ltx_pipeline` is ready and no component timed out in the last
+        `wedged_hold_s`; the probe's answer is cached for `ready_cache_s`."""
+        if self.unready_reason() is not None:
+            return False
         with self._ready_lock:
             now = time.monotonic()
             if now - self._ready_checked_at >= self._ready_cache_s:
@@ -180,7 +196,11 @@ class TritonEngine:
     def _error_from_stream(self, error: InferenceServerException) -> Exception:
         if error.status() in _LOST_BACKEND_STATUSES:
             return RunnerUnavailable(f"lost the connection to Triton at {self._url}: {error.message()}")
-        return contract.exception_from_message(error.message() or str(error))
+        exception = contract.exception_from_message(error.message() or str(error))
+        if isinstance(exception, RunnerUnavailable) and contract.COMPONENT_TIMEOUT_MESSAGE in exception.message:
+            self._wedged = (exception.message, time.monotonic())
+            log.error("%s; not ready for %.0f s", exception.message, self._wedged_hold_s)
+        return exception
 
     def _require_pipeline_ready(self, client: grpcclient.InferenceServerClient) -> None:
         try:

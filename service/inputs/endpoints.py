@@ -23,7 +23,7 @@ from service.domain.specs import (
     MulticonditioningSpec,
     Spec,
 )
-from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
+from service.inputs.media import extend_context, prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
 from service.pipelines.endpoint_inputs import EndpointInputs
 from service.safety.checker import SafetyChecker
@@ -59,7 +59,8 @@ def _kept_frames(
 ) -> EndpointInputs:
     if not isinstance(spec, ExtendSpec):
         raise TypeError(f"an extend spec expected, got {type(spec).__name__}")
-    return EndpointInputs(spec, kept_pixels=prepare_extend_input(spec, limits, checker, on_progress))
+    kept = prepare_extend_input(spec, limits, checker, on_progress)
+    return EndpointInputs(spec, media=extend_context(spec, kept), kept_pixels=kept)
 
 
 INPUT_ENDPOINTS: tuple[InputEndpoint, ...] = (

@@ -5,8 +5,10 @@
 2. the safety checker the request asks for is picked (used here on the inputs and by the finish stage
    on the output; the extend spec has no `enable_safety_checker` field, so its output is always
    checked unless the service config turns the checker off);
-3. conditioning media are fetched, decoded, checked and re-compressed (service/inputs/media.py), which
-   also resolves `aspect_ratio: auto`: each endpoint's way is its `InputEndpoint` (inputs/endpoints.py);
+3. conditioning media are fetched, decoded, checked and preprocessed as upstream does (blur, CRF;
+   service/inputs/media.py, service/inputs/conditioning_recipe.py), which also resolves
+   `aspect_ratio: auto`; extend's context frames are taken from its kept frames and preprocessed alike;
+   each endpoint's way is its `InputEndpoint` (service/inputs/endpoints.py);
 4. LoRAs are resolved to local files, downloading URLs (service/inputs/lora.py), so the model lock is
    never held over the network.
 """

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from service.domain.errors import Cancelled
 from service.domain.outputs import GeneratedVideo, StoredFile
+from service.domain.progress import CancelCheck
 from service.domain.specs import VideoOutputType
 from service.media.container import AudioTrack, EncodeSettings, write_video
 from service.storage.factory import ResultStorage
@@ -37,15 +40,26 @@ def stored_frame_rate(output_type: VideoOutputType, fps: float) -> float:
     return fps
 
 
-def store_video(storage: ResultStorage, job_id: str, spec: Any, video: GeneratedVideo) -> StoredFile:
+def store_video(
+    storage: ResultStorage,
+    job_id: str,
+    spec: Any,
+    video: GeneratedVideo,
+    is_cancelled: CancelCheck = lambda: False,
+) -> StoredFile:
     settings = encode_settings(spec)
     path = storage.job_dir(job_id) / f"{job_id}{settings.container.extension}"
     audio = None
     if video.audio is not None and settings.output_type is not VideoOutputType.GIF:
         audio = AudioTrack(video.audio, video.audio_sample_rate)
-    # Written under a temporary name and renamed when complete, as the MP4 path does.
+    # Written under a temporary name and renamed when complete, as the MP4 path does; a cancel stops the
+    # encoder between chunks and leaves no file.
     partial = path.with_name(path.name + ".part")
-    write_video(partial, _chunks(video.frames), video.frame_rate, settings, audio)
+    try:
+        write_video(partial, _chunks(video.frames, is_cancelled), video.frame_rate, settings, audio)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, path)
     stored = storage.publish(job_id, path, settings.container.content_type)
     if getattr(spec, "sync_mode", False):
@@ -54,8 +68,11 @@ def store_video(storage: ResultStorage, job_id: str, spec: Any, video: Generated
     return stored
 
 
-def _chunks(frames: np.ndarray) -> Any:
-    return (frames[i : i + CHUNK_FRAMES] for i in range(0, len(frames), CHUNK_FRAMES))
+def _chunks(frames: np.ndarray, is_cancelled: CancelCheck) -> Iterator[np.ndarray]:
+    for start in range(0, len(frames), CHUNK_FRAMES):
+        if is_cancelled():
+            raise Cancelled("cancelled by the client while encoding")
+        yield frames[start : start + CHUNK_FRAMES]
 
 
 def _inline(stored: StoredFile, path: Path) -> StoredFile:

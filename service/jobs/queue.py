@@ -318,12 +318,14 @@ class JobQueue:
     def logs(self, job_id: str, skip: int = 0) -> list[LogEntry]:
         return self._store.logs(job_id, skip)
 
-    def progress_since(self, job_id: str, skip: int = 0) -> list[Progress]:
-        """Progress reports of the job's current run, from the `skip`-th on."""
-        record = self._store.get(job_id)
-        if record is None:
-            return []
-        return [progress_from_dict(p) for p in self._store.progress(job_id, record.runs, skip)]
+    def progress_since(self, job_id: str, skip: int = 0, run: int | None = None) -> list[Progress]:
+        """Progress reports of the job's run `run` (default: its current run), from the `skip`-th on."""
+        if run is None:
+            record = self._store.get(job_id)
+            if record is None:
+                return []
+            run = record.runs
+        return [progress_from_dict(p) for p in self._store.progress(job_id, run, skip)]
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         try:

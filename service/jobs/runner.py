@@ -92,11 +92,10 @@ class JobRunner:
                 self._before_accelerator.discard(record.job_id)
         if ctx.is_cancelled():  # cancelled during the decode: the client was told CANCELLATION_REQUESTED
             raise Cancelled("cancelled by the client")
-        # No cancel check from here on: once encoding starts, the job finishes.
-        with self._finish_slots.held():
-            output = self._finisher.finish(
-                record.job_id, video, prepared.checker, ctx.on_progress, prepared.inputs.spec
-            )
+        # Cancel is checked through the finish stage too (the safety check, between encode chunks) until
+        # the result is stored: a job the client was told would stop never ends SUCCEEDED.
+        with self._finish_slots.held(ctx.is_cancelled):
+            output = self._finisher.finish(video, prepared.checker, ctx, prepared.inputs.spec)
         return output_to_json(output)
 
     def _generate(self, prepared: PreparedJob, ctx: JobContext) -> GeneratedVideo:

@@ -385,6 +385,10 @@ class SqlJobStore(ABC):
             (state, error, next_attempt_at or time.time(), time.time() if delivered else None, job_id),
         )
 
+    def release_webhook(self, job_id: str) -> None:
+        """Unlock a claimed delivery without counting an attempt (its dispatcher is shutting down)."""
+        self._execute("UPDATE webhooks SET locked_until = NULL WHERE job_id = ?", (job_id,))
+
     def webhook(self, job_id: str) -> dict[str, Any] | None:
         rows = self._rows(
             "SELECT url, state, attempts, last_error, next_attempt_at, delivered_at FROM webhooks WHERE job_id = ?",

@@ -3,6 +3,9 @@
 When a job with a `webhook_url` finishes, any replica's dispatcher gives it a delivery row and POSTs
 `{request_id, gateway_request_id, status, payload, error, webhook_id}`. A failed attempt (a non-2xx
 answer, a timeout, a refused address) is retried with doubling backoff up to `webhooks.max_attempts`.
+`webhooks.timeout_s` bounds each attempt whole (connect, headers and body), so a receiver that drips
+its answer cannot hold a delivery past it; at shutdown an attempt in progress is interrupted and left,
+uncounted, for the next process.
 Rows are claimed with a short lock, so a crash between the POST and the bookkeeping re-delivers (the
 receiver de-duplicates by `webhook_id`) but never loses a delivery.
 
@@ -16,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import http.client
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,10 +33,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from service.config import WebhookConfig
-from service.domain.errors import JobError
+from service.domain.errors import Cancelled, JobError
 from service.jobs.records import JobRecord, JobState
 from service.jobs.sql_store import SqlJobStore
-from service.media.fetch import FetchLimits, connect_checked
+from service.media.fetch import FetchLimits, post_within_deadline
 from service.observability.metrics import WEBHOOK_DELIVERIES
 
 log = logging.getLogger(__name__)
@@ -137,9 +142,15 @@ class WebhookDispatcher:
         self._limits = FetchLimits(
             **{**limits.__dict__, "allow_private_networks": config.allow_private_networks}
         )
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """At shutdown: a delivery in progress ends within a watchdog tick, uncounted, and is left for the
+        next process or replica; no new one starts."""
+        self._stopping.set()
 
     async def run_forever(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await asyncio.to_thread(self.deliver_due)
             except Exception:
@@ -150,6 +161,9 @@ class WebhookDispatcher:
         self._store.enqueue_webhooks()
         due = self._store.claim_due_webhooks(lock_s=self._config.timeout_s * 2)
         for job_id, url, attempts in due:
+            if self._stopping.is_set():
+                self._store.release_webhook(job_id)
+                continue
             record = self._store.get(job_id)
             if record is not None:
                 self._attempt(record, url, attempts)
@@ -160,9 +174,15 @@ class WebhookDispatcher:
         try:
             status = self._post(url, record.job_id, body)
             error = None if 200 <= status < 300 else f"HTTP {status}"
+        except Cancelled:  # shutting down: not the receiver's failure, so not an attempt
+            self._store.release_webhook(record.job_id)
+            log.info("webhook delivery interrupted by the shutdown", extra={"request_id": record.job_id})
+            return
         except JobError as refused:
             error = refused.message
-        except OSError as exc:
+        except TimeoutError:
+            error = f"no complete answer within {self._config.timeout_s:g} s (connect, headers and body)"
+        except (OSError, http.client.HTTPException) as exc:
             error = f"{type(exc).__name__}: {exc}"
         tries = attempts + 1
         next_at = None
@@ -178,24 +198,14 @@ class WebhookDispatcher:
 
     def _post(self, url: str, request_id: str, body: bytes) -> int:
         timestamp = str(int(time.time()))
-        conn, path, host = connect_checked(url, self._limits, "webhook_url", self._config.timeout_s)
-        try:
-            conn.request(
-                "POST",
-                path,
-                body=body,
-                headers={
-                    "Host": host,
-                    "Content-Type": "application/json",
-                    "User-Agent": "ltx-video-service-webhook",
-                    "X-Ltx-Request-Id": request_id,
-                    "X-Ltx-Timestamp": timestamp,
-                    "X-Ltx-Key-Id": self._signer.key_id,
-                    "X-Ltx-Signature": self._signer.sign(signed_message(timestamp, request_id, body)),
-                },
-            )
-            response = conn.getresponse()
-            response.read()
-            return int(response.status)
-        finally:
-            conn.close()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "ltx-video-service-webhook",
+            "X-Ltx-Request-Id": request_id,
+            "X-Ltx-Timestamp": timestamp,
+            "X-Ltx-Key-Id": self._signer.key_id,
+            "X-Ltx-Signature": self._signer.sign(signed_message(timestamp, request_id, body)),
+        }
+        return post_within_deadline(
+            url, self._limits, "webhook_url", (body, headers), self._config.timeout_s, self._stopping.is_set
+        )

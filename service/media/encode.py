@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import mmap
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -46,17 +46,24 @@ ENCODE_CHUNK_FRAMES = 16  # frames read and converted at a time: 44 MB at 720p
 
 
 def encode_mp4(
-    video: GeneratedVideo, path: Path, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET
+    video: GeneratedVideo,
+    path: Path,
+    crf: int = DEFAULT_CRF,
+    preset: str = DEFAULT_PRESET,
+    chunk_filter: Callable[[Iterator[np.ndarray]], Iterable[np.ndarray]] | None = None,
 ) -> None:
     """H.264 (yuv420p) MP4 with exactly `len(video.frames)` frames at `video.frame_rate`, the moov atom
-    first (`+faststart`, so players can start before the download ends), and AAC audio if `video.audio`."""
+    first (`+faststart`, so players can start before the download ends), and AAC audio if `video.audio`.
+    `chunk_filter` sees the chunks on their way to the encoder (the job runner stops a cancelled
+    encode between two chunks there)."""
     frames = video.frames
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {frames.shape}")
     height, width = frames.shape[1:3]
-    encode_frames(
-        frame_chunks(frames, ENCODE_CHUNK_FRAMES), width, height, video, path, crf=crf, preset=preset
-    )
+    chunks: Iterable[np.ndarray] = frame_chunks(frames, ENCODE_CHUNK_FRAMES)
+    if chunk_filter is not None:
+        chunks = chunk_filter(frame_chunks(frames, ENCODE_CHUNK_FRAMES))
+    encode_frames(chunks, width, height, video, path, crf=crf, preset=preset)
 
 
 def encode_frames(

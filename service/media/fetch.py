@@ -338,6 +338,49 @@ def _network_errors(field_path: str, limits: FetchLimits) -> Iterator[None]:
         raise _fail(field_path, "download failed: the server redirected to an invalid URL") from exc
 
 
+MAX_ANSWER_BYTES = 64 * 1024  # of a POST's answer body, read and dropped
+
+
+def post_within_deadline(
+    url: str,
+    limits: FetchLimits,
+    field_path: str,
+    request: tuple[bytes, dict[str, str]],
+    timeout_s: float,
+    is_stopped: CancelCheck,
+) -> int:
+    """POST `request` (body, headers; Host is added) to `url` through the address guard and return the
+    answer's status. `timeout_s` bounds the whole exchange: connect, sending, the answer's headers and
+    body, so a receiver that drips its answer cannot hold the caller past it (TimeoutError). Once
+    `is_stopped()` turns true (the service is shutting down) the exchange ends within a watchdog tick,
+    raising Cancelled. Used for webhook deliveries."""
+    body, headers = request
+    deadline = _Deadline(timeout_s, is_stopped)
+    conn: http.client.HTTPConnection | None = None
+    try:
+        conn, path, host = connect_checked(url, limits, field_path, deadline.remaining())
+        deadline.guard(conn.sock)
+        conn.request("POST", path, body=body, headers={"Host": host, **headers})
+        response = conn.getresponse()
+        received = 0
+        while received < MAX_ANSWER_BYTES:
+            if conn.sock is not None:
+                conn.sock.settimeout(deadline.remaining())
+            chunk = response.read1(_READ_CHUNK)
+            if not chunk:
+                break
+            received += len(chunk)
+        deadline.check()
+        return int(response.status)
+    except (OSError, http.client.HTTPException, ValueError):
+        deadline.check()  # a socket the watchdog shut down: say why instead of "connection reset"
+        raise
+    finally:
+        deadline.close()
+        if conn is not None:
+            conn.close()
+
+
 @counted_fetch("download")
 def download_to_file(
     url: str, target: Path, *, field: str, limits: FetchLimits, is_cancelled: CancelCheck | None = None

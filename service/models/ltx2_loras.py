@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 
 from service.domain.errors import ErrorType, JobError
 from service.domain.specs import CameraLora, Ltx2TextToVideoSpec
@@ -46,6 +47,23 @@ CAMERA_LORA_FILES: dict[CameraLora, str] = {
     )
 }
 _MODULES = ("transformer", "connectors")
+
+
+def ltx2_helper_pipeline(
+    models: Ltx2Models, scheduler: FlowMatchEulerDiscreteScheduler | None = None
+) -> LTX2Pipeline:
+    """An `LTX2Pipeline` around the models, for its LoRA loader (`load_lora_weights`); our loop does the
+    sampling, so the scheduler is a placeholder unless given (the parity test runs the pipeline itself)."""
+    return LTX2Pipeline(
+        scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),  # type: ignore[arg-type]
+        vae=models.vae,
+        audio_vae=models.audio_vae,
+        text_encoder=models.text_encoder,  # type: ignore[arg-type]
+        tokenizer=models.tokenizer,
+        connectors=models.connectors,
+        transformer=models.transformer,
+        vocoder=models.vocoder,
+    )
 
 
 def camera_lora_path(camera_lora_dir: str | None, camera: CameraLora) -> Path | None:

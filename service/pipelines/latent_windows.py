@@ -80,7 +80,12 @@ def decode_in_tiles(
     overlap: int,
     temporal_compression: int = 8,
 ) -> Iterator[DecodedFrames]:
-    """Decodes `latents` [1, C, F, h, w] tile by tile and yields finished pixel frames in order."""
+    """Decodes `latents` [1, C, F, h, w] tile by tile and yields finished pixel frames in order.
+
+    One tile's output is alive at a time: the overlap with the next tile is kept as a copy, the next
+    tile's shared frames are blended in place (no copy of the tile), and the yielded view is dropped
+    before the next decode. A consumer that also drops each chunk before asking for the next one keeps
+    peak memory at one tile's decode plus the overlap, as for a video of one tile."""
     pending: torch.Tensor | None = None  # the previous tile's frames that the next tile also decodes
     emitted = 0
     for window in plan_windows(latents.shape[2], tile, overlap):
@@ -88,12 +93,13 @@ def decode_in_tiles(
         if pending is not None:
             shared = pending.shape[1]
             weight = crossfade_weights(shared, video).reshape(1, shared, 1, 1)
-            blended = (1 - weight) * pending + weight * video[:, :shared]
-            video = torch.cat([blended, video[:, shared:]], dim=1)
-        if window.end == latents.shape[2]:
-            yield DecodedFrames(emitted, video)
-            return
-        keep = video.shape[1] - ((overlap - 1) * temporal_compression + 1)
+            # (1 - w) * pending + w * new, in place in the new tile (the same two products and sum).
+            video[:, :shared].mul_(weight).add_((1 - weight) * pending)
+            pending = None
+        last = window.end == latents.shape[2]
+        keep = video.shape[1] if last else video.shape[1] - ((overlap - 1) * temporal_compression + 1)
+        if not last:
+            pending = video[:, keep:].clone()
         yield DecodedFrames(emitted, video[:, :keep])
         emitted += keep
-        pending = video[:, keep:].clone()
+        del video  # before the next tile's decode

@@ -197,6 +197,7 @@ class DevClip:
     shape: LatentShape
     frame_rate: float
     num_inference_steps: int
+    seed: int  # the request's: the decode noise is drawn from a stream of its own seeded with it
 
 
 def render_dev_clip(
@@ -235,9 +236,13 @@ def render_dev_clip(
         )
         tiles = options.decoding.tiles(clip.shape.frames)
         on_progress(Progress(Stage.DECODING, message=f"decoding latents to frames ({tiles} tile(s))"))
-        for chunk in decode_chunks(components, tokens, clip.shape, generator, options.decoding):
+        # Upstream draws the decode noise with `torch.randn_like` from the global RNG, which
+        # `seed_everething(seed)` seeded, not from the sampling generator: a fresh stream of the seed.
+        decode_noise = seeded_generator(clip.seed)
+        for chunk in decode_chunks(components, tokens, clip.shape, decode_noise, options.decoding):
             frames = to_uint8_frames(chunk.video[None])
             write(chunk.start, np.ascontiguousarray(crop_frames(frames, clip.size)))
+            del chunk, frames  # a tile's frames: dropped before the next tile decodes
 
 
 def dev_frame_store(clip: DevClip, options: DevSamplingOptions) -> FrameStore:
@@ -252,7 +257,9 @@ def dev_clip(
     size = FrameSize(spec.width, spec.height)
     generated = generated_size(size)
     shape = latent_shape(components.geometry, 1, num_frames, generated.height, generated.width)
-    return DevClip(spec.prompt, spec.negative_prompt, size, shape, spec.frame_rate, spec.num_inference_steps)
+    return DevClip(
+        spec.prompt, spec.negative_prompt, size, shape, spec.frame_rate, spec.num_inference_steps, spec.seed
+    )
 
 
 def generate_multiconditioning(

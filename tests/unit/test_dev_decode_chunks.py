@@ -20,6 +20,7 @@ from service.domain.geometry import FrameSize
 from service.domain.job_context import JobContext
 from service.domain.specs import ExtendSpec, TextToVideoSpec, VideoConditionSpec
 from service.engines import torch_bindings
+from service.inputs.media import extend_context
 from service.pipelines.components import Components
 from service.pipelines.extend import generate_extension
 from service.pipelines.latents import latent_shape, pack
@@ -141,9 +142,10 @@ def test_extend_writes_the_kept_frames_then_the_new_ones_tile_by_tile(components
     )
     frames = np.random.default_rng(0).integers(0, 256, (10, SIZE, SIZE, 3), dtype=np.uint8)
     pixels = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-    whole = generate_extension(components, spec, pixels, JobContext.create())
+    context = extend_context(spec, pixels)  # as the prepare stage hands it over
+    whole = generate_extension(components, spec, pixels, context, JobContext.create())
     ctx, outputs = _recording_context()
-    generate_extension(components, spec, pixels, ctx, TILED)
+    generate_extension(components, spec, pixels, context, ctx, TILED)
     (output,) = outputs
     assert output.writes[0] == (0, 10) and len(output.writes) > 2  # the kept frames, then several tiles
     assert sum(count for _, count in output.writes) == spec.num_frames

@@ -99,8 +99,9 @@ class HoardingDecoder:
         self.inner, self.kept = inner, list[torch.Tensor]()
 
     def decode(self, latents: torch.Tensor, decode_timestep: torch.Tensor) -> torch.Tensor:
-        self.kept.append(self.inner.decode(latents, decode_timestep))
-        return self.kept[-1]
+        decoded = self.inner.decode(latents, decode_timestep)
+        self.kept.append(decoded.clone())  # its own copy: the pipeline blends tiles in place
+        return decoded
 
 
 def test_torch_peak_and_largest_tensor_do_not_grow_with_length(default_peaks: tuple[Peaks, Peaks]) -> None:

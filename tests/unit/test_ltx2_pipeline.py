@@ -22,11 +22,13 @@ from service.domain.specs import (
     VideoQuality,
     VideoWriteMode,
 )
+from service.engines.ltx2_local import bind_ltx2_components
 from service.models.ltx2 import Ltx2Models, build_tiny_ltx2
 from service.models.ltx2_loras import (
     DISTILLED,
     ActiveAdapter,
     install_distilled,
+    ltx2_helper_pipeline,
     set_stage_adapters,
     tiny_distilled_lora,
 )
@@ -39,7 +41,6 @@ from service.pipelines.ltx2.text_to_video import (
     encode_text,
     generate_ltx2,
     initial_latents,
-    ltx2_helper_pipeline,
     stage_sizes,
 )
 
@@ -88,7 +89,10 @@ def run(models: Ltx2Models, **changes: Any) -> Any:
         ActiveAdapter(DISTILLED, spec.distill_lora_first_pass_scale, spec.distill_lora_second_pass_scale)
     ]
     return generate_ltx2(
-        models, spec, JobContext.create(), lambda stage: set_stage_adapters(models, active, stage)
+        bind_ltx2_components(models),
+        spec,
+        JobContext.create(),
+        lambda stage: set_stage_adapters(models, active, stage),
     )
 
 
@@ -105,7 +109,7 @@ def test_schedules_match_the_reference_values() -> None:
 
 
 def test_loop_matches_ltx2_pipeline_where_semantics_overlap(models: Ltx2Models) -> None:
-    pipe = ltx2_helper_pipeline(models)
+    pipe = ltx2_helper_pipeline(models, schedules.ltx2_scheduler())
     set_stage_adapters(models, [], 1)
     call = dict(
         prompt=BASE.prompt, negative_prompt=BASE.negative_prompt, width=64, height=64, num_frames=9,
@@ -116,13 +120,14 @@ def test_loop_matches_ltx2_pipeline_where_semantics_overlap(models: Ltx2Models) 
     )  # fmt: skip
     with torch.inference_mode():
         want_video, want_audio = pipe(generator=torch.Generator("cpu").manual_seed(5), **call)
-        positive, negative = encode_text(pipe, models, BASE.prompt, BASE.negative_prompt)
+        components = bind_ltx2_components(models)
+        positive, negative = encode_text(components, BASE.prompt, BASE.negative_prompt)
         x, shape = initial_latents(
-            pipe, models, StagePlan(64, 64, 64, 64), 9, 24.0, torch.Generator().manual_seed(5)
+            components.geometry, StagePlan(64, 64, 64, 64), 9, 24.0, torch.Generator().manual_seed(5)
         )
         denoiser = Ltx2Denoiser(
-            models.transformer, positive, negative, shape, GuidanceSpec(3, 1, 0.85, 3), GuidanceSpec(7, 1, 0.7, 3),
-            models.stg_blocks,
+            components.transformer, components.geometry, positive, negative, shape,
+            GuidanceSpec(3, 1, 0.85, 3), GuidanceSpec(7, 1, 0.7, 3),
         )  # fmt: skip
         out = sample(x, schedules.ltx2_sigmas(4, x.video.shape[1]), denoiser, SamplerSettings())
         video = pipe._unpack_latents(out.video, shape.frames, shape.height, shape.width)
@@ -281,10 +286,10 @@ def test_acceleration_levels_cut_forwards(models: Ltx2Models) -> None:
     counts = {}
     for level in Acceleration:
         spec = dataclasses.replace(BASE, acceleration=level, num_inference_steps=6)
-        pipe = ltx2_helper_pipeline(models)
-        positive, negative = encode_text(pipe, models, spec.prompt, spec.negative_prompt)
+        components = bind_ltx2_components(models)
+        positive, negative = encode_text(components, spec.prompt, spec.negative_prompt)
         x, shape = initial_latents(
-            pipe, models, StagePlan(64, 64, 64, 64), 9, 24.0, torch.Generator().manual_seed(0)
+            components.geometry, StagePlan(64, 64, 64, 64), 9, 24.0, torch.Generator().manual_seed(0)
         )
         every = {Acceleration.NONE: 1, Acceleration.REGULAR: 2, Acceleration.HIGH: 3, Acceleration.FULL: 1}[
             level
@@ -292,8 +297,9 @@ def test_acceleration_levels_cut_forwards(models: Ltx2Models) -> None:
         full = level is Acceleration.FULL
         neutral = GuidanceSpec(1.0, 0.0, 0.0, 1.0)
         denoiser = Ltx2Denoiser(
-            models.transformer, positive, negative, shape, neutral if full else spec.video_guidance,
-            neutral if full else spec.audio_guidance, models.stg_blocks, guidance_every=every,
+            components.transformer, components.geometry, positive, negative, shape,
+            neutral if full else spec.video_guidance, neutral if full else spec.audio_guidance,
+            guidance_every=every,
         )  # fmt: skip
         sigmas = schedules.distilled_sigmas() if full else schedules.beta_sigmas(6)
         with torch.inference_mode():

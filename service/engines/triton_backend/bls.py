@@ -8,7 +8,9 @@ numpy on the CPU and as DLPack on a GPU, so TensorRT outputs stay on the device.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import triton_python_backend_utils as pb_utils  # only importable inside a Triton Python-backend stub
@@ -23,7 +25,9 @@ from service.contract.components import (
     VaeDecoderDecl,
     VaeEncoderDecl,
 )
+from service.contract.pipeline import COMPONENT_TIMEOUT_MESSAGE, DEFAULT_COMPONENT_TIMEOUT_S
 from service.contract.tensors import TensorDecl
+from service.domain.errors import RunnerUnavailable
 from service.models.assets import PipelineAssets
 from service.models.component_modules import torch_dtype_of
 from service.models.torch_components import tokenize
@@ -31,11 +35,16 @@ from service.pipelines.components import Components
 
 
 class BlsModel:
-    """One component model, called with its declared inputs; returns its one output on `device`."""
+    """One component model, called with its declared inputs; returns its one output on `device`. A call
+    that takes longer than `timeout_s` fails the request as runner_unavailable (the hung call is left
+    to its daemon thread: Triton offers no way to abort a model's execute)."""
 
-    def __init__(self, component: ComponentDecl, device: torch.device) -> None:
+    def __init__(
+        self, component: ComponentDecl, device: torch.device, timeout_s: float = DEFAULT_COMPONENT_TIMEOUT_S
+    ) -> None:
         self.component = component
         self.device = device
+        self.timeout_s = timeout_s
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         declared = self.component.inputs
@@ -48,11 +57,26 @@ class BlsModel:
                 _to_triton(tensor_decl, tensor) for tensor_decl, tensor in zip(declared, tensors, strict=True)
             ],
         )
-        response = request.exec()
+        response = self._exec_within_timeout(request)
         if response.has_error():
             raise RuntimeError(f"{self.component.name} failed: {response.error().message()}")
         output = pb_utils.get_output_tensor_by_name(response, self.component.output_names[0])
         return _from_triton(output).to(self.device)
+
+
+    def _exec_within_timeout(self, request: Any) -> Any:
+        answer: list[Any] = []
+        caller = threading.Thread(
+            target=lambda: answer.append(request.exec()), name=f"bls-{self.component.name}", daemon=True
+        )
+        caller.start()
+        caller.join(self.timeout_s)
+        if not answer:
+            raise RunnerUnavailable(
+                f"Triton's {self.component.name} model {COMPONENT_TIMEOUT_MESSAGE} {self.timeout_s:g} s"
+                " (hung or overloaded); the service is not taking jobs until it answers again"
+            )
+        return answer[0]
 
 
 def _to_triton(declared: TensorDecl, tensor: torch.Tensor) -> pb_utils.Tensor:
@@ -146,14 +170,18 @@ class BlsLatentUpsampler:
 
 
 def bls_components(
-    assets: PipelineAssets, device: torch.device, component_names: frozenset[str]
+    assets: PipelineAssets,
+    device: torch.device,
+    component_names: frozenset[str],
+    timeout_s: float = DEFAULT_COMPONENT_TIMEOUT_S,
 ) -> Components:
-    """Components whose every call is a BLS request to the component model of the same name; the optional
-    ones (VAE encoder, latent upsampler) only when the repository has their models (`component_names`)."""
+    """Components whose every call is a BLS request to the component model of the same name, each
+    bounded by `timeout_s`; the optional ones (VAE encoder, latent upsampler) only when the repository
+    has their models (`component_names`)."""
     geometry = assets.geometry
 
     def model(component_type: type[ComponentDecl]) -> BlsModel:
-        return BlsModel(component_type(geometry), device)
+        return BlsModel(component_type(geometry), device, timeout_s)
 
     def present(component_type: type[ComponentDecl]) -> bool:
         return component_type.name in component_names

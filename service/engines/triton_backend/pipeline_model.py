@@ -23,7 +23,7 @@ config.pbtxt parameters: `components`, the repository's component models (which 
 the ModelConfig fields (preset, seed, dtype, model_dir, ...) say which model the tiny/real assets come
 from; `assets_dir` (relative to the version directory) holds exported assets instead; `device` is where
 the pipeline keeps its latents (cpu, or cuda next to TensorRT models); `max_response_bytes` and
-`heartbeat_s` (service/contract/pipeline.py).
+`heartbeat_s` and `component_timeout_s` (service/contract/pipeline.py).
 """
 
 from __future__ import annotations
@@ -91,7 +91,10 @@ class PipelineModel:
         device = torch.device(parameters.get("device") or "cpu")
         names = parameters.get(contract.COMPONENTS_PARAMETER, "")
         component_names = frozenset(name.strip() for name in names.split(",") if name.strip())
-        self.components = bls_components(assets, device, component_names)
+        component_timeout_s = float(
+            parameters.get(contract.COMPONENT_TIMEOUT_PARAMETER) or contract.DEFAULT_COMPONENT_TIMEOUT_S
+        )
+        self.components = bls_components(assets, device, component_names, component_timeout_s)
         self.served = served_endpoints(component_names)
         self.max_response_bytes = int(
             parameters.get(contract.MAX_RESPONSE_BYTES_PARAMETER) or contract.DEFAULT_MAX_RESPONSE_BYTES

@@ -13,7 +13,10 @@
 5. Decode: the video VAE (frames trimmed to `num_frames`), the audio VAE + vocoder (48 kHz), the audio padded
    or trimmed to exactly the video's duration. With `generate_audio: false` no audio is decoded or returned.
 
-LoRAs (user, camera, distilled) are activated per stage by `set_stage_adapters`, a callback from the engine.
+The models are behind the component Protocols (components.py); diffusers' `LTX2Pipeline` lends only its
+pure static helpers (packing, noise). LoRAs (user, camera, distilled) are activated per stage by
+`set_stage_adapters`, a callback from the engine (in process: peft adapters; on Triton: the distilled scale
+the BLS bindings send).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
 from diffusers.pipelines.ltx2.utils import conditioning_frame_rate
+from diffusers.utils.torch_utils import randn_tensor
 
 from service.contract.frames import frames_to_generate
 from service.domain.errors import Cancelled
@@ -36,7 +40,7 @@ from service.domain.outputs import GeneratedVideo
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.domain.specs import Acceleration, Ltx2TextToVideoSpec
 from service.pipelines.ltx2 import schedules
-from service.pipelines.ltx2.components import Ltx2Models
+from service.pipelines.ltx2.components import Ltx2Components, Ltx2Geometry
 from service.pipelines.ltx2.denoiser import LatentShape, Ltx2Denoiser, TextContext
 from service.pipelines.ltx2.guidance import NEUTRAL
 from service.pipelines.ltx2.sampler import AvLatents, SamplerSettings, sample
@@ -71,67 +75,43 @@ def stage_sizes(width: int, height: int, multiscale: bool) -> tuple[StagePlan, S
     return StagePlan(w2 // 2, h2 // 2, w2 // 2, h2 // 2), StagePlan(w2, h2, width, height)
 
 
-def ltx2_helper_pipeline(models: Ltx2Models) -> LTX2Pipeline:
-    """An `LTX2Pipeline` around the models, for its helpers (prompt encoding, latents, (un)packing)."""
-    return LTX2Pipeline(
-        scheduler=schedules.ltx2_scheduler(),  # type: ignore[arg-type]
-        vae=models.vae,
-        audio_vae=models.audio_vae,
-        text_encoder=models.text_encoder,
-        tokenizer=models.tokenizer,
-        connectors=models.connectors,
-        transformer=models.transformer,
-        vocoder=models.vocoder,
-    )
-
-
 def encode_text(
-    pipe: LTX2Pipeline, models: Ltx2Models, prompt: str, negative: str | None
+    components: Ltx2Components, prompt: str, negative: str | None
 ) -> tuple[TextContext, TextContext | None]:
-    embeds, mask, neg_embeds, neg_mask = pipe.encode_prompt(
-        prompt,
-        negative_prompt=negative,
-        do_classifier_free_guidance=negative is not None,
-        max_sequence_length=models.text_max_length,
-        device=models.device,
-    )
-    positive = TextContext(*models.connectors(embeds, mask, padding_side="left"))
-    if negative is None:
-        return positive, None
-    return positive, TextContext(*models.connectors(neg_embeds, neg_mask, padding_side="left"))
+    positive = components.text_encoder.encode(prompt)
+    return positive, (components.text_encoder.encode(negative) if negative is not None else None)
 
 
 def generate_ltx2(
-    models: Ltx2Models,
+    components: Ltx2Components,
     spec: Ltx2TextToVideoSpec,
     ctx: JobContext,
     set_stage_adapters: StageAdapters = lambda stage: None,
 ) -> GeneratedVideo:
     with torch.inference_mode():
-        return _generate(models, spec, ctx.on_progress, ctx.is_cancelled, set_stage_adapters)
+        return _generate(components, spec, ctx.on_progress, ctx.is_cancelled, set_stage_adapters)
 
 
 def _generate(
-    models: Ltx2Models,
+    components: Ltx2Components,
     spec: Ltx2TextToVideoSpec,
     on_progress: ProgressCallback,
     is_cancelled: CancelCheck,
     set_stage_adapters: StageAdapters,
 ) -> GeneratedVideo:
-    pipe = ltx2_helper_pipeline(models)
+    geometry = components.geometry
     full = spec.acceleration is Acceleration.FULL
     video_guidance = NEUTRAL if full else spec.video_guidance
     audio_guidance = NEUTRAL if full else spec.audio_guidance
     needs_negative = video_guidance.cfg_scale != 1 or audio_guidance.cfg_scale != 1
     set_stage_adapters(1)  # before the text: the connectors carry LoRA adapters too
     on_progress(Progress(Stage.ENCODING_PROMPT, message="encoding the prompt with Gemma-3"))
-    positive, negative = encode_text(
-        pipe, models, spec.prompt, spec.negative_prompt if needs_negative else None
-    )
+    negative_prompt = spec.negative_prompt if needs_negative else None
+    positive, negative = encode_text(components, spec.prompt, negative_prompt)
     stage1, stage2 = stage_sizes(spec.width, spec.height, spec.use_multiscale)
     frames = frames_to_generate(spec.num_frames)
     generator = torch.Generator("cpu").manual_seed(spec.seed)
-    x, shape = initial_latents(pipe, models, stage1, frames, spec.fps, generator)
+    x, shape = initial_latents(geometry, stage1, frames, spec.fps, generator)
     sigmas = (
         schedules.distilled_sigmas()
         if full
@@ -142,13 +122,13 @@ def _generate(
             "acceleration full: the distilled 8-step recipe without guidance replaces the steps and scales"
         )
     denoiser = Ltx2Denoiser(
-        models.transformer,
+        components.transformer,
+        geometry,
         positive,
         negative,
         shape,
         video_guidance,
         audio_guidance,
-        models.stg_blocks,
         guidance_every=GUIDANCE_EVERY[spec.acceleration],
     )
     restart = SamplerSettings(
@@ -158,85 +138,65 @@ def _generate(
     )
     x = sample(x, sigmas, denoiser, restart, _reporter(on_progress, "stage 1"), is_cancelled)
     audio_latents = x.audio
-    video_latents = pipe._unpack_latents(x.video, shape.frames, shape.height, shape.width)
+    video_latents = unpack_video(geometry, x.video, shape)
     if stage2 is not None:
+        set_stage_adapters(2)
         video_latents, shape = _stage2(
-            pipe,
-            models,
-            video_latents,
-            x.audio,
-            shape,
-            positive,
-            generator,
-            on_progress,
-            is_cancelled,
-            set_stage_adapters,
+            components, video_latents, x.audio, shape, positive, generator, on_progress, is_cancelled
         )
-    pixels = decode_video(pipe, models, video_latents, spec.num_frames, on_progress, is_cancelled)
+    pixels = decode_video(components, video_latents, spec.num_frames, on_progress, is_cancelled)
     if stage2 is not None:
         pixels = _center_crop(pixels, stage2.crop_width, stage2.crop_height)
-    audio = (
-        decode_audio(pipe, models, audio_latents, shape.audio_frames, spec) if spec.generate_audio else None
-    )
-    sample_rate = int(models.vocoder.config["output_sampling_rate"]) if audio is not None else 0
+    audio = decode_audio(components, audio_latents, spec) if spec.generate_audio else None
+    sample_rate = geometry.output_sample_rate if audio is not None else 0
     return GeneratedVideo(
         pixels, spec.fps, spec.prompt, spec.seed, audio=audio, audio_sample_rate=sample_rate
     )
 
 
+def pack_video(geometry: Ltx2Geometry, latents: torch.Tensor) -> torch.Tensor:
+    return LTX2Pipeline._pack_latents(latents, geometry.patch_size, geometry.patch_size_t)
+
+
+def unpack_video(geometry: Ltx2Geometry, latents: torch.Tensor, shape: LatentShape) -> torch.Tensor:
+    return LTX2Pipeline._unpack_latents(
+        latents, shape.frames, shape.height, shape.width, geometry.patch_size, geometry.patch_size_t
+    )
+
+
 def initial_latents(
-    pipe: LTX2Pipeline,
-    models: Ltx2Models,
+    geometry: Ltx2Geometry,
     stage: StagePlan,
     frames: int,
     fps: float,
     generator: torch.Generator,
+    device: torch.device | None = None,
 ) -> tuple[AvLatents, LatentShape]:
-    device = models.device
-    video = pipe.prepare_latents(
-        1,
-        models.transformer.config["in_channels"],
-        stage.height,
-        stage.width,
-        frames,
-        0.0,
-        torch.float32,
-        device,
-        generator,
-    )
-    audio_frames = audio_latent_frames(models, frames, fps)
-    audio = pipe.prepare_audio_latents(
-        1,
-        int(models.audio_vae.config["latent_channels"]),
-        audio_frames,
-        int(models.audio_vae.config["mel_bins"]),
-        0.0,
-        torch.float32,
-        device,
-        generator,
-    )
+    """Video then audio noise from `generator`, packed, as `LTX2Pipeline.prepare_(audio_)latents` draw it."""
+    space, time = geometry.spatial_compression, geometry.temporal_compression
+    audio_frames = audio_latent_frames(geometry, frames, fps)
     shape = LatentShape(
-        frames=(frames - 1) // pipe.vae_temporal_compression_ratio + 1,
-        height=stage.height // pipe.vae_spatial_compression_ratio,
-        width=stage.width // pipe.vae_spatial_compression_ratio,
+        frames=(frames - 1) // time + 1,
+        height=stage.height // space,
+        width=stage.width // space,
         audio_frames=audio_frames,
         fps=conditioning_frame_rate(fps, 1.0),
     )
-    return AvLatents(video, audio), shape
+    video_noise = (1, geometry.latent_channels, shape.frames, shape.height, shape.width)
+    video = randn_tensor(video_noise, generator=generator, device=device, dtype=torch.float32)
+    video = pack_video(geometry, video)
+    audio_noise = (1, geometry.audio_latent_channels, audio_frames, geometry.audio_latent_mel_bins)
+    audio = randn_tensor(audio_noise, generator=generator, device=device, dtype=torch.float32)
+    return AvLatents(video, LTX2Pipeline._pack_audio_latents(audio)), shape
 
 
-def audio_latent_frames(models: Ltx2Models, frames: int, fps: float) -> int:
+def audio_latent_frames(geometry: Ltx2Geometry, frames: int, fps: float) -> int:
     """round(duration * latents per second): 121 frames at 24 fps -> 126 latents at 25/s."""
-    config = models.audio_vae.config
-    per_second = (
-        config["sample_rate"] / config["mel_hop_length"] / float(models.audio_vae.temporal_compression_ratio)
-    )
-    return round(frames / fps * per_second)
+    return round(frames / fps * geometry.audio_latents_per_second)
 
 
 def _stage2(
-    pipe: LTX2Pipeline,
-    models: Ltx2Models,
+    components: Ltx2Components,
     video_latents: torch.Tensor,
     audio: torch.Tensor,
     shape: LatentShape,
@@ -244,27 +204,21 @@ def _stage2(
     generator: torch.Generator,
     on_progress: ProgressCallback,
     is_cancelled: CancelCheck,
-    set_stage_adapters: StageAdapters,
 ) -> tuple[torch.Tensor, LatentShape]:
-    if models.upsampler is None:
+    if components.upsampler is None:
         raise ValueError("multiscale needs the LTX-2.3 latent upsampler (ltx2.upsampler_dir)")
+    geometry = components.geometry
     on_progress(Progress(Stage.UPSAMPLING, message="x2 latent upsampler"))
-    vae = models.vae
-    raw = pipe._denormalize_latents(
-        video_latents, vae.latents_mean, vae.latents_std, vae.config["scaling_factor"]
-    )
-    upsampled = models.upsampler(raw.to(models.upsampler.dtype)).float()
+    upsampled = components.upsampler.upsample(video_latents).to(video_latents.device)
     sigmas = schedules.stage2_sigmas()
     start = float(sigmas[0])
-    video = pipe.prepare_latents(
-        latents=upsampled, noise_scale=start, dtype=torch.float32, device=models.device, generator=generator
-    )
+    video = LTX2Pipeline._create_noised_state(pack_video(geometry, upsampled), start, generator)
+    video = video.to(device=video_latents.device, dtype=torch.float32)
     audio_in = audio + 0  # audio is re-noised beside the video; its stage-2 result is discarded
     noise = torch.randn(audio_in.shape, generator=generator, dtype=torch.float32).to(audio_in)
     audio_in = start * noise + (1 - start) * audio_in
     shape2 = LatentShape(shape.frames, upsampled.shape[3], upsampled.shape[4], shape.audio_frames, shape.fps)
-    set_stage_adapters(2)
-    denoiser = Ltx2Denoiser(models.transformer, positive, None, shape2, NEUTRAL, NEUTRAL, models.stg_blocks)
+    denoiser = Ltx2Denoiser(components.transformer, geometry, positive, None, shape2, NEUTRAL, NEUTRAL)
     x = sample(
         AvLatents(video, audio_in),
         sigmas,
@@ -273,12 +227,11 @@ def _stage2(
         _reporter(on_progress, "stage 2"),
         is_cancelled,
     )
-    return pipe._unpack_latents(x.video, shape2.frames, shape2.height, shape2.width), shape2
+    return unpack_video(geometry, x.video, shape2), shape2
 
 
 def decode_video(
-    pipe: LTX2Pipeline,
-    models: Ltx2Models,
+    components: Ltx2Components,
     latents: torch.Tensor,
     num_frames: int,
     on_progress: ProgressCallback,
@@ -288,12 +241,7 @@ def decode_video(
     if is_cancelled():
         raise Cancelled()
     on_progress(Progress(Stage.DECODING, message="decoding video latents"))
-    vae = models.vae
-    raw = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config["scaling_factor"])
-    timestep = (
-        torch.zeros(1, device=raw.device, dtype=vae.dtype) if vae.config["timestep_conditioning"] else None
-    )
-    video = vae.decode(raw.to(vae.dtype), timestep, return_dict=False)[0]  # [1, 3, F, H, W] in [-1, 1]
+    video = components.vae_decoder.decode(latents)  # [1, 3, F, H, W] in [-1, 1]
     video = video[0, :, :num_frames]
     pixels = np.empty((video.shape[1], video.shape[2], video.shape[3], 3), dtype=np.uint8)
     for start in range(0, video.shape[1], PIXEL_CHUNK_FRAMES):  # in place, a few frames at a time
@@ -303,21 +251,10 @@ def decode_video(
     return pixels
 
 
-def decode_audio(
-    pipe: LTX2Pipeline,
-    models: Ltx2Models,
-    latents: torch.Tensor,
-    audio_frames: int,
-    spec: Ltx2TextToVideoSpec,
-) -> np.ndarray:
+def decode_audio(components: Ltx2Components, latents: torch.Tensor, spec: Ltx2TextToVideoSpec) -> np.ndarray:
     """float32 [channels, samples] at the vocoder's rate, exactly `num_frames / fps` long."""
-    audio_vae = models.audio_vae
-    raw = pipe._denormalize_audio_latents(latents, audio_vae.latents_mean, audio_vae.latents_std)
-    mel_bins = int(audio_vae.config["mel_bins"]) // pipe.audio_vae_mel_compression_ratio
-    raw = pipe._unpack_audio_latents(raw, audio_frames, num_mel_bins=mel_bins)
-    mel = audio_vae.decode(raw.to(audio_vae.dtype), return_dict=False)[0]
-    waveform = models.vocoder(mel.to(models.vocoder.dtype))[0].float().clamp(-1, 1).cpu().numpy()
-    rate = int(models.vocoder.config["output_sampling_rate"])
+    waveform = components.audio_decoder.decode(latents)[0].float().cpu().numpy()
+    rate = components.geometry.output_sample_rate
     return fit_audio(waveform, audio_samples(spec.num_frames, spec.fps, rate))
 
 
