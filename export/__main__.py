@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> None:
     )
     if args.command == "cpu-repository":
         model = stages.config.model
-        write_cpu_repository(Path(args.out), model, declare(stages.component_names, stages.assets.geometry))
+        components = declare(stages.component_names, stages.assets.geometry)
+        write_cpu_repository(Path(args.out), model, components, ltx2=stages.config.ltx2)
         return
     if args.command == "build":
         available, reason = tensorrt_available()

@@ -16,8 +16,9 @@ exception left, until that endpoint's `PipelineEndpoint` replaces it). The LTX-2
   4. inputs    service/inputs/endpoints.py: its `InputEndpoint` in `INPUT_ENDPOINTS` (no media; its prompt
                is expanded in the engine by the resident Gemma-3);
   5. engines   service/engines/endpoint_pipelines.py: its `PipelineEndpoint` in `PIPELINE_ENDPOINTS`: the
-               pipeline (service/pipelines/ltx2/) and the component models it needs (declared in
-               service/contract/), which decide whether a deployment (local or Triton) serves it.
+               pipeline (service/pipelines/ltx2/text_to_video.py) and the component models it needs
+               (declared in service/contract/ltx2_components.py), which decide whether a deployment
+               (local or Triton) serves it.
 The code behind a descriptor (the pipeline, its components, a validator) lives where its layer keeps
 such code; the descriptor is the one edit that wires it in. tests/unit/test_inputs_registry.py checks
 that every `Endpoint` has an API and an inputs descriptor.

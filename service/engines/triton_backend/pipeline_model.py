@@ -46,6 +46,8 @@ from service.domain.progress import Progress, Stage
 from service.domain.specs import Endpoint, spec_from_json
 from service.engines.conditioning_tensors import kept_from_arrays, media_from_arrays
 from service.engines.endpoint_pipelines import (
+    LTX2_COMPONENTS,
+    BoundComponents,
     EndpointInputs,
     pipeline_endpoint,
     run_endpoint,
@@ -53,7 +55,9 @@ from service.engines.endpoint_pipelines import (
 )
 from service.engines.slots import Slots
 from service.engines.triton_backend.bls import bls_components
+from service.engines.triton_backend.ltx2_bls import ltx2_bls_components
 from service.engines.triton_backend.params import (
+    ltx2_config_from,
     model_config_from,
     model_parameters,
     resolve_path,
@@ -69,10 +73,13 @@ from service.engines.triton_backend.requests import (
 from service.logs import request_scope
 from service.media.encode import frame_chunks
 from service.models.assets import assets_from_models, load_assets
+from service.pipelines.components import Components
+from service.pipelines.ltx2.components import Ltx2Components
 
 log = logging.getLogger("ltx_pipeline")
 
 NO_LORA = "LoRAs are not supported by the Triton engine yet (TensorRT plans are built without adapters)"
+NO_CAMERA_LORA = "camera LoRAs are not supported by the Triton engine (only the distilled LoRA is resident)"
 FINALIZE_WAIT_S = 30.0  # how long an unload waits for the requests in flight
 
 
@@ -95,6 +102,7 @@ class PipelineModel:
             parameters.get(contract.COMPONENT_TIMEOUT_PARAMETER) or contract.DEFAULT_COMPONENT_TIMEOUT_S
         )
         self.components = bls_components(assets, device, component_names, component_timeout_s)
+        self.ltx2_components = _ltx2_components(parameters, device, component_names, component_timeout_s)
         self.served = served_endpoints(component_names)
         self.max_response_bytes = int(
             parameters.get(contract.MAX_RESPONSE_BYTES_PARAMETER) or contract.DEFAULT_MAX_RESPONSE_BYTES
@@ -151,6 +159,7 @@ class PipelineModel:
                 video, streamed = self._run_when_free(request, inputs, sender, max_bytes)
                 if not streamed:  # a pipeline that returns its frames at the end (no FrameOutput)
                     _send_frames(sender, video, max_bytes)
+                _send_audio(sender, video, max_bytes)
             sender.send(_result_response(video), final=True)
             log.info("request %s: done, %d frames", request_id, len(video.frames))
         except Exception as exc:  # any failure ends this request, never the model
@@ -189,9 +198,21 @@ class PipelineModel:
     def _generate(self, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
         # Prompt expansion, media fetching and the safety checks run in the service (its prepare and
         # finish stages).
-        if getattr(inputs.spec, "loras", ()):
+        # Entries with an empty path are no LoRA (the LTX-2.3 spec's own example sends one); Submit refuses
+        # the others, so these are a second line of defence.
+        if any(lora.path for lora in getattr(inputs.spec, "loras", ())):
             raise JobError(ErrorType.LORA_LOAD_FAILED, NO_LORA)
-        return run_endpoint(self.components, inputs, ctx)
+        if getattr(getattr(inputs.spec, "camera_lora", None), "value", "none") != "none":
+            raise JobError(ErrorType.LORA_LOAD_FAILED, NO_CAMERA_LORA)
+        return run_endpoint(self._bound(inputs), inputs, ctx)
+
+    def _bound(self, inputs: EndpointInputs) -> BoundComponents:
+        if pipeline_endpoint(inputs.spec.endpoint).family is Ltx2Components:
+            if self.ltx2_components is None:  # `served` has it only with its component models
+                raise BadRequest(f"{inputs.spec.endpoint}: no LTX-2.3 component models in this repository")
+            return self.ltx2_components
+        components: Components = self.components
+        return components
 
 
 class _TritonLogHandler(logging.Handler):
@@ -305,14 +326,49 @@ def _frames_response(start: int, piece: np.ndarray, total: int) -> Any:
     )
 
 
+def _send_audio(sender: SerialSender, video: GeneratedVideo, max_bytes: int) -> None:
+    """The audio track (float32 [channels, samples]) after the frames, each response at most `max_bytes`."""
+    if video.audio is None:
+        return
+    audio = np.ascontiguousarray(video.audio, dtype=np.float32)
+    total = np.array([audio.shape[1]], dtype=np.int64)
+    per_response = max(1, max_bytes // max(1, audio.shape[0] * audio.itemsize))
+    for start in range(0, audio.shape[1], per_response):
+        piece = np.ascontiguousarray(audio[:, start : start + per_response])
+        sender.send(
+            pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor(contract.AUDIO, piece),
+                    pb_utils.Tensor(contract.AUDIO_START, np.array([start], dtype=np.int64)),
+                    pb_utils.Tensor(contract.TOTAL_AUDIO_SAMPLES, total),
+                ]
+            )
+        )
+
+
 def _result_response(video: GeneratedVideo) -> Any:
+    rate = video.audio_sample_rate if video.audio is not None else 0
     return pb_utils.InferenceResponse(
         output_tensors=[
             pb_utils.Tensor(contract.FRAME_RATE, np.array([video.frame_rate], dtype=np.float32)),
             pb_utils.Tensor(contract.SEED, np.array([video.seed], dtype=np.int64)),
             pb_utils.Tensor(contract.PROMPT, _bytes(video.prompt)),
+            pb_utils.Tensor(contract.AUDIO_SAMPLE_RATE, np.array([rate], dtype=np.int32)),
         ]
     )
+
+
+def _ltx2_components(
+    parameters: dict[str, str], device: torch.device, component_names: frozenset[str], timeout_s: float
+) -> Ltx2Components | None:
+    """BLS bindings of the LTX-2.3 component models, when the repository has them: the tokenizer and
+    geometry come from the `ltx2.*` parameters' models (built here for the tiny preset)."""
+    if not component_names >= LTX2_COMPONENTS:
+        return None
+    from service.models.ltx2_component_modules import load_ltx2_assets
+
+    geometry, tokenizer = load_ltx2_assets(ltx2_config_from(parameters))
+    return ltx2_bls_components(geometry, tokenizer, device, component_names, timeout_s)
 
 
 def _send_final_error(sender: SerialSender, exc: Exception, request_id: str) -> None:
