@@ -98,7 +98,7 @@ def _distilled(components: Components, inputs: EndpointInputs, ctx: JobContext) 
 
 def _extend(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
     spec = narrowed(inputs.spec, ExtendSpec)
-    return generate_extension(components, spec, _kept(inputs), ctx)
+    return generate_extension(components, spec, _kept(inputs), inputs.media, ctx)
 
 
 PIPELINE_ENDPOINTS: tuple[PipelineEndpoint, ...] = (

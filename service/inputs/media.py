@@ -10,8 +10,9 @@ that order (images first, then videos, each in request order):
      clip can use (the generated length less its start frame), then trimmed to 8k + 1 frames;
   4. with a safety checker (the request's `enable_safety_checker`), score it: an image as one image, a
      video as evenly sampled frames; a flag fails the job with content_policy_violation naming the field;
-  5. re-compress it with H.264 at the spec's `constant_rate_factor` (the distilled endpoint; CRF 0 and
-     the endpoints without the field leave the pixels as decoded).
+  5. preprocess it as upstream does (service/inputs/conditioning_recipe.py): a 3x3 Gaussian blur, then
+     H.264 at the spec's `constant_rate_factor` (the distilled endpoint; 0: blurred only) or at CRF 29
+     (the multiconditioning endpoint, which has no such field: upstream's default on every pipeline).
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from service.domain.specs import (
     VideoConditionSpec,
     resolve_auto_size,
 )
+from service.inputs.conditioning_recipe import UPSTREAM_CONDITIONING_CRF, preprocess_conditioning
 from service.media.decode import aspect_ratio_of, decode_image, decode_video
 from service.media.fetch import FetchedMedia, FetchLimits, fetch_media
-from service.media.recompress import recompress
 from service.media.sniff import MediaKind
 from service.pipelines.conditioning import ConditioningMedia
+from service.pipelines.extend import plan_extension
 from service.safety.checker import SafetyChecker
 
 logger = logging.getLogger(__name__)
@@ -77,10 +79,17 @@ def prepare_conditioning_inputs(
         on_progress(Progress(Stage.PREPARING_CONDITIONS, message=message))
     spec = _resolve_size(spec, fetched)
     clip_frames = frames_to_generate(spec.num_frames)
-    crf = spec.constant_rate_factor if isinstance(spec, DistilledMulticonditioningSpec) else 0
+    crf = conditioning_crf(spec)
     _check_decoded_budget(fetched, spec.width, spec.height, clip_frames, limits.max_decoded_bytes)
     media = tuple(_prepare_one(item, spec.width, spec.height, clip_frames, safety, crf) for item in fetched)
     return PreparedInputs(spec=spec, media=media)
+
+
+def conditioning_crf(spec: AutoSizedSpec) -> int:
+    """The CRF conditioning frames are re-compressed at: the distilled spec's own field, else upstream's 29."""
+    if isinstance(spec, DistilledMulticonditioningSpec):
+        return spec.constant_rate_factor
+    return UPSTREAM_CONDITIONING_CRF
 
 
 def _check_decoded_budget(
@@ -130,8 +139,7 @@ def _prepare_one(
         pixels = decode_image(item.media.data, width=width, height=height, field=item.field)
     if safety is not None:
         check_pixels(safety, pixels, item.field)
-    if crf:
-        pixels = recompress(pixels, crf)
+    pixels = preprocess_conditioning(pixels, crf)
     return ConditioningMedia(
         pixels=pixels[None], start_frame=condition.start_frame, strength=condition.strength
     )
@@ -205,3 +213,15 @@ def prepare_extend_input(
     if safety is not None:
         check_pixels(safety, pixels, field)
     return pixels
+
+
+def extend_context(spec: ExtendSpec, kept_pixels: torch.Tensor) -> tuple[ConditioningMedia, ...]:
+    """The kept frames that condition an extension (its plan's last C kept frames, at frame 0 with
+    `video.strength`), preprocessed as upstream preprocesses every conditioning frame (blur, CRF 29); the
+    kept frames themselves stay as decoded, since they are copied to the output. None when K = 0."""
+    plan = plan_extension(spec.num_frames, int(kept_pixels.shape[1]))
+    if not plan.context:
+        return ()
+    context = kept_pixels[:, plan.kept - plan.context : plan.kept]
+    pixels = preprocess_conditioning(context, UPSTREAM_CONDITIONING_CRF)
+    return (ConditioningMedia(pixels=pixels[None], start_frame=0, strength=spec.video.strength),)

@@ -5,8 +5,9 @@
 2. the safety checker the request asks for is picked (used here on the inputs and by the finish stage
    on the output; the extend spec has no `enable_safety_checker` field, so its output is always
    checked unless the service config turns the checker off);
-3. conditioning media are fetched, decoded, checked and re-compressed (service/inputs/media.py), which
-   also resolves `aspect_ratio: auto`;
+3. conditioning media are fetched, decoded, checked and preprocessed as upstream does (blur, CRF;
+   service/inputs/media.py, service/inputs/conditioning_recipe.py), which also resolves
+   `aspect_ratio: auto`; extend's context frames are taken from its kept frames and preprocessed alike;
 4. LoRAs are resolved to local files, downloading URLs (service/inputs/lora.py), so the model lock is
    never held over the network.
 """
@@ -28,7 +29,7 @@ from service.domain.specs import (
     Spec,
 )
 from service.inputs.lora import fetch_loras
-from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
+from service.inputs.media import extend_context, prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
 from service.models.lora import FetchedLora
 from service.pipelines.endpoint_inputs import EndpointInputs
@@ -94,5 +95,6 @@ def prepare_endpoint_inputs(
         prepared = prepare_conditioning_inputs(spec, limits, checker, on_progress)
         return EndpointInputs(prepared.spec, media=prepared.media)
     if isinstance(spec, ExtendSpec):
-        return EndpointInputs(spec, kept_pixels=prepare_extend_input(spec, limits, checker, on_progress))
+        kept = prepare_extend_input(spec, limits, checker, on_progress)
+        return EndpointInputs(spec, media=extend_context(spec, kept), kept_pixels=kept)
     return EndpointInputs(spec)

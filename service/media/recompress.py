@@ -7,11 +7,14 @@ CRF and back before encoding.
 
 Details, following that reference:
 - CRF 0 means "do not re-compress": the frames come back unchanged (not x264's lossless mode).
-- Every frame is intra-coded (keyframe interval 1): the reference compresses each frame as its own
-  one-frame video, so no frame borrows another's content. Here the frames share one in-memory MP4 and
-  one encoder, which is cheaper than one container per frame.
+- Every frame is coded as its own one-frame video at 1 fps, exactly as the reference does (so no frame
+  borrows another's content). Not one shared multi-frame stream: x264's rate control depends on the
+  stream (frame rate, keyframe interval), and a shared all-intra stream at 24 fps differs from the
+  reference's output by up to 32-41 uint8 levels on a textured frame (tests/unit/test_conditioning_recipe.py
+  checks the match within one level).
 - 4:2:0 chroma (yuv420p) and the "veryfast" preset. 4:2:0 needs even sides, so odd frames are padded
-  by repeating their last row or column and cropped back afterwards.
+  by repeating their last row or column and cropped back afterwards (the reference drops that row or
+  column instead, which would change the frame's size).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CRF = 51  # x264's range is 0..51
 _PRESET = "veryfast"
-_NOMINAL_FPS = 24  # irrelevant to the result: every frame is coded on its own
+_REFERENCE_FPS = 1  # crf_compressor's `rate=1`: x264's rate control, and so the result, depends on it
 
 
 def _to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
@@ -43,25 +46,30 @@ def _pad_to_even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
 
 
-def _encode(frames: np.ndarray, crf: int) -> bytes:
+def _encode_frame(pixels: np.ndarray, crf: int) -> bytes:
+    """One uint8 frame [H, W, 3] as a one-frame H.264 MP4 (crf_compressor._encode_single_frame)."""
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
         stream = container.add_stream(
-            "libx264",
-            rate=_NOMINAL_FPS,
-            options={"crf": str(crf), "preset": _PRESET, "x264-params": "keyint=1"},
+            "libx264", rate=_REFERENCE_FPS, options={"crf": str(crf), "preset": _PRESET}
         )
-        stream.height, stream.width = frames.shape[1:3]
+        stream.height, stream.width = pixels.shape[:2]
         stream.pix_fmt = "yuv420p"
-        for pixels in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuv420p")
+        container.mux(stream.encode(frame))
         container.mux(stream.encode())  # flush
     return buffer.getvalue()
 
 
-def _decode(data: bytes) -> np.ndarray:
+def _decode_frame(data: bytes) -> np.ndarray:
     with av.open(io.BytesIO(data), mode="r") as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        for frame in container.decode(video=0):
+            return frame.to_ndarray(format="rgb24")
+    raise RuntimeError("the H.264 round trip returned no frame")  # a codec bug, not a client mistake
+
+
+def _round_trip(frames: np.ndarray, crf: int) -> np.ndarray:
+    return np.stack([_decode_frame(_encode_frame(pixels, crf)) for pixels in frames])
 
 
 def recompress(frames: torch.Tensor, crf: int) -> torch.Tensor:
@@ -73,9 +81,7 @@ def recompress(frames: torch.Tensor, crf: int) -> torch.Tensor:
     if crf == 0:
         return frames
     _, num_frames, height, width = frames.shape
-    decoded = _decode(_encode(_pad_to_even(_to_uint8_frames(frames)), crf))
-    if decoded.shape[0] != num_frames:  # a codec bug, not a client mistake
-        raise RuntimeError(f"H.264 round trip returned {decoded.shape[0]} of {num_frames} frames")
+    decoded = _round_trip(_pad_to_even(_to_uint8_frames(frames)), crf)
     restored = torch.from_numpy(decoded[:, :height, :width]).permute(3, 0, 1, 2)
     logger.debug("re-compressed %d frames of %dx%d at CRF %d", num_frames, width, height, crf)
     if not frames.dtype.is_floating_point:  # uint8 in, uint8 out

@@ -16,7 +16,9 @@ The mechanism is LTX-Video's (diffusers' `LTXConditionPipeline.prepare_latents` 
   the global sigma falls below `1 - strength`: strength 1 tokens never change, strength 0 tokens are
   ordinary noise, strength s tokens wait at their blended value until sigma < 1 - s.
 * While sampling, hard (strength 1) tokens are re-noised to `condition + image_cond_noise_scale * noise *
-  sigma^2` before each step (LTX's default 0.15; helps motion continuity from a single frame).
+  sigma^2` before each step (LTX's default 0.15; helps motion continuity from a single frame). As
+  upstream, that noise is drawn every step of a conditioned run, for all tokens, even when no token has
+  strength 1 (it then changes nothing but keeps the seed's random stream upstream's).
 * After sampling the keyframe tokens are dropped (`generated_tokens`); only the grid is decoded.
 
 Video conditions are trimmed to a legal length (8k + 1 frames) that fits between their start frame and the
@@ -44,7 +46,7 @@ from service.contract.frames import legal_frames_at_most, uint8_from_unit, unit_
 from service.domain.errors import Cancelled
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
 from service.pipelines.components import Components, ModelGeometry
-from service.pipelines.latents import LatentShape, normalize, pack, video_coords
+from service.pipelines.latents import LatentShape, initial_noise, normalize, pack, video_coords
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,9 @@ class ConditionedLatents(NamedTuple):
     strength: torch.Tensor  # [1, E + N] conditioning strength per token (0 = free)
     num_extra_tokens: int  # E, the keyframe tokens to drop after sampling
     shape: LatentShape  # the generated grid, N = shape.num_tokens
+    # Whether any condition (media or latents) was given, even at strength 0: upstream then draws the
+    # hard tokens' re-noise every step (its `conditioning_mask is not None`), whether or not it applies.
+    conditioned: bool = False
 
 
 # (latents [1, E + N, C], per-token model timestep [1, E + N], step index) -> guided velocity [1, E + N, C]
@@ -132,8 +137,19 @@ _RESIZE_CHUNK_FRAMES = 16  # frames resized at once: bounds the float copy of a 
 
 
 def resize_media(media: ConditioningMedia, width: int, height: int) -> ConditioningMedia:
-    """`media` resized to `width` x `height` (e.g. the first pass of a multiscale pipeline), in the dtype
-    it came in (uint8 videos a few frames at a time, so no float copy of the whole video exists)."""
+    """`media` resized to `width` x `height` for one pass (e.g. the first pass of the multiscale pipeline),
+    in the dtype it came in (uint8 videos a few frames at a time, so no float copy of the whole video).
+
+    Upstream's per-pass resize (`LTXVideoPipeline.resize_tensor`): plain bilinear, `align_corners=False`,
+    no antialiasing, per pass. Its source is ours, not upstream's: the prepared frames at the output size
+    (cover-cropped and resized once at decode, then blurred and re-compressed), where upstream resizes
+    the native-resolution crop each pass. Kept on purpose, because the native source is worse for users:
+    plain bilinear from a source several times larger than the pass aliases (it reads 2x2 of each
+    source block), a native-resolution conditioning video would be held from the prepare stage to the
+    end of the job (a 4K clip is 9x the bytes of 720p, bounded by `media.max_decoded_bytes` at the output
+    size), and upstream's blur at native resolution blurs a large input less than a small one.
+    bench/conditioning_resize.py measures both routes against an antialiased resize of the original.
+    """
     if media.pixels.shape[-2:] == (height, width):
         return media
     batch, channels, frames, _, _ = media.pixels.shape
@@ -141,7 +157,7 @@ def resize_media(media: ConditioningMedia, width: int, height: int) -> Condition
     chunks = []
     for start in range(0, flat.shape[0], _RESIZE_CHUNK_FRAMES):
         part = unit_pixels(flat[start : start + _RESIZE_CHUNK_FRAMES]).float()
-        resized = F.interpolate(part, size=(height, width), mode="bilinear", antialias=True).clamp(-1, 1)
+        resized = F.interpolate(part, size=(height, width), mode="bilinear", align_corners=False)
         floating = media.pixels.dtype.is_floating_point
         chunks.append(resized.to(media.pixels.dtype) if floating else uint8_from_unit(resized))
     pixels = torch.cat(chunks).reshape(batch, frames, channels, height, width).permute(0, 2, 1, 3, 4)
@@ -170,12 +186,13 @@ def prepare_conditioned_latents(
 ) -> ConditionedLatents:
     """Noise (or `initial_latents` noised to `initial_sigma`) with `media` blended in or appended.
 
-    The noise of the grid is drawn first, exactly as the unconditioned pipeline draws it, so a run
-    without conditions (or with a strength 0 condition at frame 0) starts from the same latents.
+    The noise of the grid is drawn first, in upstream's layout (`initial_noise`), exactly as the
+    unconditioned pipeline draws it, so a run without conditions (or with a strength 0 condition at frame
+    0) starts from the same latents; then each condition's keyframe noise, in order, as upstream does.
     `initial_latents` ([1, C, f, h, w], normalized) is for passes that refine given latents.
     """
     geometry = components.geometry
-    noise = randn_tensor(tuple(shape), generator=generator, device=device, dtype=torch.float32)
+    noise = initial_noise(shape, generator, device)
     grid = noise
     if initial_latents is not None:
         grid = initial_sigma * noise + (1 - initial_sigma) * initial_latents.to(device, torch.float32)
@@ -204,6 +221,7 @@ def prepare_conditioned_latents(
         strength=torch.cat([*(k.strength for k in extra), strength], dim=1),
         num_extra_tokens=sum(k.tokens.shape[1] for k in extra),
         shape=shape,
+        conditioned=bool(media) or bool(latent_conditions),
     )
 
 
@@ -296,7 +314,7 @@ def denoise_conditioned(
     schedule = [float(s) for s in sigmas] + [0.0]
     initial = state.tokens.clone()
     hard = hard_tokens(state.strength)
-    renoise = options.image_cond_noise_scale > 0 and bool(hard.any())
+    renoise = options.image_cond_noise_scale > 0 and state.conditioned
     latents = state.tokens
     total = len(sigmas)
     for step in range(total):

@@ -77,6 +77,7 @@ from service.pipelines.long_video import (
 )
 from service.pipelines.padding import crop_frames, generated_size, pad_media
 from service.pipelines.schedules import DistilledTimesteps, distilled_timesteps
+from service.pipelines.seeding import seeded_generator
 from service.pipelines.tone_map import tone_map_latents
 
 logger = logging.getLogger(__name__)
@@ -286,9 +287,10 @@ class DistilledPasses:
         spec, size = self.spec, FrameSize(self.spec.width, self.spec.height)
         store = frame_store_for(self.options.long_video, len(self.windows))
         sink = FrameSink(spec.num_frames, size, spec.reverse_video, store)
-        for chunk in decode(
-            self.components, latents, self.generators[0], spec.tone_map_compression_ratio, self.options
-        ):
+        # The decode noise's own stream, as upstream (`torch.randn_like` on the global RNG seeded with the
+        # seed), not the sampling generator.
+        noise = seeded_generator(spec.seed)
+        for chunk in decode(self.components, latents, noise, spec.tone_map_compression_ratio, self.options):
             if self.is_cancelled():  # between decode tiles: a long video's decode takes minutes
                 raise Cancelled()
             if chunk.start < spec.num_frames:

@@ -15,5 +15,5 @@ class EndpointInputs:
     """A spec and what its pipeline takes besides it."""
 
     spec: Spec  # the normalized spec, its prompt expanded and its AUTO size resolved
-    media: tuple[ConditioningMedia, ...] = ()  # conditioned endpoints: images, then videos, at the size
+    media: tuple[ConditioningMedia, ...] = ()  # images, then videos, at the size; extend: its context
     kept_pixels: torch.Tensor | None = None  # extend: input frames that start the output, [3, K, H, W]

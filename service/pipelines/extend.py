@@ -6,7 +6,9 @@ The rule. Let N = `num_frames` (the service's output length, 121) and S = `video
   * Kept: input frames 0 .. K-1, with K = min(S, input frames available, max_num_frames). They are the
     output's frames 0 .. K-1, copied as decoded (never re-generated).
   * New: output frames K .. N-1 (N - K frames) are generated. The output has exactly N frames.
-  * Context: the last C kept frames condition the generation, C = the largest 8k + 1 that is at most
+  * Context: the last C kept frames (blurred and re-compressed at CRF 29 in the prepare stage, as upstream
+    preprocesses every conditioning frame; the kept frames themselves are copied as decoded) condition
+    the generation, C = the largest 8k + 1 that is at most
     min(K, EXTEND_CONTEXT_FRAMES) (25 frames, about one second). The model generates one clip whose first
     C frames are those input frames (a video condition at frame 0 with `video.strength`, see
     service/pipelines/conditioning.py) and whose next N - K frames become the new frames; the clip is the
@@ -18,6 +20,7 @@ Guidance, schedule and decoding are the dev model's (service/pipelines/multicond
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -70,22 +73,34 @@ def generate_extension(
     components: Components,
     spec: ExtendSpec,
     kept_pixels: torch.Tensor,
+    context: Sequence[ConditioningMedia],
     ctx: JobContext,
     options: DevSamplingOptions = DEFAULT_DEV_OPTIONS,
 ) -> GeneratedVideo:
-    """`spec.num_frames` frames: `kept_pixels` ([3, K, H, W] in [-1, 1], at the output size) then new ones."""
+    """`spec.num_frames` frames: `kept_pixels` ([3, K, H, W] in [-1, 1], at the output size) then new ones.
+
+    `context` is the condition the new frames continue from: the plan's last C kept frames at frame 0 with
+    `video.strength`, preprocessed as upstream preprocesses conditioning frames (blur, CRF 29), which
+    the prepare stage does (service/inputs/media.py `extend_context`); empty when nothing is kept."""
     geometry = components.geometry
     plan = plan_extension(spec.num_frames, int(kept_pixels.shape[1]), geometry.temporal_compression)
+    _check_context(context, plan)
     request = dev_clip(components, spec, plan.clip)
     generator = seeded_generator(spec.seed)
     logger.info("extend %dx%d: %s, %d steps", spec.width, spec.height, plan, spec.num_inference_steps)
-    media = []
-    if plan.context:
-        context = kept_pixels[:, plan.kept - plan.context : plan.kept]
-        media.append(ConditioningMedia(pixels=context[None], start_frame=0, strength=spec.video.strength))
-    clip = render_dev_clip(components, request, media, generator, options, ctx)
+    clip = render_dev_clip(components, request, context, generator, options, ctx)
     new_frames = clip[plan.context : plan.context + plan.new]
     frames = np.concatenate([uint8_frames(kept_pixels), new_frames])
     return GeneratedVideo(
         frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
     )
+
+
+def _check_context(context: Sequence[ConditioningMedia], plan: ExtensionPlan) -> None:
+    counts = [item.num_frames for item in context]
+    expected = [plan.context] if plan.context else []
+    if counts != expected or any(item.start_frame != 0 for item in context):
+        raise ValueError(
+            f"extend's context must be {expected} frame(s) at frame 0 for {plan}, got {counts} "
+            "(service.inputs.prepare_endpoint_inputs prepares it)"
+        )

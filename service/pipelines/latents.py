@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 from diffusers.pipelines.ltx.pipeline_ltx import LTXPipeline
 from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
+from diffusers.utils.torch_utils import randn_tensor
 
 from service.contract.frames import is_legal_frame_count, latent_frame_count
 from service.pipelines.components import ModelGeometry
@@ -48,6 +49,21 @@ def latent_shape(
         height=height // geometry.spatial_compression,
         width=width // geometry.spatial_compression,
     )
+
+
+def initial_noise(shape: LatentShape, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The starting noise of a latent grid, [B, C, F, H, W] float32, drawn as upstream draws it.
+
+    Lightricks' `LTXVideoPipeline.prepare_latents` draws `randn((b, f * h * w, c))` and rearranges it
+    `b (f h w) c -> b c f h w` ("for backward compatibility, generate in the patchified shape"), so the
+    same seed gives upstream's noise. diffusers draws `randn((b, c, f, h, w))` instead: the same
+    distribution, different values for a seed.
+    """
+    batch, channels, frames, height, width = shape
+    tokens = randn_tensor(
+        (batch, frames * height * width, channels), generator=generator, device=device, dtype=torch.float32
+    )
+    return tokens.reshape(batch, frames, height, width, channels).permute(0, 4, 1, 2, 3).contiguous()
 
 
 def pack(latents: torch.Tensor, geometry: ModelGeometry) -> torch.Tensor:

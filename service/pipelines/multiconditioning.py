@@ -193,6 +193,7 @@ class DevClip:
     shape: LatentShape
     frame_rate: float
     num_inference_steps: int
+    seed: int  # the request's: the decode noise is drawn from a stream of its own seeded with it
 
 
 def render_dev_clip(
@@ -228,7 +229,10 @@ def render_dev_clip(
             is_cancelled,
         )
         on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
-        frames = to_uint8_frames(decode(components, tokens, clip.shape, generator, options.decoding))
+        # Upstream draws the decode noise with `torch.randn_like` from the global RNG, which
+        # `seed_everething(seed)` seeded, not from the sampling generator: a fresh stream of the seed.
+        decode_noise = seeded_generator(clip.seed)
+        frames = to_uint8_frames(decode(components, tokens, clip.shape, decode_noise, options.decoding))
         return np.ascontiguousarray(crop_frames(frames, clip.size))
 
 
@@ -239,7 +243,9 @@ def dev_clip(
     size = FrameSize(spec.width, spec.height)
     generated = generated_size(size)
     shape = latent_shape(components.geometry, 1, num_frames, generated.height, generated.width)
-    return DevClip(spec.prompt, spec.negative_prompt, size, shape, spec.frame_rate, spec.num_inference_steps)
+    return DevClip(
+        spec.prompt, spec.negative_prompt, size, shape, spec.frame_rate, spec.num_inference_steps, spec.seed
+    )
 
 
 def generate_multiconditioning(

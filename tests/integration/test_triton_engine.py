@@ -39,7 +39,7 @@ from service.engines.torch_bindings import load_components
 from service.engines.triton import TritonEngine, served_by_repository
 from service.engines.triton_backend.params import model_config_from
 from service.engines.tritonserver_process import TritonServerProcess
-from service.inputs.media import prepare_conditioning_inputs, prepare_extend_input
+from service.inputs.media import extend_context, prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
 from service.models.loading import load_models
 from service.models.torch_components import TorchTransformer
@@ -362,7 +362,8 @@ def _distilled(
 def _extend(components: Components, spec: object, on_progress: Callable[[Progress], None]) -> GeneratedVideo:
     assert isinstance(spec, ExtendSpec)
     kept = prepare_extend_input(spec, FetchLimits(), None, on_progress)
-    return generate_extension(components, spec, kept, JobContext.create(on_progress=on_progress))
+    context = extend_context(spec, kept)  # as the prepare stage makes it
+    return generate_extension(components, spec, kept, context, JobContext.create(on_progress=on_progress))
 
 
 def _denoising(events: list[Progress]) -> list[tuple[int, int]]:

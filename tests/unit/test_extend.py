@@ -12,8 +12,11 @@ from service.config import ModelConfig
 from service.domain.job_context import JobContext
 from service.domain.specs import ExtendSpec, VideoConditionSpec
 from service.engines import torch_bindings
+from service.inputs.conditioning_recipe import UPSTREAM_CONDITIONING_CRF, preprocess_conditioning
+from service.inputs.media import extend_context
 from service.pipelines import multiconditioning
 from service.pipelines.components import Components
+from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.extend import EXTEND_CONTEXT_FRAMES, ExtensionPlan, generate_extension, plan_extension
 
 SPEC = ExtendSpec(
@@ -65,9 +68,13 @@ def _kept(count: int) -> tuple[np.ndarray, torch.Tensor]:
     return frames, pixels
 
 
+def _context(pixels: torch.Tensor) -> tuple[ConditioningMedia, ...]:
+    return extend_context(SPEC, pixels)  # as the prepare stage hands it over
+
+
 def test_output_keeps_the_input_frames_exactly_and_has_num_frames(components: Components) -> None:
     frames, pixels = _kept(10)
-    video = generate_extension(components, SPEC, pixels, JobContext.create())
+    video = generate_extension(components, SPEC, pixels, _context(pixels), JobContext.create())
     assert video.frames.shape == (17, 32, 64, 3)
     assert np.array_equal(video.frames[:10], frames)
     assert (video.prompt, video.seed, video.frame_rate) == (SPEC.prompt, SPEC.seed, 24.0)
@@ -85,21 +92,29 @@ def test_the_tail_of_the_kept_frames_conditions_the_clip(
 
     monkeypatch.setattr(multiconditioning, "prepare_conditioned_latents", spy)
     _, pixels = _kept(10)
-    generate_extension(components, SPEC, pixels, JobContext.create())
+    (context,) = _context(pixels)
+    generate_extension(components, SPEC, pixels, (context,), JobContext.create())
     (condition,) = captured["media"]
-    # Context 9 (the largest 8k + 1 <= 10): input frames 1..9 at clip frame 0, full strength.
+    # Context 9 (the largest 8k + 1 <= 10): input frames 1..9 at clip frame 0, full strength, preprocessed.
     assert condition.start_frame == 0 and condition.strength == 1.0
-    assert torch.equal(condition.pixels[0], pixels[:, 1:10])
+    assert torch.equal(condition.pixels, context.pixels)
+    assert torch.equal(context.pixels[0], preprocess_conditioning(pixels[:, 1:10], UPSTREAM_CONDITIONING_CRF))
     assert captured["shape"].frames == 3  # a 17-frame clip: (17 - 1) / 8 + 1 latent frames
 
 
 def test_nothing_kept_generates_every_frame(components: Components) -> None:
-    video = generate_extension(components, SPEC, torch.empty(3, 0, 32, 64), JobContext.create())
+    video = generate_extension(components, SPEC, torch.empty(3, 0, 32, 64), (), JobContext.create())
     assert video.frames.shape == (17, 32, 64, 3)
 
 
 def test_same_spec_same_extension(components: Components) -> None:
     _, pixels = _kept(10)
-    first = generate_extension(components, SPEC, pixels, JobContext.create()).frames
-    second = generate_extension(components, SPEC, pixels, JobContext.create()).frames
+    first = generate_extension(components, SPEC, pixels, _context(pixels), JobContext.create()).frames
+    second = generate_extension(components, SPEC, pixels, _context(pixels), JobContext.create()).frames
     assert np.array_equal(first, second)
+
+
+def test_a_context_that_does_not_fit_the_plan_is_refused(components: Components) -> None:
+    _, pixels = _kept(10)
+    with pytest.raises(ValueError, match="context"):
+        generate_extension(components, SPEC, pixels, (), JobContext.create())

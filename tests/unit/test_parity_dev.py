@@ -5,14 +5,21 @@
 - the dev guidance combination (CFG, CFG-star, STG, rescale, all 7 phases of ltxv-13b-0.9.7-dev.yaml) vs
   the formulas of upstream `LTXVideoPipeline.__call__` (ltx-video 0.1.2, `ltx_video/pipelines/
   pipeline_ltx_video.py`), re-typed below with their source lines as the expected values.
+
+diffusers draws its starting noise as (b, c, f, h, w); ours draws it in upstream's layout, (b, f*h*w, c)
+(issue 10, item 10). `feed_upstream_layout_noise` hands the reference that same noise, drawn from its own
+generator in upstream's layout, so both generators advance alike and every later draw (keyframe noise,
+re-noise) stays aligned.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 import torch
+from diffusers.pipelines.ltx import pipeline_ltx_condition
 from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteScheduler
 
@@ -48,6 +55,35 @@ CONSTANT_CFG_3 = GuidanceSchedule(
 )
 
 
+def feed_upstream_layout_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first draw of each `LTXConditionPipeline.prepare_latents` call (its grid noise, shape
+    (b, c, f, h, w)) made as upstream makes it: randn((b, f*h*w, c)) rearranged to (b, c, f, h, w)."""
+    original_prepare = LTXConditionPipeline.prepare_latents
+    original_randn = pipeline_ltx_condition.randn_tensor
+
+    def prepare(self: LTXConditionPipeline, *args: Any, **kwargs: Any) -> Any:
+        first = True
+
+        def randn(
+            shape: Any, generator: Any = None, device: Any = None, dtype: Any = None, **rest: Any
+        ) -> torch.Tensor:
+            nonlocal first
+            if not first:
+                return original_randn(shape, generator=generator, device=device, dtype=dtype, **rest)
+            first = False
+            b, c, f, h, w = shape
+            tokens = original_randn((b, f * h * w, c), generator=generator, device=device, dtype=dtype)
+            return tokens.reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3)
+
+        monkeypatch.setattr(pipeline_ltx_condition, "randn_tensor", randn)
+        try:
+            return original_prepare(self, *args, **kwargs)
+        finally:
+            monkeypatch.setattr(pipeline_ltx_condition, "randn_tensor", original_randn)
+
+    monkeypatch.setattr(LTXConditionPipeline, "prepare_latents", prepare)
+
+
 class RecordingDecoder:
     def __init__(self, inner: object) -> None:
         self.inner = inner
@@ -63,7 +99,9 @@ def models() -> loading.LoadedModels:
     return loading.load_models(ModelConfig())
 
 
-def test_text_to_video_matches_ltx_condition_pipeline(models: loading.LoadedModels) -> None:
+def test_text_to_video_matches_ltx_condition_pipeline(
+    models: loading.LoadedModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
     components: Components = torch_bindings.bind_components(models)
     recorder = RecordingDecoder(components.vae_decoder)
     options = DevSamplingOptions(guidance=CONSTANT_CFG_3, decoding=DecodeOptions(decode_noise_scale=0.0))
@@ -78,6 +116,7 @@ def test_text_to_video_matches_ltx_condition_pipeline(models: loading.LoadedMode
         transformer=models.transformer,
     )
     reference.set_progress_bar_config(disable=True)
+    feed_upstream_layout_noise(monkeypatch)
     expected = reference(
         prompt=SPEC.prompt,
         negative_prompt=SPEC.negative_prompt,

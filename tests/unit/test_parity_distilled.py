@@ -7,7 +7,8 @@ weights, prompt and seed (the diffusers LTX docs' "condition pipeline + latent u
    `denoise_strength=0.999` over [1000, 909.4, 725, 421.9], which keeps exactly (.9094, .725, .4219) and
    noises the latents to sigma .9094, as ours does.
 
-One generator is carried through both passes on both sides. Compared: the latents our decoder receives
+One generator is carried through both passes on both sides; the reference's noise is drawn in
+upstream's layout, as ours (test_parity_dev.feed_upstream_layout_noise). Compared: the latents our decoder receives
 (decode noise off) against the reference's final latents, to float32 rounding.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXConditionPipeline
 from diffusers.pipelines.ltx.pipeline_ltx_latent_upsample import LTXLatentUpsamplePipeline
@@ -38,7 +40,7 @@ from service.pipelines.schedules import (
     DISTILLED_13B_097_FIRST_PASS_TIMESTEPS,
     DISTILLED_13B_097_SECOND_PASS_TIMESTEPS,
 )
-from tests.unit.test_parity_dev import RecordingDecoder
+from tests.unit.test_parity_dev import RecordingDecoder, feed_upstream_layout_noise
 
 SPEC = DistilledMulticonditioningSpec(
     prompt="a red fox trotting through fresh snow at dawn",
@@ -59,7 +61,7 @@ SPEC = DistilledMulticonditioningSpec(
 )
 
 
-def test_distilled_matches_the_documented_diffusers_composition() -> None:
+def test_distilled_matches_the_documented_diffusers_composition(monkeypatch: pytest.MonkeyPatch) -> None:
     models = loading.load_models(ModelConfig())
     components = torch_bindings.bind_components(models)
     recorder = RecordingDecoder(components.vae_decoder)
@@ -85,6 +87,7 @@ def test_distilled_matches_the_documented_diffusers_composition() -> None:
     assert models.upsampler is not None
     upsample = LTXLatentUpsamplePipeline(vae=models.vae, latent_upsampler=models.upsampler)
     generator = torch.Generator().manual_seed(SPEC.seed)
+    feed_upstream_layout_noise(monkeypatch)  # both passes' noise in upstream's layout, as ours
     common = {
         "prompt": SPEC.prompt,
         "num_frames": SPEC.num_frames,

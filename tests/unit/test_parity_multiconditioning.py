@@ -5,7 +5,9 @@ in test_parity_dev.py), its default linear-quadratic schedule, `image_cond_noise
 
 Two differences are patched out on the reference side, and stay as documented choices of ours:
 - it samples the VAE posterior for condition latents; our encoder binding returns the posterior mode;
-- it is handed our exact pixel tensors (its PIL resize is bypassed), since our media preparation differs.
+- it is handed our exact pixel tensors (its PIL resize is bypassed), since our media preparation differs;
+and it is handed its starting noise in upstream's layout (test_parity_dev.feed_upstream_layout_noise).
+Both sides draw the re-noise every step of a conditioned run, so the strength-0.8 case needs no alignment.
 Compared: the latents our decoder receives (decode noise off) against its final latents.
 """
 
@@ -30,7 +32,7 @@ from service.pipelines.conditioning import ConditioningMedia
 from service.pipelines.latents import denormalize
 from service.pipelines.multiconditioning import DevSamplingOptions, generate_multiconditioning
 from service.pipelines.text_to_video import DecodeOptions
-from tests.unit.test_parity_dev import CONSTANT_CFG_3, RecordingDecoder
+from tests.unit.test_parity_dev import CONSTANT_CFG_3, RecordingDecoder, feed_upstream_layout_noise
 
 SPEC = MulticonditioningSpec(
     prompt="a kite surfer jumping a wave",
@@ -94,6 +96,7 @@ def test_multiconditioning_matches_ltx_condition_pipeline(case: str, monkeypatch
     # Our pixels as they are: [1, 3, H, W] for an image, [1, 3, F, H, W] for a video.
     monkeypatch.setattr(reference.video_processor, "preprocess", lambda image, *_: image)
     monkeypatch.setattr(reference.video_processor, "preprocess_video", lambda video, *_: video)
+    feed_upstream_layout_noise(monkeypatch)  # its starting noise drawn in upstream's layout, as ours
     conditions = [
         LTXVideoCondition(image=m.pixels[:, :, 0], frame_index=m.start_frame, strength=m.strength)  # type: ignore[arg-type]
         if m.num_frames == 1
