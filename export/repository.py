@@ -18,8 +18,9 @@ from pathlib import Path
 
 from export.components import ExportableComponent
 from export.triton_config import ComponentBackend, component_config, pipeline_config, write_config
-from service.config import ModelConfig
+from service.config import Ltx2ModelConfig, ModelConfig
 from service.contract import pipeline as contract
+from service.contract.ltx2_components import LTX2_COMPONENT_DECLS, Ltx2ComponentDecl
 from service.models.assets import PipelineAssets, save_assets
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def model_shim(name: str, *, pipeline: bool) -> str:
     """The model.py text of the Python model `name`."""
     if pipeline:
         module, cls = "service.engines.triton_backend.pipeline_model", "PipelineModel"
+    elif name in LTX2_COMPONENT_DECLS:
+        module, cls = "service.engines.triton_backend.ltx2_component_model", "Ltx2ComponentModel"
     else:
         module, cls = "service.engines.triton_backend.component_model", "ComponentModel"
     return _SHIM.format(name=name, module=module, cls=cls)
@@ -77,16 +80,45 @@ def config_parameters(model: ModelConfig) -> dict[str, str]:
     return {key: str(value) for key, value in dataclasses.asdict(model).items() if value is not None}
 
 
-def write_cpu_repository(out: Path, model: ModelConfig, components: list[ExportableComponent]) -> Path:
-    """The Python-backend repository (what model_repository/ holds for the tiny preset)."""
-    parameters = config_parameters(model)
-    names = [component.name for component in components]
+def ltx2_config_parameters(ltx2: Ltx2ModelConfig) -> dict[str, str]:
+    """The Ltx2ModelConfig as config.pbtxt parameters `ltx2.<field>` (triton_backend/params.py reads them)."""
+    values = dataclasses.asdict(ltx2).items()
+    return {f"ltx2.{key}": str(value) for key, value in values if value is not None}
+
+
+def ltx2_components(ltx2: Ltx2ModelConfig | None) -> list[Ltx2ComponentDecl]:
+    """The LTX-2.3 component declarations of `ltx2`'s models (built once, for their geometry); none when the
+    deployment does not serve LTX-2.3."""
+    if ltx2 is None or ltx2.preset == "none":
+        return []
+    from service.models.ltx2 import load_ltx2_models
+    from service.models.ltx2_component_modules import ltx2_geometry
+
+    geometry = ltx2_geometry(load_ltx2_models(ltx2))
+    return [decl(geometry) for decl in LTX2_COMPONENT_DECLS.values()]
+
+
+def write_cpu_repository(
+    out: Path,
+    model: ModelConfig,
+    components: list[ExportableComponent],
+    ltx2: Ltx2ModelConfig | None = None,
+) -> Path:
+    """The Python-backend repository (what model_repository/ holds for the tiny presets): LTX-Video's
+    components and, unless `ltx2` is None or preset none, LTX-2.3's (`ltx2_*`)."""
+    ltx2_decls = ltx2_components(ltx2)
+    ltx2_parameters = ltx2_config_parameters(ltx2) if ltx2 is not None and ltx2_decls else {}
+    parameters = config_parameters(model) | ltx2_parameters
+    names = [component.name for component in (*components, *ltx2_decls)]
     _write_python_model(out, contract.PIPELINE_MODEL, pipeline_config(names, parameters), pipeline=True)
     for component in components:
         config = component_config(
-            component, ComponentBackend.PYTHON, {**parameters, "component": component.name}
+            component, ComponentBackend.PYTHON, {**config_parameters(model), "component": component.name}
         )
         _write_python_model(out, component.name, config, pipeline=False)
+    for decl in ltx2_decls:
+        config = component_config(decl, ComponentBackend.PYTHON, {**ltx2_parameters, "component": decl.name})
+        _write_python_model(out, decl.name, config, pipeline=False)
     log.info("wrote the CPU model repository at %s", out)
     return out
 

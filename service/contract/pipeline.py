@@ -53,15 +53,22 @@ FRAMES = "frames"  # UINT8 [n, H, W, 3]: output frames frame_start .. frame_star
 FRAME_START = "frame_start"  # INT64 [1]
 TOTAL_FRAMES = "total_frames"  # INT64 [1]: frames of the whole video
 
+# Audio responses (LTX-2.3 with generate_audio), after the frames, in order, each at most the response cap:
+AUDIO = "audio"  # FP32 [channels, n]: samples audio_start .. audio_start + n - 1 of every channel, in [-1, 1]
+AUDIO_START = "audio_start"  # INT64 [1]
+TOTAL_AUDIO_SAMPLES = "total_audio_samples"  # INT64 [1]: samples per channel of the whole track
+
 # The last response (sent with the FINAL flag) carries what describes the result.
 FRAME_RATE = "frame_rate"  # FP32 [1]
 SEED = "seed"  # INT64 [1]
 PROMPT = "prompt"  # BYTES [1], the prompt actually used
+AUDIO_SAMPLE_RATE = "audio_sample_rate"  # INT32 [1]: the audio's rate (0: no audio)
 
 # A response with none of these outputs is a heartbeat: the request is alive (queued or running).
 PROGRESS_OUTPUTS = (STAGE, STEP, TOTAL, MESSAGE)
 FRAMES_OUTPUTS = (FRAMES, FRAME_START, TOTAL_FRAMES)
-RESULT_OUTPUTS = (FRAME_RATE, SEED, PROMPT)
+AUDIO_OUTPUTS = (AUDIO, AUDIO_START, TOTAL_AUDIO_SAMPLES)
+RESULT_OUTPUTS = (FRAME_RATE, SEED, PROMPT, AUDIO_SAMPLE_RATE)
 
 # A model error travels as text; its first word names the job error type so the client can rebuild it.
 _ERROR_SEPARATOR = ": "

@@ -4,15 +4,17 @@ One `PipelineEndpoint` per endpoint that a pipeline runs (service/api/endpoints.
 list of files a new endpoint touches). Both engines and Triton's `ltx_pipeline` read it:
   run         the pipeline on components: LocalEngine's torch bindings, or, inside `ltx_pipeline`, the
               BLS bindings on the same inputs (sent as tensors, service/engines/conditioning_tensors.py);
-  components  the component models (service/contract/components.py names) the pipeline calls: a Triton
-              repository, or a local model set, serves the endpoints whose components it has;
+  components  the component models (service/contract/components.py and ltx2_components.py names) the
+              pipeline calls: a Triton repository, or a local model set, serves the endpoints whose
+              components it has;
+  family      which bound components `run` takes: LTX-Video's `Components` or LTX-2.3's `Ltx2Components`;
   takes_kept_frames  whether input frames that start the output travel with the spec (extend).
 The inputs come from the prepare stage (service/inputs/), which fetches, decodes and checks the
 conditioning media before the accelerator is taken.
 
-To add an endpoint's pipeline (e.g. LTX-2.3): write its `run` (narrow the spec with `narrowed`, call the
+To add an endpoint's pipeline: write its `run` (narrow the spec with `narrowed`, call the
 pipeline), add a `PipelineEndpoint` to `PIPELINE_ENDPOINTS` naming the component models it calls (declared
-in service/contract/components.py), and its input preparation in service/inputs/prepare.py; every engine
+in service/contract/components.py), and its `InputEndpoint` in service/inputs/endpoints.py; every engine
 then serves it where those components exist, and Submit stops answering FAILED_PRECONDITION.
 """
 
@@ -24,12 +26,14 @@ from typing import TypeVar
 
 import torch
 
+from service.contract.ltx2_components import LTX2_COMPONENTS as LTX2_COMPONENT_NAMES
 from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
 from service.domain.specs import (
     DistilledMulticonditioningSpec,
     Endpoint,
     ExtendSpec,
+    Ltx2TextToVideoSpec,
     MulticonditioningSpec,
     Spec,
     TextToVideoSpec,
@@ -38,6 +42,8 @@ from service.pipelines.components import Components
 from service.pipelines.distilled import generate_distilled
 from service.pipelines.endpoint_inputs import EndpointInputs
 from service.pipelines.extend import generate_extension
+from service.pipelines.ltx2.components import Ltx2Components
+from service.pipelines.ltx2.text_to_video import distilled_lora_scale, generate_ltx2
 from service.pipelines.multiconditioning import generate_multiconditioning, generate_text_to_video
 
 __all__ = [
@@ -52,11 +58,16 @@ __all__ = [
 ]
 
 SpecT = TypeVar("SpecT", bound=Spec)
-Pipeline = Callable[[Components, EndpointInputs, JobContext], GeneratedVideo]
+ComponentsT = TypeVar("ComponentsT", Components, Ltx2Components)
+# The bound components of one model family: LTX-Video's, or LTX-2.3's (PipelineEndpoint.family).
+BoundComponents = Components | Ltx2Components
+Pipeline = Callable[[BoundComponents, EndpointInputs, JobContext], GeneratedVideo]
 
 # The component models every LTX-Video pipeline calls; the conditioned ones add the VAE encoder, the
 # distilled one the latent upsampler.
 LTXV_COMPONENTS = frozenset({"text_encoder", "transformer", "vae_decoder"})
+# LTX-2.3 (service/contract/ltx2_components.py): multiscale, the default, needs the upsampler too.
+LTX2_COMPONENTS = frozenset(LTX2_COMPONENT_NAMES)
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class PipelineEndpoint:
     run: Pipeline
     components: frozenset[str] = field(default=LTXV_COMPONENTS)
     takes_kept_frames: bool = False
+    family: type[Components] | type[Ltx2Components] = Components  # which bound components `run` takes
 
 
 def narrowed(spec: object, spec_type: type[SpecT]) -> SpecT:
@@ -75,30 +87,53 @@ def narrowed(spec: object, spec_type: type[SpecT]) -> SpecT:
     return spec
 
 
+def _family(components: BoundComponents, family: type[ComponentsT]) -> ComponentsT:
+    """`components` as the family a pipeline takes; a TypeError if the caller bound the other one."""
+    if not isinstance(components, family):
+        raise TypeError(f"{family.__name__} expected, got {type(components).__name__}")
+    return components
+
+
 def _kept(inputs: EndpointInputs) -> torch.Tensor:
     if inputs.kept_pixels is None:
         raise ValueError("extend needs its kept input frames (service.inputs.prepare_endpoint_inputs)")
     return inputs.kept_pixels
 
 
-def _text_to_video(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+def _text_to_video(bound: BoundComponents, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+    components = _family(bound, Components)
     spec = narrowed(inputs.spec, TextToVideoSpec)
     return generate_text_to_video(components, spec, ctx)
 
 
-def _multiconditioning(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+def _multiconditioning(bound: BoundComponents, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+    components = _family(bound, Components)
     spec = narrowed(inputs.spec, MulticonditioningSpec)
     return generate_multiconditioning(components, spec, inputs.media, ctx)
 
 
-def _distilled(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+def _distilled(bound: BoundComponents, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+    components = _family(bound, Components)
     spec = narrowed(inputs.spec, DistilledMulticonditioningSpec)
     return generate_distilled(components, spec, inputs.media, ctx)
 
 
-def _extend(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+def _extend(bound: BoundComponents, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+    components = _family(bound, Components)
     spec = narrowed(inputs.spec, ExtendSpec)
     return generate_extension(components, spec, _kept(inputs), inputs.media, ctx)
+
+
+def _ltx2(bound: BoundComponents, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+    components = _family(bound, Ltx2Components)
+    spec = narrowed(inputs.spec, Ltx2TextToVideoSpec)
+    set_scale = components.set_distilled_scale
+
+    def stage_adapters(stage: int) -> None:
+        if set_scale is not None:
+            set_scale(distilled_lora_scale(spec, stage))
+
+    return generate_ltx2(components, spec, ctx, stage_adapters)
 
 
 PIPELINE_ENDPOINTS: tuple[PipelineEndpoint, ...] = (
@@ -118,10 +153,15 @@ PIPELINE_ENDPOINTS: tuple[PipelineEndpoint, ...] = (
     PipelineEndpoint(
         Endpoint.EXTEND, ExtendSpec, _extend, LTXV_COMPONENTS | {"vae_encoder"}, takes_kept_frames=True
     ),
+    # In process the LTX-2.3 family runs through Ltx2LocalRunner (its LoRAs are peft adapters on shared
+    # modules); `ltx_pipeline` runs it from here on the BLS bindings.
+    PipelineEndpoint(
+        Endpoint.LTX2_TEXT_TO_VIDEO, Ltx2TextToVideoSpec, _ltx2, LTX2_COMPONENTS, family=Ltx2Components
+    ),
 )
 
 _BY_ENDPOINT: Mapping[Endpoint, PipelineEndpoint] = {entry.endpoint: entry for entry in PIPELINE_ENDPOINTS}
-# Every endpoint some pipeline runs (LTX-2.3's API exists, its pipeline not yet: FAILED_PRECONDITION).
+# Every endpoint some pipeline runs.
 PIPELINE_SUPPORTED = frozenset(_BY_ENDPOINT)
 
 
@@ -153,6 +193,6 @@ def endpoints_served(components: Components) -> frozenset[Endpoint]:
     return served_endpoints(component_names(components))
 
 
-def run_endpoint(components: Components, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
+def run_endpoint(components: BoundComponents, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
     """The endpoint's pipeline on `components`, for the job `ctx` (progress, cancel, request id)."""
     return pipeline_endpoint(inputs.spec.endpoint).run(components, inputs, ctx)

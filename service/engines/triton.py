@@ -41,7 +41,7 @@ from service.domain.geometry import FrameSize
 from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, Stage
-from service.domain.specs import Endpoint, spec_to_json
+from service.domain.specs import CameraLora, Endpoint, Spec, spec_to_json
 from service.engines.conditioning_tensors import kept_to_arrays, media_to_arrays
 from service.engines.endpoint_pipelines import PIPELINE_SUPPORTED, EndpointInputs, served_endpoints
 from service.models.lora import FetchedLora
@@ -103,6 +103,14 @@ class TritonEngine:
             return False
         # No probe here: Submit calls this on the event loop. `ready` (the health loop) learns `_served`.
         return self._served is None or endpoint in self._served
+
+    def precondition_failure(self, spec: Spec) -> str | None:
+        """Why Triton cannot run `spec` although it serves its endpoint (FAILED_PRECONDITION at Submit):
+        the component models keep only the distilled LoRA resident, so a camera LoRA cannot be applied."""
+        camera = getattr(spec, "camera_lora", CameraLora.NONE)
+        if camera is not CameraLora.NONE:
+            return f"camera_lora {camera.value}: the Triton engine cannot apply camera LoRAs; send camera_lora none"
+        return None
 
     def unready_reason(self) -> str | None:
         """Why the engine reports not ready although Triton answers (a hung component), else None."""
@@ -170,6 +178,7 @@ class TritonEngine:
         """Relay progress and collect the frames until the final response; return the video or raise the
         job's error."""
         frames = FrameReceiver(self._memory_frames_bytes)
+        audio = AudioReceiver()
         silent_since = time.monotonic()
         while True:
             if ctx.is_cancelled():
@@ -190,8 +199,9 @@ class TritonEngine:
             if progress is not None:
                 ctx.on_progress(progress)
             frames.add(result)
+            audio.add(result)
             if _is_final(result):
-                return _video_of(result, frames.result(ctx.request_id))
+                return _video_of(result, frames.result(ctx.request_id), audio.result(ctx.request_id))
 
     def _error_from_stream(self, error: InferenceServerException) -> Exception:
         if error.status() in _LOST_BACKEND_STATUSES:
@@ -278,13 +288,48 @@ def _progress_of(result: grpcclient.InferResult) -> Progress | None:
     )
 
 
-def _video_of(result: grpcclient.InferResult, frames: np.ndarray) -> GeneratedVideo:
+def _video_of(
+    result: grpcclient.InferResult, frames: np.ndarray, audio: np.ndarray | None = None
+) -> GeneratedVideo:
+    rate = result.as_numpy(contract.AUDIO_SAMPLE_RATE)  # absent from a model older than audio
     return GeneratedVideo(
         frames=frames,
         frame_rate=float(result.as_numpy(contract.FRAME_RATE)[0]),
         seed=int(result.as_numpy(contract.SEED)[0]),
         prompt=_text(result.as_numpy(contract.PROMPT)),
+        audio=audio,
+        audio_sample_rate=int(rate[0]) if rate is not None and audio is not None else 0,
     )
+
+
+class AudioReceiver:
+    """The audio responses of one request (float32 [channels, n] pieces) assembled into one track; the
+    track is small next to the frames (48 kHz stereo is 384 kB a second), so it is kept in memory."""
+
+    def __init__(self) -> None:
+        self._track: np.ndarray | None = None
+        self._received = 0
+
+    def add(self, result: grpcclient.InferResult) -> None:
+        piece = result.as_numpy(contract.AUDIO)
+        if piece is None:
+            return
+        start = int(result.as_numpy(contract.AUDIO_START)[0])
+        total = int(result.as_numpy(contract.TOTAL_AUDIO_SAMPLES)[0])
+        if self._track is None:
+            self._track = np.zeros((piece.shape[0], total), dtype=np.float32)
+        self._track[:, start : start + piece.shape[1]] = piece
+        self._received += piece.shape[1]
+
+    def result(self, request_id: str) -> np.ndarray | None:
+        if self._track is None:
+            return None
+        if self._received != self._track.shape[1]:
+            raise RuntimeError(
+                f"{contract.PIPELINE_MODEL} ended request {request_id} with {self._received} of "
+                f"{self._track.shape[1]} audio samples"
+            )
+        return self._track
 
 
 class FrameReceiver:

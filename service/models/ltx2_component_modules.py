@@ -24,6 +24,7 @@ import torch
 from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
 from torch import nn
 
+from service.config import Ltx2ModelConfig
 from service.contract.ltx2_components import (
     Ltx2ComponentDecl,
     Ltx2Geometry,
@@ -62,6 +63,46 @@ def ltx2_geometry(models: Ltx2Models) -> Ltx2Geometry:
         stg_blocks=tuple(models.stg_blocks),
         rope_causal_offset=int(transformer.rope.causal_offset),
     )
+
+
+def load_ltx2_assets(cfg: Ltx2ModelConfig) -> tuple[Ltx2Geometry, Any]:
+    """The geometry and tokenizer of `cfg`'s models for `ltx_pipeline`, which holds no weight: the tiny
+    preset is built (seconds); a real checkpoint's modules are built from its configs on `meta`."""
+    from service.models.ltx2 import Ltx2Preset, load_ltx2_models
+
+    if cfg.preset == Ltx2Preset.TINY:
+        models = load_ltx2_models(cfg)
+        return ltx2_geometry(models), models.tokenizer
+    return _real_assets(cfg)
+
+
+def _real_assets(cfg: Ltx2ModelConfig) -> tuple[Ltx2Geometry, Any]:
+    from diffusers.models.autoencoders.autoencoder_kl_ltx2 import AutoencoderKLLTX2Video
+    from diffusers.models.autoencoders.autoencoder_kl_ltx2_audio import AutoencoderKLLTX2Audio
+    from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
+    from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
+    from transformers import AutoTokenizer
+
+    from service.models.ltx2 import LTX2_TEXT_MAX_LENGTH, REAL_STG_BLOCKS
+
+    root = cfg.model_dir or cfg.config_dir
+    if not root:
+        raise ValueError("ltx2.model_dir: the ltx-2.3 preset needs a local directory")
+    parts: dict[str, Any] = {}
+    with torch.device("meta"):
+        for name, cls in (
+            ("transformer", LTX2VideoTransformer3DModel),
+            ("vae", AutoencoderKLLTX2Video),
+            ("audio_vae", AutoencoderKLLTX2Audio),
+            ("vocoder", LTX2VocoderWithBWE),
+        ):
+            parts[name] = cls.from_config(cls.load_config(root, subfolder=name, local_files_only=True))
+    tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
+    models: Any = Ltx2Models(
+        text_encoder=nn.Identity(), connectors=nn.Identity(), tokenizer=tokenizer, upsampler=None,  # type: ignore[arg-type]
+        text_max_length=LTX2_TEXT_MAX_LENGTH, stg_blocks=REAL_STG_BLOCKS, **parts,
+    )  # fmt: skip
+    return ltx2_geometry(models), tokenizer
 
 
 def _tracing() -> bool:

@@ -124,10 +124,10 @@ def assert_same_frames(actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 def test_served_endpoints_are_read_from_the_repository(triton_server: TritonServerProcess) -> None:
-    # The checked-in repository has every component model: all four LTX-Video endpoints.
+    # The checked-in repository has every component model: the four LTX-Video endpoints and LTX-2.3.
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
         assert served_by_repository(client, 5.0) == PIPELINE_SUPPORTED
-    assert len(PIPELINE_SUPPORTED) == 4
+    assert len(PIPELINE_SUPPORTED) == 5
 
 
 def test_same_frames_through_triton_as_in_process(

@@ -19,7 +19,7 @@ from tests.engine_in_line import EngineInLine
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = ROOT / "model_repository"
-STARTUP_TIMEOUT_S = 240.0  # six Python models each import torch and build the tiny preset; 2 slow cores
+STARTUP_TIMEOUT_S = 600.0  # eleven Python models (LTX-Video and LTX-2.3) each import torch and build a tiny preset; 2 slow shared cores
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,9 @@ from export.triton_config import (
     render,
     tensor_signature,
 )
-from service.config import ModelConfig
+from service.config import Ltx2ModelConfig, ModelConfig
 from service.contract import pipeline as contract
+from service.contract.ltx2_components import LTX2_COMPONENTS
 from service.domain.specs import Endpoint
 from service.engines.endpoint_pipelines import served_endpoints
 from service.models.loading import load_models, model_geometry
@@ -41,9 +42,9 @@ def test_checked_in_component_configs_carry_the_declared_tensors(
 def test_checked_in_repository_is_what_the_generator_writes(
     components: list[ExportableComponent], tmp_path: Path
 ) -> None:
-    write_cpu_repository(tmp_path, ModelConfig(), components)
+    write_cpu_repository(tmp_path, ModelConfig(), components, ltx2=Ltx2ModelConfig())
 
-    for name in (contract.PIPELINE_MODEL, *DEFAULT_COMPONENTS):
+    for name in (contract.PIPELINE_MODEL, *DEFAULT_COMPONENTS, *LTX2_COMPONENTS):
         for relative in ("config.pbtxt", "1/model.py"):
             generated = (tmp_path / name / relative).read_text()
             assert generated == (CHECKED_IN_REPOSITORY / name / relative).read_text(), (
@@ -60,11 +61,11 @@ def test_pipeline_config_is_decoupled_and_names_the_contract_tensors() -> None:
     assert optional == [*contract.CONDITION_INPUTS, contract.KEPT_FRAMES, contract.MAX_RESPONSE_BYTES]
     outputs = {t.name for t in config.output}
     assert outputs == set(contract.PROGRESS_OUTPUTS) | set(contract.FRAMES_OUTPUTS) | set(
-        contract.RESULT_OUTPUTS
-    )
+        contract.AUDIO_OUTPUTS
+    ) | set(contract.RESULT_OUTPUTS)
 
 
-def test_checked_in_pipeline_serves_every_ltx_video_endpoint() -> None:
+def test_checked_in_pipeline_serves_every_endpoint() -> None:
     config = read_config(CHECKED_IN_REPOSITORY / contract.PIPELINE_MODEL / "config.pbtxt")
     names = config.parameters[contract.COMPONENTS_PARAMETER].string_value
     assert set(names.split(",")) == {
@@ -73,12 +74,14 @@ def test_checked_in_pipeline_serves_every_ltx_video_endpoint() -> None:
         "vae_decoder",
         "vae_encoder",
         "latent_upsampler",
+        *LTX2_COMPONENTS,
     }
     assert served_endpoints(names) == {
         Endpoint.TEXT_TO_VIDEO,
         Endpoint.MULTICONDITIONING,
         Endpoint.EXTEND,
         Endpoint.DISTILLED_MULTICONDITIONING,
+        Endpoint.LTX2_TEXT_TO_VIDEO,
     }
     # Without the upsampler the distilled endpoint is not served; without the encoder no conditioning.
     assert Endpoint.DISTILLED_MULTICONDITIONING not in served_endpoints(
@@ -157,3 +160,17 @@ def test_parameters_and_shims() -> None:
     shim = model_shim("transformer", pipeline=False)
     assert "service.engines.triton_backend.component_model" in shim and "parents[3]" in shim
     compile(shim, "model.py", "exec")
+
+
+def test_checked_in_ltx2_component_configs_carry_the_declared_tensors() -> None:
+    from export.repository import ltx2_components
+
+    for decl in ltx2_components(Ltx2ModelConfig()):
+        checked_in = read_config(CHECKED_IN_REPOSITORY / decl.name / "config.pbtxt")
+        assert tensor_signature(checked_in) == declared_signature(decl), decl.name
+        assert checked_in.backend == "python"
+        optional = {t.name for t in checked_in.input if t.optional}
+        assert optional == {t.name for t in decl.inputs if t.optional}, decl.name
+        assert checked_in.parameters["component"].string_value == decl.name
+        assert checked_in.parameters["ltx2.preset"].string_value == "tiny-ltx2"
+    assert "Ltx2ComponentModel" in model_shim("ltx2_transformer", pipeline=False)

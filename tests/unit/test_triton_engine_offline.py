@@ -72,8 +72,21 @@ def test_supports_what_ltx_pipeline_can_run_until_triton_answers() -> None:
     engine = TritonEngine(ServiceConfig(triton_url=f"127.0.0.1:{free_port()}"), connect_timeout_s=1.0)
     assert engine.supports(Endpoint.TEXT_TO_VIDEO)
     assert engine.supports(Endpoint.EXTEND)
-    assert not engine.supports(Endpoint.LTX2_TEXT_TO_VIDEO)
+    assert engine.supports(Endpoint.LTX2_TEXT_TO_VIDEO)  # ltx_pipeline runs LTX-2.3 too
     assert not engine.supports("no-such-endpoint")
+
+
+def test_camera_loras_are_refused_at_submit_on_triton() -> None:
+    # The component models keep only the distilled LoRA: a camera LoRA is FAILED_PRECONDITION naming it.
+    import dataclasses
+
+    from service.domain.specs import CameraLora
+    from tests.unit.test_ltx2_pipeline import BASE
+
+    engine = TritonEngine(ServiceConfig(triton_url=f"127.0.0.1:{free_port()}"), connect_timeout_s=1.0)
+    assert engine.precondition_failure(BASE) is None
+    failure = engine.precondition_failure(dataclasses.replace(BASE, camera_lora=CameraLora.DOLLY_IN))
+    assert failure is not None and "camera_lora" in failure and "dolly_in" in failure
 
 
 class _FakeTritonClient:

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.config import FastPathConfig, ModelConfig
+from service.config import FastPathConfig, Ltx2ModelConfig, ModelConfig
+
+LTX2_PREFIX = "ltx2."  # config.pbtxt parameters of the LTX-2.3 models: ltx2.<Ltx2ModelConfig field>
 
 
 def model_parameters(args: dict[str, str]) -> dict[str, str]:
@@ -28,6 +30,21 @@ def model_config_from(parameters: dict[str, str]) -> ModelConfig:
         except ValueError:
             raise ValueError(f"config.pbtxt parameter {field.name}: {raw!r} is not an integer") from None
     return ModelConfig(**values)
+
+
+def ltx2_config_from(parameters: dict[str, str]) -> Ltx2ModelConfig:
+    """An Ltx2ModelConfig from the parameters `ltx2.<field>`; absent or empty ones keep their defaults."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Ltx2ModelConfig):
+        name = f"{LTX2_PREFIX}{field.name}"
+        raw = parameters.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            values[field.name] = int(raw) if isinstance(field.default, int) else raw
+        except ValueError:
+            raise ValueError(f"config.pbtxt parameter {name}: {raw!r} is not an integer") from None
+    return Ltx2ModelConfig(**values)
 
 
 def fast_path_config_from(parameters: dict[str, str]) -> FastPathConfig:

@@ -11,7 +11,9 @@ Triton's scheduler, each with:
     runs), with a progress response per pipeline stage and denoising step and the request's cancellation
     checked while it waits and between steps (the pipeline raises Cancelled);
   - the frames sent as several responses of at most `max_response_bytes` each (FRAMES, FRAME_START,
-    TOTAL_FRAMES), so no message nears gRPC's 2 GiB cap and no process holds the whole video in flight;
+    TOTAL_FRAMES) while the pipeline decodes them, chunk by chunk (JobContext.frame_output ->
+    requests.StreamedFrames), so no message nears gRPC's 2 GiB cap and the stub holds one decode chunk
+    of a long video, never the video;
   - the FINAL flag on the last response: the result's frame rate, seed and prompt, or a TritonError that
     fails that request alone.
 `finalize` waits for the requests in flight. The model refuses to load unless its config is decoupled.
@@ -37,12 +39,15 @@ import triton_python_backend_utils as pb_utils  # only importable inside a Trito
 
 from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, ErrorType, JobError
+from service.domain.geometry import FrameSize
 from service.domain.job_context import JobContext, job_logger
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, Stage
 from service.domain.specs import Endpoint, spec_from_json
 from service.engines.conditioning_tensors import kept_from_arrays, media_from_arrays
 from service.engines.endpoint_pipelines import (
+    LTX2_COMPONENTS,
+    BoundComponents,
     EndpointInputs,
     pipeline_endpoint,
     run_endpoint,
@@ -50,20 +55,31 @@ from service.engines.endpoint_pipelines import (
 )
 from service.engines.slots import Slots
 from service.engines.triton_backend.bls import bls_components
+from service.engines.triton_backend.ltx2_bls import ltx2_bls_components
 from service.engines.triton_backend.params import (
+    ltx2_config_from,
     model_config_from,
     model_parameters,
     resolve_path,
     version_dir,
 )
-from service.engines.triton_backend.requests import Heartbeat, InFlight, SerialSender, frames_per_response
+from service.engines.triton_backend.requests import (
+    Heartbeat,
+    InFlight,
+    SerialSender,
+    StreamedFrames,
+    frames_per_response,
+)
 from service.logs import request_scope
 from service.media.encode import frame_chunks
 from service.models.assets import assets_from_models, load_assets
+from service.pipelines.components import Components
+from service.pipelines.ltx2.components import Ltx2Components
 
 log = logging.getLogger("ltx_pipeline")
 
 NO_LORA = "LoRAs are not supported by the Triton engine yet (TensorRT plans are built without adapters)"
+NO_CAMERA_LORA = "camera LoRAs are not supported by the Triton engine (only the distilled LoRA is resident)"
 FINALIZE_WAIT_S = 30.0  # how long an unload waits for the requests in flight
 
 
@@ -86,6 +102,7 @@ class PipelineModel:
             parameters.get(contract.COMPONENT_TIMEOUT_PARAMETER) or contract.DEFAULT_COMPONENT_TIMEOUT_S
         )
         self.components = bls_components(assets, device, component_names, component_timeout_s)
+        self.ltx2_components = _ltx2_components(parameters, device, component_names, component_timeout_s)
         self.served = served_endpoints(component_names)
         self.max_response_bytes = int(
             parameters.get(contract.MAX_RESPONSE_BYTES_PARAMETER) or contract.DEFAULT_MAX_RESPONSE_BYTES
@@ -139,8 +156,10 @@ class PipelineModel:
                 _progress_response(Progress(Stage.WAITING, message=f"accepted by {contract.PIPELINE_MODEL}"))
             )
             with Heartbeat(sender, _heartbeat_response, self.heartbeat_s):
-                video = self._run_when_free(request, inputs, sender)
-                _send_frames(sender, video, max_bytes)
+                video, streamed = self._run_when_free(request, inputs, sender, max_bytes)
+                if not streamed:  # a pipeline that returns its frames at the end (no FrameOutput)
+                    _send_frames(sender, video, max_bytes)
+                _send_audio(sender, video, max_bytes)
             sender.send(_result_response(video), final=True)
             log.info("request %s: done, %d frames", request_id, len(video.frames))
         except Exception as exc:  # any failure ends this request, never the model
@@ -150,25 +169,50 @@ class PipelineModel:
                 log.exception("request %s failed", request_id)
             _send_final_error(sender, exc, request_id)
 
-    def _run_when_free(self, request: Any, inputs: EndpointInputs, sender: SerialSender) -> GeneratedVideo:
-        """Wait for the accelerator (cancellable), then run the pipeline holding it."""
+    def _run_when_free(
+        self, request: Any, inputs: EndpointInputs, sender: SerialSender, max_bytes: int
+    ) -> tuple[GeneratedVideo, bool]:
+        """Wait for the accelerator (cancellable), then run the pipeline holding it; its frames are sent
+        as it decodes them. Returns the video and whether its frames were streamed that way."""
         if not self.accelerator.free():
             sender.send(_progress_response(Progress(Stage.WAITING, message="waiting for the accelerator")))
 
         def on_progress(progress: Progress) -> None:
             sender.send(_progress_response(progress))
 
+        streams: list[StreamedFrames] = []
+
+        def frame_output(num_frames: int, size: FrameSize) -> StreamedFrames:
+            def send(start: int, piece: np.ndarray, total: int) -> None:
+                sender.send(_frames_response(start, piece, total))
+
+            streams.append(StreamedFrames(num_frames, size.height, size.width, max_bytes, send))
+            return streams[-1]
+
         request_id = request.request_id() or "unnamed"
-        ctx = JobContext(request_id, on_progress, request.is_cancelled, job_logger(request_id, log.name))
+        logger = job_logger(request_id, log.name)
+        ctx = JobContext(request_id, on_progress, request.is_cancelled, logger, frame_output)
         with self.accelerator.held(ctx.is_cancelled):
-            return self._generate(inputs, ctx)
+            return self._generate(inputs, ctx), bool(streams)
 
     def _generate(self, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
         # Prompt expansion, media fetching and the safety checks run in the service (its prepare and
         # finish stages).
-        if getattr(inputs.spec, "loras", ()):
+        # Entries with an empty path are no LoRA (the LTX-2.3 spec's own example sends one); Submit refuses
+        # the others, so these are a second line of defence.
+        if any(lora.path for lora in getattr(inputs.spec, "loras", ())):
             raise JobError(ErrorType.LORA_LOAD_FAILED, NO_LORA)
-        return run_endpoint(self.components, inputs, ctx)
+        if getattr(getattr(inputs.spec, "camera_lora", None), "value", "none") != "none":
+            raise JobError(ErrorType.LORA_LOAD_FAILED, NO_CAMERA_LORA)
+        return run_endpoint(self._bound(inputs), inputs, ctx)
+
+    def _bound(self, inputs: EndpointInputs) -> BoundComponents:
+        if pipeline_endpoint(inputs.spec.endpoint).family is Ltx2Components:
+            if self.ltx2_components is None:  # `served` has it only with its component models
+                raise BadRequest(f"{inputs.spec.endpoint}: no LTX-2.3 component models in this repository")
+            return self.ltx2_components
+        components: Components = self.components
+        return components
 
 
 class _TritonLogHandler(logging.Handler):
@@ -266,29 +310,65 @@ def _heartbeat_response() -> Any:
 def _send_frames(sender: SerialSender, video: GeneratedVideo, max_bytes: int) -> None:
     """The frames in order, each response at most `max_bytes`: one copy of one piece in flight at a time."""
     frames = video.frames
-    total = np.array([len(frames)], dtype=np.int64)
     per_response = frames_per_response(int(np.prod(frames.shape[1:])), max_bytes)
     # A long video is a memmap of a temporary file: frame_chunks drops each piece's pages once copied.
     for index, piece in enumerate(frame_chunks(frames, per_response)):
-        start = index * per_response
-        response = pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor(contract.FRAMES, piece),
-                pb_utils.Tensor(contract.FRAME_START, np.array([start], dtype=np.int64)),
-                pb_utils.Tensor(contract.TOTAL_FRAMES, total),
-            ]
+        sender.send(_frames_response(index * per_response, piece, len(frames)))
+
+
+def _frames_response(start: int, piece: np.ndarray, total: int) -> Any:
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor(contract.FRAMES, piece),
+            pb_utils.Tensor(contract.FRAME_START, np.array([start], dtype=np.int64)),
+            pb_utils.Tensor(contract.TOTAL_FRAMES, np.array([total], dtype=np.int64)),
+        ]
+    )
+
+
+def _send_audio(sender: SerialSender, video: GeneratedVideo, max_bytes: int) -> None:
+    """The audio track (float32 [channels, samples]) after the frames, each response at most `max_bytes`."""
+    if video.audio is None:
+        return
+    audio = np.ascontiguousarray(video.audio, dtype=np.float32)
+    total = np.array([audio.shape[1]], dtype=np.int64)
+    per_response = max(1, max_bytes // max(1, audio.shape[0] * audio.itemsize))
+    for start in range(0, audio.shape[1], per_response):
+        piece = np.ascontiguousarray(audio[:, start : start + per_response])
+        sender.send(
+            pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor(contract.AUDIO, piece),
+                    pb_utils.Tensor(contract.AUDIO_START, np.array([start], dtype=np.int64)),
+                    pb_utils.Tensor(contract.TOTAL_AUDIO_SAMPLES, total),
+                ]
+            )
         )
-        sender.send(response)
 
 
 def _result_response(video: GeneratedVideo) -> Any:
+    rate = video.audio_sample_rate if video.audio is not None else 0
     return pb_utils.InferenceResponse(
         output_tensors=[
             pb_utils.Tensor(contract.FRAME_RATE, np.array([video.frame_rate], dtype=np.float32)),
             pb_utils.Tensor(contract.SEED, np.array([video.seed], dtype=np.int64)),
             pb_utils.Tensor(contract.PROMPT, _bytes(video.prompt)),
+            pb_utils.Tensor(contract.AUDIO_SAMPLE_RATE, np.array([rate], dtype=np.int32)),
         ]
     )
+
+
+def _ltx2_components(
+    parameters: dict[str, str], device: torch.device, component_names: frozenset[str], timeout_s: float
+) -> Ltx2Components | None:
+    """BLS bindings of the LTX-2.3 component models, when the repository has them: the tokenizer and
+    geometry come from the `ltx2.*` parameters' models (built here for the tiny preset)."""
+    if not component_names >= LTX2_COMPONENTS:
+        return None
+    from service.models.ltx2_component_modules import load_ltx2_assets
+
+    geometry, tokenizer = load_ltx2_assets(ltx2_config_from(parameters))
+    return ltx2_bls_components(geometry, tokenizer, device, component_names, timeout_s)
 
 
 def _send_final_error(sender: SerialSender, exc: Exception, request_id: str) -> None:

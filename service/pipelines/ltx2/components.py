@@ -9,6 +9,7 @@ service/contract/ltx2_components.py: latents cross every boundary normalized, pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -89,3 +90,7 @@ class Ltx2Components:
     vae_decoder: Ltx2VaeDecoder
     audio_decoder: Ltx2AudioDecoder
     upsampler: Ltx2LatentUpsampler | None = None
+    # Where the bindings own the LoRA adapters (Triton: the component models keep the distilled LoRA and
+    # take its scale per call), the stage hook sets the distilled LoRA's scale through this; in process the
+    # engine mutates the shared modules instead and leaves it None.
+    set_distilled_scale: Callable[[float], None] | None = None

@@ -75,6 +75,14 @@ def stage_sizes(width: int, height: int, multiscale: bool) -> tuple[StagePlan, S
     return StagePlan(w2 // 2, h2 // 2, w2 // 2, h2 // 2), StagePlan(w2, h2, width, height)
 
 
+def distilled_lora_scale(spec: Ltx2TextToVideoSpec, stage: int) -> float:
+    """The distilled LoRA's scale in `stage` (1 or 2): the spec's per-pass scales, 1 in the first pass of
+    acceleration `full` (the distilled recipe), as service/models/ltx2_loras.py mixes it in process."""
+    if stage == 1:
+        return 1.0 if spec.acceleration is Acceleration.FULL else spec.distill_lora_first_pass_scale
+    return spec.distill_lora_second_pass_scale
+
+
 def encode_text(
     components: Ltx2Components, prompt: str, negative: str | None
 ) -> tuple[TextContext, TextContext | None]:
