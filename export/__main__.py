@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 from export.components import COMPONENT_TYPES, DEFAULT_COMPONENTS, LatentUpsamplerComponent, declare
+from export.ltx2_components import LTX2_EXPORT_COMPONENTS
 from export.onnx_export import ExportError
 from export.parity import ParityError
 from export.repository import CHECKED_IN_REPOSITORY, write_cpu_repository, write_gpu_repository
 from export.stages import ExportStages, Precision
 from export.tensorrt_build import EngineBuildError, tensorrt_available
-from service.config import ModelConfig, ServiceConfig, load_config
+from service.config import ServiceConfig, load_config
 
 log = logging.getLogger("export")
 
@@ -38,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         _model_arguments(command)
         command.add_argument(
             "--components",
-            help=f"comma-separated, of {sorted(COMPONENT_TYPES)}; default: all the model has",
+            help=f"comma-separated, of {sorted(COMPONENT_TYPES)} (LTX-Video) and "
+            f"{list(LTX2_EXPORT_COMPONENTS)} (LTX-2.3, onnx only); default: all the models have",
         )
         command.add_argument("--cache-dir", default="var/export-cache", help="stage outputs (ONNX, engines)")
         command.add_argument("--log-level", default="INFO")
@@ -64,6 +66,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config-dir", help="local diffusers configs for --single-file")
     parser.add_argument("--seed", type=int, help="seed of the tiny preset's random weights")
     parser.add_argument("--device", help="where torch runs during export (cpu, cuda)")
+    parser.add_argument("--ltx2-preset", help="LTX-2.3 models: tiny-ltx2 (default), ltx-2.3 or none")
+    parser.add_argument("--ltx2-model-dir", help="local diffusers-layout LTX-2.3 checkpoint directory")
 
 
 def service_config(args: argparse.Namespace) -> ServiceConfig:
@@ -76,20 +80,29 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
             "model.config_dir": args.config_dir,
             "model.seed": args.seed,
             "model.device": args.device,
+            "ltx2.preset": args.ltx2_preset,
+            "ltx2.model_dir": args.ltx2_model_dir,
+            "ltx2.device": args.device,
         },
     )
 
 
-def default_components(model: ModelConfig) -> tuple[str, ...]:
-    """Every component, less the latent upsampler when the checkpoint has none (its endpoint is then not
-    served); the tiny preset builds one."""
+def default_components(config: ServiceConfig, command: str = "onnx") -> tuple[str, ...]:
+    """Every LTX-Video component, less the latent upsampler when the checkpoint has none (its endpoint is
+    then not served; the tiny preset builds one); for `onnx`, also the LTX-2.3 components unless
+    `ltx2.preset` is none (TensorRT engines and the GPU repository are LTX-Video's only so far)."""
+    from service.models.ltx2 import Ltx2Preset
     from service.models.presets import Preset
     from service.models.upsampler import upsampler_dir
 
-    if model.preset == Preset.TINY or upsampler_dir(model) is not None:
-        return DEFAULT_COMPONENTS
-    log.info("no latent upsampler configured: %s left out", LatentUpsamplerComponent.name)
-    return tuple(name for name in DEFAULT_COMPONENTS if name != LatentUpsamplerComponent.name)
+    model = config.model
+    names = DEFAULT_COMPONENTS
+    if model.preset != Preset.TINY and upsampler_dir(model) is None:
+        log.info("no latent upsampler configured: %s left out", LatentUpsamplerComponent.name)
+        names = tuple(name for name in DEFAULT_COMPONENTS if name != LatentUpsamplerComponent.name)
+    if command == "onnx" and config.ltx2.preset != Ltx2Preset.NONE:
+        names = (*names, *LTX2_EXPORT_COMPONENTS)
+    return names
 
 
 def run(args: argparse.Namespace) -> None:
@@ -97,7 +110,7 @@ def run(args: argparse.Namespace) -> None:
     if args.components:
         names = tuple(name.strip() for name in args.components.split(",") if name.strip())
     else:
-        names = default_components(config.model)
+        names = default_components(config, args.command)
     stages = ExportStages(
         config=config,
         cache_dir=Path(args.cache_dir),
@@ -110,6 +123,8 @@ def run(args: argparse.Namespace) -> None:
         write_cpu_repository(Path(args.out), model, components, ltx2=stages.config.ltx2)
         return
     if args.command == "build":
+        if ltx2 := [name for name in names if name in LTX2_EXPORT_COMPONENTS]:
+            raise ValueError(f"TensorRT builds are for the LTX-Video components; {ltx2}: use `onnx`")
         available, reason = tensorrt_available()
         if not available:
             raise EngineBuildError(f"cannot build TensorRT engines: {reason}")

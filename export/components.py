@@ -12,19 +12,22 @@ from __future__ import annotations
 import contextlib
 from abc import abstractmethod
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
 
 from export.shapes import (
     EXPORT_SAMPLE,
+    FP32_TOLERANCE,
     PARITY_SAMPLES,
     ApiRanges,
     AxisRange,
     SampleSize,
     TensorDecl,
     TensorType,
+    Tolerance,
 )
 from service.contract.components import (
     ComponentDecl,
@@ -49,38 +52,66 @@ __all__ = [  # the shapes vocabulary, re-exported: callers import declarations f
     "SampleSize",
     "TensorDecl",
     "TensorType",
+    "Tolerance",
 ]
 
+ModelsT = TypeVar("ModelsT")  # the loaded models of the component's family
 
-class ExportableComponent(ComponentDecl):
+
+class Family(StrEnum):
+    """Which models a component comes from: `[model]`'s LTX-Video or `[ltx2]`'s LTX-2.3."""
+
+    LTX_VIDEO = "ltx-video"
+    LTX2 = "ltx2"
+
+
+class ExportableComponent(ComponentDecl, Generic[ModelsT]):
     """One component's declaration and recipe; drives its ONNX export, parity check, TensorRT profile and
-    config."""
+    config. `ModelsT` is its family's loaded models (LoadedModels, Ltx2Models)."""
 
+    family: ClassVar[Family] = Family.LTX_VIDEO
     parity_samples: ClassVar[tuple[SampleSize, ...]] = PARITY_SAMPLES  # sizes the parity checks run at
+    tolerance: ClassVar[Tolerance] = FP32_TOLERANCE  # of the fp32 graph against torch
+
+    @property
+    def exported_inputs(self) -> tuple[TensorDecl, ...]:
+        """The inputs of the exported graph (and of `sample_inputs`), in order."""
+        return self.inputs
+
+    @property
+    def exported_input_names(self) -> list[str]:
+        return [tensor.name for tensor in self.exported_inputs]
+
+    @abstractmethod
+    def module(self, models: ModelsT) -> nn.Module:
+        """What is exported: the adapter with the declared fp32 I/O around a model of any float dtype."""
+
+    @abstractmethod
+    def sample_inputs(self, models: ModelsT, size: SampleSize) -> tuple[torch.Tensor, ...]:
+        """Valid inputs of `size` (seeded), in `exported_inputs` order and dtypes."""
+
+    @contextlib.contextmanager
+    def export_context(self, models: ModelsT) -> Iterator[None]:
+        """Temporary model settings the exporter needs (restored afterwards)."""
+        yield
+
+
+class LtxVideoComponent(ExportableComponent["LoadedModels"]):
+    """An LTX-Video component's recipe, on the adapters of service/models/component_modules.py."""
 
     def adapter(self, models: LoadedModels) -> nn.Module:
         """The torch module of service/models/torch_components.py that implements this component."""
         return component_adapter(self, models)
 
     def module(self, models: LoadedModels) -> nn.Module:
-        """What is exported: the adapter with the declared fp32 I/O around a model of any float dtype."""
         return component_module(self, models)
-
-    @abstractmethod
-    def sample_inputs(self, models: LoadedModels, size: SampleSize) -> tuple[torch.Tensor, ...]:
-        """Valid inputs of `size` (seeded), in `inputs` order and dtypes."""
-
-    @contextlib.contextmanager
-    def export_context(self, models: LoadedModels) -> Iterator[None]:
-        """Temporary model settings the exporter needs (restored afterwards)."""
-        yield
 
 
 def _generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
-class TextEncoderComponent(TextEncoderDecl, ExportableComponent):
+class TextEncoderComponent(TextEncoderDecl, LtxVideoComponent):
     def sample_inputs(self, models: LoadedModels, size: SampleSize) -> tuple[torch.Tensor, ...]:
         from service.models.torch_components import tokenize
 
@@ -101,7 +132,7 @@ class TextEncoderComponent(TextEncoderDecl, ExportableComponent):
             encoder.set_attn_implementation(previous)
 
 
-class TransformerComponent(TransformerDecl, ExportableComponent):
+class TransformerComponent(TransformerDecl, LtxVideoComponent):
     def sample_inputs(self, models: LoadedModels, size: SampleSize) -> tuple[torch.Tensor, ...]:
         from service.pipelines.latents import LatentShape, video_coords
 
@@ -123,13 +154,13 @@ class TransformerComponent(TransformerDecl, ExportableComponent):
         )
 
 
-class VaeDecoderComponent(VaeDecoderDecl, ExportableComponent):
+class VaeDecoderComponent(VaeDecoderDecl, LtxVideoComponent):
     def sample_inputs(self, models: LoadedModels, size: SampleSize) -> tuple[torch.Tensor, ...]:
         latents = torch.randn(size.batch, self.geometry.latent_channels, *size[1:], generator=_generator())
         return latents, torch.full((size.batch,), 0.05)
 
 
-class VaeEncoderComponent(VaeEncoderDecl, ExportableComponent):
+class VaeEncoderComponent(VaeEncoderDecl, LtxVideoComponent):
     parity_samples = (*PARITY_SAMPLES, SampleSize(batch=1, latent_frames=1, latent_height=2, latent_width=3))
 
     def sample_inputs(self, models: LoadedModels, size: SampleSize) -> tuple[torch.Tensor, ...]:
@@ -141,13 +172,13 @@ class VaeEncoderComponent(VaeEncoderDecl, ExportableComponent):
         return (video,)
 
 
-class LatentUpsamplerComponent(LatentUpsamplerDecl, ExportableComponent):
+class LatentUpsamplerComponent(LatentUpsamplerDecl, LtxVideoComponent):
     def sample_inputs(self, models: LoadedModels, size: SampleSize) -> tuple[torch.Tensor, ...]:
         latents = torch.randn(size.batch, self.geometry.latent_channels, *size[1:], generator=_generator())
         return (latents,)
 
 
-COMPONENT_TYPES: dict[str, type[ExportableComponent]] = {
+COMPONENT_TYPES: dict[str, type[LtxVideoComponent]] = {
     cls.name: cls
     for cls in (
         TextEncoderComponent,
@@ -163,8 +194,8 @@ DEFAULT_COMPONENTS = tuple(COMPONENT_TYPES)
 
 def declare(
     names: tuple[str, ...] | list[str], geometry: ModelGeometry, api: ApiRanges | None = None
-) -> list[ExportableComponent]:
-    """The declarations and recipes of the components `names` for a model of `geometry`."""
+) -> list[ExportableComponent[Any]]:
+    """The declarations and recipes of the LTX-Video components `names` for a model of `geometry`."""
     unknown = [name for name in names if name not in COMPONENT_TYPES]
     if unknown:
         raise ValueError(f"unknown components {unknown}; known: {sorted(COMPONENT_TYPES)}")

@@ -5,6 +5,8 @@ The legacy TorchScript exporter fails on RMSNorm and is silently wrong on LTX, s
 all batch axes together before the tracer can prove the LTX attention-mask reshape, which then fails, while
 AUTO lets the tracer discover the relations itself. The price is that AUTO may silently specialize an axis,
 so every declared dynamic axis is checked to be symbolic in the graph, and renamed to its declared name.
+Two aten ops get our own translations (export/onnx_translations.py: a stable sort, and a squeeze torchlib
+emits on axes that are not 1).
 """
 
 from __future__ import annotations
@@ -13,16 +15,14 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import onnx
 import torch
 from torch.export import Dim
 
 from export.components import EXPORT_SAMPLE, ExportableComponent, TensorDecl
-
-if TYPE_CHECKING:
-    from service.models.loading import LoadedModels
+from export.onnx_translations import TRANSLATIONS
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,17 @@ class ExportError(RuntimeError):
     """The exported graph does not match its declaration."""
 
 
-def export_onnx(component: ExportableComponent, models: LoadedModels, path: Path) -> Path:
-    """Export `component` of `models` to `path` (weights in `path`.data); returns `path`."""
+def export_onnx(component: ExportableComponent[Any], models: Any, path: Path) -> Path:
+    """Export `component` of `models` (its family's loaded models) to `path` (weights in `path`.data);
+    returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     module = component.module(models)
     sample = component.sample_inputs(models, EXPORT_SAMPLE)
     # The exported module takes its inputs as *args: one top-level argument, a tuple in `inputs` order.
     dynamic_shapes = (
-        tuple({index: Dim.AUTO for index in tensor.dynamic_axes} or None for tensor in component.inputs),
+        tuple(
+            {index: Dim.AUTO for index in tensor.dynamic_axes} or None for tensor in component.exported_inputs
+        ),
     )
     started = time.monotonic()
     with component.export_context(models), torch.no_grad():
@@ -55,21 +58,22 @@ def export_onnx(component: ExportableComponent, models: LoadedModels, path: Path
             (),
             str(path),
             dynamo=True,
-            input_names=component.input_names,
+            input_names=component.exported_input_names,
             output_names=component.output_names,
             external_data=True,  # real transformers are far over protobuf's 2 GB limit
+            custom_translation_table=TRANSLATIONS,
         )
     name_declared_axes(component, path)
     log.info("exported %s to %s in %.1f s", component.name, path, time.monotonic() - started)
     return path
 
 
-def name_declared_axes(component: ExportableComponent, path: Path) -> None:
+def name_declared_axes(component: ExportableComponent[Any], path: Path) -> None:
     """Check the graph's inputs and outputs against the declaration and give dynamic axes their names."""
     model = onnx.load(str(path), load_external_data=False)
     graph = model.graph
     renames: dict[str, str] = {}
-    for declared, actual in _paired(component.inputs, graph.input, "input"):
+    for declared, actual in _paired(component.exported_inputs, graph.input, "input"):
         renames.update(_check_value(component.name, declared, actual))
     for declared, actual in _paired(component.outputs, graph.output, "output"):
         _check_value(component.name, declared, actual)

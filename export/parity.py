@@ -13,28 +13,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 
 from export.components import ExportableComponent, SampleSize
+from export.shapes import FP32_TOLERANCE, Tolerance
 
-if TYPE_CHECKING:
-    from service.models.loading import LoadedModels
+__all__ = ["FP32_TOLERANCE", "ParityError", "ParityResult", "Tolerance", "check_parity", "compare"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    atol: float
-    rtol: float
-
-
-# fp32 graphs on CPU: the exporter's fused and reordered ops differ from torch by float rounding only
-# (observed ~1e-5 on outputs of scale ~1); anything near 1e-3 of the output's scale is a real difference.
-FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-3)
 
 
 @dataclass(frozen=True)
@@ -64,16 +53,17 @@ class ParityError(RuntimeError):
 
 
 def check_parity(
-    component: ExportableComponent,
-    models: LoadedModels,
+    component: ExportableComponent[Any],
+    models: Any,
     onnx_path: Path,
-    tolerance: Tolerance = FP32_TOLERANCE,
+    tolerance: Tolerance | None = None,
     sizes: tuple[SampleSize, ...] | None = None,
     optimize: bool = True,
 ) -> list[ParityResult]:
     """Compare the graph at `onnx_path` with the torch module on each of `sizes` (default: the component's
-    `parity_samples`); log every result. `optimize=False` runs the graph node by node: onnxruntime's CPU
-    optimizer fuses Q/DQ pairs into integer kernels that refuse FP8 (export/fp8.py)."""
+    `parity_samples`), every output, within `tolerance` (default: the component's fp32 one); log every
+    result. `models` are the component family's loaded models. `optimize=False` runs the graph node by node:
+    onnxruntime's CPU optimizer fuses Q/DQ pairs into integer kernels that refuse FP8 (export/fp8.py)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -86,12 +76,16 @@ def check_parity(
     for size in sizes or component.parity_samples:
         inputs = component.sample_inputs(models, size)
         with torch.no_grad():
-            expected = module(*inputs)
-        feed = {
-            name: tensor.cpu().numpy() for name, tensor in zip(component.input_names, inputs, strict=True)
-        }
-        (actual,) = session.run(component.output_names, feed)
-        results.append(compare(component, size, expected.float().cpu().numpy(), actual, tolerance))
+            outputs = module(*inputs)
+        expected = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+        names = component.exported_input_names
+        feed = {name: tensor.cpu().numpy() for name, tensor in zip(names, inputs, strict=True)}
+        actual = session.run(component.output_names, feed)
+        for output, reference, graph in zip(component.output_names, expected, actual, strict=True):
+            reference_np = reference.float().cpu().numpy()
+            results.append(
+                compare(component, size, reference_np, graph, tolerance or component.tolerance, output)
+            )
     for result in results:
         (log.info if result.passed else log.error)("parity %s", result.line())
     return results
@@ -104,21 +98,24 @@ def require_parity(results: list[ParityResult]) -> None:
 
 
 def compare(
-    component: ExportableComponent,
+    component: ExportableComponent[Any],
     size: SampleSize,
     expected: np.ndarray,
     actual: np.ndarray,
     tolerance: Tolerance,
+    output: str | None = None,
 ) -> ParityResult:
+    """One output (default: the first) of `component` at `size`, graph (`actual`) against torch."""
+    output = output or component.output_names[0]
     if actual.shape != expected.shape:
         raise ParityError(
-            f"{component.name} at {tuple(size)}: ONNX shape {actual.shape} != torch {expected.shape}"
+            f"{component.name}.{output} at {tuple(size)}: ONNX shape {actual.shape} != torch {expected.shape}"
         )
     max_abs = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
     scale = float(np.max(np.abs(expected)))
     return ParityResult(
         component=component.name,
-        output=component.output_names[0],
+        output=output,
         size=size,
         max_abs=max_abs,
         max_rel=max_abs / scale if scale > 0 else max_abs,

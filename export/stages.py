@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from export.components import ApiRanges, ExportableComponent, SampleSize, declare
+from export.components import COMPONENT_TYPES, ApiRanges, ExportableComponent, Family, SampleSize, declare
 from export.fp8 import FP8_COMPONENTS, FP8_TOLERANCE
 from export.parity import ParityResult, Tolerance, check_parity, require_parity
 from export.shapes import BATCH, LATENT_FRAMES, LATENT_HEIGHT, LATENT_WIDTH
@@ -33,6 +33,7 @@ from service.models.assets import PipelineAssets, load_assets, save_assets
 
 if TYPE_CHECKING:
     from service.models.loading import LoadedModels
+    from service.models.ltx2 import Ltx2Models
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,15 @@ ENGINE_TOLERANCE = {
 
 @dataclass
 class ExportStages:
-    config: ServiceConfig  # its `model` names the weights; the rest is ignored
+    config: (
+        ServiceConfig  # its `model` (LTX-Video) and `ltx2` (LTX-2.3) name the weights; the rest is ignored
+    )
     cache_dir: Path
-    component_names: tuple[str, ...]
+    component_names: tuple[str, ...]  # of either family (export/components.py, export/ltx2_components.py)
     precision: Precision = Precision.BF16
     api: ApiRanges | None = None  # None: the ranges of the endpoints the components serve
     _models: dict[Precision, LoadedModels] = field(default_factory=dict, repr=False)
+    _ltx2_models: dict[Precision, Ltx2Models] = field(default_factory=dict, repr=False)
 
     @property
     def key_dir(self) -> Path:
@@ -79,6 +83,19 @@ class ExportStages:
             model = dataclasses.replace(self.config.model, dtype=precision.torch_dtype_name)
             self._models[precision] = load_models(model)
         return self._models[precision]
+
+    def ltx2_models(self, precision: Precision = Precision.FP32) -> Ltx2Models:
+        """The LTX-2.3 checkpoint stage (`[ltx2]`), in `precision`, once per run."""
+        from service.models.ltx2 import load_ltx2_models
+
+        if precision not in self._ltx2_models:
+            ltx2 = dataclasses.replace(self.config.ltx2, dtype=precision.torch_dtype_name)
+            self._ltx2_models[precision] = load_ltx2_models(ltx2)
+        return self._ltx2_models[precision]
+
+    def models_for(self, component: ExportableComponent[Any], precision: Precision = Precision.FP32) -> Any:
+        """The loaded models of `component`'s family."""
+        return self.ltx2_models(precision) if component.family is Family.LTX2 else self.models(precision)
 
     @cached_property
     def assets(self) -> PipelineAssets:
@@ -97,9 +114,25 @@ class ExportStages:
         return load_assets(directory)
 
     @cached_property
-    def components(self) -> list[ExportableComponent]:
-        api = self.api or ApiRanges.serving(self.component_names)
-        return declare(self.component_names, self.assets.geometry, api)
+    def components(self) -> list[ExportableComponent[Any]]:
+        """The recipes of `component_names`, LTX-Video's then LTX-2.3's (unknown names: ValueError)."""
+        from export.ltx2_components import LTX2_COMPONENT_TYPES, declare_ltx2
+
+        known = {*COMPONENT_TYPES, *LTX2_COMPONENT_TYPES}
+        unknown = [name for name in self.component_names if name not in known]
+        if unknown:
+            raise ValueError(f"unknown components {unknown}; known: {sorted(known)}")
+        ltx_video = [name for name in self.component_names if name in COMPONENT_TYPES]
+        ltx2 = [name for name in self.component_names if name in LTX2_COMPONENT_TYPES]
+        components: list[ExportableComponent[Any]] = []
+        if ltx_video:
+            api = self.api or ApiRanges.serving(ltx_video)
+            components += declare(ltx_video, self.assets.geometry, api)
+        if ltx2:
+            from service.models.ltx2_component_modules import ltx2_geometry
+
+            components += declare_ltx2(ltx2, ltx2_geometry(self.ltx2_models()))
+        return components
 
     def precision_for(self, component: ExportableComponent) -> Precision:
         """The run's precision, except that fp8 applies to the GEMM-heavy components only (bf16 elsewhere)."""
@@ -115,7 +148,7 @@ class ExportStages:
             return self._fp8_onnx(component, path)
         _run_stage(
             path.with_suffix(".done"),
-            lambda: export_onnx(component, self.models(precision), path),
+            lambda: export_onnx(component, self.models_for(component, precision), path),
             f"ONNX {component.name} ({precision.value})",
         )
         return path
@@ -141,7 +174,8 @@ class ExportStages:
         report = self.key_dir / "onnx" / f"{component.name}.parity.json"
 
         def produce() -> None:
-            results = check_parity(component, self.models(), self.onnx(component, Precision.FP32))
+            onnx_path = self.onnx(component, Precision.FP32)
+            results = check_parity(component, self.models_for(component), onnx_path)
             _write_report(report, results)
             require_parity(results)
 

@@ -36,7 +36,9 @@ class ModelConfig:
     model_dir: str | None = None  # diffusers layout, or a single file plus `config_dir`
     single_file: str | None = None  # original LTX checkpoint (.safetensors), loaded with `config_dir`
     config_dir: str | None = None  # local diffusers config for `from_single_file` (offline)
-    upsampler_dir: str | None = None  # latent upsampler, diffusers layout; default model_dir/latent_upsampler
+    # latent upsampler: a diffusers-layout directory or the original .safetensors file; default
+    # model_dir/latent_upsampler
+    upsampler_dir: str | None = None
     seed: int = 0  # seed of the tiny presets' random weights
     dtype: str = "float32"  # torch dtype name for the in-process engine
     device: str = "cpu"

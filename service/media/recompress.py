@@ -26,7 +26,7 @@ import av
 import numpy as np
 import torch
 
-from service.contract.frames import uint8_from_unit
+from service.contract.frames import uint8_from_unit, unit_from_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +35,12 @@ _PRESET = "veryfast"
 _REFERENCE_FPS = 1  # crf_compressor's `rate=1`: x264's rate control, and so the result, depends on it
 
 
-def _to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
-    """[3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
-    pixels = uint8_from_unit(frames.detach().cpu())
-    return pixels.permute(1, 2, 3, 0).numpy()
-
-
-def _pad_to_even(frames: np.ndarray) -> np.ndarray:
-    _, height, width, _ = frames.shape
-    return np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+def _uint8_frame(frames: torch.Tensor, index: int) -> np.ndarray:
+    """Frame `index` of [3, F, H, W] (in [-1, 1], or uint8) as uint8 [H', W', 3], its sides padded to even
+    by repeating the last row or column (4:2:0 needs even sides)."""
+    pixels = uint8_from_unit(frames[:, index].detach().cpu()).permute(1, 2, 0).numpy()
+    height, width, _ = pixels.shape
+    return np.pad(pixels, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
 
 
 def _encode_frame(pixels: np.ndarray, crf: int) -> bytes:
@@ -68,10 +65,6 @@ def _decode_frame(data: bytes) -> np.ndarray:
     raise RuntimeError("the H.264 round trip returned no frame")  # a codec bug, not a client mistake
 
 
-def _round_trip(frames: np.ndarray, crf: int) -> np.ndarray:
-    return np.stack([_decode_frame(_encode_frame(pixels, crf)) for pixels in frames])
-
-
 def recompress(frames: torch.Tensor, crf: int) -> torch.Tensor:
     """Frames [3, F, H, W] in [-1, 1] through H.264 at `crf` and back: same shape, dtype and device."""
     if not 0 <= crf <= MAX_CRF:
@@ -81,9 +74,14 @@ def recompress(frames: torch.Tensor, crf: int) -> torch.Tensor:
     if crf == 0:
         return frames
     _, num_frames, height, width = frames.shape
-    decoded = _round_trip(_pad_to_even(_to_uint8_frames(frames)), crf)
-    restored = torch.from_numpy(decoded[:, :height, :width]).permute(3, 0, 1, 2)
+    # Frame by frame into one output: memory is the input, the output and one frame (a long conditioning
+    # video is gigabytes), never a stacked copy.
+    restored = torch.empty(frames.shape, dtype=frames.dtype, device=frames.device)
+    for index in range(num_frames):
+        decoded = _decode_frame(_encode_frame(_uint8_frame(frames, index), crf))[:height, :width]
+        frame = torch.from_numpy(decoded).permute(2, 0, 1)
+        if frames.dtype.is_floating_point:
+            frame = unit_from_uint8(frame.float()).to(frames.dtype)
+        restored[:, index] = frame.to(frames.device)
     logger.debug("re-compressed %d frames of %dx%d at CRF %d", num_frames, width, height, crf)
-    if not frames.dtype.is_floating_point:  # uint8 in, uint8 out
-        return restored.contiguous().to(device=frames.device)
-    return (restored.float() / 127.5 - 1.0).to(dtype=frames.dtype, device=frames.device)
+    return restored

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from service.config import ModelConfig
 from service.engines import torch_bindings
@@ -114,6 +117,10 @@ def test_a_configured_upsampler_dir_that_does_not_exist_is_refused(tmp_path: Pat
     cfg = ModelConfig(preset=REAL_PRESET, upsampler_dir=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match=r"model.upsampler_dir"):
         upsampler_models.upsampler_dir(cfg)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match=r"model.upsampler_dir: .*safetensors"):
+        upsampler_models.upsampler_dir(ModelConfig(preset=REAL_PRESET, upsampler_dir=str(text)))
 
 
 def test_an_upsampler_for_other_latent_channels_is_refused(tiny: loading.LoadedModels) -> None:
@@ -122,3 +129,33 @@ def test_an_upsampler_for_other_latent_channels_is_refused(tiny: loading.LoadedM
     models = dataclasses.replace(tiny, upsampler=mismatched)
     with pytest.raises(ValueError, match="upsampler"):
         loading._check_compatible(models)
+
+
+def test_the_original_single_file_loads_the_same_upsampler(
+    tiny: loading.LoadedModels, model_dir: Path, tmp_path: Path
+) -> None:
+    # Lightricks' ltxv-spatial-upscaler-0.9.7.safetensors: the state dict, its config in the metadata.
+    assert tiny.upsampler is not None
+    path = upsampler_models.save_upsampler_single_file(tiny.upsampler, tmp_path / "upscaler.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        assert set(handle.keys()) == set(tiny.upsampler.state_dict())
+        assert json.loads(handle.metadata()["config"])["in_channels"] == tiny.upsampler.config["in_channels"]
+    cfg = ModelConfig(preset=REAL_PRESET, model_dir=str(model_dir), upsampler_dir=str(path))
+    loaded = loading._load_checkpoint(cfg)
+    assert loaded.upsampler is not None
+    _assert_same_weights(tiny.upsampler, loaded.upsampler)
+
+
+def test_a_single_file_without_its_config_or_not_fitting_it_is_refused(
+    tiny: loading.LoadedModels, tmp_path: Path
+) -> None:
+    assert tiny.upsampler is not None
+    bare = tmp_path / "bare.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny.upsampler.state_dict().items()}, str(bare))
+    with pytest.raises(ValueError, match=r"model.upsampler_dir: .*config"):
+        upsampler_models.load_upsampler(bare)
+    wrong = tmp_path / "wrong.safetensors"
+    config = {**upsampler_models.tiny_upsampler_config(4), "num_blocks_per_stage": 2}
+    save_file({"initial_conv.weight": torch.zeros(1)}, str(wrong), metadata={"config": json.dumps(config)})
+    with pytest.raises(ValueError, match=r"model.upsampler_dir: .*does not fit"):
+        upsampler_models.load_upsampler(wrong)
