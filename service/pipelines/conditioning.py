@@ -45,7 +45,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from service.contract.frames import legal_frames_at_most, uint8_from_unit, unit_from_uint8
 from service.domain.errors import Cancelled
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.pipelines.components import Components, ModelGeometry
+from service.pipelines.components import Components, ModelGeometry, VaeEncoder
 from service.pipelines.latents import LatentShape, initial_noise, normalize, pack, video_coords
 
 logger = logging.getLogger(__name__)
@@ -164,12 +164,59 @@ def resize_media(media: ConditioningMedia, width: int, height: int) -> Condition
     return replace(media, pixels=pixels)
 
 
+# Conditioning videos longer than ENCODE_TILE_FRAMES + 1 frames are encoded in temporal tiles: the VAE
+# encoder's activations at the output size are tens of MB per frame (a whole 161-frame 720p video took
+# ~9 GB on the tiny preset), so a long conditioning video would cost more than the whole generation.
+ENCODE_TILE_FRAMES = 32  # a tile is 33 frames; shorter videos are encoded whole, exactly as before
+ENCODE_TILE_STRIDE = 24  # tiles share 8 frames: one latent frame, blended linearly (as diffusers)
+
+
 def encode_media(components: Components, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Pixels [1, 3, F, H, W] in [-1, 1] -> normalized latents [1, C, f, h, w] (float32 on `device`)."""
-    if components.vae_encoder is None:
+    """Pixels [1, 3, F, H, W] (float in [-1, 1], or uint8) -> normalized latents [1, C, f, h, w] (float32
+    on `device`), converted to float a tile at a time."""
+    encoder = components.vae_encoder
+    if encoder is None:
         raise ValueError("conditioning needs a VAE encoder component")
-    latents = components.vae_encoder.encode(unit_pixels(pixels)).to(device, torch.float32)
+    if pixels.shape[2] <= ENCODE_TILE_FRAMES + 1:
+        latents = encoder.encode(unit_pixels(pixels)).to(device, torch.float32)
+    else:
+        with torch.inference_mode():  # the blend writes into the encoder's (inference) outputs
+            latents = _encode_in_temporal_tiles(
+                encoder, pixels, components.geometry.temporal_compression, device
+            )
     return normalize(latents, components.geometry).to(device, torch.float32)
+
+
+def _encode_in_temporal_tiles(
+    encoder: VaeEncoder, pixels: torch.Tensor, temporal_compression: int, device: torch.device
+) -> torch.Tensor:
+    """diffusers' `AutoencoderKLLTXVideo._temporal_tiled_encode` with tiles of ENCODE_TILE_FRAMES + 1
+    frames every ENCODE_TILE_STRIDE, done here on the `VaeEncoder` component so that the Triton binding
+    tiles the same way: each tile after the first drops its first latent frame (the causal encoder's
+    "first frame") and crossfades its first `blend` latent frames into the previous tile's last ones."""
+    frames = pixels.shape[2]
+    latent_frames = (frames - 1) // temporal_compression + 1
+    tile_latents = ENCODE_TILE_FRAMES // temporal_compression
+    stride_latents = ENCODE_TILE_STRIDE // temporal_compression
+    blend = tile_latents - stride_latents
+    parts: list[torch.Tensor] = []
+    previous: torch.Tensor | None = None
+    for start in range(0, frames, ENCODE_TILE_STRIDE):
+        # One expression: this tile's float copy is freed before the next tile's is made.
+        latents = encoder.encode(unit_pixels(pixels[:, :, start : start + ENCODE_TILE_FRAMES + 1]))
+        latents = latents.to(device, torch.float32)
+        if previous is None:
+            parts.append(latents[:, :, : stride_latents + 1])
+        else:
+            latents = latents[:, :, 1:]
+            shared = min(blend, previous.shape[2], latents.shape[2])
+            for x in range(shared):  # diffusers' blend_t, term for term
+                latents[:, :, x] = previous[:, :, x - shared] * (1 - x / shared) + latents[:, :, x] * (
+                    x / shared
+                )
+            parts.append(latents[:, :, :stride_latents])
+        previous = latents
+    return torch.cat(parts, dim=2)[:, :, :latent_frames]
 
 
 def prepare_conditioned_latents(
