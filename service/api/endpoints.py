@@ -1,15 +1,27 @@
 """The API half of the endpoint registry: one `ApiEndpoint` per endpoint, and everything that dispatches on it.
 
-An endpoint is added with one edit per layer (the LTX-2.3 endpoint's files in brackets):
-  1. protos/ltx/v1/: its Input and Output messages and a field in the GenerationInput/GenerationOutput
-     oneofs (endpoints.proto, video_generation.proto), then `make proto`;
-  2. domain: an `Endpoint` id, its frozen spec and its `SPEC_TYPES` entry (service/domain/specs.py);
-  3. api: a validator (validation.py, `check_<name>`), a converter (convert.py, `<name>_spec`), an Output
-     builder (convert.py), spec defaults (defaults.py) and an `ApiEndpoint` in `API_ENDPOINTS` below;
-  4. engines: a `PipelineEndpoint` in service/engines/endpoint_pipelines.py: the pipeline and the
-     component models it needs (which decides whether a deployment serves it);
-  5. inputs: its input preparation (media fetch/decode/checks) in service/inputs/prepare.py.
-Nothing else names endpoints: the servicer, the events, the client and the job runner look them up here.
+Adding an endpoint = one descriptor per layer. Each layer has one registry of descriptors, one entry per
+endpoint, and nothing else in it names endpoints (the servicer, the events, the client, the job runner,
+the prepare stage, both engines and ltx_pipeline look them up; LocalEngine's LTX-2.3 branch is the one
+exception left, until that endpoint's `PipelineEndpoint` replaces it). The LTX-2.3 endpoint
+(`ltx-2.3-22b/text-to-video/lora`) touches exactly these files, one per layer:
+  1. proto     protos/ltx/v1/endpoints.proto: `Ltx2TextToVideoInput`/`Ltx2TextToVideoOutput`, and the
+               `ltx2_text_to_video` field of the GenerationInput/GenerationOutput oneofs in
+               protos/ltx/v1/video_generation.proto (then `make proto`);
+  2. domain    service/domain/specs.py: `Endpoint.LTX2_TEXT_TO_VIDEO`, `Ltx2TextToVideoSpec`, its
+               `SPEC_TYPES` entry;
+  3. api       service/api/endpoints.py: its `ApiEndpoint` in `API_ENDPOINTS` below, naming its validator
+               (validation.py `check_ltx2`), converter and Output builder (convert.py `ltx2_spec`,
+               `ltx2_output`) and defaults (defaults.py `Ltx2TextToVideo`);
+  4. inputs    service/inputs/endpoints.py: its `InputEndpoint` in `INPUT_ENDPOINTS` (no media; its prompt
+               is expanded in the engine by the resident Gemma-3);
+  5. engines   service/engines/endpoint_pipelines.py: its `PipelineEndpoint` in `PIPELINE_ENDPOINTS`: the
+               pipeline (service/pipelines/ltx2/text_to_video.py) and the component models it needs
+               (declared in service/contract/ltx2_components.py), which decide whether a deployment
+               (local or Triton) serves it.
+The code behind a descriptor (the pipeline, its components, a validator) lives where its layer keeps
+such code; the descriptor is the one edit that wires it in. tests/unit/test_inputs_registry.py checks
+that every `Endpoint` has an API and an inputs descriptor.
 """
 
 from __future__ import annotations

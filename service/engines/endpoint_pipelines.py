@@ -14,7 +14,7 @@ conditioning media before the accelerator is taken.
 
 To add an endpoint's pipeline: write its `run` (narrow the spec with `narrowed`, call the
 pipeline), add a `PipelineEndpoint` to `PIPELINE_ENDPOINTS` naming the component models it calls (declared
-in service/contract/components.py), and its input preparation in service/inputs/prepare.py; every engine
+in service/contract/components.py), and its `InputEndpoint` in service/inputs/endpoints.py; every engine
 then serves it where those components exist, and Submit stops answering FAILED_PRECONDITION.
 """
 

@@ -8,6 +8,7 @@
 3. conditioning media are fetched, decoded, checked and preprocessed as upstream does (blur, CRF;
    service/inputs/media.py, service/inputs/conditioning_recipe.py), which also resolves
    `aspect_ratio: auto`; extend's context frames are taken from its kept frames and preprocessed alike;
+   each endpoint's way is its `InputEndpoint` (service/inputs/endpoints.py);
 4. LoRAs are resolved to local files, downloading URLs (service/inputs/lora.py), so the model lock is
    never held over the network.
 """
@@ -20,24 +21,15 @@ from dataclasses import dataclass
 from service.config import ServiceConfig
 from service.domain.job_context import JobContext
 from service.domain.progress import Progress, ProgressCallback, Stage
-from service.domain.specs import (
-    DistilledMulticonditioningSpec,
-    Endpoint,
-    ExtendSpec,
-    LoraSpec,
-    MulticonditioningSpec,
-    Spec,
-)
+from service.domain.specs import LoraSpec, Spec
+from service.inputs.endpoints import input_endpoint
 from service.inputs.lora import fetch_loras
-from service.inputs.media import extend_context, prepare_conditioning_inputs, prepare_extend_input
 from service.media.fetch import FetchLimits
 from service.models.lora import FetchedLora
 from service.pipelines.endpoint_inputs import EndpointInputs
 from service.prompting import build_prompt_expander, expand_or_explain
 from service.safety import build_safety_checker
 from service.safety.checker import DISABLED_MESSAGE, SafetyChecker
-
-CONDITIONED_ENDPOINTS = frozenset({Endpoint.MULTICONDITIONING, Endpoint.DISTILLED_MULTICONDITIONING})
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,10 +65,7 @@ class InputPreparer:
         self, spec: Spec, on_progress: ProgressCallback
     ) -> tuple[Spec, SafetyChecker | None]:
         # LTX-2.3 expands with its resident Gemma-3 in the engine (service/engines/ltx2_local.py).
-        if (
-            getattr(spec, "expand_prompt", False)
-            and Endpoint(spec.endpoint) is not Endpoint.LTX2_TEXT_TO_VIDEO
-        ):
+        if getattr(spec, "expand_prompt", False) and input_endpoint(spec.endpoint).expands_prompt:
             spec = dataclasses.replace(
                 spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress)
             )
@@ -90,11 +79,6 @@ class InputPreparer:
 def prepare_endpoint_inputs(
     spec: Spec, limits: FetchLimits, checker: SafetyChecker | None, on_progress: ProgressCallback
 ) -> EndpointInputs:
-    """Fetch, decode and check the spec's media (none for text to video); input_fetch_failed on failure."""
-    if isinstance(spec, MulticonditioningSpec | DistilledMulticonditioningSpec):
-        prepared = prepare_conditioning_inputs(spec, limits, checker, on_progress)
-        return EndpointInputs(prepared.spec, media=prepared.media)
-    if isinstance(spec, ExtendSpec):
-        kept = prepare_extend_input(spec, limits, checker, on_progress)
-        return EndpointInputs(spec, media=extend_context(spec, kept), kept_pixels=kept)
-    return EndpointInputs(spec)
+    """Fetch, decode and check the spec's media (none for text to video), as its endpoint's
+    `InputEndpoint` says; input_fetch_failed on failure."""
+    return input_endpoint(spec.endpoint).prepare_media(spec, limits, checker, on_progress)

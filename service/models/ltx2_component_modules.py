@@ -12,6 +12,8 @@ Run eagerly the adapter takes the exact shortcuts diffusers takes (no wrapper wh
     stg_skip_blocks[b] & stg_m & stg_rows[r], else 1 (torch.lerp returns either end exactly, so the
     unperturbed rows are bit for bit diffusers' plain attention);
   - audio<->video cross-attention outputs times (1 - isolate_modalities).
+`distilled_lora_scale` (text encoder, transformer; Python backend only) sets the resident distilled
+LoRA's peft scale before the call, a side effect no trace records: export leaves it out (`graph_inputs`).
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ from service.contract.ltx2_components import (
     Ltx2Geometry,
 )
 from service.contract.tensors import TensorDecl, TensorType
-from service.models.component_modules import torch_dtype_of
 from service.models.ltx2 import Ltx2Models
 
-# diffusers' LTX-2 transformer embeds timesteps on the training scale: `timestep` = sigma * 1000.
-TIMESTEP_SCALE = 1000.0
+# `timestep` is already sigma * 1000 (diffusers' training scale; the pipeline computes it in float64 as
+# LTX2Pipeline does), so the adapter passes it through unchanged.
 DISTILLED_ADAPTER = "distilled"  # = service.models.ltx2_loras.DISTILLED
 
 
@@ -411,7 +412,3 @@ LTX2_ADAPTERS: dict[str, Callable[[Ltx2Models], nn.Module]] = {
 def ltx2_component_module(component: Ltx2ComponentDecl, models: Ltx2Models) -> Ltx2DeclaredIO:
     """What is exported and served: the adapter (eval mode) with the declared fp32 I/O."""
     return Ltx2DeclaredIO(LTX2_ADAPTERS[component.name](models).eval(), component.inputs)
-
-
-def output_dtypes(component: Ltx2ComponentDecl) -> list[torch.dtype]:
-    return [torch_dtype_of(tensor.dtype) for tensor in component.outputs]

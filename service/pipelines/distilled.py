@@ -67,10 +67,10 @@ from service.pipelines.conditioning import (
 from service.pipelines.latent_windows import DecodedFrames, decode_in_tiles
 from service.pipelines.latents import LatentShape, denormalize, latent_shape, normalize, unpack
 from service.pipelines.long_video import (
-    FrameSink,
     LongVideoOptions,
     WindowRequest,
     frame_store_for,
+    output_frames,
     sample_in_windows,
     window_generators,
     window_plan,
@@ -186,6 +186,7 @@ class DistilledPasses:
         self.spec = spec
         self.prompts = prompts
         self.options = options
+        self.ctx = ctx
         self.on_progress = ctx.on_progress
         self.is_cancelled = ctx.is_cancelled
         self.clip = clip_geometry(components, spec, frames_to_generate(spec.num_frames))
@@ -286,7 +287,7 @@ class DistilledPasses:
         self.on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
         spec, size = self.spec, FrameSize(self.spec.width, self.spec.height)
         store = frame_store_for(self.options.long_video, len(self.windows))
-        sink = FrameSink(spec.num_frames, size, spec.reverse_video, store)
+        sink = output_frames(self.ctx, spec.num_frames, size, spec.reverse_video, store)
         # The decode noise's own stream, as upstream (`torch.randn_like` on the global RNG seeded with the
         # seed), not the sampling generator.
         noise = seeded_generator(spec.seed)

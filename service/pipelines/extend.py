@@ -32,10 +32,12 @@ from service.domain.outputs import GeneratedVideo
 from service.domain.specs import ExtendSpec
 from service.pipelines.components import Components
 from service.pipelines.conditioning import ConditioningMedia
+from service.pipelines.long_video import output_frames
 from service.pipelines.multiconditioning import (
     DEFAULT_DEV_OPTIONS,
     DevSamplingOptions,
     dev_clip,
+    dev_frame_store,
     render_dev_clip,
 )
 from service.pipelines.seeding import seeded_generator
@@ -88,11 +90,18 @@ def generate_extension(
     request = dev_clip(components, spec, plan.clip)
     generator = seeded_generator(spec.seed)
     logger.info("extend %dx%d: %s, %d steps", spec.width, spec.height, plan, spec.num_inference_steps)
-    clip = render_dev_clip(components, request, context, generator, options, ctx)
-    new_frames = clip[plan.context : plan.context + plan.new]
-    frames = np.concatenate([uint8_frames(kept_pixels), new_frames])
+    output = output_frames(ctx, spec.num_frames, request.size, False, dev_frame_store(request, options))
+    output.write(0, uint8_frames(kept_pixels))
+
+    def write_new(start: int, frames: np.ndarray) -> None:
+        # Clip frames context.. are the new ones, placed after the kept frames (the output drops the rest).
+        skip = max(0, plan.context - start)
+        if skip < len(frames):
+            output.write(plan.kept + start + skip - plan.context, frames[skip:])
+
+    render_dev_clip(components, request, context, generator, options, ctx, write_new)
     return GeneratedVideo(
-        frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
+        frames=output.result(), frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
     )
 
 

@@ -43,6 +43,7 @@ import torch
 
 from service.domain.errors import Cancelled
 from service.domain.geometry import FrameSize
+from service.domain.job_context import FrameOutput, JobContext
 from service.domain.progress import CancelCheck
 from service.pipelines.adain import adain_filter_latent
 from service.pipelines.conditioning import ConditioningMedia, LatentCondition
@@ -205,6 +206,31 @@ class FrameSink:
         frames = np.memmap(self._file, dtype=np.uint8, mode="r", shape=self.shape)
         self._file.close()
         return frames
+
+
+class _ReversedOutput:
+    """Frame k of the video written at position F - 1 - k of `inner` (reverse_video)."""
+
+    def __init__(self, inner: FrameOutput, num_frames: int) -> None:
+        self._inner, self._num_frames = inner, num_frames
+
+    def write(self, start: int, frames: np.ndarray) -> None:
+        frames = frames[: max(0, self._num_frames - start)][::-1]
+        self._inner.write(self._num_frames - start - len(frames), np.ascontiguousarray(frames))
+
+    def result(self) -> np.ndarray:
+        return self._inner.result()
+
+
+def output_frames(
+    ctx: JobContext, num_frames: int, size: FrameSize, reverse: bool, store: FrameStore
+) -> FrameOutput:
+    """Where a pipeline writes the job's output frames as they are decoded: the context's
+    `frame_output` (ltx_pipeline streams them to its client), else a FrameSink kept in `store`."""
+    if ctx.frame_output is None:
+        return FrameSink(num_frames, size, reverse, store)
+    output = ctx.frame_output(num_frames, size)
+    return _ReversedOutput(output, num_frames) if reverse else output
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

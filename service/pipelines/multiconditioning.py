@@ -22,7 +22,7 @@ tokens; the keyframe tokens are dropped before decoding.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -51,15 +51,19 @@ from service.pipelines.guidance import (
     split_passes,
 )
 from service.pipelines.latents import LatentShape, latent_shape
+from service.pipelines.long_video import FrameStore, output_frames
 from service.pipelines.padding import crop_frames, generated_size, pad_media
 from service.pipelines.schedules import DEV_13B_097_FIRST_PASS, GuidanceSchedule, linear_quadratic_sigmas
 from service.pipelines.seeding import seeded_generator
 from service.pipelines.text_to_video import (
     DecodeOptions,
     PromptEmbeddings,
-    decode,
+    decode_chunks,
     to_uint8_frames,
 )
+
+# Frames [n, H, W, 3] uint8 of a clip, from clip frame `start` on (the clip's own frame numbers)
+ClipFrameWriter = Callable[[int, np.ndarray], None]
 
 logger = logging.getLogger(__name__)
 
@@ -203,10 +207,12 @@ def render_dev_clip(
     generator: torch.Generator,
     options: DevSamplingOptions,
     ctx: JobContext,
-) -> np.ndarray:
-    """Prompt encoding, conditioning, guided sampling and decoding of one clip: uint8 [F, H, W, 3] with
-    all of the clip's generated frames (callers trim), cropped to `clip.size`; `media` are at that size.
-    Shared by text to video, multiconditioning and extend."""
+    write: ClipFrameWriter,
+) -> None:
+    """Prompt encoding, conditioning, guided sampling and decoding of one clip. The decode runs in
+    temporal tiles (`options.decoding`): each finished chunk of the clip's generated frames goes to
+    `write` as uint8 [n, H, W, 3] cropped to `clip.size` (callers trim), so only one tile's pixels are
+    in memory at a time; `media` are at that size. Shared by text to video, multiconditioning and extend."""
     media = [pad_media(item, clip.size) for item in media]
     on_progress, is_cancelled = ctx.on_progress, ctx.is_cancelled
     with torch.inference_mode():
@@ -228,12 +234,20 @@ def render_dev_clip(
             on_progress,
             is_cancelled,
         )
-        on_progress(Progress(Stage.DECODING, message="decoding latents to frames"))
+        tiles = options.decoding.tiles(clip.shape.frames)
+        on_progress(Progress(Stage.DECODING, message=f"decoding latents to frames ({tiles} tile(s))"))
         # Upstream draws the decode noise with `torch.randn_like` from the global RNG, which
         # `seed_everething(seed)` seeded, not from the sampling generator: a fresh stream of the seed.
         decode_noise = seeded_generator(clip.seed)
-        frames = to_uint8_frames(decode(components, tokens, clip.shape, decode_noise, options.decoding))
-        return np.ascontiguousarray(crop_frames(frames, clip.size))
+        for chunk in decode_chunks(components, tokens, clip.shape, decode_noise, options.decoding):
+            frames = to_uint8_frames(chunk.video[None])
+            write(chunk.start, np.ascontiguousarray(crop_frames(frames, clip.size)))
+            del chunk, frames  # a tile's frames: dropped before the next tile decodes
+
+
+def dev_frame_store(clip: DevClip, options: DevSamplingOptions) -> FrameStore:
+    """A clip decoded in one tile keeps its frames in memory, as before; a longer one in a temporary file."""
+    return FrameStore.TEMP_FILE if options.decoding.tiles(clip.shape.frames) > 1 else FrameStore.MEMORY
 
 
 def dev_clip(
@@ -274,13 +288,7 @@ def generate_multiconditioning(
         len(spec.images),
         len(spec.videos),
     )
-    frames = render_dev_clip(components, clip, media, generator, options, ctx)
-    frames = frames[: spec.num_frames]
-    if spec.reverse_video:
-        frames = np.ascontiguousarray(frames[::-1])
-    return GeneratedVideo(
-        frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
-    )
+    return _render_video(components, clip, media, generator, spec, options, ctx)
 
 
 def generate_text_to_video(
@@ -304,10 +312,22 @@ def generate_text_to_video(
         spec.num_inference_steps,
         clip.shape.num_tokens,
     )
-    frames = render_dev_clip(components, clip, (), generator, options, ctx)
-    frames = frames[: spec.num_frames]
-    if spec.reverse_video:
-        frames = np.ascontiguousarray(frames[::-1])
+    return _render_video(components, clip, (), generator, spec, options, ctx)
+
+
+def _render_video(
+    components: Components,
+    clip: DevClip,
+    media: Sequence[ConditioningMedia],
+    generator: torch.Generator,
+    spec: MulticonditioningSpec | TextToVideoSpec,
+    options: DevSamplingOptions,
+    ctx: JobContext,
+) -> GeneratedVideo:
+    """The clip's first `spec.num_frames` frames (reversed if asked), written as they are decoded."""
+    store = dev_frame_store(clip, options)
+    output = output_frames(ctx, spec.num_frames, clip.size, spec.reverse_video, store)
+    render_dev_clip(components, clip, media, generator, options, ctx, output.write)
     return GeneratedVideo(
-        frames=frames, frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
+        frames=output.result(), frame_rate=float(spec.frame_rate), prompt=spec.prompt, seed=spec.seed
     )

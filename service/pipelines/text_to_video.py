@@ -8,6 +8,7 @@ loop with no conditions: `service.pipelines.multiconditioning.generate_text_to_v
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,10 +17,15 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from service.pipelines.components import Components
+from service.pipelines.latent_windows import DecodedFrames, decode_in_tiles, plan_windows
 from service.pipelines.latents import (
     LatentShape,
     denormalize,
     unpack,
+)
+from service.pipelines.long_video import (
+    DEFAULT_DECODE_OVERLAP_LATENT_FRAMES,
+    DEFAULT_DECODE_TILE_LATENT_FRAMES,
 )
 
 logger = logging.getLogger(__name__)
@@ -31,10 +37,19 @@ DEFAULT_DECODE_NOISE_SCALE = 0.025
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """How the dev endpoints decode; the defaults are the 0.9.7 dev ones."""
+    """How the dev endpoints decode; the defaults are the 0.9.7 dev ones. A clip longer than
+    `tile_latent_frames` is decoded in temporal tiles of that many latent frames, crossfaded over
+    `overlap_latent_frames` (the distilled endpoint's `decode_in_tiles`), so the decoder's memory is one
+    tile's; a clip of at most one tile (121 frames by default) is decoded whole, exactly as before."""
 
     decode_timestep: float = DEFAULT_DECODE_TIMESTEP
     decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE
+    tile_latent_frames: int = DEFAULT_DECODE_TILE_LATENT_FRAMES
+    overlap_latent_frames: int = DEFAULT_DECODE_OVERLAP_LATENT_FRAMES
+
+    def tiles(self, latent_frames: int) -> int:
+        """How many decode tiles a clip of `latent_frames` takes."""
+        return len(plan_windows(latent_frames, self.tile_latent_frames, self.overlap_latent_frames))
 
 
 class PromptEmbeddings(NamedTuple):
@@ -42,25 +57,32 @@ class PromptEmbeddings(NamedTuple):
     mask: torch.Tensor  # [B, L]
 
 
-def decode(
+def decode_chunks(
     components: Components,
     tokens: torch.Tensor,
     shape: LatentShape,
     generator: torch.Generator,
     options: DecodeOptions,
-) -> torch.Tensor:
-    """Packed latents -> video [B, 3, F, H, W] in [-1, 1]."""
+) -> Iterator[DecodedFrames]:
+    """Packed latents -> the video's frames in [-1, 1], [3, n, H, W] per finished chunk, in order."""
     geometry = components.geometry
     latents = unpack(tokens, shape, geometry)
     decode_timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
     if geometry.decode_timestep_conditioning:
         # Decode from slightly re-noised latents at a small timestep (the decoder was trained so). The noise
         # is mixed in NORMALIZED space, as upstream LTXVideoPipeline does on every pipeline (and our
-        # distilled one); diffusers mixes it after denormalizing.
+        # distilled one); diffusers mixes it after denormalizing. Latent-sized: drawn for the whole clip.
         noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
         latents = torch.lerp(latents, noise, options.decode_noise_scale)
         decode_timestep = torch.full_like(decode_timestep, options.decode_timestep)
-    return components.vae_decoder.decode(denormalize(latents, geometry), decode_timestep)
+    return decode_in_tiles(
+        components.vae_decoder,
+        denormalize(latents, geometry),
+        decode_timestep,
+        options.tile_latent_frames,
+        options.overlap_latent_frames,
+        geometry.temporal_compression,
+    )
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:

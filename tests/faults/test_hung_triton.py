@@ -96,6 +96,7 @@ def test_a_hung_component_fails_the_job_within_its_bound(hung_triton: TritonServ
     with pytest.raises(RunnerUnavailable) as failure:
         EngineInLine(engine, config).generate(SPEC, JobContext.create())
     took = time.monotonic() - started
+    print(f"hung vae_decoder: the engine's job failed after {took:.1f} s: {failure.value.message}")
     assert "vae_decoder" in failure.value.message and "within 4 s" in failure.value.message
     assert COMPONENT_TIMEOUT_S <= took < COMPONENT_TIMEOUT_S + 60, took
     reason = engine.unready_reason()
@@ -109,8 +110,12 @@ def test_the_service_survives_a_hung_component(hung_triton: TritonServerProcess,
     service = ServiceProcess(tmp_path, ["--engine", "triton", "--triton-url", hung_triton.grpc_url])
     service.start(timeout_s=120)
     try:
+        started = time.monotonic()
         request_id = service.submit("ltx-video-lora", SMALL).request_id
         final = service.wait_completed(request_id, timeout_s=COMPONENT_TIMEOUT_S + 120)
+        print(
+            f"hung vae_decoder: the service's job ended {final.error.error_type} after {time.monotonic() - started:.1f} s"
+        )
         assert final.error.error_type == "runner_unavailable", final.error
         assert "vae_decoder" in final.error.message and "did not answer" in final.error.message
         wait_health(service, 2, timeout_s=10)  # NOT_SERVING (2) while the model is hung ...

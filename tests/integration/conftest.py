@@ -8,6 +8,10 @@ import pytest
 from tests.integration.external_servers import MotoServer, PostgresServer, postgres_bin_dir
 from tests.integration.service_process import ServiceProcess
 
+# One tritonserver per test run, shared by every module that uses it: imported into each module instead,
+# a session fixture is one per module, and two servers starting on two cores take twice as long.
+from tests.integration.triton_fixtures import triton_server, triton_session  # noqa: F401
+
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:

@@ -23,11 +23,9 @@ from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import TritonServerProcess
 from tests.engine_in_line import EngineInLine
 from tests.integration.service_process import ROOT
-from tests.integration.triton_fixtures import triton_server, triton_session
 
-__all__ = ["triton_server", "triton_session"]  # fixtures, imported for pytest
-
-pytestmark = [pytest.mark.triton, pytest.mark.timeout(600)]
+# 900 s: the first test of a run may start the session's tritonserver (STARTUP_TIMEOUT_S) in its setup.
+pytestmark = [pytest.mark.triton, pytest.mark.timeout(900)]
 
 EXAMPLE = ROOT / "tests/data/spec_examples/ltx-2.3-22b-text-to-video-lora.json"
 

@@ -26,7 +26,7 @@ from tests.integration.test_service import (
     download,
     wait_for_denoising,
 )
-from tests.integration.triton_fixtures import STARTUP_TIMEOUT_S, triton_server, triton_session  # noqa: F401
+from tests.integration.triton_fixtures import STARTUP_TIMEOUT_S
 from tests.unit.test_media_inputs import png_uri
 
 MULTICONDITIONING = "ltx-video-lora/multiconditioning"
@@ -36,7 +36,7 @@ SLOW_ON_TRITON = SLOW  # the largest legal request: long enough to cancel or kil
 
 
 @pytest.fixture
-def triton_service(triton_server: TritonServerProcess, tmp_path: Path) -> Iterator[ServiceProcess]:  # noqa: F811
+def triton_service(triton_server: TritonServerProcess, tmp_path: Path) -> Iterator[ServiceProcess]:
     service = ServiceProcess(tmp_path, ["--engine", "triton", "--triton-url", triton_server.grpc_url])
     service.start(timeout_s=120)
     try:
@@ -83,7 +83,7 @@ def test_cancel_running_job_on_triton(triton_service: ServiceProcess) -> None:
 
 def test_killed_tritonserver_fails_the_job_and_recovers(
     triton_service: ServiceProcess,
-    triton_server: TritonServerProcess,  # noqa: F811
+    triton_server: TritonServerProcess,
 ) -> None:
     request_id = triton_service.submit(T2V, SLOW_ON_TRITON).request_id
     wait_for_denoising(triton_service, request_id, timeout_s=120)

@@ -52,12 +52,13 @@ from service.pipelines.multiconditioning import (
     generate_text_to_video,
 )
 from tests.engine_in_line import EngineInLine
-from tests.integration.triton_fixtures import MODEL_REPOSITORY, triton_engine, triton_server, triton_session
+from tests.integration.triton_fixtures import MODEL_REPOSITORY, triton_engine
 from tests.unit.test_media_inputs import mp4_uri, png_uri
 
-__all__ = ["triton_engine", "triton_server", "triton_session"]  # fixtures, imported for pytest
+__all__ = ["triton_engine"]  # a fixture, imported for pytest (the server ones are in conftest.py)
 
-pytestmark = [pytest.mark.triton, pytest.mark.timeout(300)]
+# 900 s: the first test of a run may start the session's tritonserver (STARTUP_TIMEOUT_S) in its setup.
+pytestmark = [pytest.mark.triton, pytest.mark.timeout(900)]
 
 SPEC = TextToVideoSpec(
     prompt="a red fox trots through fresh snow",

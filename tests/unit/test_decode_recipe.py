@@ -22,7 +22,7 @@ from service.engines import torch_bindings
 from service.models import loading
 from service.pipelines.distilled import to_output_frames
 from service.pipelines.latents import latent_shape, pack
-from service.pipelines.text_to_video import DecodeOptions, decode, to_uint8_frames
+from service.pipelines.text_to_video import DecodeOptions, decode_chunks, to_uint8_frames
 from tests.unit.test_conditioning_resize import numpy_bilinear
 from tests.unit.test_parity_dev import RecordingDecoder
 
@@ -41,13 +41,14 @@ def test_dev_decode_noise_is_mixed_in_normalized_space() -> None:
     recorder = RecordingDecoder(components.vae_decoder)
     components = dataclasses.replace(components, vae_decoder=recorder)
     scale = 0.25
-    decode(
+    chunks = decode_chunks(
         components,
         pack(latents, geometry),
         shape,
         torch.Generator().manual_seed(2),
         DecodeOptions(0.05, scale),
     )
+    assert len(list(chunks)) == 1  # 9 frames: one tile
     (seen,) = recorder.latents
     noise = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(2))
     mean = torch.tensor(geometry.latents_mean).view(1, -1, 1, 1, 1)

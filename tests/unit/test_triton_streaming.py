@@ -16,9 +16,18 @@ import pytest
 import pytriton
 
 from service.contract import pipeline as contract
+from service.domain.geometry import FrameSize
+from service.domain.job_context import JobContext
 from service.engines.triton import FrameReceiver
-from service.engines.triton_backend.requests import Heartbeat, InFlight, SerialSender, frames_per_response
+from service.engines.triton_backend.requests import (
+    Heartbeat,
+    InFlight,
+    SerialSender,
+    StreamedFrames,
+    frames_per_response,
+)
 from service.media.encode import frame_chunks
+from service.pipelines.long_video import FrameStore, output_frames
 
 FINAL = 1
 
@@ -153,3 +162,54 @@ def test_pipeline_model_refuses_to_load_unless_decoupled(monkeypatch: pytest.Mon
     config = {"name": "ltx_pipeline", "parameters": {}, "model_transaction_policy": {"decoupled": False}}
     with pytest.raises(ValueError, match="must be decoupled"):
         PipelineModel().initialize({"model_config": json.dumps(config)})
+
+
+def _streamed(frames: np.ndarray, max_bytes: int, chunks: list[tuple[int, int]], reverse: bool) -> list[Any]:
+    """What ltx_pipeline sends while a pipeline writes `frames` chunk by chunk into its StreamedFrames."""
+
+    sent: list[FakeResult] = []
+
+    def send(start: int, piece: np.ndarray, total: int) -> None:
+        assert piece.nbytes <= max(max_bytes, piece[0].nbytes)
+        sent.append(
+            FakeResult(
+                **{
+                    contract.FRAMES: piece,
+                    contract.FRAME_START: np.array([start], dtype=np.int64),
+                    contract.TOTAL_FRAMES: np.array([total], dtype=np.int64),
+                }
+            )
+        )
+
+    height, width = frames.shape[1:3]
+    ctx = JobContext.create(
+        frame_output=lambda n, size: StreamedFrames(n, size.height, size.width, max_bytes, send)
+    )
+    output = output_frames(ctx, len(frames), FrameSize(width, height), reverse, FrameStore.MEMORY)
+    for start, count in chunks:
+        before = len(sent)
+        output.write(start, frames[start : start + count])
+        assert len(sent) > before  # sent at once, not kept for the end
+    placeholder = output.result()
+    assert placeholder.shape == frames.shape and placeholder.strides[:3] == (0, 0, 0)  # one pixel, broadcast
+    return sent
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse_video"])
+def test_streamed_frames_are_sent_as_written_and_reassembled(reverse: bool) -> None:
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(25, 8, 12, 3), dtype=np.uint8)
+    sent = _streamed(frames, 3 * frames[0].nbytes, [(0, 8), (8, 8), (16, 9)], reverse)
+    assert len(sent) == 9  # each chunk of 8 or 9 frames in pieces of at most 3
+    receiver = FrameReceiver(1 << 30)
+    for piece in sent:
+        receiver.add(piece)
+    assert np.array_equal(receiver.result("r3"), frames[::-1] if reverse else frames)
+
+
+def test_streamed_frames_refuse_a_video_with_frames_never_written() -> None:
+
+    stream = StreamedFrames(5, 4, 4, 1 << 20, lambda start, piece, total: None)
+    stream.write(0, np.zeros((3, 4, 4, 3), dtype=np.uint8))
+    with pytest.raises(RuntimeError, match="3 of its 5 frames"):
+        stream.result()

@@ -11,7 +11,9 @@ Triton's scheduler, each with:
     runs), with a progress response per pipeline stage and denoising step and the request's cancellation
     checked while it waits and between steps (the pipeline raises Cancelled);
   - the frames sent as several responses of at most `max_response_bytes` each (FRAMES, FRAME_START,
-    TOTAL_FRAMES), so no message nears gRPC's 2 GiB cap and no process holds the whole video in flight;
+    TOTAL_FRAMES) while the pipeline decodes them, chunk by chunk (JobContext.frame_output ->
+    requests.StreamedFrames), so no message nears gRPC's 2 GiB cap and the stub holds one decode chunk
+    of a long video, never the video;
   - the FINAL flag on the last response: the result's frame rate, seed and prompt, or a TritonError that
     fails that request alone.
 `finalize` waits for the requests in flight. The model refuses to load unless its config is decoupled.
@@ -37,6 +39,7 @@ import triton_python_backend_utils as pb_utils  # only importable inside a Trito
 
 from service.contract import pipeline as contract
 from service.domain.errors import Cancelled, ErrorType, JobError
+from service.domain.geometry import FrameSize
 from service.domain.job_context import JobContext, job_logger
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, Stage
@@ -60,7 +63,13 @@ from service.engines.triton_backend.params import (
     resolve_path,
     version_dir,
 )
-from service.engines.triton_backend.requests import Heartbeat, InFlight, SerialSender, frames_per_response
+from service.engines.triton_backend.requests import (
+    Heartbeat,
+    InFlight,
+    SerialSender,
+    StreamedFrames,
+    frames_per_response,
+)
 from service.logs import request_scope
 from service.media.encode import frame_chunks
 from service.models.assets import assets_from_models, load_assets
@@ -147,8 +156,9 @@ class PipelineModel:
                 _progress_response(Progress(Stage.WAITING, message=f"accepted by {contract.PIPELINE_MODEL}"))
             )
             with Heartbeat(sender, _heartbeat_response, self.heartbeat_s):
-                video = self._run_when_free(request, inputs, sender)
-                _send_frames(sender, video, max_bytes)
+                video, streamed = self._run_when_free(request, inputs, sender, max_bytes)
+                if not streamed:  # a pipeline that returns its frames at the end (no FrameOutput)
+                    _send_frames(sender, video, max_bytes)
                 _send_audio(sender, video, max_bytes)
             sender.send(_result_response(video), final=True)
             log.info("request %s: done, %d frames", request_id, len(video.frames))
@@ -159,18 +169,31 @@ class PipelineModel:
                 log.exception("request %s failed", request_id)
             _send_final_error(sender, exc, request_id)
 
-    def _run_when_free(self, request: Any, inputs: EndpointInputs, sender: SerialSender) -> GeneratedVideo:
-        """Wait for the accelerator (cancellable), then run the pipeline holding it."""
+    def _run_when_free(
+        self, request: Any, inputs: EndpointInputs, sender: SerialSender, max_bytes: int
+    ) -> tuple[GeneratedVideo, bool]:
+        """Wait for the accelerator (cancellable), then run the pipeline holding it; its frames are sent
+        as it decodes them. Returns the video and whether its frames were streamed that way."""
         if not self.accelerator.free():
             sender.send(_progress_response(Progress(Stage.WAITING, message="waiting for the accelerator")))
 
         def on_progress(progress: Progress) -> None:
             sender.send(_progress_response(progress))
 
+        streams: list[StreamedFrames] = []
+
+        def frame_output(num_frames: int, size: FrameSize) -> StreamedFrames:
+            def send(start: int, piece: np.ndarray, total: int) -> None:
+                sender.send(_frames_response(start, piece, total))
+
+            streams.append(StreamedFrames(num_frames, size.height, size.width, max_bytes, send))
+            return streams[-1]
+
         request_id = request.request_id() or "unnamed"
-        ctx = JobContext(request_id, on_progress, request.is_cancelled, job_logger(request_id, log.name))
+        logger = job_logger(request_id, log.name)
+        ctx = JobContext(request_id, on_progress, request.is_cancelled, logger, frame_output)
         with self.accelerator.held(ctx.is_cancelled):
-            return self._generate(inputs, ctx)
+            return self._generate(inputs, ctx), bool(streams)
 
     def _generate(self, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
         # Prompt expansion, media fetching and the safety checks run in the service (its prepare and
@@ -287,19 +310,20 @@ def _heartbeat_response() -> Any:
 def _send_frames(sender: SerialSender, video: GeneratedVideo, max_bytes: int) -> None:
     """The frames in order, each response at most `max_bytes`: one copy of one piece in flight at a time."""
     frames = video.frames
-    total = np.array([len(frames)], dtype=np.int64)
     per_response = frames_per_response(int(np.prod(frames.shape[1:])), max_bytes)
     # A long video is a memmap of a temporary file: frame_chunks drops each piece's pages once copied.
     for index, piece in enumerate(frame_chunks(frames, per_response)):
-        start = index * per_response
-        response = pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor(contract.FRAMES, piece),
-                pb_utils.Tensor(contract.FRAME_START, np.array([start], dtype=np.int64)),
-                pb_utils.Tensor(contract.TOTAL_FRAMES, total),
-            ]
-        )
-        sender.send(response)
+        sender.send(_frames_response(index * per_response, piece, len(frames)))
+
+
+def _frames_response(start: int, piece: np.ndarray, total: int) -> Any:
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor(contract.FRAMES, piece),
+            pb_utils.Tensor(contract.FRAME_START, np.array([start], dtype=np.int64)),
+            pb_utils.Tensor(contract.TOTAL_FRAMES, np.array([total], dtype=np.int64)),
+        ]
+    )
 
 
 def _send_audio(sender: SerialSender, video: GeneratedVideo, max_bytes: int) -> None:

@@ -1,5 +1,6 @@
 """The request-handling parts of the decoupled `ltx_pipeline` model that need no Triton: a sender that
-several threads may use, heartbeats, in-flight tracking and how many frames one response carries.
+several threads may use, heartbeats, in-flight tracking, how many frames one response carries and the
+frames streamed out as the pipeline decodes them.
 
 Kept apart from pipeline_model.py (which imports `triton_python_backend_utils`) so they are unit-tested
 without a server.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Any, Self
+
+import numpy as np
 
 
 def frames_per_response(frame_bytes: int, max_bytes: int) -> int:
@@ -95,3 +98,33 @@ class InFlight:
     def wait_idle(self, timeout_s: float) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: self._count == 0, timeout_s)
+
+
+# (first frame, frames [n, H, W, 3] uint8, the video's frame count) -> one response sent
+SendFrames = Callable[[int, np.ndarray, int], None]
+
+
+class StreamedFrames:
+    """A request's output frames sent to the client as the pipeline writes them (the pipeline's
+    `FrameOutput`, through `JobContext.frame_output`): each chunk split into responses of at most
+    `max_bytes` and sent at once, nothing kept, so the stub holds one chunk of a long video, not the
+    video. `result()` is a placeholder of the video's shape that owns no memory (all its frames read
+    as zero): the frames have gone to the client already."""
+
+    def __init__(self, num_frames: int, height: int, width: int, max_bytes: int, send: SendFrames) -> None:
+        self.shape = (num_frames, height, width, 3)
+        self._per_response = frames_per_response(height * width * 3, max_bytes)
+        self._send = send
+        self.sent = 0  # frames sent so far
+
+    def write(self, start: int, frames: np.ndarray) -> None:
+        frames = frames[: max(0, self.shape[0] - start)]
+        for offset in range(0, len(frames), self._per_response):
+            piece = np.ascontiguousarray(frames[offset : offset + self._per_response], dtype=np.uint8)
+            self._send(start + offset, piece, self.shape[0])
+            self.sent += len(piece)
+
+    def result(self) -> np.ndarray:
+        if self.sent != self.shape[0]:
+            raise RuntimeError(f"the pipeline wrote {self.sent} of its {self.shape[0]} frames")
+        return np.broadcast_to(np.zeros((1, 1, 1, 3), dtype=np.uint8), self.shape)
