@@ -210,7 +210,9 @@ async def start_service(config: ServiceConfig, engine: Engine | None = None) -> 
     webhooks = WebhookDispatcher(store, config.webhooks, signer, events.webhook_payload, config.media)
     tasks = [
         asyncio.create_task(
-            _report_health(probe, health_servicer, readiness, queue, getattr(engine, "unready_reason", _no_reason))
+            _report_health(
+                probe, health_servicer, readiness, queue, getattr(engine, "unready_reason", _no_reason)
+            )
         ),
         asyncio.create_task(_purge_expired(queue, storage, config.queue.retention_s)),
         asyncio.create_task(webhooks.run_forever()),

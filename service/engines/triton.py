@@ -207,7 +207,10 @@ class TritonEngine:
         if error.status() in _LOST_BACKEND_STATUSES:
             return RunnerUnavailable(f"lost the connection to Triton at {self._url}: {error.message()}")
         exception = contract.exception_from_message(error.message() or str(error))
-        if isinstance(exception, RunnerUnavailable) and contract.COMPONENT_TIMEOUT_MESSAGE in exception.message:
+        if (
+            isinstance(exception, RunnerUnavailable)
+            and contract.COMPONENT_TIMEOUT_MESSAGE in exception.message
+        ):
             self._wedged = (exception.message, time.monotonic())
             log.error("%s; not ready for %.0f s", exception.message, self._wedged_hold_s)
         return exception

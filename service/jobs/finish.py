@@ -64,7 +64,9 @@ class Finisher:
     def __init__(self, storage: ResultStorage) -> None:
         self._storage = storage
 
-    def finish(self, video: GeneratedVideo, checker: SafetyChecker | None, ctx: JobContext, spec: Any) -> JobOutput:
+    def finish(
+        self, video: GeneratedVideo, checker: SafetyChecker | None, ctx: JobContext, spec: Any
+    ) -> JobOutput:
         check_output(video, checker, ctx.on_progress)
         ctx.raise_if_cancelled()
         frames, height, width = video.frames.shape[:3]

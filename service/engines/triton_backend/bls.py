@@ -63,7 +63,6 @@ class BlsModel:
         output = pb_utils.get_output_tensor_by_name(response, self.component.output_names[0])
         return _from_triton(output).to(self.device)
 
-
     def _exec_within_timeout(self, request: Any) -> Any:
         answer: list[Any] = []
         caller = threading.Thread(
