@@ -7,6 +7,7 @@ import pytest
 from ltx.v1 import video_generation_pb2 as pb
 from service.api.endpoints import API_ENDPOINTS, api_endpoint
 from service.contract.components import COMPONENT_DECLS
+from service.contract.ltx2_components import LTX2_COMPONENT_DECLS
 from service.domain.specs import SPEC_TYPES, Endpoint
 from service.engines.endpoint_pipelines import PIPELINE_ENDPOINTS, pipeline_endpoint, served_endpoints
 
@@ -33,15 +34,16 @@ def test_oneof_fields_carry_the_descriptors_messages(oneof: str) -> None:
 def test_pipeline_descriptors_match_the_domain_and_the_contract() -> None:
     for entry in PIPELINE_ENDPOINTS:
         assert entry.spec_type is SPEC_TYPES[entry.endpoint]
-        assert entry.components <= set(COMPONENT_DECLS), entry.endpoint
+        assert entry.components <= set(COMPONENT_DECLS) | set(LTX2_COMPONENT_DECLS), entry.endpoint
     assert [e.endpoint for e in PIPELINE_ENDPOINTS if e.takes_kept_frames] == [Endpoint.EXTEND]
 
 
 def test_served_endpoints_follow_the_components() -> None:
     assert served_endpoints("text_encoder, transformer, vae_decoder") == {Endpoint.TEXT_TO_VIDEO}
-    everything = served_endpoints(list(COMPONENT_DECLS))
-    assert everything == {entry.endpoint for entry in PIPELINE_ENDPOINTS}
-    assert Endpoint.LTX2_TEXT_TO_VIDEO not in everything  # its API exists, its pipeline not yet
+    ltx_video = served_endpoints(list(COMPONENT_DECLS))
+    assert Endpoint.LTX2_TEXT_TO_VIDEO not in ltx_video  # LTX-2.3 needs its own component models
+    everything = served_endpoints([*COMPONENT_DECLS, *LTX2_COMPONENT_DECLS])
+    assert everything == {entry.endpoint for entry in PIPELINE_ENDPOINTS} == set(Endpoint)
     assert served_endpoints([]) == frozenset()
 
 
@@ -49,5 +51,6 @@ def test_unknown_and_unrun_endpoints_are_refused_by_name() -> None:
     with pytest.raises(ValueError, match="no-such-endpoint"):
         api_endpoint("no-such-endpoint")
     assert api_endpoint("fal-ai/ltx-video-lora").endpoint is Endpoint.TEXT_TO_VIDEO
-    with pytest.raises(ValueError, match=r"no pipeline runs endpoint ltx-2.3"):
-        pipeline_endpoint(Endpoint.LTX2_TEXT_TO_VIDEO)
+    with pytest.raises(ValueError, match="no-such-endpoint"):
+        pipeline_endpoint("no-such-endpoint")
+    assert pipeline_endpoint(Endpoint.LTX2_TEXT_TO_VIDEO).endpoint is Endpoint.LTX2_TEXT_TO_VIDEO
