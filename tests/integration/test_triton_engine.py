@@ -52,7 +52,7 @@ from service.pipelines.multiconditioning import (
     generate_text_to_video,
 )
 from tests.engine_in_line import EngineInLine
-from tests.integration.triton_fixtures import MODEL_REPOSITORY, triton_engine
+from tests.integration.triton_fixtures import MODEL_REPOSITORY, STARTUP_TIMEOUT_S, triton_engine
 from tests.unit.test_media_inputs import mp4_uri, png_uri
 
 __all__ = ["triton_engine"]  # a fixture, imported for pytest (the server ones are in conftest.py)
@@ -193,7 +193,7 @@ def test_killed_server_fails_the_job_and_a_restart_recovers(triton_server: Trito
     assert time.monotonic() - started < 60  # failed promptly, did not wait out the job
     assert not engine.ready()
 
-    triton_server.start()  # same ports
+    triton_server.start(timeout_s=STARTUP_TIMEOUT_S)  # same ports; eleven models to load again
     assert engine.ready()
     assert engine.generate(SPEC, JobContext.create()).frames.shape == (9, 64, 64, 3)
 
