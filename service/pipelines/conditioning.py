@@ -236,10 +236,12 @@ def prepare_conditioned_latents(
     The noise of the grid is drawn first, in upstream's layout (`initial_noise`), exactly as the
     unconditioned pipeline draws it, so a run without conditions (or with a strength 0 condition at frame
     0) starts from the same latents; then each condition's keyframe noise, in order, as upstream does.
+    With `latent_conditions` (a long video's later window) the grid's and their noise are one draw, as
+    the reference long-video method draws them (`_starting_noise`).
     `initial_latents` ([1, C, f, h, w], normalized) is for passes that refine given latents.
     """
     geometry = components.geometry
-    noise = initial_noise(shape, generator, device)
+    noise, condition_noise = _starting_noise(shape, latent_conditions, generator, device)
     grid = noise
     if initial_latents is not None:
         grid = initial_sigma * noise + (1 - initial_sigma) * initial_latents.to(device, torch.float32)
@@ -256,9 +258,13 @@ def prepare_conditioned_latents(
                     keyframe, item.start_frame, item.strength, shape, geometry, generator, frame_rate
                 )
             )
-    for condition in latent_conditions:
+    for condition, tail_noise in zip(latent_conditions, condition_noise, strict=True):
         latents = condition.latents.to(device, torch.float32)
-        extra.append(_keyframe_tokens(latents, 0, condition.strength, shape, geometry, generator, frame_rate))
+        extra.append(
+            _keyframe_tokens(
+                latents, 0, condition.strength, shape, geometry, generator, frame_rate, tail_noise
+            )
+        )
     coords = video_coords(shape, geometry, frame_rate, device)
     strength = frame_strength.repeat_interleave(shape.height * shape.width)[None]
     tokens = pack(grid, geometry)
@@ -302,6 +308,34 @@ def _place(
     return latents
 
 
+def _starting_noise(
+    shape: LatentShape,
+    latent_conditions: Sequence[LatentCondition],
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The grid's starting noise [B, C, F, H, W] and each latent condition's [B, C, k, H, W].
+
+    Without latent conditions (every clip, a long video's first window): upstream's single-clip layout
+    (`initial_noise`). With them (a long video's window after the first): the reference long-video
+    method's draw (`LTXI2VLongMultiPromptPipeline`'s `init_rand`), one `randn` over the window's latents
+    with the conditions' frames appended, [B, C, F + k, H, W]; bench/README.md (issue 10, Seams) has the
+    measurement.
+    """
+    if not latent_conditions:
+        return initial_noise(shape, generator, device), []
+    lengths = [condition.latents.shape[2] for condition in latent_conditions]
+    batch, channels, frames, height, width = shape
+    full = randn_tensor(
+        (batch, channels, frames + sum(lengths), height, width),
+        generator=generator,
+        device=device,
+        dtype=torch.float32,
+    )
+    grid, *tails = torch.split(full, [frames, *lengths], dim=2)
+    return grid.contiguous(), [tail.contiguous() for tail in tails]
+
+
 def _keyframe_tokens(
     latents: torch.Tensor,
     start_frame: int,
@@ -310,8 +344,11 @@ def _keyframe_tokens(
     geometry: ModelGeometry,
     generator: torch.Generator,
     frame_rate: float,
+    noise: torch.Tensor | None = None,
 ) -> _Keyframe:
-    noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    """`noise`: the keyframe's starting noise, drawn here from `generator` when not given."""
+    if noise is None:
+        noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     blended = torch.lerp(noise, latents, strength)
     shape = grid_shape._replace(frames=latents.shape[2])
     ids = LTXConditionPipeline._prepare_video_ids(

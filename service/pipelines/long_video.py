@@ -14,7 +14,9 @@ service/pipelines/latent_windows.py:
   `temporal_adain_factor` (the spec's meaning: 0 keeps each window's colours, 1 the first window's) and
   crossfaded linearly over the `overlap - 1` latent frames it shares with the video so far.
 - Window i draws its noise from a generator seeded with `seed + its first latent frame` (the reference's
-  rule), which it keeps across passes: window 0 draws exactly what a one-clip run with the seed draws.
+  rule), which it keeps across passes: window 0 draws exactly what a one-clip run with the seed draws;
+  a later window draws its grid's and its tail tokens' starting noise as one `randn` over
+  [1, C, length + overlap, h, w], as the reference does (its `init_rand`).
 - The client's images and videos go, at window-local frames, to every window whose frames hold them.
 - The latents (small: 1441 frames at 720p are 181 latent frames) are decoded once, in temporal tiles
   whose frames are written to the output as soon as they are final (`decode_in_tiles`).
