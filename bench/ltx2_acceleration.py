@@ -36,12 +36,14 @@ from google.protobuf import json_format
 
 from ltx.v1 import endpoints_pb2 as pb
 from service.api.convert import ltx2_spec
-from service.config import load_config
+from service.config import ServiceConfig, load_config
 from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, Stage
 from service.domain.specs import Acceleration, Ltx2TextToVideoSpec
-from service.engines.ltx2_local import Ltx2LocalRunner
+from service.engines.endpoint_pipelines import EndpointInputs, run_endpoint
+from service.engines.ltx2_local import Ltx2ModelSet
+from service.models.lora import FetchedLora
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "tests/data/spec_examples/ltx-2.3-22b-text-to-video-lora.json"
 
@@ -74,6 +76,21 @@ def captured_inputs(module: torch.nn.Module, into: list[torch.Tensor]) -> Iterat
         yield
     finally:
         handle.remove()
+
+
+class Ltx2LocalRunner:
+    """The in-process path the service takes for this endpoint: LocalEngine's LTX-2.3 model set (lock,
+    prompt expansion, LoRAs per stage) and the registry's `run_endpoint`, on the LTX-2.3 models only."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.model_set = Ltx2ModelSet(config)
+        self.models = self.model_set.models
+
+    def generate(
+        self, spec: Ltx2TextToVideoSpec, loras: list[FetchedLora], ctx: JobContext
+    ) -> GeneratedVideo:
+        with self.model_set.job(EndpointInputs(spec), loras, ctx) as job:
+            return run_endpoint(job.components, job.inputs, ctx)
 
 
 def run_level(runner: Ltx2LocalRunner, spec: Ltx2TextToVideoSpec, level: Acceleration) -> LevelRun:

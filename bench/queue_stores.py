@@ -91,7 +91,7 @@ def bench_claim(name: str, submitter: SqlJobStore, claimer: SqlJobStore, jobs: i
     claimed: dict[str, float] = {}
     done = threading.Event()
 
-    def runner(record, on_progress, is_cancelled) -> str:
+    def runner(record, ctx) -> str:
         claimed[record.job_id] = time.perf_counter()
         if len(claimed) == jobs:
             done.set()

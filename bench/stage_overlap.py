@@ -141,7 +141,7 @@ def bare_back_to_back(config: ServiceConfig, requests: list[dict[str, Any]]) -> 
     inputs = [prepare_endpoint_inputs(spec, config.media, None, lambda _p: None) for spec in specs]
     start = time.perf_counter()
     for prepared in inputs:
-        local_engine.run_endpoint(engine._components, prepared, JobContext.create())
+        engine.generate(prepared, [], JobContext.create())
     return time.perf_counter() - start
 
 

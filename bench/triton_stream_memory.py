@@ -42,6 +42,7 @@ import psutil
 from ltx.v1 import video_generation_pb2 as pb
 from service.config import EngineKind, ServiceConfig
 from service.domain.geometry import AspectRatio, FrameSize, Resolution, frame_size
+from service.domain.job_context import JobContext
 from service.domain.specs import DistilledMulticonditioningSpec, Endpoint, spec_to_json
 from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import TritonServerProcess
@@ -169,7 +170,7 @@ def in_process(config: ServiceConfig, results: Path, size: FrameSize, steps: int
         spec = direct_spec(frames, steps, size)
         record = JobRecord(f"bench-{frames}", ENDPOINT, spec_to_json(spec), JobState.RUNNING, time.time())
         started = time.perf_counter()
-        output = output_from_json(runner(record, lambda _p: None, lambda: False))
+        output = output_from_json(runner(record, JobContext.create(record.job_id)))
         elapsed = time.perf_counter() - started
         return (results / record.job_id / output.video.file_name).read_bytes(), elapsed
 

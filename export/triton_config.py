@@ -52,8 +52,8 @@ def component_config(
     return config
 
 
-# `ltx_pipeline`'s optional inputs: the decoded conditioning media (service/engines/conditioning_tensors.py)
-# and a lower cap on its frames responses.
+# `ltx_pipeline`'s optional inputs: the decoded conditioning media (service/engines/conditioning_tensors.py),
+# a lower cap on its frames responses and a fetch request's pipeline request id.
 _MEDIA_INPUTS = {
     contract.CONDITION_FRAMES: ("TYPE_UINT8", (-1, -1, -1, 3)),
     contract.CONDITION_FRAME_COUNTS: ("TYPE_INT32", (-1,)),
@@ -61,6 +61,7 @@ _MEDIA_INPUTS = {
     contract.CONDITION_STRENGTHS: ("TYPE_FP64", (-1,)),
     contract.KEPT_FRAMES: ("TYPE_UINT8", (-1, -1, -1, 3)),
     contract.MAX_RESPONSE_BYTES: ("TYPE_INT64", (1,)),
+    contract.FETCH_FRAMES: ("TYPE_STRING", (1,)),
 }
 
 
@@ -71,9 +72,13 @@ def pipeline_config(
     tensors out. `component_names` (the repository's component models) say which endpoints it serves."""
     config = mc.ModelConfig(name=contract.PIPELINE_MODEL, backend="python", max_batch_size=0)
     config.model_transaction_policy.decoupled = True
-    for name in (contract.ENDPOINT, contract.SPEC_JSON):
-        _add_tensor(config.input.add(), name, "TYPE_STRING", (1,))
-    for name, (data_type, dims) in _MEDIA_INPUTS.items():
+    # Optional too: a fetch request (contract.FETCH_FRAMES) carries neither; the model refuses a pipeline
+    # request without them.
+    for name, (data_type, dims) in {
+        contract.ENDPOINT: ("TYPE_STRING", (1,)),
+        contract.SPEC_JSON: ("TYPE_STRING", (1,)),
+        **_MEDIA_INPUTS,
+    }.items():
         message = config.input.add()
         _add_tensor(message, name, data_type, dims)
         message.optional = True

@@ -2,8 +2,7 @@
 
 Adding an endpoint = one descriptor per layer. Each layer has one registry of descriptors, one entry per
 endpoint, and nothing else in it names endpoints (the servicer, the events, the client, the job runner,
-the prepare stage, both engines and ltx_pipeline look them up; LocalEngine's LTX-2.3 branch is the one
-exception left, until that endpoint's `PipelineEndpoint` replaces it). The LTX-2.3 endpoint
+the prepare stage, both engines and ltx_pipeline look them up). The LTX-2.3 endpoint
 (`ltx-2.3-22b/text-to-video/lora`) touches exactly these files, one per layer:
   1. proto     protos/ltx/v1/endpoints.proto: `Ltx2TextToVideoInput`/`Ltx2TextToVideoOutput`, and the
                `ltx2_text_to_video` field of the GenerationInput/GenerationOutput oneofs in
@@ -18,7 +17,8 @@ exception left, until that endpoint's `PipelineEndpoint` replaces it). The LTX-2
   5. engines   service/engines/endpoint_pipelines.py: its `PipelineEndpoint` in `PIPELINE_ENDPOINTS`: the
                pipeline (service/pipelines/ltx2/text_to_video.py) and the component models it needs
                (declared in service/contract/ltx2_components.py), which decide whether a deployment
-               (local or Triton) serves it.
+               (local or Triton) serves it, and its `family` (`Ltx2Components`), whose model set
+               LocalEngine runs it on.
 The code behind a descriptor (the pipeline, its components, a validator) lives where its layer keeps
 such code; the descriptor is the one edit that wires it in. tests/unit/test_inputs_registry.py checks
 that every `Endpoint` has an API and an inputs descriptor.

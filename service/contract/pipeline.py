@@ -28,10 +28,19 @@ KEPT_FRAMES = "kept_frames"  # UINT8 [K, H, W, 3]: extend's input frames that st
 CONDITION_INPUTS = (CONDITION_FRAMES, CONDITION_FRAME_COUNTS, CONDITION_START_FRAMES, CONDITION_STRENGTHS)
 # Optional INT64 [1]: lowers the model's cap on one frames response (never raises it; tests use it).
 MAX_RESPONSE_BYTES = "max_response_bytes"
+# A fetch request carries only this, BYTES [1]: the request id of a pipeline request in flight. It is
+# answered by one response (with the FINAL flag) holding that request's next frames piece (FRAMES,
+# FRAME_START, TOTAL_FRAMES), or by that request's error. The client fetches the pieces one after
+# another: tritonserver keeps every response of a request until the request ends, so frames sent as
+# responses of the pipeline request itself would pile up there, the whole video by the end.
+FETCH_FRAMES = "fetch_frames"
 
 # config.pbtxt parameters of `ltx_pipeline` besides `components`:
 MAX_RESPONSE_BYTES_PARAMETER = "max_response_bytes"  # the cap on one frames response's FRAMES
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024**2  # 24 frames of 720p; far under gRPC's 2 GiB message cap
+# Seconds the pipeline waits for the client to fetch a frames piece before it gives the request up.
+FETCH_TIMEOUT_PARAMETER = "fetch_timeout_s"
+DEFAULT_FETCH_TIMEOUT_S = 300.0
 HEARTBEAT_PARAMETER = "heartbeat_s"  # seconds between heartbeats (empty responses) of a live request
 DEFAULT_HEARTBEAT_S = 5.0
 # Seconds one component call (a BLS request: a denoising step, a decode chunk) may take before the
@@ -48,7 +57,8 @@ STEP = "step"  # INT32, 1-based step within the stage (0 when the stage has no s
 TOTAL = "total"  # INT32, steps in the stage (0 when it has none)
 MESSAGE = "message"  # BYTES, a human-readable log line
 
-# Frames responses, in order, each at most the response cap: the video streamed in pieces.
+# Frames pieces, in order, each at most the response cap: the video streamed in pieces, each piece the
+# response to one fetch request (FETCH_FRAMES).
 FRAMES = "frames"  # UINT8 [n, H, W, 3]: output frames frame_start .. frame_start + n - 1
 FRAME_START = "frame_start"  # INT64 [1]
 TOTAL_FRAMES = "total_frames"  # INT64 [1]: frames of the whole video

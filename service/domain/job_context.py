@@ -1,9 +1,10 @@
 """`JobContext`: what every layer below the queue needs to know about the job it runs, passed whole.
 
 One value instead of an `on_progress, is_cancelled` pair threaded through two dozen signatures (and a
-request id fished out of a context variable): the job runner builds it for each job, `ltx_pipeline` for
-each Triton request, and it goes down unchanged through `Engine.generate`, `run_endpoint` and the
-pipelines' entry functions.
+request id fished out of a context variable): the job queue builds it for each job it runs (the job id as
+request id, progress into the store, the job's cancel flag) and hands it to the job runner,
+`ltx_pipeline` builds one for each Triton request, and it goes down unchanged through the runner's stages,
+`Engine.generate`, `run_endpoint` and the pipelines' entry functions.
 
 `frame_output` says where a pipeline writes its output frames as they are decoded, chunk by chunk:
 None (in-process) lets the pipeline keep them (in memory, or a temporary file for a long video);

@@ -7,7 +7,8 @@ list of files a new endpoint touches). Both engines and Triton's `ltx_pipeline` 
   components  the component models (service/contract/components.py and ltx2_components.py names) the
               pipeline calls: a Triton repository, or a local model set, serves the endpoints whose
               components it has;
-  family      which bound components `run` takes: LTX-Video's `Components` or LTX-2.3's `Ltx2Components`;
+  family      which bound components `run` takes: LTX-Video's `Components` or LTX-2.3's `Ltx2Components`
+              (LocalEngine runs the entry on that family's model set: service/engines/local_models.py);
   takes_kept_frames  whether input frames that start the output travel with the spec (extend).
 The inputs come from the prepare stage (service/inputs/), which fetches, decodes and checks the
 conditioning media before the accelerator is taken.
@@ -52,6 +53,8 @@ __all__ = [
     "EndpointInputs",
     "PipelineEndpoint",
     "endpoints_served",
+    "family_endpoints",
+    "narrowed",
     "pipeline_endpoint",
     "run_endpoint",
     "served_endpoints",
@@ -127,10 +130,12 @@ def _extend(bound: BoundComponents, inputs: EndpointInputs, ctx: JobContext) -> 
 def _ltx2(bound: BoundComponents, inputs: EndpointInputs, ctx: JobContext) -> GeneratedVideo:
     components = _family(bound, Ltx2Components)
     spec = narrowed(inputs.spec, Ltx2TextToVideoSpec)
-    set_scale = components.set_distilled_scale
+    set_adapters, set_scale = components.set_stage_adapters, components.set_distilled_scale
 
     def stage_adapters(stage: int) -> None:
-        if set_scale is not None:
+        if set_adapters is not None:  # in process: the job's peft adapters, mixed for this stage
+            set_adapters(stage)
+        if set_scale is not None:  # Triton: the resident distilled LoRA's scale
             set_scale(distilled_lora_scale(spec, stage))
 
     return generate_ltx2(components, spec, ctx, stage_adapters)
@@ -153,8 +158,8 @@ PIPELINE_ENDPOINTS: tuple[PipelineEndpoint, ...] = (
     PipelineEndpoint(
         Endpoint.EXTEND, ExtendSpec, _extend, LTXV_COMPONENTS | {"vae_encoder"}, takes_kept_frames=True
     ),
-    # In process the LTX-2.3 family runs through Ltx2LocalRunner (its LoRAs are peft adapters on shared
-    # modules); `ltx_pipeline` runs it from here on the BLS bindings.
+    # In process on the torch bindings (a copy per job that mixes the job's peft adapters per stage:
+    # service/engines/ltx2_local.py), in `ltx_pipeline` on the BLS bindings.
     PipelineEndpoint(
         Endpoint.LTX2_TEXT_TO_VIDEO, Ltx2TextToVideoSpec, _ltx2, LTX2_COMPONENTS, family=Ltx2Components
     ),
@@ -180,6 +185,11 @@ def served_endpoints(component_names: str | Sequence[str] | frozenset[str] | set
         component_names = [name.strip() for name in component_names.split(",") if name.strip()]
     names = frozenset(component_names)
     return frozenset(entry.endpoint for entry in PIPELINE_ENDPOINTS if entry.components <= names)
+
+
+def family_endpoints(family: type[Components] | type[Ltx2Components]) -> frozenset[Endpoint]:
+    """Every endpoint whose pipeline runs on `family`'s bound components."""
+    return frozenset(entry.endpoint for entry in PIPELINE_ENDPOINTS if entry.family is family)
 
 
 def component_names(components: Components) -> frozenset[str]:

@@ -3,28 +3,33 @@ weights from a local directory on a GPU).
 
 The generate stage only: the job's inputs were prepared (prompt expanded, media fetched and checked,
 LoRA files local: service/inputs/) before it got here, and the output is checked, encoded and stored
-after it (service/jobs/finish.py). Under the model lock the job's LoRAs are applied to the shared
-transformer and removed afterwards, and the endpoint's pipeline runs (`run_endpoint`, the same call
-Triton's `ltx_pipeline` makes).
+after it (service/jobs/finish.py). Every endpoint runs the same way: its `PipelineEndpoint` names the
+model family, that family's model set (service/engines/local_models.py) takes its lock and applies the
+job's LoRAs, and `run_endpoint` (the same call Triton's `ltx_pipeline` makes) runs the pipeline.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from service.config import ServiceConfig
 from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo
-from service.domain.progress import Progress, Stage
-from service.domain.specs import CameraLora, Endpoint, Ltx2TextToVideoSpec, Spec
-from service.engines.endpoint_pipelines import EndpointInputs, endpoints_served, run_endpoint
-from service.engines.ltx2_local import Ltx2LocalRunner
-from service.engines.torch_bindings import bind_components
-from service.models.loading import load_models
-from service.models.lora import FetchedLora, applied_loras
+from service.domain.specs import Endpoint, Spec
+from service.engines.endpoint_pipelines import EndpointInputs, pipeline_endpoint, run_endpoint
+from service.engines.local_models import Family, LocalModelSet, LtxvModelSet
+from service.engines.ltx2_local import Ltx2ModelSet
+from service.models.lora import FetchedLora
 
 logger = logging.getLogger(__name__)
+
+# Each model family this process can load, from its config section (None: not configured). A new
+# family adds its model set here and its `PipelineEndpoint`s in endpoint_pipelines.py.
+MODEL_SET_LOADERS: tuple[Callable[[ServiceConfig], LocalModelSet | None], ...] = (
+    LtxvModelSet,
+    Ltx2ModelSet.configured,
+)
 
 
 class LocalEngine:
@@ -33,16 +38,9 @@ class LocalEngine:
     applies_loras = True  # the prepare stage fetches LoRA files for this engine
 
     def __init__(self, config: ServiceConfig) -> None:
-        self._config = config
-        self._models = load_models(config.model, config.fast_path)
-        self._components = bind_components(self._models)
-        self._served = endpoints_served(self._components)
-        # The LTX-2.3 family has its own models (`[ltx2]`), served beside the LTX-Video ones.
-        self._ltx2 = Ltx2LocalRunner(config) if config.ltx2.preset != "none" else None
-        if self._ltx2 is not None:
-            self._served |= {Endpoint.LTX2_TEXT_TO_VIDEO}
-        if Endpoint.DISTILLED_MULTICONDITIONING not in self._served:
-            logger.info("no latent upsampler: %s not served", Endpoint.DISTILLED_MULTICONDITIONING)
+        loaded = (load(config) for load in MODEL_SET_LOADERS)
+        self._model_sets: Mapping[Family, LocalModelSet] = {m.family: m for m in loaded if m is not None}
+        self._served = frozenset().union(*(m.served for m in self._model_sets.values()))
         logger.info(
             "local engine ready: preset %s on %s, endpoints %s",
             config.model.preset,
@@ -59,10 +57,9 @@ class LocalEngine:
 
     def precondition_failure(self, spec: Spec) -> str | None:
         """Why this deployment cannot run `spec` although it serves its endpoint (FAILED_PRECONDITION)."""
-        camera = getattr(spec, "camera_lora", CameraLora.NONE)
-        if self._ltx2 is not None and not self._ltx2.camera_lora_installed(camera):
-            return f"camera_lora {camera.value}: not installed on this deployment (ltx2.camera_lora_dir)"
-        return None
+        if not self.supports(spec.endpoint):
+            return None  # the API answers an endpoint not served on its own
+        return self._model_set(spec.endpoint).precondition_failure(spec)
 
     def ready(self) -> bool:
         return True  # the models were loaded by the constructor
@@ -76,11 +73,8 @@ class LocalEngine:
         if not self.supports(inputs.spec.endpoint):
             # The API checks `supports` before queueing, so getting here is a bug, not a client mistake.
             raise ValueError(f"the local engine does not serve endpoint {inputs.spec.endpoint}")
-        if self._ltx2 is not None and isinstance(inputs.spec, Ltx2TextToVideoSpec):
-            return self._ltx2.generate(inputs.spec, loras, ctx)
-        # One job at a time on these modules: LoRAs are applied to the shared transformer in place.
-        with self._models.lock:
-            if loras:
-                ctx.on_progress(Progress(Stage.LOADING, message=f"applying {len(loras)} LoRA(s)"))
-            with applied_loras(self._models.transformer, loras):
-                return run_endpoint(self._components, inputs, ctx)
+        with self._model_set(inputs.spec.endpoint).job(inputs, loras, ctx) as job:
+            return run_endpoint(job.components, job.inputs, ctx)
+
+    def _model_set(self, endpoint: Endpoint | str) -> LocalModelSet:
+        return self._model_sets[pipeline_endpoint(endpoint).family]

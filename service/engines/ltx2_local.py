@@ -1,16 +1,20 @@
 """The LTX-2.3 family in this process: `ltx-2.3-22b/text-to-video/lora` on the `[ltx2]` models.
 
-Served beside the LTX-Video models by the same LocalEngine; each family has its own models and lock.
-A job: prompt expansion (the resident Gemma-3 with the LTX-2.3 system prompt when it can generate, else
-the configured expander), then under the model lock the job's LoRAs are loaded and mixed per stage with
-the camera and distilled ones, the pipeline runs, and the job's LoRAs are removed.
+LocalEngine's model set for the family (service/engines/local_models.py), served beside the LTX-Video
+models; each family has its own models and lock. The pipeline runs through the registry's LTX-2.3 entry
+and `run_endpoint`, as every endpoint does. A job's hold on the models (`job`): prompt expansion (the
+resident Gemma-3 with the LTX-2.3 system prompt when it can generate, else the configured expander), then
+under the model lock the job's LoRAs are loaded beside the camera and distilled ones, and the bound
+components' `set_stage_adapters` mixes them per stage; the job's LoRAs are removed when it ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from service.config import ServiceConfig
 from service.contract.ltx2_components import (
@@ -21,9 +25,10 @@ from service.contract.ltx2_components import (
     Ltx2VaeDecoderDecl,
 )
 from service.domain.job_context import JobContext
-from service.domain.outputs import GeneratedVideo
 from service.domain.progress import Progress, Stage
-from service.domain.specs import CameraLora, Ltx2TextToVideoSpec
+from service.domain.specs import CameraLora, Endpoint, Ltx2TextToVideoSpec, Spec
+from service.engines.endpoint_pipelines import EndpointInputs, family_endpoints, narrowed
+from service.engines.local_models import BoundJob, Family
 from service.models.lora import FetchedLora
 from service.models.ltx2 import Ltx2Models, Ltx2Preset, load_ltx2_models
 from service.models.ltx2_bindings import (
@@ -42,7 +47,6 @@ from service.models.ltx2_loras import (
     set_stage_adapters,
 )
 from service.pipelines.ltx2.components import Ltx2Components
-from service.pipelines.ltx2.text_to_video import generate_ltx2
 from service.prompting import build_prompt_expander
 from service.prompting.expander import PromptExpander, expand_or_explain
 from service.prompting.ltx2_gemma import ResidentGemmaExpander
@@ -52,47 +56,61 @@ logger = logging.getLogger(__name__)
 TINY_EXPANSION_TOKENS = 24  # random weights: a short reply keeps the tiny preset's CPU runs fast
 
 
-class Ltx2LocalRunner:
-    """Loads the LTX-2.3 models once; `generate` runs one spec to frames and audio."""
+class Ltx2ModelSet:
+    """Loads the LTX-2.3 models once; `job` holds them for one spec."""
+
+    family: Family = Ltx2Components
 
     def __init__(self, config: ServiceConfig) -> None:
-        self._config = config
         self.models: Ltx2Models = load_ltx2_models(config.ltx2)
         self._pipe = ltx2_helper_pipeline(self.models)
         self.components = bind_ltx2_components(self.models)
+        # The whole family, upsampler or not: without it single-scale requests still run, and Submit
+        # refuses multiscale ones (`precondition_failure`).
+        self.served: frozenset[Endpoint] = family_endpoints(Ltx2Components)
         tiny = config.ltx2.preset == Ltx2Preset.TINY
         with self.models.lock:
             install_distilled(self._pipe, self.models, config.ltx2.seed if tiny else None)
-        # The prepare stage leaves LTX-2.3's expansion to this runner (it needs the resident model).
+        # The prepare stage leaves LTX-2.3's expansion to the engine (it needs the resident model).
         self._expander = _resident_expander(self.models, tiny) or build_prompt_expander(
             config.prompt_expansion
         )
 
+    @classmethod
+    def configured(cls, config: ServiceConfig) -> Ltx2ModelSet | None:
+        """The family's models, or None where `ltx2.preset` is "none"."""
+        return cls(config) if config.ltx2.preset != "none" else None
+
     def camera_lora_installed(self, camera: CameraLora) -> bool:
         return camera is CameraLora.NONE or camera_lora_path(self.models.camera_lora_dir, camera) is not None
 
-    def generate(
-        self,
-        spec: Ltx2TextToVideoSpec,
-        loras: Sequence[FetchedLora],
-        ctx: JobContext,
-    ) -> GeneratedVideo:
-        on_progress = ctx.on_progress
-        if spec.expand_prompt:
+    def precondition_failure(self, spec: Spec) -> str | None:
+        camera = getattr(spec, "camera_lora", CameraLora.NONE)
+        if not self.camera_lora_installed(camera):
+            return f"camera_lora {camera.value}: not installed on this deployment (ltx2.camera_lora_dir)"
+        if getattr(spec, "use_multiscale", False) and self.components.upsampler is None:
+            return "use_multiscale: no LTX-2.3 latent upsampler on this deployment (ltx2.upsampler_dir)"
+        return None
+
+    @contextmanager
+    def job(
+        self, inputs: EndpointInputs, loras: Sequence[FetchedLora], ctx: JobContext
+    ) -> Iterator[BoundJob]:
+        spec = narrowed(inputs.spec, Ltx2TextToVideoSpec)
+        if spec.expand_prompt:  # outside the model lock: Gemma's text generation touches no LoRA adapter
             spec = dataclasses.replace(
-                spec, prompt=expand_or_explain(self._expander, spec.prompt, on_progress)
+                spec, prompt=expand_or_explain(self._expander, spec.prompt, ctx.on_progress)
             )
         models = self.models
         with models.lock, ltx2_job_adapters(self._pipe, models, spec, loras) as active:
             if active:
                 names = ", ".join(a.name for a in active)
-                on_progress(Progress(Stage.LOADING, message=f"LoRA adapters per stage: {names}"))
-            return generate_ltx2(
-                self.components,
-                spec,
-                ctx,
-                lambda stage: set_stage_adapters(models, active, stage),
+                ctx.on_progress(Progress(Stage.LOADING, message=f"LoRA adapters per stage: {names}"))
+            # A copy per job: the stage hook mixes this job's adapters, the shared binding stays clean.
+            components = dataclasses.replace(
+                self.components, set_stage_adapters=functools.partial(set_stage_adapters, models, active)
             )
+            yield BoundJob(dataclasses.replace(inputs, spec=spec), components)
 
 
 def bind_ltx2_components(models: Ltx2Models) -> Ltx2Components:

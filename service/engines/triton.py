@@ -5,9 +5,12 @@ safety check and encode run in this process, in the prepare and finish stages (s
 service/jobs/), as with LocalEngine. One stream per job: the request
 carries the endpoint id, the spec as JSON and the decoded media as tensors (conditioning_tensors); the
 model answers at once (accepted), then with heartbeats while the request lives, a progress response per
-pipeline stage and denoising step, the frames in pieces of at most `max_response_bytes` (each written into
-a frame sink as it arrives: memory, or a temporary file past `memory_frames_bytes`), and the FINAL response
-with the result's frame rate, seed and prompt. Cancelling the job cancels the stream, which Triton turns
+pipeline stage and denoising step, and the FINAL response with the result's frame rate, seed and prompt.
+The frames come in pieces of at most `max_response_bytes`, each the answer to a fetch request of its own
+on the same stream (contract.FETCH_FRAMES), the next sent once the previous piece arrived (FrameFetches):
+tritonserver keeps every response of a request until the request ends, so one piece at a time through
+short requests is what keeps its memory to about a piece. Each piece is written into a frame sink as it
+arrives (memory, or a temporary file past `memory_frames_bytes`). Cancelling the job cancels the stream, which Triton turns
 into `request.is_cancelled()` inside the model.
 
 Which endpoints are served depends on the repository's component models: `ltx_pipeline`'s config names
@@ -162,7 +165,7 @@ class TritonEngine:
                 enable_empty_final_response=True,
             )
             ctx.logger.info("triton request %s started (%s)", request_id, spec.endpoint)
-            return self._collect(events, ctx)
+            return self._collect(events, ctx, FrameFetches(client, request_id))
         except InferenceServerException as exc:
             raise RunnerUnavailable(f"Triton at {self._url} failed: {exc.message()}") from exc
         finally:
@@ -174,13 +177,15 @@ class TritonEngine:
         self,
         events: queue.Queue[StreamEvent],
         ctx: JobContext,
+        fetches: FrameFetches,
     ) -> GeneratedVideo:
-        """Relay progress and collect the frames until the final response; return the video or raise the
-        job's error."""
+        """Relay progress and fetch the frames until the pipeline's final response and the last piece
+        are in; return the video or raise the job's error (from either request)."""
         frames = FrameReceiver(self._memory_frames_bytes)
         audio = AudioReceiver()
+        final: grpcclient.InferResult | None = None
         silent_since = time.monotonic()
-        while True:
+        while final is None or not frames.complete:
             if ctx.is_cancelled():
                 ctx.logger.info("triton request %s cancelled by the client", ctx.request_id)
                 raise Cancelled()
@@ -195,13 +200,22 @@ class TritonEngine:
             silent_since = time.monotonic()
             if error is not None:
                 raise self._error_from_stream(error)
+            assert result is not None
+            if fetches.answers(result):
+                frames.add(result)
+                if not frames.complete:
+                    fetches.next()
+                continue
+            if not fetches.started:  # the pipeline request's first answer: it takes fetches from now on
+                fetches.next()
             progress = _progress_of(result)
             if progress is not None:
                 ctx.on_progress(progress)
-            frames.add(result)
             audio.add(result)
             if _is_final(result):
-                return _video_of(result, frames.result(ctx.request_id), audio.result(ctx.request_id))
+                final = result
+        assert final is not None  # the loop ends only once it came
+        return _video_of(final, frames.result(ctx.request_id), audio.result(ctx.request_id))
 
     def _error_from_stream(self, error: InferenceServerException) -> Exception:
         if error.status() in _LOST_BACKEND_STATUSES:
@@ -305,6 +319,34 @@ def _video_of(
     )
 
 
+class FrameFetches:
+    """The fetch requests (contract.FETCH_FRAMES) that take one pipeline request's frames pieces, one at a
+    time on that request's stream: the next is sent once the previous piece has arrived, so at most one
+    piece is on its way and tritonserver, which keeps a request's responses until the request ends,
+    holds about one piece, not the video."""
+
+    def __init__(self, client: grpcclient.InferenceServerClient, request_id: str) -> None:
+        self._client = client
+        self._request_id = request_id
+        self.sent = 0
+
+    @property
+    def started(self) -> bool:
+        return self.sent > 0
+
+    def next(self) -> None:
+        tensor = grpcclient.InferInput(contract.FETCH_FRAMES, [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([self._request_id.encode()], dtype=np.object_))
+        self._client.async_stream_infer(
+            contract.PIPELINE_MODEL, [tensor], request_id=f"{self._request_id}.frames.{self.sent}"
+        )
+        self.sent += 1
+
+    def answers(self, result: grpcclient.InferResult) -> bool:
+        """Whether `result` answers one of these fetches (the pipeline request's own carry its id)."""
+        return str(result.get_response().id) != self._request_id
+
+
 class AudioReceiver:
     """The audio responses of one request (float32 [channels, n] pieces) assembled into one track; the
     track is small next to the frames (48 kHz stereo is 384 kB a second), so it is kept in memory."""
@@ -364,6 +406,10 @@ class FrameReceiver:
             self._sink = FrameSink(total, FrameSize(int(width), int(height)), reverse=False, store=store)
         self._sink.write(start, piece)
         self._received += len(piece)
+
+    @property
+    def complete(self) -> bool:
+        return self._sink is not None and self._received >= self._sink.shape[0]
 
     def result(self, request_id: str) -> np.ndarray:
         if self._sink is None or self._received != self._sink.shape[0]:

@@ -11,6 +11,14 @@ What the bundled binary needs, found by reading how pytriton starts it:
   - PATH starting with this interpreter's bin directory, so the embedded Python finds the virtualenv
     (its `pyvenv.cfg`) and with it torch, diffusers and the rest.
 The models find the project code by a path relative to their model.py, so no PYTHONPATH is needed.
+
+The server runs with a fixed glibc mmap threshold (`MALLOC_MMAP_THRESHOLD_`, see `MMAP_THRESHOLD_BYTES`):
+with glibc's default, a dynamic threshold, the first large block freed raises the threshold to its size
+(up to 32 MiB), and every later block of that size comes from the heap arenas, which keep it once freed.
+Each frames piece passes through tritonserver as such blocks (the response's tensor, its gRPC
+serialization), so tritonserver's RSS grew with the video's length although nothing held the pieces
+(bench/README.md, issue 7). With the threshold fixed, blocks from 1 MiB up are mmapped and returned when
+freed. NVIDIA's container: set the same variable (or LD_PRELOAD its tcmalloc or jemalloc).
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+# glibc: blocks from this size up are mmapped and returned to the system when freed (setting it also
+# turns off glibc's dynamic threshold, which kept freed frames pieces in tritonserver's heap).
+MMAP_THRESHOLD_BYTES = 1024**2
 
 
 def free_port() -> int:
@@ -72,7 +84,7 @@ def _copy_if_changed(source: Path, target: Path) -> None:
 
 
 def server_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = allocator_env()
     libs = [str(pytriton_dir().parent / "nvidia_pytriton.libs")]
     if sysconfig.get_config_var("Py_ENABLE_SHARED"):
         libs.insert(0, str(sysconfig.get_config_var("LIBDIR")))
@@ -81,6 +93,13 @@ def server_env() -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
     # Not resolved: the venv's bin/python is a symlink, and the venv is found from the link's directory.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def allocator_env() -> dict[str, str]:
+    """This process's environment with the fixed mmap threshold (unless the caller set one)."""
+    env = dict(os.environ)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD_BYTES))
     return env
 
 
@@ -141,7 +160,7 @@ class TritonServerProcess:
         log.info("starting %s", " ".join(command))
         with self.log_path.open("ab") as log_file:
             # Own process group: stop() can end the server and its python stubs, and nothing else.
-            env = server_env() if self.binary is None else dict(os.environ)
+            env = server_env() if self.binary is None else allocator_env()
             self.proc = subprocess.Popen(
                 command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
             )

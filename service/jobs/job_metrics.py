@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from service.domain.errors import ErrorType, JobError
+from service.domain.job_context import JobContext
 from service.domain.progress import Progress, Stage
 from service.jobs.records import JobRecord
 from service.observability import metrics
@@ -27,7 +28,7 @@ _STAGE_OF: dict[Stage, StageName] = {
     Stage.STORING: "finish",
 }
 
-Runner = Callable[[JobRecord, Callable[[Progress], None], Callable[[], bool]], str]
+Runner = Callable[[JobRecord, JobContext], str]  # service/jobs/queue.py's JobRunner
 
 
 class _StageClock:
@@ -65,18 +66,16 @@ def _outcome(error: BaseException | None) -> tuple[str, str]:
 
 
 def instrumented(runner: Runner) -> Runner:
-    def run(
-        record: JobRecord, on_progress: Callable[[Progress], None], is_cancelled: Callable[[], bool]
-    ) -> str:
+    def run(record: JobRecord, ctx: JobContext) -> str:
         clock = _StageClock(record.endpoint)
 
         def report(progress: Progress) -> None:
             clock.enter(_STAGE_OF.get(progress.stage, clock.stage))
-            on_progress(progress)
+            ctx.on_progress(progress)
 
         error: BaseException | None = None
         try:
-            return runner(record, report, is_cancelled)
+            return runner(record, ctx.with_progress(report))
         except BaseException as caught:
             error = caught
             raise

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from service.config import QueueConfig
 from service.domain.errors import ErrorType, JobError
+from service.domain.job_context import JobContext, job_logger
 from service.domain.progress import Progress, Stage
 from service.jobs.records import JobRecord, JobState, LogEntry
 from service.jobs.sql_store import NewJob, SqlJobStore
@@ -33,8 +34,10 @@ from service.media.fetch import current_cancel_check
 
 log = logging.getLogger(__name__)
 
-# Runs one job to its output JSON in a worker thread: (record, on_progress, is_cancelled) -> output_json.
-JobRunner = Callable[[JobRecord, Callable[[Progress], None], Callable[[], bool]], str]
+# Runs one job to its output JSON in a worker thread: (record, its JobContext) -> output_json. The queue
+# builds the context (service/domain/job_context.py): the job id as request id, progress into the store,
+# the job's cancel flag, a logger that carries the id.
+JobRunner = Callable[[JobRecord, JobContext], str]
 IDLE_POLL_S = 1.0  # a claim attempt at least this often, in case a notification was missed
 T = TypeVar("T")
 
@@ -502,8 +505,9 @@ class JobQueue:
             loop.call_soon_threadsafe(self._record_progress, job_id, record.runs, progress)
 
         assert self._runner is not None
+        ctx = JobContext(job_id, on_progress, flag.is_set, job_logger(job_id))
         try:
-            output_json = await _in_daemon_thread(self._runner, record, on_progress, flag.is_set)
+            output_json = await _in_daemon_thread(self._runner, record, ctx)
         except asyncio.CancelledError:
             raise  # stopped hard: the job stays RUNNING until its lease expires (or the next start)
         except BaseException as error:  # noqa: BLE001 - every failure of a job ends that job, not the worker
@@ -632,12 +636,7 @@ class JobQueue:
             self._store.notify("state", job_id)
 
 
-def _in_daemon_thread(
-    runner: JobRunner,
-    record: JobRecord,
-    on_progress: Callable[[Progress], None],
-    is_cancelled: Callable[[], bool],
-) -> asyncio.Future[str]:
+def _in_daemon_thread(runner: JobRunner, record: JobRecord, ctx: JobContext) -> asyncio.Future[str]:
     """Run a job in a daemon thread: unlike `asyncio.to_thread`, a job stuck in a fetch or a codec
     cannot hold the process past its shutdown deadline. Its fetches see its cancel check."""
     loop = asyncio.get_running_loop()
@@ -652,11 +651,11 @@ def _in_daemon_thread(
             future.set_result(result or "")
 
     def body() -> None:
-        current_cancel_check.set(is_cancelled)
+        current_cancel_check.set(ctx.is_cancelled)
         result: str | None = None
         failure: BaseException | None = None
         try:
-            result = runner(record, on_progress, is_cancelled)
+            result = runner(record, ctx)
         except BaseException as error:  # noqa: BLE001 - handed to the awaiting worker
             failure = error
         with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting

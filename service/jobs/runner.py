@@ -22,9 +22,9 @@ from typing import Any
 
 from service.config import ServiceConfig
 from service.domain.errors import Cancelled
-from service.domain.job_context import JobContext, job_logger
+from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
-from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
+from service.domain.progress import Progress, Stage
 from service.domain.specs import spec_from_json
 from service.engines.base import Engine
 from service.engines.slots import Slots
@@ -72,10 +72,12 @@ class JobRunner:
         with self._lock:
             return job_id in self._before_accelerator
 
-    def __call__(self, record: JobRecord, on_progress: ProgressCallback, is_cancelled: CancelCheck) -> str:
+    def __call__(self, record: JobRecord, ctx: JobContext) -> str:
+        """Run `record` to its output JSON; `ctx` is the job's, built by the queue (request id = job id)."""
+        if ctx.request_id != record.job_id:
+            raise ValueError(f"context for request {ctx.request_id} handed job {record.job_id}")
         # Every log line of this job, from any module and stage, carries its request id (service/logs.py);
         # TritonEngine sends it as the Triton request id.
-        ctx = JobContext(record.job_id, on_progress, is_cancelled, job_logger(record.job_id, log.name))
         with request_scope(record.job_id):
             return self._run(record, ctx)
 

@@ -25,7 +25,7 @@ class DiskWritingRunner:
         self.release = threading.Event()
         self.started = threading.Event()
 
-    def __call__(self, record, on_progress, is_cancelled) -> str:
+    def __call__(self, record, ctx) -> str:
         self.started.set()
         self.release.wait(timeout=30)
         (self.out_dir / f"{record.job_id}.mp4").write_bytes(b"\0" * 256 * 1024)
@@ -87,7 +87,7 @@ def _crash_while_running(path: Path, times: int) -> None:
 
 
 class InstantRunner:
-    def __call__(self, record, on_progress, is_cancelled) -> str:
+    def __call__(self, record, ctx) -> str:
         return '{"done": true}'
 
 
@@ -129,12 +129,12 @@ class SteppingRunner:
         self.steps, self.step_s, self.stubborn = steps, step_s, stubborn
         self.started = threading.Event()
 
-    def __call__(self, record, on_progress, is_cancelled) -> str:
+    def __call__(self, record, ctx) -> str:
         self.started.set()
         for step in range(self.steps):
-            if is_cancelled() and not self.stubborn:
+            if ctx.is_cancelled() and not self.stubborn:
                 raise Cancelled()
-            on_progress(Progress(Stage.DENOISING, step + 1, self.steps))
+            ctx.on_progress(Progress(Stage.DENOISING, step + 1, self.steps))
             time.sleep(self.step_s)
         return '{"done": true}'
 

@@ -18,7 +18,7 @@ from service.config import ServiceConfig
 from service.domain.job_context import JobContext
 from service.domain.progress import Progress, Stage
 from service.domain.specs import Ltx2TextToVideoSpec
-from service.engines.ltx2_local import Ltx2LocalRunner
+from service.engines.local import LocalEngine
 from service.engines.triton import TritonEngine
 from service.engines.tritonserver_process import TritonServerProcess
 from tests.engine_in_line import EngineInLine
@@ -50,7 +50,8 @@ def test_spec_example_through_triton_equals_in_process(triton_server: TritonServ
     assert engine.ready() and engine.supports(spec.endpoint)
     events: list[Progress] = []
     remote = EngineInLine(engine, config).generate(spec, JobContext.create(on_progress=events.append))
-    local = Ltx2LocalRunner(ServiceConfig()).generate(spec, [], JobContext.create())
+    local_config = ServiceConfig()
+    local = EngineInLine(LocalEngine(local_config), local_config).generate(spec, JobContext.create())
 
     assert remote.frames.shape == local.frames.shape == (9, 64, 128, 3)
     difference = np.abs(remote.frames.astype(np.int16) - local.frames.astype(np.int16))

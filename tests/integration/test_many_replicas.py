@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import boto3
 import grpc
+import psycopg
 import pytest
 
 from ltx.v1 import video_generation_pb2 as pb
@@ -60,10 +61,15 @@ def reference_bytes(fleet: dict[str, ServiceProcess]) -> dict[int, bytes]:
 
 
 @pytest.fixture(scope="module")
+def fleet_database_url(postgres: PostgresServer) -> str:
+    return postgres.create_database(f"fleet_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
 def fleet(
-    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer, moto_s3: MotoServer
+    tmp_path_factory: pytest.TempPathFactory, fleet_database_url: str, moto_s3: MotoServer
 ) -> Iterator[dict[str, ServiceProcess]]:
-    database_url = postgres.create_database(f"fleet_{uuid.uuid4().hex[:8]}")
+    database_url = fleet_database_url
     bucket = f"results-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=moto_s3.url, **_boto_credentials()).create_bucket(Bucket=bucket)
     shared = [
@@ -126,7 +132,7 @@ def started_on(proc: ServiceProcess, request_id: str) -> list[str]:
 
 
 def test_jobs_across_gateways_and_workers_survive_a_worker_kill(
-    fleet: dict[str, ServiceProcess], reference_bytes: dict[int, bytes]
+    fleet: dict[str, ServiceProcess], reference_bytes: dict[int, bytes], fleet_database_url: str
 ) -> None:
     gateways = [fleet["gateway-a"], fleet["gateway-b"]]
     ids: list[str] = []
@@ -139,7 +145,7 @@ def test_jobs_across_gateways_and_workers_survive_a_worker_kill(
         watcher.start()
         watchers.append(watcher)
 
-    victim = _kill_worker_mid_job(fleet, gateways[0], ids)
+    victim = _kill_worker_mid_job(fleet, fleet_database_url)
     for watcher in watchers:
         watcher.join(timeout=240)
     assert sorted(events) == sorted(ids), "a Watch stream did not end"
@@ -162,23 +168,33 @@ def test_jobs_across_gateways_and_workers_survive_a_worker_kill(
     assert any(len(evts) > 2 for evts in events.values()), "Watch streamed no progress across processes"
 
 
-def _kill_worker_mid_job(fleet: dict[str, ServiceProcess], gateway: ServiceProcess, ids: list[str]) -> str:
-    """kill -9 worker-1 while it is denoising one of the jobs; returns that job's id."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for request_id in ids:
-            status = gateway.stub.Status(pb.StatusRequest(request_id=request_id, logs=True))
-            runs = [line.message for line in status.logs if line.message.startswith("started on ")]
-            if (
-                status.status == pb.IN_PROGRESS
-                and runs
-                and "worker-1" in runs[-1]
-                and status.progress.step >= 1
-            ):
+# Jobs of worker-1 that are past their first denoising step in their current run. Read from the job
+# store itself: one query every few milliseconds sees the whole fleet, where a Status call per job
+# (20 RPCs a sweep) could miss a tiny 2-step job altogether on a loaded machine.
+WORKER_1_DENOISING = """
+    SELECT DISTINCT jobs.job_id FROM jobs JOIN progress
+      ON progress.job_id = jobs.job_id AND progress.run = jobs.runs
+    WHERE jobs.state = 'running' AND jobs.worker_id = 'worker-1'
+      AND progress.report_json LIKE '%"stage": "denoising"%'
+"""
+
+
+def _kill_worker_mid_job(fleet: dict[str, ServiceProcess], database_url: str) -> str:
+    """kill -9 worker-1 while it is denoising one of the jobs; returns that job's id.
+
+    The victim is read again after the kill: a dead worker cannot finish a job, so a job still
+    marked running on worker-1 then is one the kill interrupted (one that finished in between the
+    query and the signal is not counted)."""
+    deadline = time.monotonic() + 180
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(WORKER_1_DENOISING).fetchall():
                 fleet["worker-1"].kill9()
-                return request_id
-        time.sleep(0.02)
-    raise TimeoutError("worker-1 never ran a job")
+                interrupted = [row[0] for row in conn.execute(WORKER_1_DENOISING).fetchall()]
+                assert interrupted, "the job worker-1 was denoising finished before the kill landed"
+                return interrupted[0]
+            time.sleep(0.005)
+    raise TimeoutError("worker-1 never denoised a job")
 
 
 @pytest.mark.parametrize("cancel_on", ["gateway-a", "gateway-b"])

@@ -57,8 +57,15 @@ def test_pipeline_config_is_decoupled_and_names_the_contract_tensors() -> None:
     assert config.model_transaction_policy.decoupled
     required = [t.name for t in config.input if not t.optional]
     optional = [t.name for t in config.input if t.optional]
-    assert required == [contract.ENDPOINT, contract.SPEC_JSON]
-    assert optional == [*contract.CONDITION_INPUTS, contract.KEPT_FRAMES, contract.MAX_RESPONSE_BYTES]
+    assert required == []  # a fetch request carries only FETCH_FRAMES; the model checks the others
+    assert optional == [
+        contract.ENDPOINT,
+        contract.SPEC_JSON,
+        *contract.CONDITION_INPUTS,
+        contract.KEPT_FRAMES,
+        contract.MAX_RESPONSE_BYTES,
+        contract.FETCH_FRAMES,
+    ]
     outputs = {t.name for t in config.output}
     assert outputs == set(contract.PROGRESS_OUTPUTS) | set(contract.FRAMES_OUTPUTS) | set(
         contract.AUDIO_OUTPUTS

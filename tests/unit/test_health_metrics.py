@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.domain.errors import ErrorType, JobError
+from service.domain.job_context import JobContext
 from service.domain.progress import Progress, Stage
 from service.jobs.job_metrics import instrumented
 from service.jobs.records import JobRecord, JobState
@@ -38,19 +39,19 @@ def _count(name: str, labels: dict[str, str]) -> float:
 def test_stage_clock_and_outcomes() -> None:
     endpoint = "test-endpoint-metrics"
 
-    def runner(record: JobRecord, report, is_cancelled) -> str:
+    def runner(record: JobRecord, ctx: JobContext) -> str:
         for stage in (Stage.ENCODING_PROMPT, Stage.DENOISING, Stage.DECODING, Stage.ENCODING_VIDEO):
-            report(Progress(stage))
+            ctx.report(Progress(stage))
         return "{}"
 
-    def failing(record: JobRecord, report, is_cancelled) -> str:
+    def failing(record: JobRecord, ctx: JobContext) -> str:
         raise JobError(ErrorType.INPUT_FETCH_FAILED, "nope")
 
     seen: list[Progress] = []
-    assert instrumented(runner)(_record(endpoint), seen.append, lambda: False) == "{}"
+    assert instrumented(runner)(_record(endpoint), JobContext.create("j1", seen.append)) == "{}"
     assert len(seen) == 4  # progress still reaches the queue
     with pytest.raises(JobError):
-        instrumented(failing)(_record(endpoint), seen.append, lambda: False)
+        instrumented(failing)(_record(endpoint), JobContext.create("j1", seen.append))
     for stage in ("prepare", "generate", "finish"):
         assert _count("ltx_job_stage_duration_seconds_count", {"endpoint": endpoint, "stage": stage}) >= 1
     ok = {"endpoint": endpoint, "status": "succeeded", "error_type": ""}

@@ -86,7 +86,7 @@ def test_the_runner_hands_the_engine_one_context_for_the_job(
     record = JobRecord("job-7", "ltx-video-lora", spec_to_json(spec), JobState.RUNNING, 0.0)
     seen: list[Progress] = []
     with caplog.at_level(logging.INFO):
-        runner(record, seen.append, lambda: False)
+        runner(record, JobContext.create("job-7", seen.append))
     (ctx,) = engine.contexts
     assert ctx.request_id == "job-7"
     ctx.report(Progress(Stage.DECODING))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from service.config import QueueConfig
 from service.domain.errors import Cancelled, ErrorType
+from service.domain.job_context import JobContext
 from service.domain.progress import Progress, Stage
 from service.jobs.queue import CancelOutcome, JobQueue, QueueFull
 from service.jobs.records import JobState
@@ -23,13 +25,15 @@ class FakeRunner:
         self.steps = steps
         self.release = threading.Event()
         self.started = threading.Event()
+        self.contexts: list[JobContext] = []
 
-    def __call__(self, record, on_progress, is_cancelled) -> str:
+    def __call__(self, record, ctx: JobContext) -> str:
+        self.contexts.append(ctx)
         self.started.set()
         for step in range(1, self.steps + 1):
-            if is_cancelled():
+            if ctx.is_cancelled():
                 raise Cancelled()
-            on_progress(Progress(Stage.DENOISING, step, self.steps))
+            ctx.on_progress(Progress(Stage.DENOISING, step, self.steps))
             self.release.wait(timeout=10)
         return '{"done": true}'
 
@@ -56,6 +60,31 @@ def test_runs_a_job_and_reports_every_step(tmp_path: Path) -> None:
         assert await finished(queue, job_id) is JobState.SUCCEEDED
         assert [p.step for p in queue.progress_since(job_id)] == [1, 2, 3, 4]
         assert store.get(job_id).output_json == '{"done": true}'  # type: ignore[union-attr]
+        await queue.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_queue_hands_the_runner_the_jobs_context(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        runner = FakeRunner(steps=2)
+        queue, _store = make_queue(tmp_path, runner)
+        await queue.start()
+        job_id, _ = await queue.submit("ltx-video-lora", "{}")
+        await asyncio.to_thread(runner.started.wait, 10)
+        (ctx,) = runner.contexts
+        assert ctx.request_id == job_id
+        assert not ctx.is_cancelled()
+        assert await queue.cancel(job_id) is CancelOutcome.REQUESTED
+        assert ctx.is_cancelled()  # the job's own cancel flag, not a copy
+        with caplog.at_level(logging.INFO):
+            ctx.logger.info("from the runner")
+        (line,) = [r for r in caplog.records if r.getMessage() == "from the runner"]
+        assert getattr(line, "request_id", None) == job_id
+        runner.release.set()
+        assert await finished(queue, job_id) is JobState.CANCELLED
         await queue.stop()
 
     asyncio.run(scenario())

@@ -42,7 +42,7 @@ def test_a_cancel_during_the_decode_ends_the_job_cancelled(tmp_path: Path) -> No
     spec_json = _text_to_video_spec_json(spec_to_json)
     record = JobRecord("job", "ltx-video-lora", spec_json, JobState.RUNNING, 0.0)
     with pytest.raises(Cancelled):
-        runner(record, lambda _: None, cancel.is_set)
+        runner(record, JobContext.create("job", is_cancelled=cancel.is_set))
     assert not (tmp_path / "job" / "job.mp4").exists()  # nothing was encoded or stored
 
 
@@ -87,7 +87,7 @@ def test_a_cancel_during_the_encode_ends_the_job_cancelled_and_leaves_no_file(tm
     record = JobRecord("job", "ltx-video-lora", _text_to_video_spec_json(spec_to_json), JobState.RUNNING, 0.0)
     cancel = CancelOnceEncoding(tmp_path / "job" / "job.mp4.part")
     with pytest.raises(Cancelled, match="encoding"):
-        runner(record, lambda _: None, cancel)
+        runner(record, JobContext.create("job", is_cancelled=cancel))
     assert cancel.fired  # the encode had begun: its temporary file existed
     assert sorted(p.name for p in (tmp_path / "job").iterdir()) == []  # abandoned and removed
 

@@ -43,7 +43,8 @@ class FakeResult:
 
 
 def _responses(frames: np.ndarray, max_bytes: int) -> list[FakeResult]:
-    """What ltx_pipeline sends for `frames` under `max_bytes` (its _send_frames, without pb_utils)."""
+    """The pieces ltx_pipeline hands over for `frames` under `max_bytes` (its _hand_over_frames, without
+    pb_utils), as the fetch responses that carry them."""
     total = np.array([len(frames)], dtype=np.int64)
     per_response = frames_per_response(frames[0].nbytes, max_bytes)
     return [

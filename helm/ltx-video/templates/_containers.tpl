@@ -110,6 +110,9 @@
     - {name: triton-metrics, containerPort: {{ int $t.metricsPort }}, protocol: TCP}
   env:
     - {name: HOME, value: /tmp}
+    # glibc's dynamic mmap threshold keeps freed frames pieces in the heap: RSS would grow with the
+    # video's length (service/engines/tritonserver_process.py, bench/README.md issue 7).
+    - {name: MALLOC_MMAP_THRESHOLD_, value: "1048576"}
   startupProbe:
     httpGet: {path: /v2/health/ready, port: {{ int $t.httpPort }}}
     periodSeconds: {{ $t.startupProbe.periodSeconds }}

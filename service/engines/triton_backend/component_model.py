@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import triton_python_backend_utils as pb_utils  # only importable inside a Triton Python-backend stub
 
-from service.contract.components import COMPONENT_DECLS
+from service.contract.components import COMPONENT_DECLS, ComponentDecl
 from service.engines.triton_backend.params import fast_path_config_from, model_config_from, model_parameters
 from service.models.component_modules import component_module, default_input, torch_dtype_of
 
@@ -45,38 +45,49 @@ class ComponentModel:
         log.info("%s ready: preset %s on %s", name, model_config.preset, self.device)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return [self._infer(request) for request in requests]
+        return [infer_response(self.component, self.module, request, self.device) for request in requests]
 
     def finalize(self) -> None:
         log.info("%s unloaded", self.component.name)
 
-    def _inputs(self, request: Any) -> dict[str, torch.Tensor]:
-        """The request's tensors in declaration order; absent optional ones get the declared default."""
-        inputs: dict[str, torch.Tensor] = {}
-        for declared in self.component.inputs:
-            tensor = pb_utils.get_input_tensor_by_name(request, declared.name)
-            if tensor is not None:
-                # A copy: the buffer is read-only shared memory owned by the request.
-                value = torch.from_numpy(tensor.as_numpy().copy())
-            elif declared.optional:
-                value = default_input(self.component, declared.name, inputs)
-            else:
-                raise ValueError(f"{self.component.name}: missing input {declared.name}")
-            inputs[declared.name] = value.to(self.device, torch_dtype_of(declared.dtype))
-        return inputs
 
-    def _infer(self, request: Any) -> Any:
-        """One request's response; a failure becomes that response's error, not the batch's."""
-        try:
-            inputs = self._inputs(request)
-            with torch.inference_mode():
-                output = self.module(*inputs.values())
-            array = output.to(torch_dtype_of(self.component.outputs[0].dtype)).cpu().numpy()
-            return pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor(self.component.output_names[0], array)]
-            )
-        except Exception as exc:  # reported to the caller of this request only
-            log.exception("%s failed", self.component.name)
-            return pb_utils.InferenceResponse(
-                output_tensors=[], error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
-            )
+def read_declared_inputs(component: ComponentDecl, request: Any, device: torch.device) -> list[torch.Tensor]:
+    """The request's tensors in declaration order, on `device` in their declared dtypes; absent optional
+    ones get the declared default."""
+    inputs: dict[str, torch.Tensor] = {}
+    for declared in component.inputs:
+        tensor = pb_utils.get_input_tensor_by_name(request, declared.name)
+        if tensor is not None:
+            # A copy: the buffer is read-only shared memory owned by the request.
+            value = torch.from_numpy(tensor.as_numpy().copy())
+        elif declared.optional:
+            value = default_input(component, declared.name, inputs)
+        else:
+            raise ValueError(f"{component.name}: missing input {declared.name}")
+        inputs[declared.name] = value.to(device, torch_dtype_of(declared.dtype))
+    return list(inputs.values())
+
+
+def infer_response(component: ComponentDecl, module: Any, request: Any, device: torch.device) -> Any:
+    """One request's response: every declared output (a module returning one tensor has one); a failure
+    becomes that response's error, not the batch's."""
+    try:
+        inputs = read_declared_inputs(component, request, device)
+        with torch.inference_mode():
+            returned = module(*inputs)
+        outputs = (returned,) if isinstance(returned, torch.Tensor) else tuple(returned)
+        tensors = [
+            pb_utils.Tensor(declared.name, output.to(torch_dtype_of(declared.dtype)).cpu().numpy())
+            for declared, output in zip(component.outputs, outputs, strict=True)
+        ]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+    except Exception as exc:  # noqa: BLE001 - logged by error_response; reported to this request's caller only
+        return error_response(component.name, exc)
+
+
+def error_response(component_name: str, exc: Exception) -> Any:
+    """The failed response of one request, with the failure logged under the component's name."""
+    log.exception("%s failed", component_name)
+    return pb_utils.InferenceResponse(
+        output_tensors=[], error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
+    )

@@ -3,7 +3,8 @@ ltx2_latent_upsampler) on torch, for the CPU repository.
 
 It runs the module the in-process bindings call and ONNX export traces
 (service/models/ltx2_component_modules.py: the adapter with the declared fp32 I/O), so Triton computes what
-the in-process engine computes. Outputs: every declared one, in one response.
+the in-process engine computes. Outputs: every declared one, in one response (component_model's
+`infer_response`, shared with the LTX-Video components).
 
 LoRA: the model keeps the resident distilled LoRA (the configured file, or the tiny preset's seeded one, as
 the in-process runner installs it) and takes its scale per call (`distilled_lora_scale`, which the BLS
@@ -18,11 +19,10 @@ import logging
 from typing import Any
 
 import torch
-import triton_python_backend_utils as pb_utils  # only importable inside a Triton Python-backend stub
 
 from service.contract.ltx2_components import LTX2_COMPONENT_DECLS
+from service.engines.triton_backend.component_model import infer_response
 from service.engines.triton_backend.params import ltx2_config_from, model_parameters
-from service.models.component_modules import default_input, torch_dtype_of
 
 log = logging.getLogger("ltx2_component")
 
@@ -52,39 +52,7 @@ class Ltx2ComponentModel:
         log.info("%s ready: preset %s on %s", name, config.preset, self.device)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return [self._infer(request) for request in requests]
+        return [infer_response(self.component, self.module, request, self.device) for request in requests]
 
     def finalize(self) -> None:
         log.info("%s unloaded", self.component.name)
-
-    def _inputs(self, request: Any) -> list[torch.Tensor]:
-        """The request's tensors in declaration order; absent optional ones get the declared default."""
-        inputs: dict[str, torch.Tensor] = {}
-        for declared in self.component.inputs:
-            tensor = pb_utils.get_input_tensor_by_name(request, declared.name)
-            if tensor is not None:
-                # A copy: the buffer is read-only shared memory owned by the request.
-                value = torch.from_numpy(tensor.as_numpy().copy())
-            elif declared.optional:
-                value = default_input(self.component, declared.name, inputs)
-            else:
-                raise ValueError(f"{self.component.name}: missing input {declared.name}")
-            inputs[declared.name] = value.to(self.device, torch_dtype_of(declared.dtype))
-        return list(inputs.values())
-
-    def _infer(self, request: Any) -> Any:
-        """One request's response; a failure becomes that response's error, not the batch's."""
-        try:
-            inputs = self._inputs(request)
-            with torch.inference_mode():
-                outputs = self.module(*inputs)
-            tensors = [
-                pb_utils.Tensor(declared.name, output.to(torch_dtype_of(declared.dtype)).cpu().numpy())
-                for declared, output in zip(self.component.outputs, outputs, strict=True)
-            ]
-            return pb_utils.InferenceResponse(output_tensors=tensors)
-        except Exception as exc:  # reported to the caller of this request only
-            log.exception("%s failed", self.component.name)
-            return pb_utils.InferenceResponse(
-                output_tensors=[], error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
-            )

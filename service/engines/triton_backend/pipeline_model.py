@@ -10,10 +10,13 @@ Triton's scheduler, each with:
   - the accelerator taken in arrival order, one pipeline at a time (`run_endpoint`, what LocalEngine
     runs), with a progress response per pipeline stage and denoising step and the request's cancellation
     checked while it waits and between steps (the pipeline raises Cancelled);
-  - the frames sent as several responses of at most `max_response_bytes` each (FRAMES, FRAME_START,
-    TOTAL_FRAMES) while the pipeline decodes them, chunk by chunk (JobContext.frame_output ->
-    requests.StreamedFrames), so no message nears gRPC's 2 GiB cap and the stub holds one decode chunk
-    of a long video, never the video;
+  - the frames cut into pieces of at most `max_response_bytes` each (FRAMES, FRAME_START, TOTAL_FRAMES)
+    while the pipeline decodes them, chunk by chunk (JobContext.frame_output -> requests.StreamedFrames),
+    and handed to the client's fetch requests (contract.FETCH_FRAMES), one piece per fetch, at most one
+    piece waiting (requests.PieceHandoff: the pipeline waits for the client). Not as responses of the
+    pipeline request: tritonserver 2.51 keeps every response of a request until it ends, so the whole
+    video would pile up in tritonserver. So no message nears gRPC's 2 GiB cap, the stub holds one decode
+    chunk of a long video and tritonserver about one piece, never the video;
   - the FINAL flag on the last response: the result's frame rate, seed and prompt, or a TritonError that
     fails that request alone.
 `finalize` waits for the requests in flight. The model refuses to load unless its config is decoupled.
@@ -23,7 +26,7 @@ config.pbtxt parameters: `components`, the repository's component models (which 
 the ModelConfig fields (preset, seed, dtype, model_dir, ...) say which model the tiny/real assets come
 from; `assets_dir` (relative to the version directory) holds exported assets instead; `device` is where
 the pipeline keeps its latents (cpu, or cuda next to TensorRT models); `max_response_bytes` and
-`heartbeat_s` and `component_timeout_s` (service/contract/pipeline.py).
+`heartbeat_s`, `component_timeout_s` and `fetch_timeout_s` (service/contract/pipeline.py).
 """
 
 from __future__ import annotations
@@ -66,6 +69,10 @@ from service.engines.triton_backend.params import (
 from service.engines.triton_backend.requests import (
     Heartbeat,
     InFlight,
+    Piece,
+    PieceHandoff,
+    PieceHandoffs,
+    PiecesEnded,
     SerialSender,
     StreamedFrames,
     frames_per_response,
@@ -108,6 +115,10 @@ class PipelineModel:
             parameters.get(contract.MAX_RESPONSE_BYTES_PARAMETER) or contract.DEFAULT_MAX_RESPONSE_BYTES
         )
         self.heartbeat_s = float(parameters.get(contract.HEARTBEAT_PARAMETER) or contract.DEFAULT_HEARTBEAT_S)
+        self.fetch_timeout_s = float(
+            parameters.get(contract.FETCH_TIMEOUT_PARAMETER) or contract.DEFAULT_FETCH_TIMEOUT_S
+        )
+        self.handoffs = PieceHandoffs()  # each pipeline request's frames, waiting for its fetches
         self.accelerator = Slots(1)  # one pipeline at a time on the component models' device, FIFO
         self.in_flight = InFlight()
         log.info(
@@ -143,34 +154,91 @@ class PipelineModel:
         """Run one request to its FINAL response; its failure is its own (the others go on). Its log lines
         carry its request id, which is the job's (TritonEngine sends it)."""
         with request_scope(request.request_id() or "unnamed"):
-            self._serve_in_scope(request)
+            sender = SerialSender(
+                request.get_response_sender(), pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+            )
+            fetched = _optional_text_input(request, contract.FETCH_FRAMES)
+            if fetched is None:
+                self._serve_pipeline(request, sender)
+            else:
+                self._serve_fetch(request, sender, fetched)
 
-    def _serve_in_scope(self, request: Any) -> None:
-        sender = SerialSender(request.get_response_sender(), pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    def _serve_pipeline(self, request: Any, sender: SerialSender) -> None:
         request_id = request.request_id()
+        handoff: PieceHandoff | None = None
         try:
             inputs = _read_inputs(request, self.served)
             max_bytes = _response_cap(request, self.max_response_bytes)
+            handoff = self._open_handoff(request_id)
             log.info("request %s: %s accepted", request_id, inputs.spec.endpoint)
             sender.send(
                 _progress_response(Progress(Stage.WAITING, message=f"accepted by {contract.PIPELINE_MODEL}"))
             )
             with Heartbeat(sender, _heartbeat_response, self.heartbeat_s):
-                video, streamed = self._run_when_free(request, inputs, sender, max_bytes)
+                video, streamed = self._run_when_free(request, inputs, sender, handoff, max_bytes)
                 if not streamed:  # a pipeline that returns its frames at the end (no FrameOutput)
-                    _send_frames(sender, video, max_bytes)
+                    self._hand_over_frames(handoff, video, max_bytes, request.is_cancelled)
+                handoff.wait_sent(request.is_cancelled, self.fetch_timeout_s)
                 _send_audio(sender, video, max_bytes)
+            handoff.end()
             sender.send(_result_response(video), final=True)
             log.info("request %s: done, %d frames", request_id, len(video.frames))
         except Exception as exc:  # any failure ends this request, never the model
+            if handoff is not None:  # a fetch waiting for a piece ends with this request's error
+                handoff.end(contract.error_message_for(exc))
             if isinstance(exc, JobError | BadRequest):  # expected outcomes, not bugs: no traceback
                 log.info("request %s: %s", request_id, exc)
             else:
                 log.exception("request %s failed", request_id)
             _send_final_error(sender, exc, request_id)
 
+    def _open_handoff(self, request_id: str) -> PieceHandoff:
+        if not request_id:
+            raise BadRequest(
+                f"a request id is needed: the client fetches the frames by it ({contract.FETCH_FRAMES})"
+            )
+        try:
+            return self.handoffs.open(request_id)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+
+    def _serve_fetch(self, request: Any, sender: SerialSender, pipeline_request_id: str) -> None:
+        """Answer a fetch request with the next frames piece of `pipeline_request_id` (waiting for the
+        pipeline to decode it), or with that request's error."""
+        handoff = self.handoffs.get(pipeline_request_id)
+        try:
+            if handoff is None:
+                raise BadRequest(
+                    f"{contract.FETCH_FRAMES}: no {contract.PIPELINE_MODEL} request {pipeline_request_id!r} in flight"
+                )
+            start, piece, total = handoff.take(request.is_cancelled)
+            try:
+                sender.send(_frames_response(start, piece, total), final=True)
+            finally:
+                handoff.sent()
+        except PiecesEnded as ended:  # the pipeline failed (its own error, as the client decodes it)
+            code = pb_utils.TritonError.INTERNAL if ended.message else pb_utils.TritonError.INVALID_ARG
+            _send_final(sender, pb_utils.TritonError(ended.message or str(ended), code), pipeline_request_id)
+        except Exception as exc:  # noqa: BLE001 - e.g. cancelled: this fetch ends, the pipeline goes on
+            _send_final_error(sender, exc, pipeline_request_id)
+
+    def _hand_over_frames(
+        self, handoff: PieceHandoff, video: GeneratedVideo, max_bytes: int, is_cancelled: Any
+    ) -> None:
+        """The frames of a pipeline that returned them whole, in pieces of at most `max_bytes`."""
+        frames = video.frames
+        per_response = frames_per_response(int(np.prod(frames.shape[1:])), max_bytes)
+        # A long video is a memmap of a temporary file: frame_chunks drops each piece's pages once copied.
+        for index, piece in enumerate(frame_chunks(frames, per_response)):
+            handoff.put((index * per_response, piece, len(frames)), is_cancelled, self.fetch_timeout_s)
+
     def _run_when_free(
-        self, request: Any, inputs: EndpointInputs, sender: SerialSender, max_bytes: int
+        self,
+        request: Any,
+        inputs: EndpointInputs,
+        sender: SerialSender,
+        handoff: PieceHandoff,
+        max_bytes: int,
     ) -> tuple[GeneratedVideo, bool]:
         """Wait for the accelerator (cancellable), then run the pipeline holding it; its frames are sent
         as it decodes them. Returns the video and whether its frames were streamed that way."""
@@ -184,9 +252,14 @@ class PipelineModel:
 
         def frame_output(num_frames: int, size: FrameSize) -> StreamedFrames:
             def send(start: int, piece: np.ndarray, total: int) -> None:
-                sender.send(_frames_response(start, piece, total))
+                pieces: Piece = (start, piece, total)
+                handoff.put(pieces, request.is_cancelled, self.fetch_timeout_s)
 
-            streams.append(StreamedFrames(num_frames, size.height, size.width, max_bytes, send))
+            def chunk_sent() -> None:
+                handoff.wait_sent(request.is_cancelled, self.fetch_timeout_s)
+
+            stream = StreamedFrames(num_frames, size.height, size.width, max_bytes, send, chunk_sent)
+            streams.append(stream)
             return streams[-1]
 
         request_id = request.request_id() or "unnamed"
@@ -281,9 +354,16 @@ def _response_cap(request: Any, model_cap: int) -> int:
 
 
 def _text_input(request: Any, name: str) -> str:
+    value = _optional_text_input(request, name)
+    if value is None:
+        raise ValueError(f"missing input {name}")
+    return value
+
+
+def _optional_text_input(request: Any, name: str) -> str | None:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
-        raise ValueError(f"missing input {name}")
+        return None
     value = tensor.as_numpy().reshape(-1)[0]
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -305,15 +385,6 @@ def _progress_response(progress: Progress) -> Any:
 
 def _heartbeat_response() -> Any:
     return pb_utils.InferenceResponse(output_tensors=[])
-
-
-def _send_frames(sender: SerialSender, video: GeneratedVideo, max_bytes: int) -> None:
-    """The frames in order, each response at most `max_bytes`: one copy of one piece in flight at a time."""
-    frames = video.frames
-    per_response = frames_per_response(int(np.prod(frames.shape[1:])), max_bytes)
-    # A long video is a memmap of a temporary file: frame_chunks drops each piece's pages once copied.
-    for index, piece in enumerate(frame_chunks(frames, per_response)):
-        sender.send(_frames_response(index * per_response, piece, len(frames)))
 
 
 def _frames_response(start: int, piece: np.ndarray, total: int) -> Any:
@@ -372,8 +443,12 @@ def _ltx2_components(
 
 
 def _send_final_error(sender: SerialSender, exc: Exception, request_id: str) -> None:
+    _send_final(sender, _triton_error(exc), request_id)
+
+
+def _send_final(sender: SerialSender, error: Any, request_id: str) -> None:
     try:
-        sender.send(pb_utils.InferenceResponse(error=_triton_error(exc)), final=True)
+        sender.send(pb_utils.InferenceResponse(error=error), final=True)
     except Exception:  # e.g. the client's stream is gone; the request is over either way
         log.warning("request %s: could not send its final error response", request_id, exc_info=True)
 

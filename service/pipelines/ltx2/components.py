@@ -90,7 +90,12 @@ class Ltx2Components:
     vae_decoder: Ltx2VaeDecoder
     audio_decoder: Ltx2AudioDecoder
     upsampler: Ltx2LatentUpsampler | None = None
-    # Where the bindings own the LoRA adapters (Triton: the component models keep the distilled LoRA and
-    # take its scale per call), the stage hook sets the distilled LoRA's scale through this; in process the
-    # engine mutates the shared modules instead and leaves it None.
+    # The per-stage LoRA hooks the pipeline's stage switch calls (the registry's LTX-2.3 entry, in
+    # service/engines/endpoint_pipelines.py), each None where the bindings have no use for it:
+    # - Where the bindings own the LoRA adapters (Triton: the component models keep the distilled LoRA and
+    #   take its scale per call), it sets the distilled LoRA's scale through `set_distilled_scale`.
+    # - In process the job's adapters (its own LoRAs, the camera and distilled ones) are peft adapters on
+    #   the shared modules: the engine binds a copy per job whose `set_stage_adapters(stage)` mixes them
+    #   at that stage's scales (service/engines/ltx2_local.py).
     set_distilled_scale: Callable[[float], None] | None = None
+    set_stage_adapters: Callable[[int], None] | None = None
