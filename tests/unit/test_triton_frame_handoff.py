@@ -224,3 +224,14 @@ def test_a_fetch_error_fails_the_job_as_the_pipeline_reported_it() -> None:
     engine = TritonEngine(ServiceConfig(), poll_interval_s=0.01)
     with pytest.raises(RunnerUnavailable, match="vae_decoder did not answer"):
         engine._collect(events, JobContext.create("job-9"), FrameFetches(Failing(), "job-9"))  # type: ignore[arg-type]
+
+
+def test_tritonserver_starts_with_a_fixed_mmap_threshold_unless_one_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.engines import tritonserver_process
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert tritonserver_process.allocator_env()["MALLOC_MMAP_THRESHOLD_"] == str(1024**2)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")  # a benchmark's own choice is kept
+    assert tritonserver_process.allocator_env()["MALLOC_MMAP_THRESHOLD_"] == "33554432"
