@@ -22,7 +22,7 @@ from service.domain.errors import Cancelled
 from service.domain.job_context import JobContext
 from service.domain.outputs import GeneratedVideo, JobOutput, StoredFile
 from service.domain.progress import CancelCheck, Progress, ProgressCallback, Stage
-from service.jobs.ltx2_output import chooses_container, store_video, stored_frame_rate
+from service.jobs.ltx2_output import chooses_container, store_video
 from service.media.encode import encode_mp4
 from service.safety.checker import SafetyChecker
 from service.storage.factory import ResultStorage
@@ -83,9 +83,7 @@ class Finisher:
             width=int(width),
             height=int(height),
             num_frames=int(frames),
-            frame_rate=stored_frame_rate(spec.output_type, video.frame_rate)
-            if chooses_container(spec)
-            else float(video.frame_rate),
+            frame_rate=float(video.frame_rate),  # a GIF's 4/5 cs delays average to it too (media/gif.py)
         )
 
     def _store(self, job_id: str, video: GeneratedVideo, is_cancelled: CancelCheck) -> StoredFile:

@@ -33,13 +33,6 @@ def encode_settings(spec: Any) -> EncodeSettings:
     return EncodeSettings(spec.output_type, spec.video_quality, spec.video_write_mode)
 
 
-def stored_frame_rate(output_type: VideoOutputType, fps: float) -> float:
-    """The rate the file plays at: GIF delays are whole 1/100 s, so 24 fps is stored as 25."""
-    if output_type is VideoOutputType.GIF:
-        return 100 / max(1, round(100 / fps))
-    return fps
-
-
 def store_video(
     storage: ResultStorage,
     job_id: str,

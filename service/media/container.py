@@ -5,19 +5,20 @@
 | X264 (.mp4) | mp4, `+faststart` | libx264, yuv420p | AAC 192 kb/s |
 | VP9 (.webm) | webm | libvpx-vp9, yuv420p, constant quality (`b=0`) | Opus 128 kb/s (48 kHz native) |
 | PRORES4444 (.mov) | mov | prores_ks profile 4444, yuva444p10le (alpha-capable, opaque) | PCM s16le |
-| GIF (.gif) | gif | palettegen/paletteuse filter graph, pal8 | none (GIF has no audio) |
+| GIF (.gif) | gif | one palette per clip (Pillow octree), Pillow dither, pal8 (`gif.py`) | none (GIF has no audio) |
 
-`video_quality` (ours) picks the quantiser: x264/VP9 CRF, ProRes `quant_mat`, GIF palette size and dither:
+`video_quality` (ours) picks the quantiser: x264/VP9 CRF, ProRes `quant_mat`, GIF palette size and the
+(seeded random) pixels its palette is built from, drawn from frames spread over the clip (`gif.py`):
 
-| quality | x264 CRF | VP9 CRF | ProRes quant_mat | GIF colours, dither |
+| quality | x264 CRF | VP9 CRF | ProRes quant_mat | GIF colours, dither, palette sample |
 |---|---|---|---|---|
-| low | 28 | 40 | lt | 64, bayer |
-| medium | 23 | 33 | default | 128, bayer |
-| high (default) | 18 | 24 | hq | 256, sierra2_4a |
-| maximum | 12 | 15 | hq, qscale 1 (finer quantiser) | 256, floyd_steinberg |
+| low | 28 | 40 | lt | 64, Floyd-Steinberg, 2^17 px of 8 frames |
+| medium | 23 | 33 | default | 128, Floyd-Steinberg, 2^17 px of 8 frames |
+| high (default) | 18 | 24 | hq | 256, Floyd-Steinberg, 2^17 px of 8 frames |
+| maximum | 12 | 15 | hq, qscale 1 (finer quantiser) | 256, Floyd-Steinberg, 2^18 px of 16 frames |
 
 `video_write_mode` (ours) trades encode time against size: x264 preset veryfast / fast / slower, VP9
-deadline realtime+cpu-used 8 / good+4 / good+1; `small` also adds +2 to the CRF (a slower preset alone did
+deadline realtime+cpu-used 8 / realtime+4 / good+1; `small` also adds +2 to the CRF (a slower preset alone did
 not make files smaller at a fixed CRF). ProRes and GIF ignore it (intra-only / palette encoders).
 
 Audio is cut or padded with silence to the video's duration by the caller (the pipeline); GIF drops it.
@@ -36,6 +37,7 @@ import av
 import numpy as np
 
 from service.domain.specs import VideoOutputType, VideoQuality, VideoWriteMode
+from service.media.gif import all_frames, encode_gif
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +66,6 @@ PRORES_QUANT = {
     VideoQuality.HIGH: {"quant_mat": "hq"},
     VideoQuality.MAXIMUM: {"quant_mat": "hq", "bits_per_mb": "8000"},
 }
-GIF_PALETTE = {
-    VideoQuality.LOW: (64, "bayer"),
-    VideoQuality.MEDIUM: (128, "bayer"),
-    VideoQuality.HIGH: (256, "sierra2_4a"),
-    VideoQuality.MAXIMUM: (256, "floyd_steinberg"),
-}
 X264_PRESET = {
     VideoWriteMode.FAST: "veryfast",
     VideoWriteMode.BALANCED: "fast",
@@ -77,7 +73,8 @@ X264_PRESET = {
 }
 VP9_SPEED = {
     VideoWriteMode.FAST: {"deadline": "realtime", "cpu-used": "8"},
-    VideoWriteMode.BALANCED: {"deadline": "good", "cpu-used": "4"},
+    # realtime+4 rather than good+4: 1.7-2x less CPU for ~12 % more bytes on a smooth clip (bench/README.md)
+    VideoWriteMode.BALANCED: {"deadline": "realtime", "cpu-used": "4"},
     VideoWriteMode.SMALL: {"deadline": "good", "cpu-used": "1"},
 }
 SMALL_MODE_EXTRA_CRF = 2
@@ -230,43 +227,10 @@ def _encode_audio(container: av.container.OutputContainer, stream: av.AudioStrea
 
 
 def _write_gif(path: Path, chunks: Iterable[np.ndarray], fps: float, quality: VideoQuality) -> WrittenVideo:
-    """A palette GIF: palettegen over every frame, then paletteuse. GIF delays are 1/100 s, so a rate is
-    stored as the nearest 100/k (24 fps plays as 25)."""
-    colours, dither = GIF_PALETTE[quality]
-    frames = [image for pixels in _checked(chunks) for image in pixels]  # palettegen needs all frames first
+    frames = all_frames(_checked(chunks))
     if not frames:
         raise ValueError("no frames to encode")
+    count = encode_gif(path, frames, frame_rate_fraction(fps), quality)
     height, width = frames[0].shape[:2]
-    rate = frame_rate_fraction(fps)
-    with av.open(str(path), mode="w", format="gif") as container:
-        stream = container.add_stream("gif", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "pal8"
-        stream.codec_context.time_base = 1 / rate
-        graph = av.filter.Graph()
-        source = graph.add_buffer(width=width, height=height, format="rgb24", time_base=1 / rate)  # type: ignore[arg-type]
-        split = graph.add("split")
-        palettegen = graph.add("palettegen", f"max_colors={colours}:stats_mode=full")
-        paletteuse = graph.add("paletteuse", f"dither={dither}")
-        sink = graph.add("buffersink")
-        source.link_to(split)
-        split.link_to(palettegen, 0, 0)
-        split.link_to(paletteuse, 1, 0)
-        palettegen.link_to(paletteuse, 0, 1)
-        paletteuse.link_to(sink)
-        graph.configure()
-        for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = index, 1 / rate
-            graph.push(frame)
-        graph.push(None)
-        count = 0
-        while True:
-            try:
-                out = graph.pull()
-            except (av.error.BlockingIOError, av.error.EOFError):
-                break
-            out.pts = count
-            container.mux(stream.encode(out))  # type: ignore[arg-type]
-            count += 1
-        container.mux(stream.encode(None))
+    logger.info("wrote %d frames %dx%d at %s fps as GIF to %s", count, width, height, fps, path)
     return WrittenVideo(count, width, height)
