@@ -170,7 +170,7 @@ class _FakePipeline:
         start = len(self.fetched) * self.per_piece
         self.fetched.append(request_id)
         piece = self.frames[start : start + self.per_piece]
-        outputs = {
+        outputs: dict[str, np.ndarray] = {
             contract.FRAMES: piece,
             contract.FRAME_START: np.array([start], dtype=np.int64),
             contract.TOTAL_FRAMES: np.array([len(self.frames)], dtype=np.int64),
@@ -178,7 +178,7 @@ class _FakePipeline:
         self.events.unread_pieces += 1
         self.events.put((_Result(request_id, final=True, **outputs), None))
         if len(self.fetched) == 1:
-            result = {
+            result: dict[str, np.ndarray] = {
                 contract.FRAME_RATE: np.array([24.0], dtype=np.float32),
                 contract.SEED: np.array([7], dtype=np.int64),
                 contract.PROMPT: np.array([b"a cat"], dtype=np.object_),
@@ -187,13 +187,13 @@ class _FakePipeline:
 
 
 def _accepted() -> tuple[_Result, None]:
-    progress = {
+    progress: dict[str, np.ndarray] = {
         contract.STAGE: np.array([b"waiting"], dtype=np.object_),
         contract.STEP: np.array([0], dtype=np.int32),
         contract.TOTAL: np.array([0], dtype=np.int32),
         contract.MESSAGE: np.array([b"accepted"], dtype=np.object_),
     }
-    return _Result("job-9", **progress), None
+    return _Result("job-9", False, **progress), None
 
 
 def test_the_engine_fetches_one_piece_at_a_time_until_the_video_is_complete() -> None:
@@ -203,7 +203,7 @@ def test_the_engine_fetches_one_piece_at_a_time_until_the_video_is_complete() ->
     events.put(_accepted())
     engine = TritonEngine(ServiceConfig(), poll_interval_s=0.01)
 
-    video = engine._collect(events, JobContext.create("job-9"), FrameFetches(pipeline, "job-9"))  # type: ignore[arg-type]
+    video = engine._collect(events, JobContext.create("job-9"), FrameFetches(pipeline, "job-9"))
 
     assert np.array_equal(video.frames, frames) and video.seed == 7 and video.prompt == "a cat"
     assert pipeline.fetched == [f"job-9.frames.{n}" for n in range(5)]  # 2 + 2 + 2 + 2 + 1: none extra
@@ -223,4 +223,15 @@ def test_a_fetch_error_fails_the_job_as_the_pipeline_reported_it() -> None:
 
     engine = TritonEngine(ServiceConfig(), poll_interval_s=0.01)
     with pytest.raises(RunnerUnavailable, match="vae_decoder did not answer"):
-        engine._collect(events, JobContext.create("job-9"), FrameFetches(Failing(), "job-9"))  # type: ignore[arg-type]
+        engine._collect(events, JobContext.create("job-9"), FrameFetches(Failing(), "job-9"))
+
+
+def test_tritonserver_starts_with_a_fixed_mmap_threshold_unless_one_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.engines import tritonserver_process
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert tritonserver_process.allocator_env()["MALLOC_MMAP_THRESHOLD_"] == str(1024**2)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")  # a benchmark's own choice is kept
+    assert tritonserver_process.allocator_env()["MALLOC_MMAP_THRESHOLD_"] == "33554432"
