@@ -19,6 +19,7 @@ def gif_duration_s(path: Path) -> float:
         last = [p for p in container.demux(stream) if p.pts is not None][-1]
         return float(((last.pts or 0) + (last.duration or 0)) * (stream.time_base or 0))
 
+
 FPS = 24.0
 FRAMES = 17
 RATE = 48_000
