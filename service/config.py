@@ -111,6 +111,10 @@ class Ltx2ModelConfig:
     seed: int = 0  # seed of the tiny preset's random weights
     dtype: str = "float32"  # "bfloat16" on a GPU
     device: str = "cpu"
+    # ltx-2.3 only (the tiny preset has its own): Gemma tokens per prompt (LTX2Pipeline's 1024) and the
+    # transformer blocks STG perturbs (2.3: block 28 of 48); a smaller model in the same layout sets both.
+    text_max_length: int = 1024
+    stg_blocks: tuple[int, ...] = (28,)
 
 
 @dataclass(frozen=True)
