@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import pytriton
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig
 
 from service.config import Ltx2ModelConfig, ServiceConfig
@@ -222,3 +222,42 @@ def test_the_triton_components_on_the_checkpoint_are_the_tiny_presets(
     assert len(from_dir) == len(expected) == 3
     for got, want in zip(from_dir, expected, strict=True):
         assert torch.equal(got, want)
+
+
+def _store_block_linears_in_fp8(transformer_dir: Path) -> dict[str, torch.Tensor]:
+    """The transformer blocks' linear weights re-saved as float8_e4m3fn (how FP8 checkpoints store them);
+    returns the stored tensors."""
+    weights = transformer_dir / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    fp8 = {
+        key: tensor.to(torch.float8_e4m3fn)
+        for key, tensor in state.items()
+        if key.startswith("transformer_blocks.") and key.endswith(".weight") and tensor.dim() == 2
+    }
+    save_file(state | fp8, str(weights))
+    return fp8
+
+
+def test_an_fp8_stored_checkpoint_loads_into_bfloat16_and_generates(tmp_path: Path) -> None:
+    save_tiny_as_checkpoint(tmp_path)
+    stored = _store_block_linears_in_fp8(tmp_path / "transformer")
+    assert stored
+    config = checkpoint_config(tmp_path, dtype="bfloat16")
+    transformer = load_ltx2_models(config).transformer
+    assert {p.dtype for p in transformer.parameters()} == {torch.bfloat16}
+    loaded = transformer.state_dict()
+    for key, tensor in stored.items():
+        assert torch.equal(loaded[key], tensor.to(torch.bfloat16)), key
+    spec = dataclasses.replace(SPEC, use_multiscale=False, num_inference_steps=1)
+    service = ServiceConfig(ltx2=config)
+    video = EngineInLine(LocalEngine(service), service).generate(
+        spec, JobContext.create(on_progress=lambda _: None)
+    )
+    assert video.frames.shape == (spec.num_frames, spec.height, spec.width, 3)
+    assert video.audio is not None and np.isfinite(video.audio).all()
+
+
+def test_fp8_compute_is_not_a_dtype_choice() -> None:
+    # FP8 compute (fast_path.fp8's scaled-mm linears) is wired for LTX-Video only; ltx2.dtype says so.
+    with pytest.raises(ValueError, match=r"ltx2\.dtype: 'float8_e4m3fn' is not one of float32, bfloat16"):
+        load_ltx2_models(Ltx2ModelConfig(dtype="float8_e4m3fn"))
