@@ -261,3 +261,11 @@ def test_fp8_compute_is_not_a_dtype_choice() -> None:
     # FP8 compute (fast_path.fp8's scaled-mm linears) is wired for LTX-Video only; ltx2.dtype says so.
     with pytest.raises(ValueError, match=r"ltx2\.dtype: 'float8_e4m3fn' is not one of float32, bfloat16"):
         load_ltx2_models(Ltx2ModelConfig(dtype="float8_e4m3fn"))
+
+
+def test_config_pbtxt_parameters_round_trip_the_new_fields(tmp_path: Path) -> None:
+    from export.repository import ltx2_config_parameters
+    from service.engines.triton_backend.params import ltx2_config_from
+
+    config = checkpoint_config(tmp_path, stg_blocks=(0, 2), text_max_length=77)
+    assert ltx2_config_from(ltx2_config_parameters(config)) == config
