@@ -97,7 +97,8 @@ class Ltx2ModelConfig:
 
     `tiny-ltx2` builds seeded random weights in the 2.3 layout; `ltx-2.3` loads a local diffusers-layout
     directory (`model_dir`: transformer/, connectors/, vae/, audio_vae/, vocoder/, text_encoder/,
-    tokenizer/, latent_upsampler/), or the original single file with a local config (`config_dir`);
+    tokenizer/, latent_upsampler/), or the original single file for the transformer with the rest in that
+    layout at `config_dir`;
     `none` leaves the endpoint unserved (Submit answers FAILED_PRECONDITION).
     """
 

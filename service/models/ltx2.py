@@ -340,10 +340,12 @@ def _placer(device: torch.device, dtype: torch.dtype) -> Any:
 
 
 def _load_checkpoint(cfg: Ltx2ModelConfig) -> Ltx2Models:
-    """Real LTX-2.3 weights: a diffusers-layout directory (`model_dir`), or the original single file
-    (`single_file`) with a local diffusers config (`config_dir`) for the transformer, connectors and VAEs."""
+    """Real LTX-2.3 weights: a diffusers-layout directory (`model_dir`), or the transformer from the original
+    single file (`single_file`) with its config and every other part in diffusers layout at `config_dir`."""
     dtype, device = torch_dtype(cfg.dtype), torch.device(cfg.device)
     root = _require_dir(cfg.model_dir or cfg.config_dir, "ltx2.model_dir")
+    if cfg.single_file:
+        _require_diffusers_vaes(Path(root))
     kwargs: dict[str, Any] = {"local_files_only": True, "torch_dtype": dtype}
     parts = {
         "transformer": LTX2VideoTransformer3DModel,
@@ -404,8 +406,16 @@ def checked_stg_blocks(blocks: tuple[int, ...], depth: int) -> tuple[int, ...]:
     return tuple(blocks)
 
 
+# From the original single file, with diffusers 0.42.1: the transformer only. Its video VAE key table
+# (convert_ltx2_vae_to_diffusers) stops at the 2.0 decoder's three stages, so the 2.3 VAE's fourth would stay
+# unconverted, and AutoencoderKLLTX2Audio has no `from_single_file`: both VAEs come from `config_dir` in
+# diffusers layout.
+SINGLE_FILE_PARTS = ("transformer",)
+DIFFUSERS_LAYOUT_VAES = ("vae", "audio_vae")
+
+
 def _load_part(cls: Any, cfg: Ltx2ModelConfig, root: str, name: str, kwargs: dict[str, Any]) -> Any:
-    if cfg.single_file and hasattr(cls, "from_single_file") and name in ("transformer", "vae", "audio_vae"):
+    if cfg.single_file and name in SINGLE_FILE_PARTS:
         return cls.from_single_file(cfg.single_file, config=root, subfolder=name, **kwargs)
     if name == "audio_vae":
         return _load_audio_vae(Path(root) / name, kwargs["torch_dtype"])
@@ -431,6 +441,15 @@ def _load_audio_vae(folder: Path, dtype: torch.dtype) -> AutoencoderKLLTX2Audio:
             vae.register_buffer(buffer, torch.empty_like(state[buffer]), persistent=True)
     vae.load_state_dict(state, strict=True)
     return vae.to(dtype) if dtype != torch.float32 else vae
+
+
+def _require_diffusers_vaes(root: Path) -> None:
+    for name in DIFFUSERS_LAYOUT_VAES:
+        if not any((root / name).glob("*.safetensors")):
+            raise ValueError(
+                f"ltx2.single_file: diffusers cannot convert the 2.3 {name} from the original file (see "
+                f"SINGLE_FILE_PARTS); put it in diffusers layout at {root / name}"
+            )
 
 
 def _require_dir(path: str | None, setting: str) -> str:

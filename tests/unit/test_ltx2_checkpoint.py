@@ -11,8 +11,10 @@ tiny preset's."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.util
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ import numpy as np
 import pytest
 import pytriton
 import torch
+from diffusers.loaders import single_file_utils as sfu
 from safetensors.torch import load_file, save_file
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig
 
@@ -269,3 +272,57 @@ def test_config_pbtxt_parameters_round_trip_the_new_fields(tmp_path: Path) -> No
 
     config = checkpoint_config(tmp_path, stg_blocks=(0, 2), text_max_length=77)
     assert ltx2_config_from(ltx2_config_parameters(config)) == config
+
+
+def test_the_single_file_form_needs_the_vae_in_diffusers_layout(tmp_path: Path) -> None:
+    # diffusers 0.42.1 converts the 2.0 VAE decoder's keys only, and has no single-file loader for the audio
+    # VAE: both come from config_dir in diffusers layout.
+    (tmp_path / "vae").mkdir()
+    build_tiny_ltx2(SEED).vae.save_config(tmp_path / "vae")
+    single = tmp_path / "ltx-2.3-22b-dev.safetensors"
+    save_file({"x": torch.zeros(1)}, str(single))
+    config = Ltx2ModelConfig(preset="ltx-2.3", single_file=str(single), config_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"ltx2\.single_file: .* 2\.3 vae .*diffusers layout"):
+        load_ltx2_models(config)
+
+
+def _diffusers_rename_table(function: Any, name: str) -> dict[str, str]:
+    """A rename table of diffusers' single-file conversion, read from its source (it is a local there)."""
+    tree = ast.parse(inspect.getsource(function).lstrip())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == name:
+            table: dict[str, str] = ast.literal_eval(node.value)
+            return table
+    raise AssertionError(f"{name} is no longer in {function.__name__}")
+
+
+def _original_transformer_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` under the original LTX-2 key names: diffusers' rename table undone, each name checked by
+    running it through diffusers' own conversion. `adaln_single` -> `time_embed` is the conversion's one
+    special case (a handler, not the table): the check below is what keeps that inverse honest."""
+    convert = sfu.convert_ltx2_transformer_to_diffusers
+    table = _diffusers_rename_table(convert, "LTX_2_0_TRANSFORMER_KEYS_RENAME_DICT")
+    prefix = next(original for original, renamed in table.items() if renamed == "")
+    original: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        name = key
+        for before, after in reversed(table.items()):
+            name = name.replace(after, before) if after else name
+        for special in ("time_embed.", "audio_time_embed."):
+            if name.startswith(special):
+                name = special.replace("time_embed.", "adaln_single.") + name[len(special) :]
+        assert list(convert({prefix + name: tensor}).keys()) == [key], key
+        original[prefix + name] = tensor.contiguous()
+    return original
+
+
+def test_the_single_file_transformer_loads_through_the_preset(tmp_path: Path) -> None:
+    tiny = save_tiny_as_checkpoint(tmp_path)
+    for weights in (tmp_path / "transformer").glob("*.safetensors"):
+        weights.unlink()  # only its config stays: the weights come from the single file
+    single = tmp_path / "ltx-2.3-22b-dev.safetensors"
+    save_file(_original_transformer_keys(tiny.transformer.state_dict()), str(single))
+    config = checkpoint_config(tmp_path, model_dir=None, single_file=str(single), config_dir=str(tmp_path))
+    loaded = load_ltx2_models(config)
+    for part in DIFFUSERS_PARTS:
+        _assert_same_modules(getattr(loaded, part), getattr(tiny, part))
