@@ -435,7 +435,9 @@ def _load_audio_vae(folder: Path, dtype: torch.dtype) -> AutoencoderKLLTX2Audio:
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state |= load_file(str(file))
-    vae = AutoencoderKLLTX2Audio.from_config(AutoencoderKLLTX2Audio.load_config(folder, local_files_only=True))
+    vae = AutoencoderKLLTX2Audio.from_config(
+        AutoencoderKLLTX2Audio.load_config(folder, local_files_only=True)
+    )
     for buffer in ("latents_mean", "latents_std"):
         if buffer in state:
             vae.register_buffer(buffer, torch.empty_like(state[buffer]), persistent=True)
