@@ -83,7 +83,12 @@ def config_parameters(model: ModelConfig) -> dict[str, str]:
 def ltx2_config_parameters(ltx2: Ltx2ModelConfig) -> dict[str, str]:
     """The Ltx2ModelConfig as config.pbtxt parameters `ltx2.<field>` (triton_backend/params.py reads them)."""
     values = dataclasses.asdict(ltx2).items()
-    return {f"ltx2.{key}": str(value) for key, value in values if value is not None}
+    return {f"ltx2.{key}": _parameter(value) for key, value in values if value is not None}
+
+
+def _parameter(value: object) -> str:
+    # Tuples (ltx2.stg_blocks) as comma-separated items, the form params.ltx2_config_from parses.
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def ltx2_components(ltx2: Ltx2ModelConfig | None) -> list[Ltx2ComponentDecl]:

@@ -97,7 +97,8 @@ class Ltx2ModelConfig:
 
     `tiny-ltx2` builds seeded random weights in the 2.3 layout; `ltx-2.3` loads a local diffusers-layout
     directory (`model_dir`: transformer/, connectors/, vae/, audio_vae/, vocoder/, text_encoder/,
-    tokenizer/, latent_upsampler/), or the original single file with a local config (`config_dir`);
+    tokenizer/, latent_upsampler/), or the original single file for the transformer with the rest in that
+    layout at `config_dir`;
     `none` leaves the endpoint unserved (Submit answers FAILED_PRECONDITION).
     """
 
@@ -111,6 +112,10 @@ class Ltx2ModelConfig:
     seed: int = 0  # seed of the tiny preset's random weights
     dtype: str = "float32"  # "bfloat16" on a GPU
     device: str = "cpu"
+    # ltx-2.3 only (the tiny preset has its own): Gemma tokens per prompt (LTX2Pipeline's 1024) and the
+    # transformer blocks STG perturbs (2.3: block 28 of 48); a smaller model in the same layout sets both.
+    text_max_length: int = 1024
+    stg_blocks: tuple[int, ...] = (28,)
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,9 @@ class Ltx2Models:
 
 
 # 2.3's STG block (ltx-pipelines constants: stg_blocks=[28]); the tiny preset perturbs its last block.
+# `Ltx2ModelConfig.stg_blocks` / `.text_max_length` default to these for the ltx-2.3 preset.
 REAL_STG_BLOCKS = (28,)
+DISTILLED_LORA_FILE = "ltx-2.3-22b-distilled-lora-384-1.1.safetensors"  # looked for in model_dir
 
 _cache: dict[Ltx2ModelConfig, Ltx2Models] = {}
 _cache_lock = threading.Lock()
@@ -338,12 +340,12 @@ def _placer(device: torch.device, dtype: torch.dtype) -> Any:
 
 
 def _load_checkpoint(cfg: Ltx2ModelConfig) -> Ltx2Models:
-    """Real LTX-2.3 weights: a diffusers-layout directory (`model_dir`), or the original single file
-    (`single_file`) with a local diffusers config (`config_dir`) for the transformer, connectors and VAEs."""
-    from transformers import Gemma3ForConditionalGeneration
-
+    """Real LTX-2.3 weights: a diffusers-layout directory (`model_dir`), or the transformer from the original
+    single file (`single_file`) with its config and every other part in diffusers layout at `config_dir`."""
     dtype, device = torch_dtype(cfg.dtype), torch.device(cfg.device)
     root = _require_dir(cfg.model_dir or cfg.config_dir, "ltx2.model_dir")
+    if cfg.single_file:
+        _require_diffusers_vaes(Path(root))
     kwargs: dict[str, Any] = {"local_files_only": True, "torch_dtype": dtype}
     parts = {
         "transformer": LTX2VideoTransformer3DModel,
@@ -355,38 +357,101 @@ def _load_checkpoint(cfg: Ltx2ModelConfig) -> Ltx2Models:
     loaded: dict[str, Any] = {}
     for name, cls in parts.items():
         loaded[name] = _load_part(cls, cfg, root, name, kwargs)
-    text_encoder = Gemma3ForConditionalGeneration.from_pretrained(
-        root, subfolder="text_encoder", local_files_only=True, dtype=dtype
-    )
-    tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
-    tokenizer.padding_side = "left"
+    stg_blocks = checked_stg_blocks(cfg.stg_blocks, len(loaded["transformer"].transformer_blocks))
     upsampler_dir = cfg.upsampler_dir or str(Path(root) / "latent_upsampler")
     upsampler = (
         LTX2LatentUpsamplerModel.from_pretrained(upsampler_dir, **kwargs)
         if Path(upsampler_dir).is_dir()
         else None
     )
-    distilled = Path(root) / "ltx-2.3-22b-distilled-lora-384-1.1.safetensors"
+    distilled = Path(root) / DISTILLED_LORA_FILE
     place = _placer(device, torch.float32)  # already in `dtype`
     return Ltx2Models(
         transformer=place(loaded["transformer"]),
         connectors=place(loaded["connectors"]),
-        text_encoder=place(text_encoder),
-        tokenizer=tokenizer,
+        text_encoder=place(_load_gemma(root, dtype)),
+        tokenizer=load_ltx2_tokenizer(root),
         vae=place(loaded["vae"]),
         audio_vae=place(loaded["audio_vae"]),
         vocoder=place(loaded["vocoder"]),
         upsampler=place(upsampler) if upsampler is not None else None,
-        text_max_length=LTX2_TEXT_MAX_LENGTH,
-        stg_blocks=REAL_STG_BLOCKS,
+        text_max_length=cfg.text_max_length,
+        stg_blocks=stg_blocks,
         distilled_lora=str(distilled) if distilled.is_file() else None,
     )
 
 
+def _load_gemma(root: str, dtype: torch.dtype) -> torch.nn.Module:
+    # The multimodal Gemma-3 the real checkpoint ships (its vision tower unused by text prompts): the
+    # same class can expand prompts, and its language model's hidden states are what LTX-2.3 was trained on.
+    from transformers import Gemma3ForConditionalGeneration
+
+    return Gemma3ForConditionalGeneration.from_pretrained(
+        root, subfolder="text_encoder", local_files_only=True, dtype=dtype
+    )
+
+
+def load_ltx2_tokenizer(root: str) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
+    tokenizer.padding_side = "left"  # LTX2Pipeline left-pads prompts; the connectors assume it
+    return tokenizer
+
+
+def checked_stg_blocks(blocks: tuple[int, ...], depth: int) -> tuple[int, ...]:
+    if not blocks or any(not 0 <= block < depth for block in blocks):
+        raise ValueError(
+            f"ltx2.stg_blocks: {list(blocks)} must be block indices in [0, {depth}) "
+            f"(the transformer has {depth} block{'s' if depth != 1 else ''})"
+        )
+    return tuple(blocks)
+
+
+# From the original single file, with diffusers 0.42.1: the transformer only. Its video VAE key table
+# (convert_ltx2_vae_to_diffusers) stops at the 2.0 decoder's three stages, so the 2.3 VAE's fourth would stay
+# unconverted, and AutoencoderKLLTX2Audio has no `from_single_file`: both VAEs come from `config_dir` in
+# diffusers layout.
+SINGLE_FILE_PARTS = ("transformer",)
+DIFFUSERS_LAYOUT_VAES = ("vae", "audio_vae")
+
+
 def _load_part(cls: Any, cfg: Ltx2ModelConfig, root: str, name: str, kwargs: dict[str, Any]) -> Any:
-    if cfg.single_file and hasattr(cls, "from_single_file") and name in ("transformer", "vae", "audio_vae"):
+    if cfg.single_file and name in SINGLE_FILE_PARTS:
         return cls.from_single_file(cfg.single_file, config=root, subfolder=name, **kwargs)
+    if name == "audio_vae":
+        return _load_audio_vae(Path(root) / name, kwargs["torch_dtype"])
     return cls.from_pretrained(root, subfolder=name, **kwargs)
+
+
+def _load_audio_vae(folder: Path, dtype: torch.dtype) -> AutoencoderKLLTX2Audio:
+    """The audio VAE with its latent statistics at the size they were saved: diffusers sizes the buffers
+    `base_channels`, the pipeline applies them to packed tokens of latent_channels * mel_bins / 4 features;
+    the two agree at real size (128) only, and a smaller model in this layout (the tiny preset) saves them
+    at the packed size. Every other tensor must match the config exactly (strict load)."""
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"ltx2.model_dir: no safetensors weights in {folder}")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state |= load_file(str(file))
+    vae = AutoencoderKLLTX2Audio.from_config(
+        AutoencoderKLLTX2Audio.load_config(folder, local_files_only=True)
+    )
+    for buffer in ("latents_mean", "latents_std"):
+        if buffer in state:
+            vae.register_buffer(buffer, torch.empty_like(state[buffer]), persistent=True)
+    vae.load_state_dict(state, strict=True)
+    return vae.to(dtype) if dtype != torch.float32 else vae
+
+
+def _require_diffusers_vaes(root: Path) -> None:
+    for name in DIFFUSERS_LAYOUT_VAES:
+        if not any((root / name).glob("*.safetensors")):
+            raise ValueError(
+                f"ltx2.single_file: diffusers cannot convert the 2.3 {name} from the original file (see "
+                f"SINGLE_FILE_PARTS); put it in diffusers layout at {root / name}"
+            )
 
 
 def _require_dir(path: str | None, setting: str) -> str:

@@ -82,9 +82,8 @@ def _real_assets(cfg: Ltx2ModelConfig) -> tuple[Ltx2Geometry, Any]:
     from diffusers.models.autoencoders.autoencoder_kl_ltx2_audio import AutoencoderKLLTX2Audio
     from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
     from diffusers.pipelines.ltx2.vocoder import LTX2VocoderWithBWE
-    from transformers import AutoTokenizer
 
-    from service.models.ltx2 import LTX2_TEXT_MAX_LENGTH, REAL_STG_BLOCKS
+    from service.models.ltx2 import checked_stg_blocks, load_ltx2_tokenizer
 
     root = cfg.model_dir or cfg.config_dir
     if not root:
@@ -98,10 +97,11 @@ def _real_assets(cfg: Ltx2ModelConfig) -> tuple[Ltx2Geometry, Any]:
             ("vocoder", LTX2VocoderWithBWE),
         ):
             parts[name] = cls.from_config(cls.load_config(root, subfolder=name, local_files_only=True))
-    tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
+    tokenizer = load_ltx2_tokenizer(root)  # left padding, as the in-process loader sets it
+    stg_blocks = checked_stg_blocks(cfg.stg_blocks, len(parts["transformer"].transformer_blocks))
     models: Any = Ltx2Models(
         text_encoder=nn.Identity(), connectors=nn.Identity(), tokenizer=tokenizer, upsampler=None,  # type: ignore[arg-type]
-        text_max_length=LTX2_TEXT_MAX_LENGTH, stg_blocks=REAL_STG_BLOCKS, **parts,
+        text_max_length=cfg.text_max_length, stg_blocks=stg_blocks, **parts,
     )  # fmt: skip
     return ltx2_geometry(models), tokenizer
 

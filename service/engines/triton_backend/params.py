@@ -41,10 +41,19 @@ def ltx2_config_from(parameters: dict[str, str]) -> Ltx2ModelConfig:
         if not raw:
             continue
         try:
-            values[field.name] = int(raw) if isinstance(field.default, int) else raw
+            values[field.name] = _typed(field.default, raw)
         except ValueError:
-            raise ValueError(f"config.pbtxt parameter {name}: {raw!r} is not an integer") from None
+            raise ValueError(f"config.pbtxt parameter {name}: {raw!r} is not an integer (list)") from None
     return Ltx2ModelConfig(**values)
+
+
+def _typed(default: Any, raw: str) -> Any:
+    """`raw` as the type of `default`: an integer, a tuple of comma-separated integers, or the string."""
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, tuple):
+        return tuple(int(item) for item in raw.split(","))
+    return raw
 
 
 def fast_path_config_from(parameters: dict[str, str]) -> FastPathConfig:
