@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 import inspect
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import pytriton
 import torch
 from diffusers.loaders import single_file_utils as sfu
 from safetensors.torch import load_file, save_file
@@ -42,6 +39,7 @@ from service.models.ltx2 import (
 from service.models.ltx2_component_modules import load_ltx2_assets, ltx2_geometry
 from service.models.ltx2_loras import tiny_distilled_lora
 from tests.engine_in_line import EngineInLine
+from tests.unit.python_backend_utils import install_python_backend_utils
 from tests.unit.test_local_engine_ltx2 import SPEC
 
 SEED = 0
@@ -171,14 +169,7 @@ def test_a_stg_block_past_the_transformer_names_the_field(saved: tuple[Path, Ltx
 def component_model_class(monkeypatch: pytest.MonkeyPatch) -> Any:
     """`Ltx2ComponentModel` importable here: the python_backend's own utilities module (its pure-Python
     half, shipped with pytriton), as the stub process has it."""
-    utils_path = (
-        Path(pytriton.__file__).parent / "tritonserver/backends/python/triton_python_backend_utils.py"
-    )
-    spec = importlib.util.spec_from_file_location("triton_python_backend_utils", utils_path)
-    assert spec is not None and spec.loader is not None
-    utils = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(utils)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", utils)
+    install_python_backend_utils(monkeypatch)
     from service.engines.triton_backend.ltx2_component_model import Ltx2ComponentModel
 
     return Ltx2ComponentModel

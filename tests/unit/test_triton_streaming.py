@@ -3,17 +3,14 @@ client into memory or a temporary file; heartbeats; one send at a time; in-fligh
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import pytriton
 
 from service.contract import pipeline as contract
 from service.domain.geometry import FrameSize
@@ -28,6 +25,7 @@ from service.engines.triton_backend.requests import (
 )
 from service.media.encode import frame_chunks
 from service.pipelines.long_video import FrameStore, output_frames
+from tests.unit.python_backend_utils import install_python_backend_utils
 
 FINAL = 1
 
@@ -147,15 +145,7 @@ def test_in_flight_waits_for_the_last_request() -> None:
 
 
 def test_pipeline_model_refuses_to_load_unless_decoupled(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The python_backend's own utilities module (its pure-Python half), as the stub process has it.
-    utils_path = (
-        Path(pytriton.__file__).parent / "tritonserver/backends/python/triton_python_backend_utils.py"
-    )
-    spec = importlib.util.spec_from_file_location("triton_python_backend_utils", utils_path)
-    assert spec is not None and spec.loader is not None
-    utils = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(utils)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", utils)
+    install_python_backend_utils(monkeypatch)
     monkeypatch.delitem(sys.modules, "service.engines.triton_backend.pipeline_model", raising=False)
     monkeypatch.delitem(sys.modules, "service.engines.triton_backend.bls", raising=False)
     from service.engines.triton_backend.pipeline_model import PipelineModel
