@@ -5,7 +5,7 @@
 | X264 (.mp4) | mp4, `+faststart` | libx264, yuv420p | AAC 192 kb/s |
 | VP9 (.webm) | webm | libvpx-vp9, yuv420p, constant quality (`b=0`) | Opus 128 kb/s (48 kHz native) |
 | PRORES4444 (.mov) | mov | prores_ks profile 4444, yuva444p10le (alpha-capable, opaque) | PCM s16le |
-| GIF (.gif) | gif | one palette per clip (Pillow octree), Pillow dither, pal8 (`gif.py`) | none (GIF has no audio) |
+| GIF (.gif) | gif | one palette per clip (ffmpeg palettegen over a pixel sample), Pillow dither, pal8 (`gif.py`) | none (GIF has no audio) |
 
 `video_quality` (ours) picks the quantiser: x264/VP9 CRF, ProRes `quant_mat`, GIF palette size and the
 (seeded random) pixels its palette is built from, drawn from frames spread over the clip (`gif.py`):

@@ -16,7 +16,7 @@ Here (numbers in bench/README.md, issue 9):
 
 Timing: the stream's time base is 1/fps with pts = frame index; the GIF muxer stores delays in 1/100 s and
 rescales each pts to it, so 24 fps becomes delays of 4 and 5 cs (0, 4, 8, 13, 17, ...) and the whole
-file lasts n/fps to the centisecond (121 frames: 504 cs). `bench/gif_write.py` measures time and PSNR.
+file lasts n/fps to the centisecond (121 frames: 504 cs). `bench/container_write.py` measures time and PSNR.
 """
 
 from __future__ import annotations
