@@ -8,11 +8,11 @@ video encoding and storing is `finish`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from service.domain.errors import ErrorType, JobError
 from service.domain.job_context import JobContext
 from service.domain.progress import Progress, Stage
+from service.jobs.queue import JobRunner
 from service.jobs.records import JobRecord
 from service.observability import metrics
 
@@ -27,8 +27,6 @@ _STAGE_OF: dict[Stage, StageName] = {
     Stage.ENCODING_VIDEO: "finish",
     Stage.STORING: "finish",
 }
-
-Runner = Callable[[JobRecord, JobContext], str]  # service/jobs/queue.py's JobRunner
 
 
 class _StageClock:
@@ -65,7 +63,7 @@ def _outcome(error: BaseException | None) -> tuple[str, str]:
     return "failed", str(ErrorType.INTERNAL_ERROR)
 
 
-def instrumented(runner: Runner) -> Runner:
+def instrumented(runner: JobRunner) -> JobRunner:
     def run(record: JobRecord, ctx: JobContext) -> str:
         clock = _StageClock(record.endpoint)
 
